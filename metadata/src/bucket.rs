@@ -1,0 +1,204 @@
+//! Buckets: their records, versioning state and named configuration documents (replication,
+//! tagging, policy, lifecycle, ... — opaque bytes to this crate).
+//!
+//! A bucket can only be deleted when no version, delete marker or multipart upload remains;
+//! the check and the delete happen under the bucket's exclusive lock, which every change
+//! inside the bucket holds shared, so nothing can be added in between.
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::MetaError;
+use crate::keys;
+use crate::record::Nanos;
+use crate::schema;
+use crate::store::MetaStore;
+
+/// S3 bucket versioning state. A bucket that was ever versioned can only be enabled or
+/// suspended, never unversioned again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VersioningState {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
+}
+
+/// A bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BucketRecord {
+    pub name: String,
+    pub created: Nanos,
+    pub owner: String,
+    pub region: String,
+    pub versioning: VersioningState,
+}
+
+impl MetaStore {
+    /// Creates a bucket; `Err(BucketExists)` (with the current owner) if the name is taken.
+    pub fn create_bucket(&self, bucket: BucketRecord) -> Result<(), MetaError> {
+        if bucket.name.is_empty() || bucket.name.len() > 255 {
+            return Err(MetaError::InvalidArgument(format!(
+                "invalid bucket name {:?}",
+                bucket.name
+            )));
+        }
+        let inner = &self.inner;
+        let _create = inner.locks.create();
+        let _bucket = inner.locks.bucket_shared(&bucket.name);
+        if let Some(existing) = self.get_bucket(&bucket.name)? {
+            return Err(MetaError::BucketExists {
+                bucket: bucket.name,
+                owner: existing.owner,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::BUCKETS),
+            bucket.name.as_bytes(),
+            codec::encode(&bucket),
+        );
+        inner.commit(batch, None, "creating a bucket")?;
+        Ok(())
+    }
+
+    pub fn get_bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        Ok(self
+            .inner
+            .get_record(schema::BUCKETS, name.as_bytes())?
+            .map(|(b, _)| b))
+    }
+
+    /// The bucket's record, or `Err(NoSuchBucket)`.
+    pub(crate) fn require_bucket(&self, name: &str) -> Result<BucketRecord, MetaError> {
+        self.get_bucket(name)?
+            .ok_or_else(|| MetaError::NoSuchBucket {
+                bucket: name.to_owned(),
+            })
+    }
+
+    /// Every bucket, sorted by name.
+    pub fn list_buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
+        let mut it = self.inner.iter(schema::BUCKETS, &[], None);
+        let mut out = Vec::new();
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            out.push(codec::decode(schema::BUCKETS, k, v)?.0);
+            it.next();
+        }
+        it.status().map_err(MetaError::db("listing buckets"))?;
+        Ok(out)
+    }
+
+    /// Deletes a bucket and its configuration documents; `Err(BucketNotEmpty)` while any
+    /// version, delete marker or multipart upload remains, `Err(NoSuchBucket)` if absent.
+    pub fn delete_bucket(&self, name: &str) -> Result<(), MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_exclusive(name);
+        self.require_bucket(name)?;
+        let prefix = keys::bucket_prefix(name);
+        for cf in [schema::HISTORY, schema::UPLOADS] {
+            let it = inner.iter_prefix(cf, &prefix);
+            it.status()
+                .map_err(MetaError::db("checking that a bucket is empty"))?;
+            if it.valid() {
+                return Err(MetaError::BucketNotEmpty {
+                    bucket: name.to_owned(),
+                });
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(inner.cf(schema::BUCKETS), name.as_bytes());
+        let end = keys::successor(&prefix).expect("a bucket prefix ends with a terminator");
+        batch.delete_range_cf(inner.cf(schema::BUCKET_CONFIGS), &prefix, &end);
+        inner.commit(batch, None, "deleting a bucket")?;
+        Ok(())
+    }
+
+    /// Sets the versioning state. `Unversioned` is only accepted for a bucket that is still
+    /// unversioned (S3 offers no way back).
+    pub fn set_versioning(&self, bucket: &str, state: VersioningState) -> Result<(), MetaError> {
+        let inner = &self.inner;
+        // Exclusive: commits in flight finish under the old state before the change returns.
+        let _bucket = inner.locks.bucket_exclusive(bucket);
+        let mut record = self.require_bucket(bucket)?;
+        if state == VersioningState::Unversioned
+            && record.versioning != VersioningState::Unversioned
+        {
+            return Err(MetaError::InvalidArgument(format!(
+                "bucket {bucket:?} is versioned; versioning can only be enabled or suspended"
+            )));
+        }
+        if record.versioning == state {
+            return Ok(());
+        }
+        record.versioning = state;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::BUCKETS),
+            bucket.as_bytes(),
+            codec::encode(&record),
+        );
+        inner.commit(batch, None, "setting bucket versioning")?;
+        Ok(())
+    }
+
+    /// Stores (or replaces) the configuration document `name` of a bucket.
+    pub fn put_bucket_config(
+        &self,
+        bucket: &str,
+        name: &str,
+        doc: Vec<u8>,
+    ) -> Result<(), MetaError> {
+        if name.is_empty() {
+            return Err(MetaError::InvalidArgument(
+                "configuration name must not be empty".into(),
+            ));
+        }
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_shared(bucket);
+        self.require_bucket(bucket)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::BUCKET_CONFIGS),
+            schema::config_key(bucket, name),
+            doc,
+        );
+        inner.commit(batch, None, "storing a bucket configuration")?;
+        Ok(())
+    }
+
+    /// The configuration document `name`, `Ok(None)` if unset; `Err(NoSuchBucket)`.
+    pub fn get_bucket_config(
+        &self,
+        bucket: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
+        match self
+            .inner
+            .get(schema::BUCKET_CONFIGS, &schema::config_key(bucket, name))?
+        {
+            Some(doc) => Ok(Some(doc.to_vec())),
+            None => {
+                self.require_bucket(bucket)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes the configuration document `name` (no error if it was unset).
+    pub fn delete_bucket_config(&self, bucket: &str, name: &str) -> Result<(), MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_shared(bucket);
+        self.require_bucket(bucket)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(
+            inner.cf(schema::BUCKET_CONFIGS),
+            schema::config_key(bucket, name),
+        );
+        inner.commit(batch, None, "deleting a bucket configuration")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! What a version of an object is: the typed record stored per version (also delete markers),
+//! what a caller supplies to create one, and the pieces both share (headers, checksums,
+//! storage, replication state).
+//!
+//! Records are stored as self-describing MessagePack maps (see `codec`); every struct that is
+//! stored carries `#[serde(default)]`, so a record written before a field existed still decodes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::bytes;
+
+/// Nanoseconds since the Unix epoch.
+pub type Nanos = i64;
+
+/// The version id of writes to unversioned and suspended buckets.
+pub const NULL_VERSION_ID: &str = "null";
+
+/// Standard headers stored with a version or upload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+}
+
+/// The S3 checksum algorithms (`x-amz-checksum-*`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumAlgorithm {
+    Crc32,
+    Crc32c,
+    Crc64Nvme,
+    Sha1,
+    Sha256,
+}
+
+/// Whether a checksum covers the whole object or is a checksum of part checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumType {
+    FullObject,
+    Composite,
+}
+
+/// A client-visible checksum, as on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    pub algorithm: ChecksumAlgorithm,
+    /// Base64, as on the wire; composite ones include the "-N" part count.
+    pub value: String,
+    pub kind: ChecksumType,
+}
+
+/// Where the bytes of a version are: inline for small objects, else an opaque layout blob
+/// owned by the gateway. The store never interprets either.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Storage {
+    Inline(#[serde(with = "bytes")] Vec<u8>),
+    Layout(#[serde(with = "bytes")] Vec<u8>),
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage::Inline(Vec::new())
+    }
+}
+
+/// One part of a multipart object, as recorded in the completed version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectPart {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub checksum: Option<Checksum>,
+}
+
+/// Where a version was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Written by a client of this region.
+    #[default]
+    Local,
+    /// Received from the peer region `region`; never replicated again.
+    Replica { region: String },
+}
+
+/// Replication progress of one version towards one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerStatus {
+    #[default]
+    Pending,
+    Completed,
+    /// Retried with backoff; `attempts` so far, `error` the last failure.
+    Failed {
+        error: String,
+        attempts: u32,
+    },
+}
+
+/// Origin of a version and its replication status per peer name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationState {
+    pub origin: Origin,
+    pub peers: BTreeMap<String, PeerStatus>,
+}
+
+/// What the caller supplies for a new version.
+///
+/// `version_id` and `mtime` are `None` for local writes: the store assigns a time-ordered
+/// unique id (or "null" when the bucket is unversioned or suspended) and the commit time. A
+/// replica supplies both and they are kept verbatim.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewVersion {
+    pub version_id: Option<String>,
+    pub mtime: Option<Nanos>,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+    pub checksum: Option<Checksum>,
+    /// Our own content checksum (hex or raw, the gateway decides).
+    pub content_sha256: Option<Vec<u8>>,
+    pub headers: ObjectHeaders,
+    pub user_metadata: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub storage: Storage,
+    /// Empty unless the object was uploaded in parts.
+    pub parts: Vec<ObjectPart>,
+    pub replication: ReplicationState,
+    /// For replicated delete markers; local markers come from `delete_object`.
+    pub delete_marker: bool,
+}
+
+/// A committed version of an object (delete markers included).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionRecord {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: String,
+    pub mtime: Nanos,
+    pub is_delete_marker: bool,
+    pub size: u64,
+    pub etag: String,
+    pub checksum: Option<Checksum>,
+    #[serde(with = "crate::codec::opt_bytes")]
+    pub content_sha256: Option<Vec<u8>>,
+    pub headers: ObjectHeaders,
+    pub user_metadata: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub storage: Storage,
+    pub parts: Vec<ObjectPart>,
+    pub replication: ReplicationState,
+    /// Format version of the stored record this was read from (not itself stored: the codec
+    /// writes it in front of every record).
+    #[serde(skip)]
+    pub format_version: u8,
+}
+
+impl VersionRecord {
+    /// The record a commit of `new` produces, once id and mtime are decided.
+    pub(crate) fn from_new(
+        bucket: &str,
+        key: &str,
+        version_id: String,
+        mtime: Nanos,
+        new: NewVersion,
+    ) -> Self {
+        VersionRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id,
+            mtime,
+            is_delete_marker: new.delete_marker,
+            size: new.size,
+            etag: new.etag,
+            checksum: new.checksum,
+            content_sha256: new.content_sha256,
+            headers: new.headers,
+            user_metadata: new.user_metadata,
+            tags: new.tags,
+            storage: new.storage,
+            parts: new.parts,
+            replication: new.replication,
+            format_version: crate::codec::FORMAT_VERSION,
+        }
+    }
+}
+
+/// Result of committing a new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub version: VersionRecord,
+}
+
+/// Options of `delete_object`. Local deletes use the default; a replica supplies the marker's
+/// version id, mtime and origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Replication state of the delete marker (if one is created).
+    pub replication: ReplicationState,
+    /// Version id of the marker, kept verbatim (replicas).
+    pub version_id: Option<String>,
+    /// mtime of the marker (replicas).
+    pub mtime: Option<Nanos>,
+}
+
+/// Result of `delete_object`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// The marker created, or the version removed.
+    pub version_id: Option<String>,
+    /// True if a marker was created, or the removed version was a marker.
+    pub delete_marker: bool,
+    /// The removed (or replaced) version; its storage is already queued for reclaim.
+    pub removed: Option<VersionRecord>,
+}

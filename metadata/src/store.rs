@@ -1,0 +1,281 @@
+//! The store handle: opening the database, the column families, and the few primitives every
+//! operation is built from — typed point reads, bounded iterators, and the commit of one
+//! WriteBatch (optionally carrying its replication outbox entry).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rocksdb::{
+    Cache, ColumnFamily, DBPinnableSlice, DBRawIterator, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::MetaError;
+use crate::keys;
+use crate::locks::Locks;
+use crate::outbox::{OutboxDraft, OutboxEntry, Sequencer};
+use crate::reclaim::ReclaimRecord;
+use crate::record::Storage;
+use crate::schema::{self, VersionSummary};
+use crate::tuning;
+use crate::version_id::now_nanos;
+
+/// How the store is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaOptions {
+    /// Sync the WAL on every commit (default): an acknowledged commit survives kill -9 and
+    /// power loss. Concurrent commits share one sync (group commit).
+    pub sync_writes: bool,
+}
+
+impl Default for MetaOptions {
+    fn default() -> Self {
+        MetaOptions { sync_writes: true }
+    }
+}
+
+/// Every bucket, object version, multipart upload and bucket configuration of a node, plus
+/// the replication outbox and the reclaim queue, in one RocksDB database.
+///
+/// Cheap to clone (an `Arc` inside); all methods are blocking and safe to call concurrently.
+#[derive(Clone)]
+pub struct MetaStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub db: DB,
+    pub write_opts: WriteOptions,
+    pub locks: Locks,
+    pub outbox: Sequencer,
+    pub reclaim_seq: AtomicU64,
+    _cache: Cache,
+}
+
+impl std::fmt::Debug for MetaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStore")
+            .field("path", &self.inner.db.path())
+            .finish()
+    }
+}
+
+impl MetaStore {
+    /// Opens (creating if missing) the database at `path`. Refuses a database written with a
+    /// newer schema version.
+    pub fn open(path: &Path, opts: MetaOptions) -> Result<MetaStore, MetaError> {
+        let cache = Cache::new_lru_cache(tuning::BLOCK_CACHE_BYTES);
+        let db =
+            DB::open_cf_descriptors(&tuning::db_options(), path, tuning::column_families(&cache))
+                .map_err(|source| MetaError::Db {
+                context: format!("opening {}", path.display()),
+                source,
+            })?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(opts.sync_writes);
+        let schema_cf = db
+            .cf_handle(schema::META)
+            .expect("meta column family exists");
+        match db
+            .get_cf(schema_cf, schema::META_SCHEMA)
+            .map_err(MetaError::db("reading the schema version"))?
+        {
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                    MetaError::corrupt(
+                        schema::META,
+                        schema::META_SCHEMA,
+                        "schema version is not 4 bytes",
+                    )
+                })?);
+                if found > schema::SCHEMA_VERSION {
+                    return Err(MetaError::UnsupportedSchema {
+                        found,
+                        supported: schema::SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => db
+                .put_cf_opt(
+                    schema_cf,
+                    schema::META_SCHEMA,
+                    schema::SCHEMA_VERSION.to_be_bytes(),
+                    &write_opts,
+                )
+                .map_err(MetaError::db("writing the schema version"))?,
+        }
+        let next_outbox = crate::outbox::next_sequence_at_open(&db)?;
+        let next_reclaim = last_u64_key(&db, schema::RECLAIM)?.map_or(1, |s| s + 1);
+        let inner = Inner {
+            db,
+            write_opts,
+            locks: Locks::new(),
+            outbox: Sequencer::new(next_outbox),
+            reclaim_seq: AtomicU64::new(next_reclaim),
+            _cache: cache,
+        };
+        Ok(MetaStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Cheap health check for readiness: a point read of the schema version succeeds.
+    pub fn check(&self) -> Result<(), MetaError> {
+        self.inner
+            .get(schema::META, schema::META_SCHEMA)?
+            .map(|_| ())
+            .ok_or_else(|| {
+                MetaError::corrupt(schema::META, schema::META_SCHEMA, "schema version missing")
+            })
+    }
+}
+
+impl Inner {
+    pub fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // Every column family in `schema::ALL` is created at open.
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    pub fn get(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<DBPinnableSlice<'_>>, MetaError> {
+        self.db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(|source| MetaError::Db {
+                context: format!("reading {cf}/{}", hex::encode(key)),
+                source,
+            })
+    }
+
+    pub fn get_record<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<(T, u8)>, MetaError> {
+        match self.get(cf, key)? {
+            Some(v) => codec::decode(cf, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A raw iterator over `[lower, upper)` of `cf`, positioned at `lower`.
+    pub fn iter(
+        &self,
+        cf: &'static str,
+        lower: &[u8],
+        upper: Option<Vec<u8>>,
+    ) -> DBRawIterator<'_> {
+        let mut ro = ReadOptions::default();
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek(lower);
+        it
+    }
+
+    /// An iterator over every entry of `cf` whose key starts with `prefix`.
+    pub fn iter_prefix(&self, cf: &'static str, prefix: &[u8]) -> DBRawIterator<'_> {
+        self.iter(cf, prefix, keys::successor(prefix))
+    }
+
+    /// The newest `n` entries of the history of one key, newest first.
+    pub fn newest_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        n: usize,
+    ) -> Result<Vec<VersionSummary>, MetaError> {
+        let mut it = self.iter_prefix(schema::HISTORY, &keys::object_prefix(bucket, key));
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n && it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            out.push(codec::decode(schema::HISTORY, k, v)?.0);
+            it.next();
+        }
+        it.status()
+            .map_err(MetaError::db("reading version history"))?;
+        Ok(out)
+    }
+
+    /// Writes `batch` durably (per the sync option). With `outbox`, the entry is added to the
+    /// same batch under a fresh sequence number: the WriteBatch makes change + outbox entry
+    /// atomic, and the sequencer keeps readers from seeing it before every earlier sequence
+    /// number has committed or failed.
+    pub fn commit(
+        &self,
+        mut batch: WriteBatch,
+        outbox: Option<OutboxDraft>,
+        context: &'static str,
+    ) -> Result<Option<u64>, MetaError> {
+        let Some(draft) = outbox else {
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(MetaError::db(context))?;
+            return Ok(None);
+        };
+        let ticket = self.outbox.begin();
+        let entry = OutboxEntry {
+            seq: ticket.seq(),
+            bucket: draft.bucket,
+            key: draft.key,
+            version_id: draft.version_id,
+            kind: draft.kind,
+            committed: now_nanos(),
+            origin: draft.origin,
+        };
+        batch.put_cf(
+            self.cf(schema::OUTBOX),
+            entry.seq.to_be_bytes(),
+            codec::encode(&entry),
+        );
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(MetaError::db(context))?;
+        Ok(Some(ticket.seq()))
+    }
+
+    /// Adds `storage` to the reclaim queue in `batch`, if it names data outside the record
+    /// (inline bytes vanish with the record itself).
+    pub fn queue_reclaim(&self, batch: &mut WriteBatch, storage: &Storage) {
+        if let Storage::Layout(blob) = storage {
+            self.queue_reclaim_layout(batch, blob.clone());
+        }
+    }
+
+    pub fn queue_reclaim_layout(&self, batch: &mut WriteBatch, blob: Vec<u8>) {
+        let seq = self.reclaim_seq.fetch_add(1, Ordering::Relaxed);
+        let record = ReclaimRecord {
+            storage: Storage::Layout(blob),
+            queued: now_nanos(),
+        };
+        batch.put_cf(
+            self.cf(schema::RECLAIM),
+            seq.to_be_bytes(),
+            codec::encode(&record),
+        );
+    }
+}
+
+/// The largest big-endian u64 key of `cf`, if any.
+pub(crate) fn last_u64_key(db: &DB, cf: &'static str) -> Result<Option<u64>, MetaError> {
+    let mut it = db.raw_iterator_cf(db.cf_handle(cf).expect("column family created at open"));
+    it.seek_to_last();
+    it.status()
+        .map_err(MetaError::db("finding the last sequence number"))?;
+    match it.key() {
+        Some(k) => {
+            let bytes: [u8; 8] = k
+                .try_into()
+                .map_err(|_| MetaError::corrupt(cf, k, "sequence key is not 8 bytes"))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        }
+        None => Ok(None),
+    }
+}
