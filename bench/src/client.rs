@@ -1,0 +1,524 @@
+//! A lean S3 client for load generation: hyper 1 over hyper-util's pooled client (keep-alive,
+//! connections reused across requests), SigV4 header signing with unsigned payloads, and
+//! path-style addressing (`http://host:port/bucket/key`), so it works against any S3 endpoint
+//! without DNS tricks. Bodies go out as zero-copy payload slices and GET bodies are streamed
+//! through a checker, never buffered whole. Only `http://` endpoints are supported.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::OpError;
+use crate::payload::{ContentCheck, PayloadBody};
+use crate::sigv4::{
+    amz_date_now, canonical_query, encode_path, CanonicalRequest, Signer, UNSIGNED_PAYLOAD,
+};
+use crate::xml;
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `http://host:port`, optionally with a path prefix.
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub bucket: String,
+    /// Idle connections kept per host: at least the number of requests in flight.
+    pub max_idle_connections: usize,
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("endpoint {endpoint:?}: {reason}")]
+    BadEndpoint { endpoint: String, reason: String },
+}
+
+/// One page of a ListObjectsV2 walk.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys on this page.
+    pub keys: u64,
+    /// Token for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// An S3 client bound to one endpoint, credential and bucket. Cheap to share behind an `Arc`.
+pub struct S3Client {
+    http: Client<HttpConnector, PayloadBody>,
+    /// `http://host:port` plus any path prefix of the endpoint, without a trailing `/`.
+    base_uri: String,
+    base_path: String,
+    host: String,
+    signer: Signer,
+    bucket: String,
+    region: String,
+}
+
+impl S3Client {
+    pub fn new(config: &ClientConfig) -> Result<S3Client, ClientError> {
+        let bad = |reason: &str| ClientError::BadEndpoint {
+            endpoint: config.endpoint.clone(),
+            reason: reason.into(),
+        };
+        let uri: http::Uri = config.endpoint.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "https is not supported by the bench client; use http://",
+                ))
+            }
+            _ => return Err(bad("expected http://host:port")),
+        }
+        let host = uri
+            .authority()
+            .ok_or_else(|| bad("no host"))?
+            .as_str()
+            .to_string();
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        if config.bucket.is_empty() || config.bucket.contains('/') {
+            return Err(bad("the bucket name must be non-empty and contain no '/'"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle_connections.max(1))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(S3Client {
+            http,
+            base_uri: format!("http://{host}{base_path}"),
+            base_path,
+            host,
+            signer: Signer::new(&config.access_key, &config.secret_key, &config.region, "s3"),
+            bucket: config.bucket.clone(),
+            region: config.region.clone(),
+        })
+    }
+
+    /// The bucket every operation addresses.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn target(&self, key: &str) -> String {
+        format!("{}/{key}", self.bucket)
+    }
+
+    /// Signs and sends one request; a non-2xx answer becomes [`OpError::S3`] with the code
+    /// from the XML error body (or `HTTP<status>` when there is none).
+    async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        key: &str,
+        query: &[(&str, &str)],
+        range: Option<&str>,
+        body: PayloadBody,
+    ) -> Result<Response<Incoming>, OpError> {
+        let path = if key.is_empty() {
+            format!("/{}", self.bucket)
+        } else {
+            format!("/{}/{key}", self.bucket)
+        };
+        let path = encode_path(&path);
+        let query = canonical_query(query);
+        let amz_date = amz_date_now();
+        let mut headers = vec![
+            ("host", self.host.as_str()),
+            ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
+            ("x-amz-date", amz_date.as_str()),
+        ];
+        if let Some(range) = range {
+            headers.push(("range", range));
+        }
+        let signed_path = format!("{}{path}", self.base_path);
+        let canonical = CanonicalRequest {
+            method: method.as_str(),
+            path: &signed_path,
+            query: &query,
+            headers: headers.clone(),
+            payload_hash: UNSIGNED_PAYLOAD,
+        };
+        let authorization = self.signer.authorization(&canonical, &amz_date);
+        let uri = if query.is_empty() {
+            format!("{}{path}", self.base_uri)
+        } else {
+            format!("{}{path}?{query}", self.base_uri)
+        };
+        let content_length = body.len();
+        let mut request = Request::builder().method(method.clone()).uri(uri);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if method == Method::PUT || method == Method::POST {
+            request = request.header(http::header::CONTENT_LENGTH, content_length);
+        }
+        let request = request
+            .header(http::header::AUTHORIZATION, authorization)
+            .body(body)
+            .map_err(|e| self.transport(op, key, &e))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| self.transport(op, key, &e))?;
+        if response.status().is_success() || response.status() == StatusCode::PARTIAL_CONTENT {
+            return Ok(response);
+        }
+        Err(self.error_from(op, key, response).await)
+    }
+
+    fn transport(&self, op: &'static str, key: &str, error: &dyn std::error::Error) -> OpError {
+        let mut detail = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        OpError::Transport {
+            op,
+            target: self.target(key),
+            detail,
+        }
+    }
+
+    async fn error_from(
+        &self,
+        op: &'static str,
+        key: &str,
+        response: Response<Incoming>,
+    ) -> OpError {
+        let status = response.status();
+        let body = match response.into_body().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return self.transport(op, key, &e),
+        };
+        let text = String::from_utf8_lossy(&body);
+        OpError::S3 {
+            op,
+            target: self.target(key),
+            status: status.as_u16(),
+            code: xml::first_text(&text, "Code")
+                .unwrap_or_else(|| format!("HTTP{}", status.as_u16())),
+            message: xml::first_text(&text, "Message").unwrap_or_default(),
+        }
+    }
+
+    /// Reads a small response body whole (XML documents).
+    async fn read_small(
+        &self,
+        op: &'static str,
+        key: &str,
+        response: Response<Incoming>,
+    ) -> Result<String, OpError> {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(op, key, &e))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Whether the bucket exists (HeadBucket).
+    pub async fn bucket_exists(&self) -> Result<bool, OpError> {
+        match self
+            .send(
+                "HeadBucket",
+                Method::HEAD,
+                "",
+                &[],
+                None,
+                PayloadBody::empty(),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(OpError::S3 { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the bucket; succeeds if it already exists and is ours.
+    pub async fn create_bucket(&self) -> Result<(), OpError> {
+        let body = if self.region == "us-east-1" {
+            PayloadBody::empty()
+        } else {
+            PayloadBody::from_bytes(Bytes::from(format!(
+                "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                xml::escape(&self.region)
+            )))
+        };
+        match self
+            .send("CreateBucket", Method::PUT, "", &[], None, body)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(OpError::S3 { code, .. }) if code == "BucketAlreadyOwnedByYou" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PutObject with `body` as the content.
+    pub async fn put_object(&self, key: &str, body: PayloadBody) -> Result<(), OpError> {
+        let response = self
+            .send("PutObject", Method::PUT, key, &[], None, body)
+            .await?;
+        // Drain so the connection goes back to the pool.
+        self.read_small("PutObject", key, response)
+            .await
+            .map(|_| ())
+    }
+
+    /// GetObject of the whole object, or of `len` bytes from `start` when `range` is given.
+    /// The body is streamed through `check` when given; returns the number of bytes received.
+    pub async fn get_object(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        mut check: Option<&mut ContentCheck>,
+    ) -> Result<u64, OpError> {
+        let range_header =
+            range.map(|(start, len)| format!("bytes={start}-{}", start + len.max(1) - 1));
+        let response = self
+            .send(
+                "GetObject",
+                Method::GET,
+                key,
+                &[],
+                range_header.as_deref(),
+                PayloadBody::empty(),
+            )
+            .await?;
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.transport("GetObject", key, &e))?;
+            if let Ok(data) = frame.into_data() {
+                if let Some(check) = check.as_deref_mut() {
+                    check.check(&data).map_err(|m| OpError::ContentMismatch {
+                        target: self.target(key),
+                        offset: m.offset,
+                    })?;
+                }
+                received += data.len() as u64;
+            }
+        }
+        Ok(received)
+    }
+
+    /// One ListObjectsV2 page under `prefix`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, OpError> {
+        let max_keys = max_keys.to_string();
+        let mut query = vec![
+            ("list-type", "2"),
+            ("prefix", prefix),
+            ("max-keys", max_keys.as_str()),
+        ];
+        if let Some(token) = token {
+            query.push(("continuation-token", token));
+        }
+        let response = self
+            .send(
+                "ListObjectsV2",
+                Method::GET,
+                "",
+                &query,
+                None,
+                PayloadBody::empty(),
+            )
+            .await?;
+        let doc = self.read_small("ListObjectsV2", prefix, response).await?;
+        let truncated = xml::first_text(&doc, "IsTruncated").is_some_and(|t| t == "true");
+        let next = match (truncated, xml::first_text(&doc, "NextContinuationToken")) {
+            (false, _) => None,
+            (true, Some(token)) => Some(token),
+            (true, None) => {
+                return Err(OpError::BadResponse {
+                    op: "ListObjectsV2",
+                    target: self.target(prefix),
+                    detail: "truncated page without NextContinuationToken".into(),
+                })
+            }
+        };
+        Ok(ListPage {
+            keys: xml::count_elements(&doc, "Contents"),
+            next,
+        })
+    }
+
+    /// DeleteObject.
+    pub async fn delete_object(&self, key: &str) -> Result<(), OpError> {
+        let response = self
+            .send(
+                "DeleteObject",
+                Method::DELETE,
+                key,
+                &[],
+                None,
+                PayloadBody::empty(),
+            )
+            .await?;
+        self.read_small("DeleteObject", key, response)
+            .await
+            .map(|_| ())
+    }
+
+    /// CreateMultipartUpload; returns the upload id.
+    pub async fn create_multipart_upload(&self, key: &str) -> Result<String, OpError> {
+        let op = "CreateMultipartUpload";
+        let response = self
+            .send(
+                op,
+                Method::POST,
+                key,
+                &[("uploads", "")],
+                None,
+                PayloadBody::empty(),
+            )
+            .await?;
+        let doc = self.read_small(op, key, response).await?;
+        xml::first_text(&doc, "UploadId").ok_or_else(|| OpError::BadResponse {
+            op,
+            target: self.target(key),
+            detail: "no UploadId".into(),
+        })
+    }
+
+    /// UploadPart; returns the part's ETag.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u32,
+        body: PayloadBody,
+    ) -> Result<String, OpError> {
+        let part_number = part.to_string();
+        let query = [
+            ("partNumber", part_number.as_str()),
+            ("uploadId", upload_id),
+        ];
+        let response = self
+            .send("UploadPart", Method::PUT, key, &query, None, body)
+            .await?;
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.read_small("UploadPart", key, response).await?;
+        etag.ok_or_else(|| OpError::BadResponse {
+            op: "UploadPart",
+            target: self.target(key),
+            detail: format!("part {part} answered without an ETag"),
+        })
+    }
+
+    /// CompleteMultipartUpload with the parts' ETags in part-number order (part 1 first).
+    pub async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<(), OpError> {
+        let op = "CompleteMultipartUpload";
+        let mut doc = String::from("<CompleteMultipartUpload>");
+        for (i, etag) in etags.iter().enumerate() {
+            doc.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+                i + 1,
+                xml::escape(etag)
+            ));
+        }
+        doc.push_str("</CompleteMultipartUpload>");
+        let body = PayloadBody::from_bytes(Bytes::from(doc));
+        let response = self
+            .send(
+                op,
+                Method::POST,
+                key,
+                &[("uploadId", upload_id)],
+                None,
+                body,
+            )
+            .await?;
+        let answer = self.read_small(op, key, response).await?;
+        // S3 may report a failed completion inside a 200 response.
+        if answer.contains("<Error>") {
+            return Err(OpError::S3 {
+                op,
+                target: self.target(key),
+                status: 200,
+                code: xml::first_text(&answer, "Code").unwrap_or_else(|| "InternalError".into()),
+                message: xml::first_text(&answer, "Message").unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// AbortMultipartUpload; used to clean up after a failed part.
+    pub async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), OpError> {
+        let query = [("uploadId", upload_id)];
+        let response = self
+            .send(
+                "AbortMultipartUpload",
+                Method::DELETE,
+                key,
+                &query,
+                None,
+                PayloadBody::empty(),
+            )
+            .await?;
+        self.read_small("AbortMultipartUpload", key, response)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> ClientConfig {
+        ClientConfig {
+            endpoint: endpoint.into(),
+            access_key: "ak".into(),
+            secret_key: "sk".into(),
+            region: "us-east-1".into(),
+            bucket: "bench".into(),
+            max_idle_connections: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn http_endpoints_are_accepted_with_host_and_path_prefix() {
+        let client = S3Client::new(&config("http://127.0.0.1:9000/s3/")).unwrap();
+        assert_eq!(client.host, "127.0.0.1:9000");
+        assert_eq!(client.base_uri, "http://127.0.0.1:9000/s3");
+    }
+
+    #[tokio::test]
+    async fn https_and_garbage_endpoints_are_refused_with_a_reason() {
+        let https = S3Client::new(&config("https://s3.amazonaws.com"))
+            .err()
+            .unwrap();
+        assert!(https.to_string().contains("https"), "{https}");
+        assert!(S3Client::new(&config("not a url")).is_err());
+        assert!(S3Client::new(&config("127.0.0.1:9000")).is_err());
+    }
+}
