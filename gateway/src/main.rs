@@ -1,1 +1,78 @@
-fn main() {}
+//! The `meridian` command: `serve` runs the S3 server, `bench` drives any S3 endpoint.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meridian_gateway::config::{Config, ErasureSpec, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "meridian",
+    version,
+    about = "S3-compatible object store with erasure coding and geo-replication"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the S3 server (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML configuration file (every field optional).
+    #[arg(long, env = "MERIDIAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, HOST:PORT.
+    #[arg(long)]
+    address: Option<std::net::SocketAddr>,
+    /// Data directory: disks at DIR/disk1..N, metadata at DIR/meta.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Erasure coding, K+M (data + parity shards), e.g. 4+2.
+    #[arg(long)]
+    erasure: Option<ErasureSpec>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => {
+                let overrides = Overrides {
+                    address: args.address,
+                    data_dir: args.data,
+                    erasure: args.erasure,
+                };
+                let config = Config::load(args.config.as_deref(), &overrides)?;
+                meridian_gateway::serve::run(config).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meridian: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,276 @@
-//! placeholder
+//! End-to-end test harness: starts the real `meridian` binary on 127.0.0.1 with an ephemeral
+//! port and temporary disks, and hands out real S3 clients for it. Servers can be stopped
+//! (SIGTERM), killed (SIGKILL) and restarted on the same data, to test crash safety for real.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::Client;
+
+pub mod raw;
+
+pub const ACCESS_KEY: &str = "meridian-test-root";
+pub const SECRET_KEY: &str = "meridian-test-root-secret";
+pub const REGION: &str = "us-east-1";
+
+/// How a test server is started.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// `K+M`, passed as `--erasure`.
+    pub erasure: String,
+    /// Extra TOML appended to the generated config file (users, thresholds, ...).
+    pub extra_config: String,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            erasure: "4+2".into(),
+            extra_config: String::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running `meridian serve` process and its data directory.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub data_dir: PathBuf,
+    options: ServerOptions,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The `meridian` binary built next to the test executables (`target/<profile>/meridian`),
+/// or `MERIDIAN_BIN` when set.
+pub fn meridian_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MERIDIAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/meridian
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = profile_dir.join("meridian");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build -p meridian-gateway`, which `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+impl TestServer {
+    /// A 4+2 server on fresh temporary disks.
+    pub fn start() -> TestServer {
+        Self::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(options: ServerOptions) -> TestServer {
+        let tmp = tempfile::Builder::new()
+            .prefix("meridian-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = tmp.path().to_path_buf();
+        let mut server = TestServer {
+            child: None,
+            endpoint: String::new(),
+            data_dir,
+            options,
+            _tmp: Some(tmp),
+        };
+        server.launch();
+        server
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.join("server.log")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir.join("meridian.toml")
+    }
+
+    /// Starts the process on the existing data directory and waits until it listens.
+    fn launch(&mut self) {
+        // Keep the port of an earlier run so clients made before a restart still work.
+        let address = self
+            .endpoint
+            .strip_prefix("http://")
+            .unwrap_or("127.0.0.1:0")
+            .to_owned();
+        let config = format!(
+            "shutdown_grace = \"5s\"\n[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n{}\n",
+            self.options.extra_config
+        );
+        std::fs::write(self.config_path(), config).expect("writing test config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut cmd = Command::new(meridian_binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--address")
+            .arg(&address)
+            .arg("--data")
+            .arg(&self.data_dir)
+            .arg("--erasure")
+            .arg(&self.options.erasure)
+            .env_remove("MERIDIAN_ROOT_USER")
+            .env_remove("MERIDIAN_ROOT_PASSWORD")
+            .env(
+                "MERIDIAN_LOG",
+                std::env::var("MERIDIAN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning meridian");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("meridian listening on ") {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => self.endpoint = url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("meridian did not start listening; log:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The server's stderr so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// SIGKILL: no chance to clean up, like a power cut for the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().expect("waiting for meridian")
+    }
+
+    /// Waits for a server that was already signalled to exit; returns the exit status.
+    pub fn stop_wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        child.wait().expect("waiting for meridian")
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop or kill the server before restarting it"
+        );
+        self.launch();
+    }
+
+    pub fn disk_dir(&self, slot: usize) -> PathBuf {
+        self.data_dir.join(format!("disk{}", slot + 1))
+    }
+
+    /// An aws-sdk-s3 client for the root user.
+    pub fn client(&self) -> Client {
+        self.client_for(ACCESS_KEY, SECRET_KEY)
+    }
+
+    pub fn client_for(&self, access_key: &str, secret_key: &str) -> Client {
+        s3_client(&self.endpoint, access_key, secret_key)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A path-style aws-sdk-s3 client without retries (so tests see every error).
+pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "meridian-tests",
+        ))
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The S3 error code of a failed SDK call, e.g. `"NoSuchKey"`.
+pub fn error_code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned)
+}
+
+/// The HTTP status of a failed SDK call.
+pub fn error_status<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}

@@ -1,0 +1,48 @@
+# Meridian: `make run` starts a single-node store, `make test` runs everything that must pass.
+# Both install what they need (scripts/setup.sh) and share one warm cargo target directory.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
+export MERIDIAN_VENV ?= $(HOME)/.cache/meridian/venv
+BIN := $(CARGO_TARGET_DIR)/debug/meridian
+NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: run test setup setup-system setup-python fmt-check clippy build rust-test client-test bench
+
+run: setup-system
+	cargo build -p meridian-gateway --bin meridian
+	$(BIN) serve
+
+test: setup fmt-check clippy build rust-test client-test
+
+setup:
+	scripts/setup.sh all
+
+setup-system:
+	scripts/setup.sh system
+
+setup-python:
+	scripts/setup.sh python
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# The end-to-end tests run the real binary, so build it (same dev profile) first.
+build:
+	cargo build --workspace --all-targets
+
+rust-test: build
+ifeq ($(NEXTEST),yes)
+	cargo nextest run --workspace --no-fail-fast
+else
+	cargo test --workspace --no-fail-fast
+endif
+
+client-test: build setup-python
+	MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q tests/clients
+
+bench: setup
+	scripts/bench-suite.sh

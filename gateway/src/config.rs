@@ -1,0 +1,430 @@
+//! Server configuration: one TOML file where every field has a default, overridden by
+//! `MERIDIAN_*` environment variables, overridden in turn by command-line flags.
+//!
+//! `Config::default()` is a working single-node store: six disks under `./meridian-data`,
+//! erasure 4+2, listening on 127.0.0.1:9000.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Credentials printed with a warning when no root user is configured.
+pub const DEV_ROOT_USER: &str = "meridianadmin";
+pub const DEV_ROOT_PASSWORD: &str = "meridianadmin";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the S3 API listens on.
+    pub address: SocketAddr,
+    /// Region reported by GetBucketLocation and accepted in signatures.
+    pub region: String,
+    /// Root of the node's data: disks default to `data_dir/disk1..N`, RocksDB to `data_dir/meta`.
+    pub data_dir: PathBuf,
+    pub erasure: ErasureConfig,
+    pub metadata: MetadataConfig,
+    pub root: RootCredentials,
+    pub users: Vec<UserConfig>,
+    /// Objects smaller than this are stored inside their version record.
+    pub inline_threshold: usize,
+    /// How long in-flight requests may run on after SIGTERM/SIGINT.
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+    /// Multipart uploads initiated longer ago than this are aborted in the background.
+    #[serde(with = "duration_str")]
+    pub multipart_expiry: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErasureConfig {
+    pub data_shards: usize,
+    pub parity_shards: usize,
+    /// Disk directories in slot order; empty means `data_dir/disk1..N`.
+    pub disks: Vec<PathBuf>,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Shards and metadata are fsynced before a write is acknowledged.
+    Fsync,
+    /// Nothing is fsynced: fast, and an acknowledged write can be lost on power failure.
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// RocksDB directory; empty means `data_dir/meta`.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RootCredentials {
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// A bucket name, or a prefix ending in `*` (`"ml-*"`), or `"*"` for every bucket.
+    pub bucket: String,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            address: "127.0.0.1:9000".parse().expect("static address"),
+            region: "us-east-1".into(),
+            data_dir: PathBuf::from("./meridian-data"),
+            erasure: ErasureConfig::default(),
+            metadata: MetadataConfig::default(),
+            root: RootCredentials::default(),
+            users: Vec::new(),
+            inline_threshold: 128 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            multipart_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        ErasureConfig {
+            data_shards: 4,
+            parity_shards: 2,
+            disks: Vec::new(),
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+/// Overrides given on the command line; `None` leaves the configured value alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub address: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub erasure: Option<ErasureSpec>,
+}
+
+/// `K+M`, as written on the command line and in `MERIDIAN_ERASURE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasureSpec {
+    pub data: usize,
+    pub parity: usize,
+}
+
+impl FromStr for ErasureSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, m) = s
+            .split_once('+')
+            .ok_or_else(|| format!("expected K+M (like 4+2), got {s:?}"))?;
+        let data = k
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad data shard count in {s:?}"))?;
+        let parity = m
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad parity shard count in {s:?}"))?;
+        Ok(ErasureSpec { data, parity })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then the file (if any), then the environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.apply_overrides(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                value,
+                reason: e.to_string(),
+            })
+        }
+        if let Some(v) = var("MERIDIAN_ADDRESS") {
+            self.address = parsed("MERIDIAN_ADDRESS", v)?;
+        }
+        if let Some(v) = var("MERIDIAN_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = var("MERIDIAN_DATA") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("MERIDIAN_ERASURE") {
+            let spec: ErasureSpec = parsed("MERIDIAN_ERASURE", v)?;
+            self.erasure.data_shards = spec.data;
+            self.erasure.parity_shards = spec.parity;
+        }
+        if let Some(v) = var("MERIDIAN_DURABILITY") {
+            self.erasure.durability = match v.as_str() {
+                "fsync" => Durability::Fsync,
+                "none" => Durability::None,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "MERIDIAN_DURABILITY",
+                        value: v,
+                        reason: "expected fsync or none".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = var("MERIDIAN_INLINE_THRESHOLD") {
+            self.inline_threshold = parsed("MERIDIAN_INLINE_THRESHOLD", v)?;
+        }
+        if let Some(v) = var("MERIDIAN_ROOT_USER") {
+            self.root.access_key = Some(v);
+        }
+        if let Some(v) = var("MERIDIAN_ROOT_PASSWORD") {
+            self.root.secret_key = Some(v);
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, o: &Overrides) {
+        if let Some(a) = o.address {
+            self.address = a;
+        }
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(spec) = o.erasure {
+            self.erasure.data_shards = spec.data;
+            self.erasure.parity_shards = spec.parity;
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (k, m) = (self.erasure.data_shards, self.erasure.parity_shards);
+        if k == 0 || k + m > 16 || m > k {
+            return Err(ConfigError::Invalid(format!(
+                "erasure {k}+{m}: need 1 <= K+M <= 16, K >= 1 and M <= K"
+            )));
+        }
+        if !self.erasure.disks.is_empty() && self.erasure.disks.len() != k + m {
+            return Err(ConfigError::Invalid(format!(
+                "erasure {k}+{m} needs {} disks, {} configured",
+                k + m,
+                self.erasure.disks.len()
+            )));
+        }
+        if self.root.access_key.is_some() != self.root.secret_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "root access key and secret key must be set together".into(),
+            ));
+        }
+        for user in &self.users {
+            if user.access_key.is_empty() || user.secret_key.len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "user {:?}: access key must not be empty and the secret at least 8 characters",
+                    user.access_key
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Disk directories in slot order.
+    pub fn disk_paths(&self) -> Vec<PathBuf> {
+        if !self.erasure.disks.is_empty() {
+            return self.erasure.disks.clone();
+        }
+        let n = self.erasure.data_shards + self.erasure.parity_shards;
+        (1..=n)
+            .map(|i| self.data_dir.join(format!("disk{i}")))
+            .collect()
+    }
+
+    pub fn metadata_path(&self) -> PathBuf {
+        self.metadata
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("meta"))
+    }
+
+    /// Root credentials and whether they are the documented development default.
+    pub fn root_credentials(&self) -> (String, String, bool) {
+        match (&self.root.access_key, &self.root.secret_key) {
+            (Some(a), Some(s)) => (a.clone(), s.clone(), false),
+            _ => (DEV_ROOT_USER.into(), DEV_ROOT_PASSWORD.into(), true),
+        }
+    }
+}
+
+/// Durations in the config file are written as `"30s"`, `"15m"`, `"2h"`, `"7d"`.
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+        let secs = match unit.trim() {
+            "ms" => return Ok(Duration::from_millis(n)),
+            "s" | "" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h or d)")),
+        };
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_single_node_four_plus_two() {
+        let c = Config::default();
+        assert_eq!(c.address.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.disk_paths().len(), 6);
+        assert_eq!(c.disk_paths()[0], PathBuf::from("./meridian-data/disk1"));
+        assert_eq!(c.metadata_path(), PathBuf::from("./meridian-data/meta"));
+        assert!(
+            c.root_credentials().2,
+            "no root configured means the dev default"
+        );
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let mut c: Config = toml::from_str(
+            r#"
+            address = "127.0.0.1:9100"
+            region = "eu-west-1"
+            [erasure]
+            data_shards = 2
+            parity_shards = 1
+            [[users]]
+            access_key = "reader"
+            secret_key = "reader-secret"
+            grants = [{ bucket = "models", access = "read" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.erasure.data_shards, 2);
+        assert_eq!(c.users[0].grants[0].access, Access::Read);
+        c.apply_env(|name| match name {
+            "MERIDIAN_REGION" => Some("ap-south-1".into()),
+            "MERIDIAN_ERASURE" => Some("8+4".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.region, "ap-south-1");
+        assert_eq!(c.erasure.data_shards, 8);
+        c.apply_overrides(&Overrides {
+            erasure: Some("1+0".parse().unwrap()),
+            ..Overrides::default()
+        });
+        assert_eq!((c.erasure.data_shards, c.erasure.parity_shards), (1, 0));
+        assert_eq!(c.address.port(), 9100);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_impossible_erasure() {
+        for spec in ["2+3", "0+0", "12+6"] {
+            let mut c = Config::default();
+            c.apply_overrides(&Overrides {
+                erasure: Some(spec.parse().unwrap()),
+                ..Overrides::default()
+            });
+            assert!(c.validate().is_err(), "{spec} must be refused");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(toml::from_str::<Config>("adress = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration_str::parse("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            duration_str::parse("7d").unwrap(),
+            Duration::from_secs(604800)
+        );
+        assert!(duration_str::parse("7w").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! Bucket operations: list, create, head, delete, location and versioning state.
+
+use meridian_metadata::{BucketRecord, MetaError, VersioningState};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::convert::{now_nanos, timestamp};
+use super::{principal, MeridianS3};
+
+impl MeridianS3 {
+    pub(super) async fn list_buckets_impl(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let who = principal(&req)?.clone();
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let all = self.store.meta(|m| m.list_buckets()).await?;
+        let buckets = all
+            .into_iter()
+            .filter(|b| who.can_read(&b.name) && b.name.starts_with(&prefix))
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(timestamp(b.created)),
+                bucket_region: Some(b.region),
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                id: Some(who.access_key.clone()),
+                display_name: Some(who.access_key),
+            }),
+            prefix: req.input.prefix,
+            continuation_token: None,
+        }))
+    }
+
+    pub(super) async fn create_bucket_impl(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let who = principal(&req)?.clone();
+        let input = req.input;
+        if input.object_lock_enabled_for_bucket == Some(true) {
+            return Err(s3_error!(NotImplemented, "Object Lock is not supported"));
+        }
+        let constraint = input
+            .create_bucket_configuration
+            .and_then(|c| c.location_constraint)
+            .map(|c| c.as_str().to_owned())
+            .filter(|c| !c.is_empty());
+        if let Some(c) = &constraint {
+            if c != &self.region {
+                return Err(s3_error!(
+                    IllegalLocationConstraintException,
+                    "The {c} location constraint is incompatible for the region specific endpoint this request was sent to."
+                ));
+            }
+        }
+        let record = BucketRecord {
+            name: input.bucket.clone(),
+            created: now_nanos(),
+            owner: who.access_key.clone(),
+            region: self.region.clone(),
+            versioning: VersioningState::Unversioned,
+        };
+        match self.store.meta(move |m| m.create_bucket(record)).await {
+            Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) })),
+            Err(crate::storage::StoreError::Meta(MetaError::BucketExists { owner, .. })) if owner == who.access_key => {
+                Err(s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "Your previous request to create the named bucket succeeded and you already own it."
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn head_bucket_impl(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(bucket.region),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn delete_bucket_impl(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let name = req.input.bucket;
+        self.store.meta(move |m| m.delete_bucket(&name)).await?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    pub(super) async fn get_bucket_location_impl(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        // S3 reports us-east-1 as an empty constraint.
+        let location_constraint = (bucket.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(bucket.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint,
+        }))
+    }
+
+    pub(super) async fn put_bucket_versioning_impl(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let config = req.input.versioning_configuration;
+        if config
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() == MFADelete::ENABLED)
+        {
+            return Err(s3_error!(NotImplemented, "MFA Delete is not supported"));
+        }
+        let state = match config.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(BucketVersioningStatus::ENABLED) => VersioningState::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => VersioningState::Suspended,
+            _ => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "The XML you provided was not well-formed or did not validate against our published schema"
+                ))
+            }
+        };
+        let name = req.input.bucket;
+        self.store
+            .meta(move |m| m.set_versioning(&name, state))
+            .await?;
+        Ok(S3Response::new(PutBucketVersioningOutput {}))
+    }
+
+    pub(super) async fn get_bucket_versioning_impl(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        let status = match bucket.versioning {
+            VersioningState::Unversioned => None,
+            VersioningState::Enabled => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::ENABLED,
+            )),
+            VersioningState::Suspended => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::SUSPENDED,
+            )),
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status,
+            mfa_delete: None,
+        }))
+    }
+}

@@ -1,0 +1,202 @@
+//! CopyObject: a new version whose bytes are streamed from a source version (any bucket the
+//! caller may read), with metadata and tags copied or replaced per the directives.
+//!
+//! Bytes are re-encoded rather than shared, so every version owns its shards outright and
+//! reclaiming one never touches another.
+
+use meridian_metadata::{Checksum, ChecksumType, NewVersion, VersionRecord};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::conditions::ReadConditions;
+use super::convert::{self, ChecksumFields};
+use super::put::{check_user_metadata, reject_encryption_requests, shard_identity};
+use super::{versioned, MeridianS3};
+use crate::checksum;
+use crate::storage::ingest::{ingest, IngestOptions};
+use crate::storage::{Store, StoreError};
+
+/// S3's limit for a single CopyObject (larger objects are copied part by part).
+const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+impl MeridianS3 {
+    /// The source version of a copy: must exist and must not be a delete marker.
+    pub(super) async fn copy_source(&self, source: &CopySource) -> S3Result<(VersionRecord, bool)> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copying from access points is not supported"
+            ));
+        };
+        let source_bucket = self.bucket(bucket).await?;
+        let (b, k, v) = (
+            bucket.to_string(),
+            key.to_string(),
+            version_id.as_ref().map(|v| v.to_string()),
+        );
+        let record = self
+            .store
+            .meta(move |m| m.get_version(&b, &k, v.as_deref()))
+            .await?;
+        match (record, version_id) {
+            (Some(r), Some(_)) if r.is_delete_marker => Err(s3_error!(
+                InvalidRequest,
+                "The source of a copy request may not specifically refer to a delete marker by version id."
+            )),
+            (Some(r), None) if r.is_delete_marker => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+            (Some(r), _) => Ok((r, versioned(&source_bucket))),
+            (None, Some(_)) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
+            (None, None) => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+        }
+    }
+
+    pub(super) async fn copy_object_impl(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let target_bucket = self.bucket(&input.bucket).await?;
+        reject_encryption_requests(
+            input.sse_customer_algorithm.as_deref(),
+            input.ssekms_key_id.as_deref(),
+            input.server_side_encryption.as_ref(),
+        )?;
+        let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        ReadConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        }
+        .evaluate(&source, true)?;
+        if source.size > MAX_COPY_SIZE {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
+            ));
+        }
+
+        let replace_metadata = match input
+            .metadata_directive
+            .as_ref()
+            .map(MetadataDirective::as_str)
+        {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(_) => return Err(s3_error!(InvalidArgument, "Unknown metadata directive.")),
+        };
+        let replace_tags = match input
+            .tagging_directive
+            .as_ref()
+            .map(TaggingDirective::as_str)
+        {
+            None | Some(TaggingDirective::COPY) => false,
+            Some(TaggingDirective::REPLACE) => true,
+            Some(_) => return Err(s3_error!(InvalidArgument, "Unknown tagging directive.")),
+        };
+        let onto_itself = matches!(&input.copy_source, CopySource::Bucket { bucket, key, .. }
+            if **bucket == *input.bucket && **key == *input.key);
+        if onto_itself && !replace_metadata && !replace_tags && input.checksum_algorithm.is_none() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+
+        let (headers, user_metadata) = if replace_metadata {
+            let meta = convert::metadata_pairs(input.metadata);
+            check_user_metadata(&meta)?;
+            let headers = convert::headers_of(
+                input.content_type.map(|m| m.to_string()),
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+            );
+            (headers, meta)
+        } else {
+            (source.headers.clone(), source.user_metadata.clone())
+        };
+        let tags = match (replace_tags, input.tagging.as_deref()) {
+            (true, Some(t)) => convert::parse_tagging_header(t)?,
+            (true, None) => Vec::new(),
+            (false, _) => source.tags.clone(),
+        };
+        let algorithm = match &input.checksum_algorithm {
+            Some(a) => convert::parse_dto_algorithm(a)?,
+            None => source
+                .checksum
+                .as_ref()
+                .map_or(meridian_metadata::ChecksumAlgorithm::Crc64Nvme, |c| {
+                    c.algorithm.clone()
+                }),
+        };
+
+        let body = self.store.read(&source.storage, 0..source.size)?;
+        let ingested = ingest(
+            &self.store.disks,
+            body,
+            IngestOptions {
+                identity: shard_identity(&input.bucket, &input.key),
+                checksum: Some(algorithm),
+                inline_threshold: self.store.inline_threshold(),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            // The "body" here is our own source object: a failure to read it is ours.
+            StoreError::Body(b) => {
+                StoreError::Internal(format!("reading the copy source failed: {b}"))
+            }
+            other => other,
+        })?;
+        if ingested.size != source.size {
+            self.store.discard(ingested.data).await;
+            return Err(s3_error!(
+                InternalError,
+                "The copy source changed size while it was read"
+            ));
+        }
+
+        let new = NewVersion {
+            size: ingested.size,
+            etag: hex::encode(ingested.md5),
+            checksum: ingested.checksum.as_ref().map(|(a, raw)| Checksum {
+                algorithm: a.clone(),
+                value: checksum::to_base64(raw),
+                kind: ChecksumType::FullObject,
+            }),
+            content_sha256: Some(ingested.sha256.to_vec()),
+            headers,
+            user_metadata,
+            tags,
+            storage: Store::storage_of(&ingested.data),
+            ..NewVersion::default()
+        };
+        let record = self
+            .commit_version(&input.bucket, &input.key, new, ingested)
+            .await?;
+        let fields = ChecksumFields::of(record.checksum.as_ref());
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(convert::etag(&record.etag)),
+                last_modified: Some(convert::timestamp(record.mtime)),
+                checksum_crc32: fields.crc32,
+                checksum_crc32c: fields.crc32c,
+                checksum_crc64nvme: fields.crc64nvme,
+                checksum_sha1: fields.sha1,
+                checksum_sha256: fields.sha256,
+                checksum_type: fields.checksum_type,
+            }),
+            copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
+            version_id: convert::reported_version_id(&record, versioned(&target_bucket)),
+            ..Default::default()
+        }))
+    }
+}

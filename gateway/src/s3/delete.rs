@@ -1,0 +1,128 @@
+//! DeleteObject and DeleteObjects with S3's versioning semantics: a delete marker in enabled
+//! buckets, a null marker in suspended ones, removal in unversioned ones, and removal of one
+//! version when a version id is given. Deleting what does not exist succeeds, as on S3.
+
+use meridian_metadata::{DeleteOptions, DeleteOutcome, MetaError};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::MeridianS3;
+use crate::storage::StoreError;
+
+/// S3's limit on keys per DeleteObjects request.
+const MAX_KEYS_PER_DELETE: usize = 1000;
+
+impl MeridianS3 {
+    async fn delete_one(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let (b, k, v) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.map(str::to_owned),
+        );
+        let outcome = self
+            .store
+            .meta(move |m| m.delete_object(&b, &k, v.as_deref(), DeleteOptions::default()))
+            .await;
+        match outcome {
+            Ok(o) => {
+                if o.removed.is_some() {
+                    self.store.wake_reclaimer();
+                }
+                Ok(o)
+            }
+            Err(StoreError::Meta(
+                MetaError::NoSuchKey { .. } | MetaError::NoSuchVersion { .. },
+            )) => Ok(DeleteOutcome {
+                version_id: version_id.map(str::to_owned),
+                delete_marker: false,
+                removed: None,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn delete_object_impl(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        if input.if_match.is_some()
+            || input.if_match_size.is_some()
+            || input.if_match_last_modified_time.is_some()
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "Conditional deletes are not supported"
+            ));
+        }
+        self.bucket(&input.bucket).await?;
+        let outcome = self
+            .delete_one(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: outcome.delete_marker.then_some(true),
+            version_id: outcome.version_id,
+            request_charged: None,
+        }))
+    }
+
+    pub(super) async fn delete_objects_impl(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let objects = input.delete.objects;
+        if objects.is_empty() || objects.len() > MAX_KEYS_PER_DELETE {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema"
+            ));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in objects {
+            match self
+                .delete_one(&input.bucket, &object.key, object.version_id.as_deref())
+                .await
+            {
+                Ok(outcome) => {
+                    if quiet {
+                        continue;
+                    }
+                    let marker_created = outcome.delete_marker && object.version_id.is_none();
+                    deleted.push(DeletedObject {
+                        key: Some(object.key),
+                        delete_marker: outcome.delete_marker.then_some(true),
+                        delete_marker_version_id: if marker_created || outcome.delete_marker {
+                            outcome.version_id
+                        } else {
+                            None
+                        },
+                        version_id: object.version_id,
+                    });
+                }
+                Err(e) => {
+                    let err: s3s::S3Error = e.into();
+                    errors.push(Error {
+                        code: Some(err.code().as_str().to_owned()),
+                        message: err.message().map(str::to_owned),
+                        key: Some(object.key),
+                        version_id: object.version_id,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            request_charged: None,
+        }))
+    }
+}

@@ -1,0 +1,83 @@
+//! The one place where storage errors become S3 errors.
+
+use meridian_erasure::ErasureError;
+use meridian_metadata::MetaError;
+use s3s::{s3_error, S3Error, S3ErrorCode};
+
+use crate::storage::ingest::BodyError;
+use crate::storage::StoreError;
+
+impl From<StoreError> for S3Error {
+    fn from(e: StoreError) -> S3Error {
+        match e {
+            StoreError::Meta(e) => meta_error(e),
+            StoreError::Erasure(e) => erasure_error(e),
+            StoreError::Body(BodyError::SignatureMismatch) => s3_error!(
+                SignatureDoesNotMatch,
+                "The request signature we calculated does not match the signature you provided."
+            ),
+            StoreError::Body(BodyError::ContentSha256Mismatch) => custom_error(
+                "XAmzContentSHA256Mismatch",
+                http::StatusCode::BAD_REQUEST,
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            ),
+            StoreError::Body(BodyError::Incomplete(detail)) => {
+                tracing::debug!(%detail, "request body incomplete");
+                s3_error!(IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+            }
+            other => internal(other),
+        }
+    }
+}
+
+fn meta_error(e: MetaError) -> S3Error {
+    match e {
+        MetaError::NoSuchBucket { .. } => s3_error!(NoSuchBucket, "The specified bucket does not exist"),
+        MetaError::BucketExists { .. } => s3_error!(
+            BucketAlreadyExists,
+            "The requested bucket name is not available. Please select a different name and try again."
+        ),
+        MetaError::BucketNotEmpty { .. } => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
+        MetaError::NoSuchKey { .. } => s3_error!(NoSuchKey, "The specified key does not exist."),
+        MetaError::NoSuchVersion { .. } => {
+            s3_error!(NoSuchVersion, "The specified version does not exist.")
+        }
+        MetaError::NoSuchUpload { .. } => s3_error!(
+            NoSuchUpload,
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+        ),
+        MetaError::InvalidArgument(msg) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+        other => internal(other),
+    }
+}
+
+fn erasure_error(e: ErasureError) -> S3Error {
+    match e {
+        e @ ErasureError::WriteQuorum { .. } => {
+            tracing::error!(error = %e, "write quorum lost");
+            s3_error!(
+                ServiceUnavailable,
+                "Not enough disks are available to store the object. Please retry later."
+            )
+        }
+        other => internal(other),
+    }
+}
+
+fn internal(e: impl std::error::Error + Send + Sync + 'static) -> S3Error {
+    tracing::error!(error = %e, "internal error");
+    let mut err = s3_error!(
+        InternalError,
+        "We encountered an internal error. Please try again."
+    );
+    err.set_source(Box::new(e));
+    err
+}
+
+/// An S3 error code that s3s does not know (it still serialises like any other).
+pub fn custom_error(code: &str, status: http::StatusCode, message: &'static str) -> S3Error {
+    let code = S3ErrorCode::from_bytes(code.as_bytes()).expect("error codes are UTF-8");
+    let mut err = S3Error::with_message(code, message);
+    err.set_status_code(status);
+    err
+}

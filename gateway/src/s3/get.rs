@@ -1,0 +1,294 @@
+//! GetObject and HeadObject: find the version (answering for delete markers as S3 does),
+//! evaluate preconditions, resolve the range or part, and stream verified bytes.
+
+use std::ops::Range;
+
+use http::{HeaderMap, HeaderValue};
+use meridian_metadata::VersionRecord;
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
+
+use super::conditions::ReadConditions;
+use super::convert::{self, ChecksumFields};
+use super::{versioned, MeridianS3};
+
+/// Which bytes of the object a request wants.
+struct Selection {
+    range: Range<u64>,
+    /// `Content-Range` when the answer is partial (206).
+    content_range: Option<String>,
+    /// The part served for `partNumber` requests on multipart objects.
+    part: Option<usize>,
+}
+
+/// What GET and HEAD share: the version, looked up and checked.
+pub(super) struct Resolved {
+    pub record: VersionRecord,
+    pub versioned_bucket: bool,
+}
+
+fn delete_marker_error(record: &VersionRecord, by_version_id: bool) -> S3Error {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-amz-delete-marker", HeaderValue::from_static("true"));
+    if let Ok(v) = HeaderValue::from_str(&record.version_id) {
+        headers.insert("x-amz-version-id", v);
+    }
+    headers.insert("content-type", HeaderValue::from_static("application/xml"));
+    let mut err = if by_version_id {
+        if let Ok(v) = HeaderValue::from_str(&convert::format_http_date(&convert::timestamp(
+            record.mtime,
+        ))) {
+            headers.insert("last-modified", v);
+        }
+        s3_error!(
+            MethodNotAllowed,
+            "The specified method is not allowed against this resource."
+        )
+    } else {
+        s3_error!(NoSuchKey, "The specified key does not exist.")
+    };
+    err.set_headers(headers);
+    err
+}
+
+fn invalid_part_number() -> S3Error {
+    super::errors::custom_error(
+        "InvalidPartNumber",
+        http::StatusCode::RANGE_NOT_SATISFIABLE,
+        "The requested partnumber is not satisfiable",
+    )
+}
+
+fn select(
+    record: &VersionRecord,
+    range: Option<&s3s::dto::Range>,
+    part_number: Option<i32>,
+) -> S3Result<Selection> {
+    let size = record.size;
+    match (range, part_number) {
+        (Some(_), Some(_)) => Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        )),
+        (Some(r), None) => {
+            let range = r
+                .check(size)
+                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, size);
+            Ok(Selection {
+                range,
+                content_range: Some(content_range),
+                part: None,
+            })
+        }
+        (None, Some(n)) => {
+            if !(1..=10_000).contains(&n) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Part number must be an integer between 1 and 10000, inclusive"
+                ));
+            }
+            let n = n as usize;
+            if record.parts.is_empty() {
+                // A single-part object is its own part 1.
+                if n != 1 {
+                    return Err(invalid_part_number());
+                }
+                return Ok(Selection {
+                    range: 0..size,
+                    content_range: None,
+                    part: None,
+                });
+            }
+            if n > record.parts.len() {
+                return Err(invalid_part_number());
+            }
+            let start: u64 = record.parts[..n - 1].iter().map(|p| p.size).sum();
+            let end = start + record.parts[n - 1].size;
+            let content_range =
+                (end > start).then(|| format!("bytes {}-{}/{}", start, end - 1, size));
+            Ok(Selection {
+                range: start..end,
+                content_range,
+                part: Some(n - 1),
+            })
+        }
+        (None, None) => Ok(Selection {
+            range: 0..size,
+            content_range: None,
+            part: None,
+        }),
+    }
+}
+
+fn checksum_fields(
+    record: &VersionRecord,
+    sel: &Selection,
+    mode: Option<&ChecksumMode>,
+) -> ChecksumFields {
+    if mode.is_none_or(|m| m.as_str() != ChecksumMode::ENABLED) {
+        return ChecksumFields::default();
+    }
+    match sel.part {
+        Some(i) => ChecksumFields::of(record.parts[i].checksum.as_ref()),
+        // A byte range is not what the stored checksum covers.
+        None if sel.content_range.is_some() => ChecksumFields::default(),
+        None => ChecksumFields::of(record.checksum.as_ref()),
+    }
+}
+
+impl MeridianS3 {
+    pub(super) async fn resolve(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<Resolved> {
+        let bucket_record = self.bucket(bucket).await?;
+        let (b, k, v) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.map(str::to_owned),
+        );
+        let record = self
+            .store
+            .meta(move |m| m.get_version(&b, &k, v.as_deref()))
+            .await?;
+        let record = match (record, version_id) {
+            (Some(r), _) => r,
+            (None, Some(_)) => {
+                return Err(s3_error!(
+                    NoSuchVersion,
+                    "The specified version does not exist."
+                ))
+            }
+            (None, None) => return Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+        };
+        if record.is_delete_marker {
+            return Err(delete_marker_error(&record, version_id.is_some()));
+        }
+        Ok(Resolved {
+            record,
+            versioned_bucket: versioned(&bucket_record),
+        })
+    }
+
+    pub(super) async fn get_object_impl(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let Resolved {
+            record,
+            versioned_bucket,
+        } = self
+            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
+        ReadConditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .evaluate(&record, false)?;
+        let sel = select(&record, input.range.as_ref(), input.part_number)?;
+        let body = self.store.read(&record.storage, sel.range.clone())?;
+        let fields = checksum_fields(&record, &sel, input.checksum_mode.as_ref());
+        let h = &record.headers;
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::new(body)),
+            accept_ranges: Some("bytes".into()),
+            content_length: Some((sel.range.end - sel.range.start) as i64),
+            content_range: sel.content_range.clone(),
+            content_type: Some(
+                h.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into())
+                    .parse()
+                    .map_err(|_| {
+                        s3_error!(
+                            InternalError,
+                            "stored content type is not a valid header value"
+                        )
+                    })?,
+            ),
+            content_encoding: h.content_encoding.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_language: h.content_language.clone(),
+            cache_control: h.cache_control.clone(),
+            expires: h.expires.as_deref().and_then(convert::parse_http_date),
+            e_tag: Some(convert::etag(&record.etag)),
+            last_modified: Some(convert::timestamp(record.mtime)),
+            metadata: convert::user_metadata(&record.user_metadata),
+            version_id: convert::reported_version_id(&record, versioned_bucket),
+            parts_count: (!record.parts.is_empty() && input.part_number.is_some())
+                .then_some(record.parts.len() as i32),
+            tag_count: (!record.tags.is_empty()).then_some(record.tags.len() as i32),
+            checksum_crc32: fields.crc32,
+            checksum_crc32c: fields.crc32c,
+            checksum_crc64nvme: fields.crc64nvme,
+            checksum_sha1: fields.sha1,
+            checksum_sha256: fields.sha256,
+            checksum_type: fields.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn head_object_impl(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let Resolved {
+            record,
+            versioned_bucket,
+        } = self
+            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
+            .await?;
+        ReadConditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .evaluate(&record, false)?;
+        let sel = select(&record, input.range.as_ref(), input.part_number)?;
+        let fields = checksum_fields(&record, &sel, input.checksum_mode.as_ref());
+        let h = &record.headers;
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some((sel.range.end - sel.range.start) as i64),
+            content_range: sel.content_range.clone(),
+            content_type: Some(
+                h.content_type
+                    .clone()
+                    .unwrap_or_else(|| "binary/octet-stream".into())
+                    .parse()
+                    .map_err(|_| {
+                        s3_error!(
+                            InternalError,
+                            "stored content type is not a valid header value"
+                        )
+                    })?,
+            ),
+            content_encoding: h.content_encoding.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_language: h.content_language.clone(),
+            cache_control: h.cache_control.clone(),
+            expires: h.expires.as_deref().and_then(convert::parse_http_date),
+            e_tag: Some(convert::etag(&record.etag)),
+            last_modified: Some(convert::timestamp(record.mtime)),
+            metadata: convert::user_metadata(&record.user_metadata),
+            version_id: convert::reported_version_id(&record, versioned_bucket),
+            parts_count: (!record.parts.is_empty() && input.part_number.is_some())
+                .then_some(record.parts.len() as i32),
+            checksum_crc32: fields.crc32,
+            checksum_crc32c: fields.crc32c,
+            checksum_crc64nvme: fields.crc64nvme,
+            checksum_sha1: fields.sha1,
+            checksum_sha256: fields.sha256,
+            checksum_type: fields.checksum_type,
+            ..Default::default()
+        }))
+    }
+}

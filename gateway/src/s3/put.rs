@@ -1,0 +1,354 @@
+//! PutObject: validate the request, stream the body through the hashers into storage, verify
+//! what the client claimed (Content-MD5, `x-amz-checksum-*` in a header or an aws-chunked
+//! trailer), then commit the version in one metadata batch. Nothing is committed, and the
+//! shards written are discarded, when any check fails.
+
+use base64::Engine;
+use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, NewVersion, VersionRecord};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::conditions::check_write_preconditions;
+use super::convert::{self, ChecksumFields};
+use super::{versioned, MeridianS3};
+use crate::checksum;
+use crate::storage::ingest::{ingest, IngestOptions, Ingested};
+use crate::storage::Store;
+
+/// S3's limit on the total size of user metadata (`x-amz-meta-*` names and values).
+const MAX_USER_METADATA: usize = 2 * 1024;
+
+/// What the client said about the body's flexible checksum.
+pub(super) struct ChecksumClaim {
+    pub algorithm: ChecksumAlgorithm,
+    /// The value from a header; `None` when it comes in a trailer, or not at all.
+    pub header_value: Option<Vec<u8>>,
+    /// The trailer that will carry the value (`x-amz-checksum-crc32`, ...).
+    pub trailer: Option<String>,
+}
+
+macro_rules! checksum_headers {
+    ($input:expr) => {
+        [
+            (ChecksumAlgorithm::Crc32, $input.checksum_crc32.as_deref()),
+            (ChecksumAlgorithm::Crc32c, $input.checksum_crc32c.as_deref()),
+            (
+                ChecksumAlgorithm::Crc64Nvme,
+                $input.checksum_crc64nvme.as_deref(),
+            ),
+            (ChecksumAlgorithm::Sha1, $input.checksum_sha1.as_deref()),
+            (ChecksumAlgorithm::Sha256, $input.checksum_sha256.as_deref()),
+        ]
+    };
+}
+pub(super) use checksum_headers;
+
+impl ChecksumClaim {
+    /// From the `x-amz-checksum-*` values, `x-amz-trailer` and `x-amz-sdk-checksum-algorithm`.
+    pub fn from_request(
+        values: [(ChecksumAlgorithm, Option<&str>); 5],
+        declared: Option<&s3s::dto::ChecksumAlgorithm>,
+        headers: &http::HeaderMap,
+    ) -> S3Result<Option<ChecksumClaim>> {
+        let given: Vec<_> = values
+            .into_iter()
+            .filter_map(|(a, v)| v.map(|v| (a, v)))
+            .collect();
+        if given.len() > 1 {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            ));
+        }
+        let trailer = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty());
+        let declared = declared.map(convert::parse_dto_algorithm).transpose()?;
+
+        if let Some((algorithm, value)) = given.into_iter().next() {
+            let raw = checksum::from_base64(&algorithm, value).ok_or_else(|| {
+                s3_error!(
+                    InvalidRequest,
+                    "Value for x-amz-checksum-{} header is invalid.",
+                    checksum::header_name(&algorithm)
+                )
+            })?;
+            if declared.as_ref().is_some_and(|d| d != &algorithm) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Value for x-amz-sdk-checksum-algorithm header is invalid."
+                ));
+            }
+            return Ok(Some(ChecksumClaim {
+                algorithm,
+                header_value: Some(raw),
+                trailer: None,
+            }));
+        }
+        if let Some(trailer) = trailer {
+            let algorithm = trailer
+                .strip_prefix("x-amz-checksum-")
+                .and_then(checksum::parse_algorithm)
+                .ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "The value specified in the x-amz-trailer header is not supported"
+                    )
+                })?;
+            return Ok(Some(ChecksumClaim {
+                algorithm,
+                header_value: None,
+                trailer: Some(trailer),
+            }));
+        }
+        Ok(declared.map(|algorithm| ChecksumClaim {
+            algorithm,
+            header_value: None,
+            trailer: None,
+        }))
+    }
+
+    /// Checks the computed digest against the header or trailer value.
+    pub fn verify(&self, computed: &[u8], trailers: Option<&s3s::TrailingHeaders>) -> S3Result<()> {
+        let claimed = match (&self.header_value, &self.trailer) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(name)) => {
+                let value = trailers
+                    .and_then(|t| {
+                        t.read(|h| {
+                            h.get(name.as_str())
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        })
+                    })
+                    .flatten()
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidRequest,
+                            "The x-amz-trailer checksum was declared but not sent"
+                        )
+                    })?;
+                Some(
+                    checksum::from_base64(&self.algorithm, &value).ok_or_else(|| {
+                        s3_error!(
+                            InvalidRequest,
+                            "Value for {name} trailing header is invalid."
+                        )
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
+        match claimed {
+            Some(c) if c != computed => Err(s3_error!(
+                BadDigest,
+                "The {} you specified did not match the calculated checksum.",
+                checksum::header_name(&self.algorithm).to_ascii_uppercase()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub(super) fn parse_content_md5(value: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(v) = value else { return Ok(None) };
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()
+        .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
+        .map(Some)
+        .ok_or_else(|| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))
+}
+
+pub(super) fn verify_content_md5(expected: Option<[u8; 16]>, computed: &[u8; 16]) -> S3Result<()> {
+    match expected {
+        Some(e) if &e != computed => Err(s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received."
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn check_user_metadata(meta: &[(String, String)]) -> S3Result<()> {
+    let size: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size."
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn reject_encryption_requests(
+    sse_customer_algorithm: Option<&str>,
+    ssekms_key_id: Option<&str>,
+    server_side_encryption: Option<&ServerSideEncryption>,
+) -> S3Result<()> {
+    let kms = server_side_encryption.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256);
+    if sse_customer_algorithm.is_some() || ssekms_key_id.is_some() || kms {
+        return Err(s3_error!(
+            NotImplemented,
+            "Server-side encryption with customer or KMS keys is not supported"
+        ));
+    }
+    Ok(())
+}
+
+/// The identity blob stored in every shard header, so a disk alone tells what it holds.
+pub(super) fn shard_identity(bucket: &str, key: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &serde_json::json!({ "bucket": bucket, "key": key, "written": convert::now_nanos() }),
+    )
+    .expect("JSON of strings")
+}
+
+/// The checksum stored with a single-part object: the client's algorithm, or CRC64NVME
+/// computed by default as S3 does for uploads that send none.
+pub(super) fn stored_checksum(ingested: &Ingested) -> Option<Checksum> {
+    ingested.checksum.as_ref().map(|(algorithm, raw)| Checksum {
+        algorithm: algorithm.clone(),
+        value: checksum::to_base64(raw),
+        kind: ChecksumType::FullObject,
+    })
+}
+
+impl MeridianS3 {
+    pub(super) async fn put_object_impl(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let trailers = req.trailing_headers.clone();
+        let headers = req.headers;
+        let mut input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+
+        reject_encryption_requests(
+            input.sse_customer_algorithm.as_deref(),
+            input.ssekms_key_id.as_deref(),
+            input.server_side_encryption.as_ref(),
+        )?;
+        if input.write_offset_bytes.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "Appending to objects is not supported"
+            ));
+        }
+        if input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Bucket is missing Object Lock Configuration"
+            ));
+        }
+        let content_md5 = parse_content_md5(input.content_md5.as_deref())?;
+        let claim = ChecksumClaim::from_request(
+            checksum_headers!(input),
+            input.checksum_algorithm.as_ref(),
+            &headers,
+        )?;
+        let tags = match input.tagging.as_deref() {
+            Some(t) => convert::parse_tagging_header(t)?,
+            None => Vec::new(),
+        };
+        let user_metadata = convert::metadata_pairs(input.metadata.take());
+        check_user_metadata(&user_metadata)?;
+        check_write_preconditions(
+            &self.store,
+            &input.bucket,
+            &input.key,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+        )
+        .await?;
+
+        let algorithm = claim
+            .as_ref()
+            .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm.clone());
+        let body = input
+            .body
+            .take()
+            .map(futures::StreamExt::boxed)
+            .unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        let ingested = ingest(
+            &self.store.disks,
+            body,
+            IngestOptions {
+                identity: shard_identity(&input.bucket, &input.key),
+                checksum: Some(algorithm),
+                inline_threshold: self.store.inline_threshold(),
+            },
+        )
+        .await?;
+
+        let verified = (|| {
+            verify_content_md5(content_md5, &ingested.md5)?;
+            if let (Some(claim), Some((_, computed))) = (&claim, &ingested.checksum) {
+                claim.verify(computed, trailers.as_ref())?;
+            }
+            Ok::<(), s3s::S3Error>(())
+        })();
+        if let Err(e) = verified {
+            self.store.discard(ingested.data).await;
+            return Err(e);
+        }
+
+        let new = NewVersion {
+            size: ingested.size,
+            etag: hex::encode(ingested.md5),
+            checksum: stored_checksum(&ingested),
+            content_sha256: Some(ingested.sha256.to_vec()),
+            headers: convert::headers_of(
+                input.content_type.map(|m| m.to_string()),
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+            ),
+            user_metadata,
+            tags,
+            storage: Store::storage_of(&ingested.data),
+            ..NewVersion::default()
+        };
+        let record = self
+            .commit_version(&input.bucket, &input.key, new, ingested)
+            .await?;
+
+        let fields = ChecksumFields::of(record.checksum.as_ref());
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(convert::etag(&record.etag)),
+            version_id: convert::reported_version_id(&record, versioned(&bucket)),
+            checksum_crc32: fields.crc32,
+            checksum_crc32c: fields.crc32c,
+            checksum_crc64nvme: fields.crc64nvme,
+            checksum_sha1: fields.sha1,
+            checksum_sha256: fields.sha256,
+            checksum_type: fields.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    /// Commits a version whose data is already durable; on failure the data is discarded.
+    pub(super) async fn commit_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        new: NewVersion,
+        ingested: Ingested,
+    ) -> S3Result<VersionRecord> {
+        let (b, k) = (bucket.to_owned(), key.to_owned());
+        match self.store.meta(move |m| m.put_version(&b, &k, new)).await {
+            Ok(outcome) => {
+                self.store.wake_reclaimer();
+                Ok(outcome.version)
+            }
+            Err(e) => {
+                self.store.discard(ingested.data).await;
+                Err(e.into())
+            }
+        }
+    }
+}

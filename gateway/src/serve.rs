@@ -1,0 +1,76 @@
+//! `meridian serve`: open storage, start background work, serve S3 until SIGTERM/SIGINT,
+//! then shut down in order (connections, background tasks, RocksDB).
+
+use std::sync::Arc;
+
+use s3s::config::{S3Config, StaticConfigProvider};
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::AdminApi;
+use crate::auth::{AccessPolicy, Users};
+use crate::config::Config;
+use crate::s3::MeridianS3;
+use crate::server::{self, Router};
+use crate::storage::{background, Store};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (root_user, _, dev_default) = config.root_credentials();
+    if dev_default {
+        tracing::warn!(
+            "no root credentials configured (MERIDIAN_ROOT_USER / MERIDIAN_ROOT_PASSWORD): using the development default {}/{} — do not expose this server",
+            crate::config::DEV_ROOT_USER,
+            crate::config::DEV_ROOT_PASSWORD
+        );
+    }
+
+    let store = Store::open(&config).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = [
+        tokio::spawn(background::run_reclaimer(store.clone(), stop_rx.clone())),
+        tokio::spawn(background::run_healer(store.clone(), stop_rx.clone())),
+        tokio::spawn(background::run_upload_expiry(
+            store.clone(),
+            config.multipart_expiry,
+            stop_rx.clone(),
+        )),
+    ];
+
+    let users = Users::from_config(&config);
+    let mut builder = S3ServiceBuilder::new(MeridianS3::new(store.clone(), config.region.clone()));
+    builder.set_auth(users.clone());
+    builder.set_access(AccessPolicy::new(users));
+    builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
+        S3Config::default(),
+    ))));
+    let router = Router::new(builder.build(), AdminApi::new(store.clone()));
+
+    let listener = TcpListener::bind(config.address).await?;
+    let address = listener.local_addr()?;
+    // Tests and scripts wait for this line (and read the port from it when binding port 0).
+    println!(
+        "meridian listening on http://{address} (region {}, erasure {}+{}, root user {root_user})",
+        config.region, config.erasure.data_shards, config.erasure.parity_shards
+    );
+    tracing::info!(%address, data = %config.data_dir.display(), "serving S3");
+
+    server::serve(listener, router, shutdown_signal(), config.shutdown_grace).await;
+
+    let _ = stop_tx.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP server: accepts connections, gives every request an id and a tracing span,
+//! routes `/_meridian/` to the admin endpoints and everything else to the S3 service, and
+//! shuts down gracefully (stop accepting, let in-flight requests finish, bounded wait).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::service::S3Service;
+use s3s::Body;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::admin::AdminApi;
+
+/// Request ids: a per-process random prefix and a counter, unique and cheap.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds {
+            prefix: rand::random(),
+            next: AtomicU64::new(1),
+        }
+    }
+    fn next(&self) -> String {
+        format!(
+            "{:08X}{:08X}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Router {
+    s3: S3Service,
+    admin: AdminApi,
+    ids: Arc<RequestIds>,
+}
+
+impl Router {
+    pub fn new(s3: S3Service, admin: AdminApi) -> Router {
+        Router {
+            s3,
+            admin,
+            ids: Arc::new(RequestIds::new()),
+        }
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let request_id = self.ids.next();
+        let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+        async move {
+            let mut resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
+                self.admin.handle(req).await
+            } else {
+                match self.s3.call(req.map(Body::from)).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "S3 service failed");
+                        plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                    }
+                }
+            };
+            let headers = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                headers.insert("x-amz-request-id", v.clone());
+                headers.insert("x-amz-id-2", v);
+            }
+            headers.insert(http::header::SERVER, HeaderValue::from_static("Meridian"));
+            tracing::debug!(status = resp.status().as_u16(), "done");
+            Ok(resp)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(text.to_owned()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serves until `shutdown` resolves, then waits up to `grace` for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let router = router.clone();
+                let service = hyper::service::service_fn(move |req| router.clone().handle(req));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.as_mut() => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: waiting for in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; abandoning remaining connections"),
+    }
+}

@@ -1,0 +1,196 @@
+//! The storage service: the disk set and the metadata store behind one handle, with the
+//! object write and read paths and the background work that keeps them tidy (reclaiming
+//! shards no version references any more, healing damage readers found).
+//!
+//! Nothing here knows HTTP or S3 XML; the `s3` module translates.
+
+pub mod background;
+pub mod ingest;
+pub mod layout;
+pub mod read;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use meridian_erasure::{DiskSet, DiskSetConfig, ErasureError};
+use meridian_metadata::{MetaError, MetaOptions, MetaStore, Storage};
+use tokio::sync::Notify;
+
+use crate::config::{Config, Durability};
+use ingest::{BodyError, IngestedData};
+use layout::{Layout, LayoutError};
+use read::ObjectStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Erasure(#[from] ErasureError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Body(BodyError),
+    #[error("opening {what} at {path}: {reason}")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The node's storage: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub meta: MetaStore,
+    pub disks: DiskSet,
+    inline_threshold: usize,
+    reclaim_wakeup: Arc<Notify>,
+}
+
+impl Store {
+    /// Opens (creating on first start) the disks and the metadata store the config names.
+    pub async fn open(config: &Config) -> Result<Store, StoreError> {
+        let mut disk_config = DiskSetConfig::new(
+            config.disk_paths(),
+            config.erasure.data_shards,
+            config.erasure.parity_shards,
+        );
+        disk_config.durability = match config.erasure.durability {
+            Durability::Fsync => meridian_erasure::Durability::Fsync,
+            Durability::None => meridian_erasure::Durability::NoSync,
+        };
+        let disks = DiskSet::open(disk_config).await?;
+
+        let meta_path = config.metadata_path();
+        let opts = MetaOptions {
+            sync_writes: config.erasure.durability == Durability::Fsync,
+        };
+        let path = meta_path.clone();
+        let meta = tokio::task::spawn_blocking(move || MetaStore::open(&path, opts))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Open {
+                what: "metadata",
+                path: meta_path,
+                reason: e.to_string(),
+            })?;
+
+        Ok(Store {
+            meta,
+            disks,
+            inline_threshold: config.inline_threshold,
+            reclaim_wakeup: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn inline_threshold(&self) -> usize {
+        self.inline_threshold
+    }
+
+    /// Runs a metadata operation on the blocking pool (RocksDB calls block; synced commits
+    /// from many requests group-commit there).
+    pub async fn meta<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&MetaStore) -> Result<R, MetaError> + Send + 'static,
+    {
+        let meta = self.meta.clone();
+        tokio::task::spawn_blocking(move || f(&meta))
+            .await
+            .map_err(|e| StoreError::Internal(format!("metadata task failed: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    /// The bytes `range` of an object stored as `storage` (range already validated).
+    pub fn read(&self, storage: &Storage, range: Range<u64>) -> Result<ObjectStream, StoreError> {
+        match storage {
+            Storage::Inline(data) => Ok(ObjectStream::inline(Bytes::copy_from_slice(data), range)),
+            Storage::Layout(blob) => Ok(ObjectStream::layout(
+                &self.disks,
+                &Layout::from_bytes(blob)?,
+                range,
+            )),
+        }
+    }
+
+    /// The storage record for freshly ingested data.
+    pub fn storage_of(data: &IngestedData) -> Storage {
+        match data {
+            IngestedData::Inline(b) => Storage::Inline(b.to_vec()),
+            IngestedData::Erasure(outcome) => {
+                Storage::Layout(Layout::single(outcome.descriptor.clone()).to_bytes())
+            }
+        }
+    }
+
+    /// Deletes the shards of data that was written but will never be committed.
+    pub async fn discard(&self, data: IngestedData) {
+        if let IngestedData::Erasure(outcome) = data {
+            if let Err(e) = self.disks.delete(outcome.descriptor.data_id).await {
+                tracing::warn!(data_id = %outcome.descriptor.data_id, error = %e, "discarding uncommitted shards failed; queueing for reclaim");
+                let storage = Storage::Layout(Layout::single(outcome.descriptor).to_bytes());
+                let _ = self
+                    .meta(move |m| m.reclaim_add(Self::storage_bytes(storage)))
+                    .await;
+                self.wake_reclaimer();
+            }
+        }
+    }
+
+    fn storage_bytes(storage: Storage) -> Vec<u8> {
+        match storage {
+            Storage::Layout(b) | Storage::Inline(b) => b,
+        }
+    }
+
+    /// Tells the reclaimer that a commit queued storage for deletion.
+    pub fn wake_reclaimer(&self) {
+        self.reclaim_wakeup.notify_one();
+    }
+
+    pub(crate) fn reclaim_wakeup(&self) -> Arc<Notify> {
+        self.reclaim_wakeup.clone()
+    }
+
+    /// Disks and metadata usable: what `/_meridian/health/ready` reports.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let bad: Vec<String> = self
+            .disks
+            .disk_health()
+            .into_iter()
+            .filter(|d| !d.ok)
+            .map(|d| {
+                format!(
+                    "disk {} ({}): {}",
+                    d.slot,
+                    d.path.display(),
+                    d.error.unwrap_or_default()
+                )
+            })
+            .collect();
+        let usable = self.disks.data_shards() + self.disks.parity_shards() - bad.len();
+        if usable < self.write_quorum() {
+            return Err(format!(
+                "too few usable disks for writes: {}",
+                bad.join("; ")
+            ));
+        }
+        self.meta(|m| m.check())
+            .await
+            .map_err(|e| format!("metadata: {e}"))
+    }
+
+    fn write_quorum(&self) -> usize {
+        let k = self.disks.data_shards();
+        if self.disks.parity_shards() > 0 {
+            k + 1
+        } else {
+            k
+        }
+    }
+}

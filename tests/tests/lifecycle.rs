@@ -1,0 +1,135 @@
+//! The server's life: health probes, graceful shutdown on SIGTERM that lets in-flight
+//! requests finish, and a restart that finds everything.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use meridian_tests::{pattern, ServerOptions, TestServer};
+
+fn http_get(endpoint: &str, path: &str) -> (u16, String) {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test]
+async fn health_endpoints_report_live_and_ready() {
+    let server = TestServer::start();
+    assert_eq!(http_get(&server.endpoint, "/_meridian/health/live").0, 200);
+    assert_eq!(http_get(&server.endpoint, "/_meridian/health/ready").0, 200);
+    assert_eq!(http_get(&server.endpoint, "/_meridian/nothing").0, 404);
+
+    // A 4+2 set needs five disks for writes: with two gone it is alive but not ready.
+    std::fs::remove_dir_all(server.disk_dir(0)).unwrap();
+    std::fs::remove_dir_all(server.disk_dir(1)).unwrap();
+    assert_eq!(http_get(&server.endpoint, "/_meridian/health/live").0, 200);
+    let (status, body) = http_get(&server.endpoint, "/_meridian/health/ready");
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_restart_finds_everything() {
+    let mut server = TestServer::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("life").send().await.unwrap();
+    let big = pattern(48 << 20, 5);
+    s3.put_object()
+        .bucket("life")
+        .key("big")
+        .body(big.clone().into())
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("life")
+        .key("small")
+        .body(b"tiny".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    // Start a large download, read a little of it, then ask the server to stop.
+    let mut out = s3
+        .get_object()
+        .bucket("life")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    let mut received = Vec::with_capacity(big.len());
+    received.extend_from_slice(&out.body.next().await.unwrap().unwrap());
+    let pid = server.pid() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Some(chunk) = out.body.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(
+        received == big,
+        "the in-flight download completed intact during shutdown"
+    );
+    let status = server.stop_wait();
+    assert!(
+        status.success(),
+        "clean exit after SIGTERM: {status:?}\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("stopped"), "{}", server.log());
+
+    server.restart();
+    let s3 = server.client();
+    let got = s3
+        .get_object()
+        .bucket("life")
+        .key("small")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"tiny"
+    );
+    let got = s3
+        .get_object()
+        .bucket("life")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    assert!(got.body.collect().await.unwrap().into_bytes().as_ref() == big.as_slice());
+}
+
+#[tokio::test]
+async fn single_disk_store_works() {
+    let server = TestServer::start_with(ServerOptions {
+        erasure: "1+0".into(),
+        ..ServerOptions::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("one").send().await.unwrap();
+    let data = pattern(2 << 20, 8);
+    s3.put_object()
+        .bucket("one")
+        .key("k")
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let got = s3.get_object().bucket("one").key("k").send().await.unwrap();
+    assert!(got.body.collect().await.unwrap().into_bytes().as_ref() == data.as_slice());
+    assert!(server.disk_dir(0).exists() && !server.disk_dir(1).exists());
+}
