@@ -110,7 +110,11 @@ impl S3Client {
     }
 
     fn target(&self, key: &str) -> String {
-        format!("{}/{key}", self.bucket)
+        if key.is_empty() {
+            self.bucket.clone()
+        } else {
+            format!("{}/{key}", self.bucket)
+        }
     }
 
     /// Signs and sends one request; a non-2xx answer becomes [`OpError::S3`] with the code
@@ -230,21 +234,12 @@ impl S3Client {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// Whether the bucket exists (HeadBucket).
+    /// Whether the bucket exists. Asked with a one-key listing rather than HeadBucket because
+    /// a HEAD error has no body, and "SignatureDoesNotMatch" says more than "HTTP403".
     pub async fn bucket_exists(&self) -> Result<bool, OpError> {
-        match self
-            .send(
-                "HeadBucket",
-                Method::HEAD,
-                "",
-                &[],
-                None,
-                PayloadBody::empty(),
-            )
-            .await
-        {
+        match self.list_page("", None, 1).await {
             Ok(_) => Ok(true),
-            Err(OpError::S3 { status: 404, .. }) => Ok(false),
+            Err(OpError::S3 { code, .. }) if code == "NoSuchBucket" => Ok(false),
             Err(e) => Err(e),
         }
     }
