@@ -10,22 +10,37 @@
 //! [`ObjectDescriptor`] returned by [`ObjectWriter::finish`] and hand it back to read,
 //! heal or delete.
 
+mod codec;
 mod config;
+mod damage;
 mod descriptor;
+mod disk_format;
+mod disk_layout;
 mod disk_set;
+mod durable_fs;
 mod error;
+mod geometry;
 mod heal;
+mod health;
+mod object_lock;
+mod open;
 mod reader;
 mod scrub;
+mod shard_format;
+mod shard_source;
+mod write_pipeline;
 mod writer;
 
-pub use config::{DiskSetConfig, Durability};
+pub use config::{DiskSetConfig, Durability, DEFAULT_STRIPE_SIZE, MAX_DISKS, MAX_STRIPE_SIZE};
+pub use damage::DamageReport;
 pub use descriptor::ObjectDescriptor;
-pub use disk_set::{DamageReport, DiskHealth, DiskSet};
+pub use disk_set::DiskSet;
 pub use error::ErasureError;
 pub use heal::HealReport;
+pub use health::DiskHealth;
 pub use reader::ObjectReader;
 pub use scrub::ScrubReport;
+pub use shard_format::{MAX_IDENTITY_LEN, SHARD_FORMAT_VERSION};
 pub use writer::{ObjectWriter, WriteOutcome};
 
 /// Identity of one stored object's shards: a random UUID, never derived from the object key.
