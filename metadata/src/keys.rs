@@ -41,9 +41,9 @@ pub fn read_component(buf: &[u8]) -> Option<(Vec<u8>, &[u8])> {
             i += 1;
             continue;
         }
-        match buf.get(i + 1)? {
-            &ESCAPED_ZERO => raw.push(0),
-            &TERMINATOR => return Some((raw, &buf[i + 2..])),
+        match *buf.get(i + 1)? {
+            ESCAPED_ZERO => raw.push(0),
+            TERMINATOR => return Some((raw, &buf[i + 2..])),
             _ => return None,
         }
         i += 2;

@@ -35,7 +35,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub(crate) enum Planned {
     Commit {
         record: VersionRecord,
-        replaced: Option<VersionRecord>,
+        replaced: Option<Box<VersionRecord>>,
         draft: OutboxDraft,
     },
     /// A replica supplied a version id that already exists: applying it again changes nothing.
@@ -151,7 +151,7 @@ impl MetaStore {
                 schema::history_key(&bucket.name, key, old.mtime, &old.version_id),
             );
             inner.queue_reclaim(batch, &old.storage);
-            replaced = Some(old);
+            replaced = Some(Box::new(old));
         }
         let record = VersionRecord::from_new(&bucket.name, key, version_id, mtime, new);
         let summary = VersionSummary::of(&record);
@@ -164,7 +164,7 @@ impl MetaStore {
         let remaining = top.iter().find(|s| {
             replaced
                 .as_ref()
-                .is_none_or(|r: &VersionRecord| r.version_id != s.version_id)
+                .is_none_or(|r| r.version_id != s.version_id)
         });
         self.put_listing(batch, &bucket.name, key, newest(remaining, Some(&summary)));
         let draft = OutboxDraft {
@@ -249,7 +249,7 @@ impl MetaStore {
                 Ok(DeleteOutcome {
                     version_id: Some(record.version_id),
                     delete_marker: true,
-                    removed: replaced,
+                    removed: replaced.map(|r| *r),
                 })
             }
             Planned::Duplicate(existing) => Ok(DeleteOutcome {

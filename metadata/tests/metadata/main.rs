@@ -1,0 +1,12 @@
+//! Behaviour of the metadata store through its public API: one test binary (RocksDB links
+//! once), one module per area.
+
+mod buckets;
+mod crash;
+mod faults;
+mod listing_model;
+mod multipart;
+mod outbox;
+mod reclaim;
+mod support;
+mod versioning;
