@@ -52,3 +52,12 @@ pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};
 pub use version_id::{new_upload_id, new_version_id, now_nanos};
 pub use versions::MAX_KEY_LEN;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_handle_is_clone_send_and_sync() {
+        fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+        assert_shareable::<crate::MetaStore>();
+    }
+}

@@ -130,14 +130,20 @@ impl MetaStore {
                 .map_or(i64::MIN, |l| l.mtime.saturating_add(1))
                 .max(now_nanos()),
         };
-        let version_id = match new.version_id.take() {
-            Some(v) => v,
-            None if bucket.versioning == VersioningState::Enabled => new_version_id(mtime),
-            None => NULL_VERSION_ID.to_owned(),
+        let (version_id, fresh) = match new.version_id.take() {
+            Some(v) => (v, false),
+            None if bucket.versioning == VersioningState::Enabled => (new_version_id(mtime), true),
+            None => (NULL_VERSION_ID.to_owned(), false),
         };
         let vkey = schema::version_key(&bucket.name, key, &version_id);
         let mut replaced = None;
-        if let Some(old) = self.read_version(&vkey)? {
+        // A version id generated just now cannot exist yet: skip the lookup.
+        let existing = if fresh {
+            None
+        } else {
+            self.read_version(&vkey)?
+        };
+        if let Some(old) = existing {
             if !version_id::is_null(&version_id) {
                 if old.storage != new.storage {
                     inner.queue_reclaim(batch, &new.storage);
