@@ -15,10 +15,15 @@ pub(crate) struct Codec {
     rs: Option<ReedSolomon>,
 }
 
+type CodecCache = Mutex<HashMap<(usize, usize), Arc<Codec>>>;
+
 /// The shared codec for `(k, m)`; building the coding matrix once per layout is enough.
 pub(crate) fn codec(k: usize, m: usize) -> Arc<Codec> {
-    static CACHE: OnceLock<Mutex<HashMap<(usize, usize), Arc<Codec>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().expect("codec cache poisoned");
+    static CACHE: OnceLock<CodecCache> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("codec cache poisoned");
     cache
         .entry((k, m))
         .or_insert_with(|| {
@@ -37,13 +42,18 @@ impl Codec {
     pub fn encode(&self, data: &[&[u8]], parity: &mut [Vec<u8>]) {
         debug_assert_eq!((data.len(), parity.len()), (self.k, self.m));
         if let Some(rs) = &self.rs {
-            rs.encode_sep(data, parity).expect("shard counts and lengths checked by caller");
+            rs.encode_sep(data, parity)
+                .expect("shard counts and lengths checked by caller");
         }
     }
 
     /// Fills the `None` entries of `shards` (all `k + m` of them, equally long) from at least
     /// `k` present ones. With `data_only`, missing parity blocks stay `None`.
-    pub fn reconstruct(&self, shards: &mut [Option<Vec<u8>>], data_only: bool) -> Result<(), String> {
+    pub fn reconstruct(
+        &self,
+        shards: &mut [Option<Vec<u8>>],
+        data_only: bool,
+    ) -> Result<(), String> {
         debug_assert_eq!(shards.len(), self.k + self.m);
         let present = shards.iter().filter(|s| s.is_some()).count();
         if present == shards.len() {
@@ -52,7 +62,11 @@ impl Codec {
         let Some(rs) = &self.rs else {
             return Err("no parity to reconstruct from".into());
         };
-        let result = if data_only { rs.reconstruct_data(shards) } else { rs.reconstruct(shards) };
+        let result = if data_only {
+            rs.reconstruct_data(shards)
+        } else {
+            rs.reconstruct(shards)
+        };
         result.map_err(|e| format!("reconstruction failed: {e:?}"))
     }
 }
@@ -64,7 +78,9 @@ mod tests {
     #[test]
     fn any_m_lost_blocks_are_rebuilt() {
         let codec = codec(4, 2);
-        let data: Vec<Vec<u8>> = (0..4u8).map(|i| (0..100u8).map(|b| b.wrapping_mul(i + 3)).collect()).collect();
+        let data: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| (0..100u8).map(|b| b.wrapping_mul(i + 3)).collect())
+            .collect();
         let mut parity = vec![vec![0u8; 100]; 2];
         let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
         codec.encode(&refs, &mut parity);
@@ -75,7 +91,10 @@ mod tests {
                 shards[a] = None;
                 shards[b] = None;
                 codec.reconstruct(&mut shards, false).unwrap();
-                assert_eq!(shards.into_iter().map(Option::unwrap).collect::<Vec<_>>(), all);
+                assert_eq!(
+                    shards.into_iter().map(Option::unwrap).collect::<Vec<_>>(),
+                    all
+                );
             }
         }
     }
@@ -86,6 +105,8 @@ mod tests {
         let mut parity: Vec<Vec<u8>> = Vec::new();
         codec.encode(&[b"abc".as_slice()], &mut parity);
         assert!(codec.reconstruct(&mut [None], true).is_err());
-        assert!(codec.reconstruct(&mut [Some(b"abc".to_vec())], true).is_ok());
+        assert!(codec
+            .reconstruct(&mut [Some(b"abc".to_vec())], true)
+            .is_ok());
     }
 }

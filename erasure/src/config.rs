@@ -59,13 +59,21 @@ impl DiskSetConfig {
             return invalid("data_shards must be at least 1".into());
         }
         if m > k {
-            return invalid(format!("parity_shards ({m}) must not exceed data_shards ({k})"));
+            return invalid(format!(
+                "parity_shards ({m}) must not exceed data_shards ({k})"
+            ));
         }
         if k + m > MAX_DISKS {
-            return invalid(format!("{k}+{m} needs {} disks, at most {MAX_DISKS} are supported", k + m));
+            return invalid(format!(
+                "{k}+{m} needs {} disks, at most {MAX_DISKS} are supported",
+                k + m
+            ));
         }
         if n != k + m {
-            return invalid(format!("{k}+{m} needs exactly {} disks, {n} were given", k + m));
+            return invalid(format!(
+                "{k}+{m} needs exactly {} disks, {n} were given",
+                k + m
+            ));
         }
         for (i, a) in self.disks.iter().enumerate() {
             if self.disks[..i].contains(a) {
@@ -101,7 +109,10 @@ mod tests {
     fn impossible_layouts_are_rejected() {
         for (n, k, m) in [(6, 2, 4), (0, 0, 0), (17, 9, 8), (5, 4, 2), (2, 1, 0)] {
             let err = DiskSetConfig::new(disks(n), k, m).validate().unwrap_err();
-            assert!(matches!(err, ErasureError::InvalidConfig(_)), "{n} {k}+{m}: {err}");
+            assert!(
+                matches!(err, ErasureError::InvalidConfig(_)),
+                "{n} {k}+{m}: {err}"
+            );
         }
         let mut dup = DiskSetConfig::new(disks(2), 1, 1);
         dup.disks[1] = dup.disks[0].clone();

@@ -55,7 +55,10 @@ impl ObjectDescriptor {
     /// Decodes [`ObjectDescriptor::to_bytes`] output; refuses truncated, corrupt, unknown-version
     /// or inconsistent input with [`ErasureError::Corrupt`].
     pub fn from_bytes(bytes: &[u8]) -> Result<ObjectDescriptor, ErasureError> {
-        let corrupt = |reason: String| ErasureError::Corrupt { what: "object descriptor".into(), reason };
+        let corrupt = |reason: String| ErasureError::Corrupt {
+            what: "object descriptor".into(),
+            reason,
+        };
         if bytes.len() < FIXED_LEN {
             return Err(corrupt(format!("{} bytes is too short", bytes.len())));
         }
@@ -69,7 +72,10 @@ impl ObjectDescriptor {
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
         let placement_len = body[36] as usize;
         if body.len() != 37 + placement_len {
-            return Err(corrupt(format!("length {} does not match {placement_len} shards", bytes.len())));
+            return Err(corrupt(format!(
+                "length {} does not match {placement_len} shards",
+                bytes.len()
+            )));
         }
         let desc = ObjectDescriptor {
             data_id: DataId::from_bytes(body[1..17].try_into().expect("16 bytes")),
@@ -93,7 +99,10 @@ impl ObjectDescriptor {
             return Err(format!("impossible layout {k}+{m}"));
         }
         if self.format_version != SHARD_FORMAT_VERSION {
-            return Err(format!("unsupported shard format version {}", self.format_version));
+            return Err(format!(
+                "unsupported shard format version {}",
+                self.format_version
+            ));
         }
         if self.stripe_size == 0
             || self.block_size as usize != block_size_for(self.stripe_size as usize, k)
@@ -110,7 +119,11 @@ impl ObjectDescriptor {
                 slot >= k + m || std::mem::replace(&mut seen[slot], true)
             })
         {
-            return Err(format!("placement {:?} is not a permutation of {} slots", self.placement, k + m));
+            return Err(format!(
+                "placement {:?} is not a permutation of {} slots",
+                self.placement,
+                k + m
+            ));
         }
         Ok(())
     }
@@ -120,9 +133,14 @@ impl ObjectDescriptor {
         self.check_consistency()
             .and_then(|()| match self.placement.len() == disks {
                 true => Ok(()),
-                false => Err(format!("it spans {} disks, this set has {disks}", self.placement.len())),
+                false => Err(format!(
+                    "it spans {} disks, this set has {disks}",
+                    self.placement.len()
+                )),
             })
-            .map_err(|reason| ErasureError::InvalidConfig(format!("descriptor of {}: {reason}", self.data_id)))
+            .map_err(|reason| {
+                ErasureError::InvalidConfig(format!("descriptor of {}: {reason}", self.data_id))
+            })
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -176,7 +194,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(ObjectDescriptor::from_bytes(&bad).is_err(), "flip at {i} accepted");
+            assert!(
+                ObjectDescriptor::from_bytes(&bad).is_err(),
+                "flip at {i} accepted"
+            );
         }
         assert!(ObjectDescriptor::from_bytes(&bytes[..bytes.len() - 1]).is_err());
         assert!(ObjectDescriptor::from_bytes(&[]).is_err());

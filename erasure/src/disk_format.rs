@@ -47,7 +47,9 @@ pub(crate) enum SlotState {
 pub(crate) fn inspect_slot(layout: &DiskLayout) -> SlotState {
     match fs::read(layout.format_file()) {
         Ok(bytes) => match serde_json::from_slice::<DiskFormat>(&bytes) {
-            Ok(format) if format.format_version == DISK_FORMAT_VERSION => SlotState::Formatted(format),
+            Ok(format) if format.format_version == DISK_FORMAT_VERSION => {
+                SlotState::Formatted(format)
+            }
             Ok(format) => SlotState::Unreadable(format!(
                 "unsupported format version {}",
                 format.format_version

@@ -45,13 +45,15 @@ impl DiskLayout {
 
     /// The committed shard file of `data_id` on this disk.
     pub fn shard_file(&self, data_id: DataId) -> PathBuf {
-        self.shard_dir(data_id).join(format!("{}.shard", data_id.hyphenated()))
+        self.shard_dir(data_id)
+            .join(format!("{}.shard", data_id.hyphenated()))
     }
 
     /// A staging file for `data_id`; `purpose` keeps concurrent writers (a write, a heal)
     /// of the same id apart.
     pub fn staging_file(&self, data_id: DataId, purpose: &str) -> PathBuf {
-        self.staging_dir().join(format!("{}.{purpose}", data_id.hyphenated()))
+        self.staging_dir()
+            .join(format!("{}.{purpose}", data_id.hyphenated()))
     }
 }
 
@@ -72,7 +74,13 @@ mod tests {
             layout.shard_file(id),
             PathBuf::from("/disk/data/ab/ab3e4567-e89b-12d3-a456-426614174000.shard")
         );
-        assert_eq!(data_id_of_shard_file("ab3e4567-e89b-12d3-a456-426614174000.shard"), Some(id));
-        assert_eq!(data_id_of_shard_file("ab3e4567-e89b-12d3-a456-426614174000.write"), None);
+        assert_eq!(
+            data_id_of_shard_file("ab3e4567-e89b-12d3-a456-426614174000.shard"),
+            Some(id)
+        );
+        assert_eq!(
+            data_id_of_shard_file("ab3e4567-e89b-12d3-a456-426614174000.write"),
+            None
+        );
     }
 }

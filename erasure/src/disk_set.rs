@@ -57,7 +57,9 @@ impl DiskSet {
             layout = %format!("{}+{}", opened.config.data_shards, opened.config.parity_shards),
             "disk set open"
         );
-        Ok(DiskSet { inner: Arc::new(opened) })
+        Ok(DiskSet {
+            inner: Arc::new(opened),
+        })
     }
 
     /// `k`: data shards of new objects.
@@ -130,6 +132,10 @@ impl DiskSet {
     /// Per-disk health for a readiness probe. Performs small blocking filesystem checks
     /// (read the format file, create and remove a probe file) on the calling thread.
     pub fn disk_health(&self) -> Vec<DiskHealth> {
-        self.inner.disks.iter().map(|disk| check_disk(self.inner.set_id, disk)).collect()
+        self.inner
+            .disks
+            .iter()
+            .map(|disk| check_disk(self.inner.set_id, disk))
+            .collect()
     }
 }

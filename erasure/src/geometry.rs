@@ -47,7 +47,9 @@ impl Geometry {
     pub fn shard_file_len(&self, header_len: u64) -> u64 {
         match self.stripe_count() {
             0 => header_len,
-            n => self.frame_offset(header_len, n - 1) + FRAME_CRC_LEN + self.block_len(n - 1) as u64,
+            n => {
+                self.frame_offset(header_len, n - 1) + FRAME_CRC_LEN + self.block_len(n - 1) as u64
+            }
         }
     }
 }
@@ -62,7 +64,13 @@ mod tests {
     use super::*;
 
     fn geometry(size: u64) -> Geometry {
-        Geometry { k: 4, m: 2, stripe_size: 1000, block_size: 250, size }
+        Geometry {
+            k: 4,
+            m: 2,
+            stripe_size: 1000,
+            block_size: 250,
+            size,
+        }
     }
 
     #[test]

@@ -28,24 +28,42 @@ pub struct HealReport {
     pub failed_shards: Vec<(usize, String)>,
 }
 
-pub(crate) async fn heal_object(set: &Arc<SetInner>, desc: &ObjectDescriptor) -> Result<HealReport, ErasureError> {
+pub(crate) async fn heal_object(
+    set: &Arc<SetInner>,
+    desc: &ObjectDescriptor,
+) -> Result<HealReport, ErasureError> {
     desc.check_for_set(set.disks.len())?;
     let _guard = set.locks.lock(desc.data_id).await;
     let (set, desc) = (set.clone(), desc.clone());
-    tokio::task::spawn_blocking(move || heal_locked(&set, &desc)).await.expect("heal panicked")
+    tokio::task::spawn_blocking(move || heal_locked(&set, &desc))
+        .await
+        .expect("heal panicked")
 }
 
 /// Heals one object; the caller holds its object lock. Blocking.
-pub(crate) fn heal_locked(set: &SetInner, desc: &ObjectDescriptor) -> Result<HealReport, ErasureError> {
+pub(crate) fn heal_locked(
+    set: &SetInner,
+    desc: &ObjectDescriptor,
+) -> Result<HealReport, ErasureError> {
     let sources: Vec<ShardSource> = desc
         .placement
         .iter()
         .enumerate()
-        .map(|(shard, &slot)| ShardSource::new(set.disks[slot as usize].layout.shard_file(desc.data_id), shard))
+        .map(|(shard, &slot)| {
+            ShardSource::new(
+                set.disks[slot as usize].layout.shard_file(desc.data_id),
+                shard,
+            )
+        })
         .collect();
     let inspections: Vec<Inspection> = sources.iter().map(|source| inspect(source, desc)).collect();
-    let damaged: Vec<usize> = (0..sources.len()).filter(|&s| inspections[s].is_damaged()).collect();
-    let mut report = HealReport { damaged_shards: damaged.clone(), ..HealReport::default() };
+    let damaged: Vec<usize> = (0..sources.len())
+        .filter(|&s| inspections[s].is_damaged())
+        .collect();
+    let mut report = HealReport {
+        damaged_shards: damaged.clone(),
+        ..HealReport::default()
+    };
     if damaged.is_empty() {
         return Ok(report);
     }
@@ -63,7 +81,12 @@ pub(crate) fn heal_locked(set: &SetInner, desc: &ObjectDescriptor) -> Result<Hea
         let staging = disk.layout.staging_file(desc.data_id, "heal");
         let committed = disk.layout.shard_file(desc.data_id);
         match start_rebuild(disk.offline.as_deref(), &staging, &header, shard) {
-            Ok(file) => rebuilds.push(Rebuild { shard, file, staging, committed }),
+            Ok(file) => rebuilds.push(Rebuild {
+                shard,
+                file,
+                staging,
+                committed,
+            }),
             Err(reason) => report.failed_shards.push((shard, reason)),
         }
     }
@@ -109,7 +132,13 @@ fn inspect(source: &ShardSource, desc: &ObjectDescriptor) -> Inspection {
     let g = desc.geometry();
     let header_len = match source.header(desc) {
         Ok(header) => header.encoded_len(),
-        Err(fault) => return Inspection { fault: Some(fault), bad_stripes: BTreeSet::new(), wrong_length: false },
+        Err(fault) => {
+            return Inspection {
+                fault: Some(fault),
+                bad_stripes: BTreeSet::new(),
+                wrong_length: false,
+            }
+        }
     };
     let mut buf = Vec::new();
     let bad_stripes = (0..g.stripe_count())
@@ -118,13 +147,22 @@ fn inspect(source: &ShardSource, desc: &ObjectDescriptor) -> Inspection {
             source.read_block(desc, &g, s, &mut buf).is_err()
         })
         .collect();
-    let wrong_length = source.file_len(desc).map_or(true, |len| len != g.shard_file_len(header_len));
-    Inspection { fault: None, bad_stripes, wrong_length }
+    let wrong_length = source
+        .file_len(desc)
+        .map_or(true, |len| len != g.shard_file_len(header_len));
+    Inspection {
+        fault: None,
+        bad_stripes,
+        wrong_length,
+    }
 }
 
 /// Every stripe must have `k` usable blocks (and some header must survive) before anything
 /// is written.
-fn check_recoverable(desc: &ObjectDescriptor, inspections: &[Inspection]) -> Result<(), ErasureError> {
+fn check_recoverable(
+    desc: &ObjectDescriptor,
+    inspections: &[Inspection],
+) -> Result<(), ErasureError> {
     let g = desc.geometry();
     let not_enough = |available: usize, details: String| ErasureError::NotEnoughShards {
         data_id: desc.data_id,
@@ -139,7 +177,10 @@ fn check_recoverable(desc: &ObjectDescriptor, inspections: &[Inspection]) -> Res
     for s in 0..g.stripe_count() {
         let available = inspections.iter().filter(|i| i.block_usable(s)).count();
         if available < g.k {
-            return Err(not_enough(available, format!("stripe {s} cannot be rebuilt")));
+            return Err(not_enough(
+                available,
+                format!("stripe {s} cannot be rebuilt"),
+            ));
         }
     }
     Ok(())
@@ -175,7 +216,10 @@ fn start_rebuild(
     if let Some(reason) = offline {
         return Err(format!("disk offline: {reason}"));
     }
-    let header = ShardHeader { shard_index: shard as u8, ..header.clone() };
+    let header = ShardHeader {
+        shard_index: shard as u8,
+        ..header.clone()
+    };
     OpenOptions::new()
         .write(true)
         .create(true)
@@ -206,19 +250,24 @@ fn rebuild_stripes(
             })
             .collect();
         let available = blocks.iter().filter(|b| b.is_some()).count();
-        codec.reconstruct(&mut blocks, false).map_err(|reason| ErasureError::NotEnoughShards {
-            data_id: desc.data_id,
-            needed: g.k,
-            available,
-            details: format!("stripe {s} changed during heal: {reason}"),
-        })?;
+        codec
+            .reconstruct(&mut blocks, false)
+            .map_err(|reason| ErasureError::NotEnoughShards {
+                data_id: desc.data_id,
+                needed: g.k,
+                available,
+                details: format!("stripe {s} changed during heal: {reason}"),
+            })?;
         rebuilds.retain_mut(|rebuild| {
             let block = blocks[rebuild.shard].as_deref().expect("reconstructed");
             match write_frame(&mut rebuild.file, block) {
                 Ok(()) => true,
                 Err(e) => {
                     let _ = remove_if_present(&rebuild.staging);
-                    report.failed_shards.push((rebuild.shard, format!("cannot write {}: {e}", rebuild.staging.display())));
+                    report.failed_shards.push((
+                        rebuild.shard,
+                        format!("cannot write {}: {e}", rebuild.staging.display()),
+                    ));
                     false
                 }
             }

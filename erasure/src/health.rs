@@ -23,7 +23,12 @@ pub struct DiskHealth {
 /// Checks one disk now (small blocking filesystem operations).
 pub(crate) fn check_disk(set_id: Uuid, disk: &Disk) -> DiskHealth {
     let error = problem(set_id, disk);
-    DiskHealth { slot: disk.slot, path: disk.layout.root().to_path_buf(), ok: error.is_none(), error }
+    DiskHealth {
+        slot: disk.slot,
+        path: disk.layout.root().to_path_buf(),
+        ok: error.is_none(),
+        error,
+    }
 }
 
 fn problem(set_id: Uuid, disk: &Disk) -> Option<String> {
@@ -33,13 +38,19 @@ fn problem(set_id: Uuid, disk: &Disk) -> Option<String> {
     match inspect_slot(&disk.layout) {
         SlotState::Formatted(f) if f.set_id == set_id && f.slot == disk.slot => {}
         SlotState::Formatted(f) => {
-            return Some(format!("format file now says set {} slot {}", f.set_id, f.slot))
+            return Some(format!(
+                "format file now says set {} slot {}",
+                f.set_id, f.slot
+            ))
         }
         SlotState::Absent => return Some("the directory is gone".into()),
         SlotState::Empty | SlotState::Occupied => return Some("the format file is gone".into()),
         SlotState::Unreadable(reason) => return Some(reason),
     }
-    let probe = disk.layout.staging_dir().join(format!(".health-{}", Uuid::new_v4().simple()));
+    let probe = disk
+        .layout
+        .staging_dir()
+        .join(format!(".health-{}", Uuid::new_v4().simple()));
     let result = fs::write(&probe, b"ok").and_then(|()| fs::remove_file(&probe));
     result.err().map(|e| format!("not writable: {e}"))
 }

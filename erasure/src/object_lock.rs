@@ -26,9 +26,19 @@ pub(crate) struct ObjectGuard {
 
 impl ObjectLocks {
     pub async fn lock(&self, data_id: DataId) -> ObjectGuard {
-        let mutex = self.map.lock().expect("lock map poisoned").entry(data_id).or_default().clone();
+        let mutex = self
+            .map
+            .lock()
+            .expect("lock map poisoned")
+            .entry(data_id)
+            .or_default()
+            .clone();
         let guard = mutex.lock_owned().await;
-        ObjectGuard { map: self.map.clone(), data_id, guard: Some(guard) }
+        ObjectGuard {
+            map: self.map.clone(),
+            data_id,
+            guard: Some(guard),
+        }
     }
 }
 
@@ -37,7 +47,10 @@ impl Drop for ObjectGuard {
         let mut map = self.map.lock().expect("lock map poisoned");
         drop(self.guard.take());
         // Waiters clone the Arc under the map lock, so a count of one means nobody waits.
-        if map.get(&self.data_id).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.data_id)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.data_id);
         }
     }

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use crate::disk_format::{ensure_dirs, inspect_slot, write_format, DiskFormat, SlotState, DISK_FORMAT_VERSION};
+use crate::disk_format::{
+    ensure_dirs, inspect_slot, write_format, DiskFormat, SlotState, DISK_FORMAT_VERSION,
+};
 use crate::disk_layout::DiskLayout;
 use crate::{DiskSetConfig, ErasureError};
 
@@ -34,7 +36,9 @@ pub(crate) fn open_disks(config: &DiskSetConfig) -> Result<(Uuid, Vec<Disk>), Er
             return Err(ErasureError::ForeignDisk {
                 slot,
                 path: config.disks[slot].clone(),
-                reason: "the directory is not empty and has no format.json; refusing to take it over".into(),
+                reason:
+                    "the directory is not empty and has no format.json; refusing to take it over"
+                        .into(),
             });
         }
     }
@@ -42,11 +46,16 @@ pub(crate) fn open_disks(config: &DiskSetConfig) -> Result<(Uuid, Vec<Disk>), Er
     let set_id = match existing {
         Some(set_id) => set_id,
         None => {
-            if let Some((slot, SlotState::Unreadable(reason))) =
-                states.iter().enumerate().find(|(_, s)| matches!(s, SlotState::Unreadable(_)))
+            if let Some((slot, SlotState::Unreadable(reason))) = states
+                .iter()
+                .enumerate()
+                .find(|(_, s)| matches!(s, SlotState::Unreadable(_)))
             {
                 return Err(ErasureError::Corrupt {
-                    what: format!("format file of slot {slot} ({})", config.disks[slot].display()),
+                    what: format!(
+                        "format file of slot {slot} ({})",
+                        config.disks[slot].display()
+                    ),
                     reason: format!("{reason}; no other disk says which set this is"),
                 });
             }
@@ -58,7 +67,9 @@ pub(crate) fn open_disks(config: &DiskSetConfig) -> Result<(Uuid, Vec<Disk>), Er
     let mut disks = Vec::with_capacity(layouts.len());
     for (slot, (layout, state)) in layouts.into_iter().zip(states).enumerate() {
         let offline = match state {
-            SlotState::Formatted(_) => ensure_dirs(&layout).err().map(|e| format!("cannot create directories: {e}")),
+            SlotState::Formatted(_) => ensure_dirs(&layout)
+                .err()
+                .map(|e| format!("cannot create directories: {e}")),
             // An empty slot is a new or replacement disk; an absent directory is created only
             // when the whole set is new, never to stand in for a disk that is not mounted.
             SlotState::Empty | SlotState::Absent
@@ -86,7 +97,11 @@ pub(crate) fn open_disks(config: &DiskSetConfig) -> Result<(Uuid, Vec<Disk>), Er
         if let Some(reason) = &offline {
             tracing::warn!(slot, path = %layout.root().display(), reason, "disk is offline");
         }
-        disks.push(Disk { slot, layout, offline });
+        disks.push(Disk {
+            slot,
+            layout,
+            offline,
+        });
     }
 
     let usable = disks.iter().filter(|d| d.offline.is_none()).count();
@@ -98,7 +113,8 @@ pub(crate) fn open_disks(config: &DiskSetConfig) -> Result<(Uuid, Vec<Disk>), Er
         });
     }
     for disk in disks.iter().filter(|d| d.offline.is_none()) {
-        sweep_staging(&disk.layout.staging_dir()).map_err(|e| io_error(&disk.layout.staging_dir(), e))?;
+        sweep_staging(&disk.layout.staging_dir())
+            .map_err(|e| io_error(&disk.layout.staging_dir(), e))?;
     }
     Ok((set_id, disks))
 }
@@ -112,16 +128,28 @@ fn existing_set_id(states: &[SlotState]) -> Option<Uuid> {
             _ => None,
         })
         .collect();
-    ids.iter().copied().max_by_key(|id| ids.iter().filter(|other| *other == id).count())
+    ids.iter()
+        .copied()
+        .max_by_key(|id| ids.iter().filter(|other| *other == id).count())
 }
 
 /// Refuses disks from another set or another position, and a configuration that does not
 /// match the layout the set was formatted with.
-fn check_membership(config: &DiskSetConfig, set_id: Uuid, states: &[SlotState]) -> Result<(), ErasureError> {
+fn check_membership(
+    config: &DiskSetConfig,
+    set_id: Uuid,
+    states: &[SlotState],
+) -> Result<(), ErasureError> {
     for (slot, state) in states.iter().enumerate() {
-        let SlotState::Formatted(format) = state else { continue };
+        let SlotState::Formatted(format) = state else {
+            continue;
+        };
         let foreign = |reason: String| {
-            Err(ErasureError::ForeignDisk { slot, path: config.disks[slot].clone(), reason })
+            Err(ErasureError::ForeignDisk {
+                slot,
+                path: config.disks[slot].clone(),
+                reason,
+            })
         };
         if format.set_id != set_id {
             return foreign(format!(
@@ -130,7 +158,10 @@ fn check_membership(config: &DiskSetConfig, set_id: Uuid, states: &[SlotState]) 
             ));
         }
         if format.slot != slot {
-            return foreign(format!("it was formatted for slot {} of this set", format.slot));
+            return foreign(format!(
+                "it was formatted for slot {} of this set",
+                format.slot
+            ));
         }
         let formatted = (format.disk_count, format.data_shards, format.parity_shards);
         let configured = (config.disks.len(), config.data_shards, config.parity_shards);
@@ -164,5 +195,8 @@ fn sweep_staging(staging: &Path) -> io::Result<()> {
 }
 
 pub(crate) fn io_error(path: &Path, source: io::Error) -> ErasureError {
-    ErasureError::Io { path: path.to_path_buf(), source }
+    ErasureError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

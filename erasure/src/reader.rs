@@ -41,12 +41,20 @@ impl Stream for ObjectReader {
 }
 
 impl ObjectReader {
-    pub(crate) fn start(set: Arc<SetInner>, desc: ObjectDescriptor, range: Range<u64>) -> ObjectReader {
+    pub(crate) fn start(
+        set: Arc<SetInner>,
+        desc: ObjectDescriptor,
+        range: Range<u64>,
+    ) -> ObjectReader {
         if let Err(e) = check_request(&set, &desc, &range) {
-            return ObjectReader { inner: Box::pin(stream::once(future::ready(Err(e)))) };
+            return ObjectReader {
+                inner: Box::pin(stream::once(future::ready(Err(e)))),
+            };
         }
         if range.is_empty() {
-            return ObjectReader { inner: Box::pin(stream::empty()) };
+            return ObjectReader {
+                inner: Box::pin(stream::empty()),
+            };
         }
         let stripe_size = desc.stripe_size as u64;
         let stripes = range.start / stripe_size..=(range.end - 1) / stripe_size;
@@ -62,11 +70,17 @@ impl ObjectReader {
                 });
                 future::ready(next)
             });
-        ObjectReader { inner: Box::pin(chunks) }
+        ObjectReader {
+            inner: Box::pin(chunks),
+        }
     }
 }
 
-fn check_request(set: &SetInner, desc: &ObjectDescriptor, range: &Range<u64>) -> Result<(), ErasureError> {
+fn check_request(
+    set: &SetInner,
+    desc: &ObjectDescriptor,
+    range: &Range<u64>,
+) -> Result<(), ErasureError> {
     desc.check_for_set(set.disks.len())?;
     if range.start > range.end || range.end > desc.size {
         return Err(ErasureError::InvalidRange {
@@ -95,7 +109,12 @@ impl ObjectRead {
             .placement
             .iter()
             .enumerate()
-            .map(|(shard, &slot)| ShardSource::new(set.disks[slot as usize].layout.shard_file(desc.data_id), shard))
+            .map(|(shard, &slot)| {
+                ShardSource::new(
+                    set.disks[slot as usize].layout.shard_file(desc.data_id),
+                    shard,
+                )
+            })
             .collect();
         ObjectRead {
             geometry: desc.geometry(),
@@ -108,7 +127,11 @@ impl ObjectRead {
     }
 
     /// The part of `range` that lies in `stripe`.
-    async fn stripe_slice(self: Arc<Self>, stripe: u64, range: Range<u64>) -> Result<Bytes, ErasureError> {
+    async fn stripe_slice(
+        self: Arc<Self>,
+        stripe: u64,
+        range: Range<u64>,
+    ) -> Result<Bytes, ErasureError> {
         let g = self.geometry;
         let b = g.block_len(stripe) as u64;
         let stripe_start = stripe * g.stripe_size;
@@ -138,7 +161,12 @@ impl ObjectRead {
                 let mut part = buf.split_to(b);
                 let read = self.clone();
                 tokio::task::spawn_blocking(move || {
-                    let result = read.sources[shard].read_block(&read.desc, &read.geometry, stripe, &mut part);
+                    let result = read.sources[shard].read_block(
+                        &read.desc,
+                        &read.geometry,
+                        stripe,
+                        &mut part,
+                    );
                     (shard, part, result)
                 })
             })
@@ -148,7 +176,12 @@ impl ObjectRead {
             match task.await {
                 Ok((_, part, Ok(()))) => buf.unsplit(part),
                 Ok((shard, _, Err(fault))) => faults.push((shard, fault)),
-                Err(e) => return Err(vec![(usize::MAX, ShardFault::Io(format!("read task failed: {e}")))]),
+                Err(e) => {
+                    return Err(vec![(
+                        usize::MAX,
+                        ShardFault::Io(format!("read task failed: {e}")),
+                    )])
+                }
             }
         }
         if faults.is_empty() {
@@ -172,7 +205,12 @@ impl ObjectRead {
                 let read = self.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut block = vec![0u8; b];
-                    let result = read.sources[shard].read_block(&read.desc, &read.geometry, stripe, &mut block);
+                    let result = read.sources[shard].read_block(
+                        &read.desc,
+                        &read.geometry,
+                        stripe,
+                        &mut block,
+                    );
                     (shard, result.map(|()| block))
                 })
             })
@@ -182,7 +220,9 @@ impl ObjectRead {
             match task.await {
                 Ok((shard, Ok(block))) => blocks[shard] = Some(block),
                 Ok((shard, Err(fault))) => faults.push((shard, fault)),
-                Err(e) => faults.push((usize::MAX, ShardFault::Io(format!("read task failed: {e}")))),
+                Err(e) => {
+                    faults.push((usize::MAX, ShardFault::Io(format!("read task failed: {e}"))))
+                }
             }
         }
         self.record(&faults);
@@ -203,8 +243,16 @@ impl ObjectRead {
         .await;
         match rebuilt {
             Ok(Ok(data)) => Ok(data),
-            Ok(Err(reason)) => Err(self.not_enough_shards(stripe, available, &[(usize::MAX, ShardFault::Io(reason))])),
-            Err(e) => Err(self.not_enough_shards(stripe, available, &[(usize::MAX, ShardFault::Io(e.to_string()))])),
+            Ok(Err(reason)) => Err(self.not_enough_shards(
+                stripe,
+                available,
+                &[(usize::MAX, ShardFault::Io(reason))],
+            )),
+            Err(e) => Err(self.not_enough_shards(
+                stripe,
+                available,
+                &[(usize::MAX, ShardFault::Io(e.to_string()))],
+            )),
         }
     }
 
@@ -215,7 +263,12 @@ impl ObjectRead {
         }
     }
 
-    fn not_enough_shards(&self, stripe: u64, available: usize, faults: &[(usize, ShardFault)]) -> ErasureError {
+    fn not_enough_shards(
+        &self,
+        stripe: u64,
+        available: usize,
+        faults: &[(usize, ShardFault)],
+    ) -> ErasureError {
         let details: Vec<String> = faults
             .iter()
             .map(|(shard, fault)| match self.desc.placement.get(*shard) {

@@ -35,17 +35,21 @@ pub(crate) async fn scrub_set(set: &Arc<SetInner>) -> Result<ScrubReport, Erasur
     let (ids, disks_skipped) = tokio::task::spawn_blocking(move || list_data_ids(&lister))
         .await
         .expect("listing shards panicked");
-    let mut report = ScrubReport { disks_skipped, ..ScrubReport::default() };
+    let mut report = ScrubReport {
+        disks_skipped,
+        ..ScrubReport::default()
+    };
     for data_id in ids {
         let _guard = set.locks.lock(data_id).await;
         let set = set.clone();
-        let outcome = tokio::task::spawn_blocking(move || match describe_from_headers(&set, data_id) {
-            Described::Gone => None,
-            Described::Unreadable => Some(Err(None)),
-            Described::Object(desc) => Some(heal_locked(&set, &desc).map_err(Some)),
-        })
-        .await
-        .expect("scrubbing an object panicked");
+        let outcome =
+            tokio::task::spawn_blocking(move || match describe_from_headers(&set, data_id) {
+                Described::Gone => None,
+                Described::Unreadable => Some(Err(None)),
+                Described::Object(desc) => Some(heal_locked(&set, &desc).map_err(Some)),
+            })
+            .await
+            .expect("scrubbing an object panicked");
         match outcome {
             None => {}
             Some(Ok(heal)) => {
@@ -69,13 +73,19 @@ fn list_data_ids(set: &SetInner) -> (BTreeSet<DataId>, Vec<usize>) {
     let mut ids = BTreeSet::new();
     let mut skipped = Vec::new();
     for disk in &set.disks {
-        let listed = disk.offline.is_none().then(|| fs::read_dir(disk.layout.data_dir()).ok()).flatten();
+        let listed = disk
+            .offline
+            .is_none()
+            .then(|| fs::read_dir(disk.layout.data_dir()).ok())
+            .flatten();
         let Some(fan_out) = listed else {
             skipped.push(disk.slot);
             continue;
         };
         for dir in fan_out.filter_map(Result::ok) {
-            let Ok(files) = fs::read_dir(dir.path()) else { continue };
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
             for file in files.filter_map(Result::ok) {
                 if let Some(id) = file.file_name().to_str().and_then(data_id_of_shard_file) {
                     ids.insert(id);
@@ -100,18 +110,30 @@ fn describe_from_headers(set: &SetInner, data_id: DataId) -> Described {
     let mut any_file = false;
     let mut votes: HashMap<(u8, u8, u32, u32, u64), usize> = HashMap::new();
     for disk in &set.disks {
-        let Ok(file) = fs::File::open(disk.layout.shard_file(data_id)) else { continue };
+        let Ok(file) = fs::File::open(disk.layout.shard_file(data_id)) else {
+            continue;
+        };
         any_file = true;
         if let Ok(h) = ShardHeader::read_from(&file) {
             if h.data_id == data_id {
-                *votes.entry((h.data_shards, h.parity_shards, h.block_size, h.stripe_size, h.object_size)).or_default() += 1;
+                *votes
+                    .entry((
+                        h.data_shards,
+                        h.parity_shards,
+                        h.block_size,
+                        h.stripe_size,
+                        h.object_size,
+                    ))
+                    .or_default() += 1;
             }
         }
     }
     if !any_file {
         return Described::Gone;
     }
-    let Some(((k, m, block_size, stripe_size, size), _)) = votes.into_iter().max_by_key(|(_, n)| *n) else {
+    let Some(((k, m, block_size, stripe_size, size), _)) =
+        votes.into_iter().max_by_key(|(_, n)| *n)
+    else {
         return Described::Unreadable;
     };
     let desc = ObjectDescriptor {

@@ -75,7 +75,8 @@ impl ShardHeader {
         if prefix[8] != SHARD_FORMAT_VERSION {
             return Err(format!("unsupported format version {}", prefix[8]));
         }
-        let u32_at = |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes"));
+        let u32_at =
+            |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes"));
         let identity_len = u32_at(44) as usize;
         if identity_len > MAX_IDENTITY_LEN {
             return Err(format!("identity length {identity_len} is implausible"));
@@ -161,7 +162,10 @@ mod tests {
             bad[i] ^= 0x01;
             let file = tempfile::tempfile().unwrap();
             file.write_all_at(&bad, 0).unwrap();
-            assert!(ShardHeader::read_from(&file).is_err(), "flip at {i} accepted");
+            assert!(
+                ShardHeader::read_from(&file).is_err(),
+                "flip at {i} accepted"
+            );
         }
     }
 
@@ -170,6 +174,8 @@ mod tests {
         let encoded = header().encode();
         let file = tempfile::tempfile().unwrap();
         file.write_all_at(&encoded[..encoded.len() - 1], 0).unwrap();
-        assert!(ShardHeader::read_from(&file).unwrap_err().contains("too short"));
+        assert!(ShardHeader::read_from(&file)
+            .unwrap_err()
+            .contains("too short"));
     }
 }

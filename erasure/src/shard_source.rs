@@ -57,7 +57,11 @@ pub(crate) struct ShardSource {
 
 impl ShardSource {
     pub fn new(path: PathBuf, shard_index: usize) -> Self {
-        ShardSource { path, shard_index, opened: OnceLock::new() }
+        ShardSource {
+            path,
+            shard_index,
+            opened: OnceLock::new(),
+        }
     }
 
     /// The shard's verified header, if its file opens and the header matches `desc`.
@@ -68,7 +72,10 @@ impl ShardSource {
     /// Length of the shard file as it is on disk now.
     pub fn file_len(&self, desc: &ObjectDescriptor) -> Result<u64, ShardFault> {
         let open = self.open(desc)?;
-        open.file.metadata().map(|m| m.len()).map_err(|e| ShardFault::Io(e.to_string()))
+        open.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| ShardFault::Io(e.to_string()))
     }
 
     /// Reads block `stripe` into `buf` (exactly the stripe's block length) and verifies it.
@@ -92,7 +99,10 @@ impl ShardSource {
     }
 
     fn open(&self, desc: &ObjectDescriptor) -> Result<&OpenShard, ShardFault> {
-        self.opened.get_or_init(|| self.open_and_check(desc)).as_ref().map_err(Clone::clone)
+        self.opened
+            .get_or_init(|| self.open_and_check(desc))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn open_and_check(&self, desc: &ObjectDescriptor) -> Result<OpenShard, ShardFault> {

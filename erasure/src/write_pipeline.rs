@@ -162,28 +162,51 @@ impl WritePipeline {
             let (done_tx, done) = oneshot::channel();
             let (plan, status) = (plan.clone(), status.clone());
             spawn_named(format!("meridian-shard-{shard}"), move || {
-                ShardWriter { plan, shard, status }.run(rx, staged_tx, commit_rx, done_tx)
+                ShardWriter {
+                    plan,
+                    shard,
+                    status,
+                }
+                .run(rx, staged_tx, commit_rx, done_tx)
             });
             shard_txs.push(tx);
-            shards.push(ShardControl { staged, commit: Some(commit), done });
+            shards.push(ShardControl {
+                staged,
+                commit: Some(commit),
+                done,
+            });
         }
         let codec = codec(plan.k, plan.m);
         let encoder_status = status.clone();
         spawn_named("meridian-encoder".into(), move || {
             run_encoder(&codec, encoder_rx, shard_txs, &encoder_status)
         });
-        WritePipeline { input: Some(input), shards, status }
+        WritePipeline {
+            input: Some(input),
+            shards,
+            status,
+        }
     }
 
     /// Queues a stripe; waits while the pipeline is full.
     pub async fn send(&mut self, stripe: Stripe) -> Result<(), String> {
-        let input = self.input.as_ref().ok_or("the write was already finished")?;
-        input.send(EncoderMsg::Stripe(stripe)).await.map_err(|_| "the encoder stopped".to_string())
+        let input = self
+            .input
+            .as_ref()
+            .ok_or("the write was already finished")?;
+        input
+            .send(EncoderMsg::Stripe(stripe))
+            .await
+            .map_err(|_| "the encoder stopped".to_string())
     }
 
     /// Shards that have failed so far, with reasons.
     pub fn failures(&self) -> Vec<(usize, String)> {
-        self.status.failures.lock().expect("write status poisoned").clone()
+        self.status
+            .failures
+            .lock()
+            .expect("write status poisoned")
+            .clone()
     }
 
     /// Ends the stream at `size` bytes and waits until every shard is sealed (or failed).
@@ -240,7 +263,11 @@ impl Drop for WritePipeline {
 fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) {
     // If the thread cannot start, `body` is dropped with its channel ends and the write sees
     // that part of the pipeline as failed.
-    if let Err(e) = std::thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK)
+        .spawn(body)
+    {
         tracing::error!(error = %e, "cannot start a write pipeline thread");
     }
 }
@@ -275,7 +302,12 @@ fn encode(codec: &Codec, stripe: Stripe) -> EncodedStripe {
     let mut parity = vec![vec![0u8; b]; codec.parity_shards()];
     let data: Vec<&[u8]> = stripe.data.chunks_exact(b).collect();
     codec.encode(&data, &mut parity);
-    EncodedStripe { k: data.len(), data: stripe.data, parity, block_len: b }
+    EncodedStripe {
+        k: data.len(),
+        data: stripe.data,
+        parity,
+        block_len: b,
+    }
 }
 
 struct ShardWriter {
@@ -300,7 +332,10 @@ impl ShardWriter {
                 ShardMsg::Stripe(encoded) => {
                     if let (Ok(f), false) = (&mut file, self.status.aborted()) {
                         if let Err(e) = write_frame(f, encoded.block(self.shard)) {
-                            file = Err(self.failed(format!("write to {} failed: {e}", target.staging.display())));
+                            file = Err(self.failed(format!(
+                                "write to {} failed: {e}",
+                                target.staging.display()
+                            )));
                         }
                     }
                 }
@@ -325,7 +360,12 @@ impl ShardWriter {
         let _ = staged_tx.send(Ok(()));
         let done = match commit_rx.blocking_recv() {
             Ok(true) => commit_file(&target.staging, &target.committed, self.plan.durability)
-                .map_err(|e| self.failed(format!("rename to {} failed: {e}", target.committed.display()))),
+                .map_err(|e| {
+                    self.failed(format!(
+                        "rename to {} failed: {e}",
+                        target.committed.display()
+                    ))
+                }),
             _ => Err("discarded".to_string()),
         };
         if done.is_err() {
@@ -343,19 +383,22 @@ impl ShardWriter {
             .write(true)
             .create_new(true)
             .open(&target.staging)
-            .and_then(|mut f| f.write_all(&self.plan.header(self.shard, 0).encode()).map(|()| f));
+            .and_then(|mut f| {
+                f.write_all(&self.plan.header(self.shard, 0).encode())
+                    .map(|()| f)
+            });
         created.map_err(|e| self.failed(format!("cannot create {}: {e}", target.staging.display())))
     }
 
     /// Writes the final header (with the object size) and syncs per durability.
     fn seal(&self, file: File, size: u64) -> Result<(), String> {
         let target = &self.plan.targets[self.shard];
-        let result = file.write_all_at(&self.plan.header(self.shard, size).encode(), 0).and_then(|()| {
-            match self.plan.durability {
+        let result = file
+            .write_all_at(&self.plan.header(self.shard, size).encode(), 0)
+            .and_then(|()| match self.plan.durability {
                 Durability::Fsync => file.sync_data(),
                 Durability::NoSync => Ok(()),
-            }
-        });
+            });
         result.map_err(|e| self.failed(format!("cannot seal {}: {e}", target.staging.display())))
     }
 

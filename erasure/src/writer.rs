@@ -59,7 +59,8 @@ impl ObjectWriter {
                 }
             })
             .collect();
-        let broken = (identity.len() > MAX_IDENTITY_LEN).then_some(Broken::IdentityTooLong(identity.len()));
+        let broken =
+            (identity.len() > MAX_IDENTITY_LEN).then_some(Broken::IdentityTooLong(identity.len()));
         let plan = Arc::new(WritePlan {
             data_id,
             k,
@@ -72,7 +73,13 @@ impl ObjectWriter {
             targets,
         });
         let pipeline = broken.is_none().then(|| WritePipeline::start(plan.clone()));
-        ObjectWriter { plan, pipeline, fill: Vec::new(), size: 0, broken }
+        ObjectWriter {
+            plan,
+            pipeline,
+            fill: Vec::new(),
+            size: 0,
+            broken,
+        }
     }
 
     /// The data id the object's shards are stored under.
@@ -92,7 +99,11 @@ impl ObjectWriter {
             if self.fill.is_empty() && chunk.len() >= stripe && stripe == full_stripe {
                 // The chunk holds a whole unpadded stripe: hand it on without copying.
                 let data = chunk.split_to(stripe);
-                self.send_stripe(Stripe { data, block_len: block }).await?;
+                self.send_stripe(Stripe {
+                    data,
+                    block_len: block,
+                })
+                .await?;
                 continue;
             }
             if self.fill.capacity() == 0 {
@@ -104,7 +115,11 @@ impl ObjectWriter {
             if self.fill.len() == stripe {
                 let mut data = std::mem::take(&mut self.fill);
                 data.resize(full_stripe, 0);
-                self.send_stripe(Stripe { data: data.into(), block_len: block }).await?;
+                self.send_stripe(Stripe {
+                    data: data.into(),
+                    block_len: block,
+                })
+                .await?;
             }
         }
         Ok(())
@@ -122,12 +137,21 @@ impl ObjectWriter {
             let mut data = std::mem::take(&mut self.fill);
             let block_len = data.len().div_ceil(self.plan.k);
             data.resize(block_len * self.plan.k, 0);
-            if let Err(e) = self.send_stripe(Stripe { data: data.into(), block_len }).await {
+            if let Err(e) = self
+                .send_stripe(Stripe {
+                    data: data.into(),
+                    block_len,
+                })
+                .await
+            {
                 self.abort_pipeline().await;
                 return Err(e);
             }
         }
-        let mut pipeline = self.pipeline.take().expect("usable writers have a pipeline");
+        let mut pipeline = self
+            .pipeline
+            .take()
+            .expect("usable writers have a pipeline");
         let sealed = pipeline.seal(self.size).await;
         let sealed_ok: Vec<bool> = sealed.iter().map(Result::is_ok).collect();
         if count(&sealed_ok) < self.write_quorum() {
@@ -140,11 +164,16 @@ impl ObjectWriter {
             self.remove_committed(&committed_ok).await;
             return Err(self.quorum_error(count(&committed_ok), &committed));
         }
-        let missing_shards: Vec<usize> = (0..committed_ok.len()).filter(|&s| !committed_ok[s]).collect();
+        let missing_shards: Vec<usize> = (0..committed_ok.len())
+            .filter(|&s| !committed_ok[s])
+            .collect();
         if !missing_shards.is_empty() {
             tracing::warn!(data_id = %self.plan.data_id, ?missing_shards, "object written without some shards; heal it");
         }
-        Ok(WriteOutcome { descriptor: self.plan.descriptor(self.size), missing_shards })
+        Ok(WriteOutcome {
+            descriptor: self.plan.descriptor(self.size),
+            missing_shards,
+        })
     }
 
     /// Discards everything written so far and waits until the staging files are removed.
@@ -159,16 +188,25 @@ impl ObjectWriter {
     }
 
     async fn send_stripe(&mut self, stripe: Stripe) -> Result<(), ErasureError> {
-        let pipeline = self.pipeline.as_mut().expect("usable writers have a pipeline");
+        let pipeline = self
+            .pipeline
+            .as_mut()
+            .expect("usable writers have a pipeline");
         if let Err(reason) = pipeline.send(stripe).await {
-            self.broken = Some(Broken::Quorum { succeeded: 0, details: reason });
+            self.broken = Some(Broken::Quorum {
+                succeeded: 0,
+                details: reason,
+            });
             return self.check_usable();
         }
         let failures = pipeline.failures();
         let total = self.plan.targets.len();
         if total - failures.len() < self.write_quorum() {
             let details = describe(failures.iter().map(|(s, r)| (*s, r.as_str())));
-            self.broken = Some(Broken::Quorum { succeeded: total - failures.len(), details });
+            self.broken = Some(Broken::Quorum {
+                succeeded: total - failures.len(),
+                details,
+            });
         }
         self.check_usable()
     }
@@ -197,7 +235,10 @@ impl ObjectWriter {
     }
 
     fn quorum_error(&self, succeeded: usize, results: &[Result<(), String>]) -> ErasureError {
-        let failures = results.iter().enumerate().filter_map(|(s, r)| r.as_ref().err().map(|e| (s, e.as_str())));
+        let failures = results
+            .iter()
+            .enumerate()
+            .filter_map(|(s, r)| r.as_ref().err().map(|e| (s, e.as_str())));
         ErasureError::WriteQuorum {
             data_id: self.plan.data_id,
             needed: self.write_quorum(),
@@ -226,6 +267,8 @@ fn count(flags: &[bool]) -> usize {
 }
 
 fn describe<'a>(failures: impl Iterator<Item = (usize, &'a str)>) -> String {
-    let parts: Vec<String> = failures.map(|(shard, reason)| format!("shard {shard}: {reason}")).collect();
+    let parts: Vec<String> = failures
+        .map(|(shard, reason)| format!("shard {shard}: {reason}"))
+        .collect();
     parts.join("; ")
 }
