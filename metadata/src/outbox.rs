@@ -252,3 +252,22 @@ fn next_sequence_floor(store: &MetaStore) -> Result<u64, MetaError> {
         None => Ok(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Sequencer;
+
+    #[test]
+    fn watermark_stays_below_the_oldest_sequence_in_flight() {
+        let s = Sequencer::new(1);
+        assert_eq!(s.watermark(), 1);
+        let (a, b, c) = (s.begin(), s.begin(), s.begin());
+        assert_eq!((a.seq(), b.seq(), c.seq()), (1, 2, 3));
+        drop(b); // 2 committed before 1: still invisible
+        assert_eq!(s.watermark(), 1);
+        drop(a); // 1 settled (committed or failed): 1 and 2 readable, 3 still in flight
+        assert_eq!(s.watermark(), 3);
+        drop(c);
+        assert_eq!(s.watermark(), 4);
+    }
+}

@@ -329,3 +329,59 @@ fn common_prefix_counts_once_and_the_next_page_continues_after_it() {
     );
     assert_eq!(page.common_prefixes, ["c/"]);
 }
+
+#[test]
+fn version_listing_markers_follow_s3_rules() {
+    use meridian_metadata::MetaError;
+    let s = TestStore::new();
+    make_bucket(&s, B, VersioningState::Enabled);
+    let v: Vec<String> = (0..3)
+        .map(|_| {
+            s.put_version(B, "k", inline("x"))
+                .unwrap()
+                .version
+                .version_id
+        })
+        .collect();
+    s.put_version(B, "l", inline("x")).unwrap();
+    let q = ListVersionsQuery {
+        version_id_marker: Some(v[0].clone()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.list_versions(B, &q),
+        Err(MetaError::InvalidArgument(_))
+    ));
+    // After the middle version of "k": the oldest one (not latest), then "l".
+    let q = ListVersionsQuery {
+        key_marker: Some("k".into()),
+        version_id_marker: Some(v[1].clone()),
+        ..Default::default()
+    };
+    let page = s.list_versions(B, &q).unwrap();
+    let got: Vec<(&str, &str, bool)> = page
+        .versions
+        .iter()
+        .map(|o| (o.key.as_str(), o.version_id.as_str(), o.is_latest))
+        .collect();
+    assert_eq!(got[0], ("k", v[0].as_str(), false));
+    assert_eq!((got[1].0, got[1].2, got.len()), ("l", true, 2));
+    // A version-id marker that no longer exists restarts at the key's newest version.
+    let q = ListVersionsQuery {
+        key_marker: Some("k".into()),
+        version_id_marker: Some("0GONE".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.list_versions(B, &q).unwrap().versions.len(), 4);
+    // max-keys 0 is an empty, untruncated page.
+    let page = s
+        .list_objects(
+            B,
+            &ListObjectsQuery {
+                max_keys: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(page.objects.is_empty() && !page.is_truncated);
+}
