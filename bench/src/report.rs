@@ -122,6 +122,9 @@ pub struct Report {
     pub latency_ms: LatencyMs,
     pub errors_by_code: BTreeMap<String, u64>,
     pub operations: BTreeMap<String, OpReport>,
+    /// The kinds in `operations` that the top-level figures add up.
+    #[serde(default)]
+    pub primary_operations: Vec<String>,
     /// The first few error messages verbatim, to say what went wrong.
     #[serde(default)]
     pub error_examples: Vec<String>,
@@ -161,6 +164,7 @@ impl Report {
                 .iter()
                 .map(|(name, t)| (name.clone(), OpReport::of(t, elapsed)))
                 .collect(),
+            primary_operations: primary.iter().map(|p| p.to_string()).collect(),
             error_examples,
         }
     }
@@ -211,7 +215,7 @@ impl Report {
         for (name, r) in &self.operations {
             row(&mut out, name, r);
         }
-        if self.operations.len() > 1 {
+        if self.primary_operations.len() > 1 {
             let total = OpReport {
                 ops: self.ops,
                 errors: self.errors,
@@ -323,6 +327,10 @@ mod tests {
         }
         assert_eq!(json["errors_by_code"]["ContentMismatch"], 1);
         assert_eq!(json["operations"]["put"]["ops"], 1);
+        assert_eq!(
+            json["primary_operations"],
+            serde_json::json!(["get", "put"])
+        );
         assert_eq!(json["settings"]["concurrency"], 4);
         assert_eq!(json["settings"]["get_ratio"], 0.7);
         assert!(
