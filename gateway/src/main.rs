@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run the S3 server (the default when no command is given).
     Serve(ServeArgs),
+    /// Drive an S3 endpoint (any: Meridian, MinIO, Garage, AWS) and report throughput and latency.
+    #[command(subcommand)]
+    Bench(meridian_bench::Workload),
 }
 
 #[derive(clap::Args, Default)]
@@ -64,12 +67,22 @@ fn main() -> ExitCode {
                     erasure: args.erasure,
                 };
                 let config = Config::load(args.config.as_deref(), &overrides)?;
-                meridian_gateway::serve::run(config).await
+                meridian_gateway::serve::run(config)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench(workload) => {
+                let report = meridian_bench::run(workload).await?;
+                Ok(if report.exit_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("meridian: {e:#}");
             ExitCode::FAILURE

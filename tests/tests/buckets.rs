@@ -140,19 +140,19 @@ async fn delete_bucket_requires_it_empty() {
 async fn versioned_bucket_with_only_a_delete_marker_is_not_empty() {
     let server = TestServer::start();
     let s3 = server.client();
-    s3.create_bucket().bucket("vb").send().await.unwrap();
+    s3.create_bucket().bucket("vbk").send().await.unwrap();
     let enabled = VersioningConfiguration::builder()
         .status(BucketVersioningStatus::Enabled)
         .build();
     s3.put_bucket_versioning()
-        .bucket("vb")
+        .bucket("vbk")
         .versioning_configuration(enabled)
         .send()
         .await
         .unwrap();
     let put = s3
         .put_object()
-        .bucket("vb")
+        .bucket("vbk")
         .key("k")
         .body(b"x".to_vec().into())
         .send()
@@ -160,28 +160,28 @@ async fn versioned_bucket_with_only_a_delete_marker_is_not_empty() {
         .unwrap();
     let marker = s3
         .delete_object()
-        .bucket("vb")
+        .bucket("vbk")
         .key("k")
         .send()
         .await
         .unwrap();
     s3.delete_object()
-        .bucket("vb")
+        .bucket("vbk")
         .key("k")
         .version_id(put.version_id().unwrap())
         .send()
         .await
         .unwrap();
-    let err = s3.delete_bucket().bucket("vb").send().await.unwrap_err();
+    let err = s3.delete_bucket().bucket("vbk").send().await.unwrap_err();
     assert_eq!(error_code(&err).as_deref(), Some("BucketNotEmpty"));
     s3.delete_object()
-        .bucket("vb")
+        .bucket("vbk")
         .key("k")
         .version_id(marker.version_id().unwrap())
         .send()
         .await
         .unwrap();
-    s3.delete_bucket().bucket("vb").send().await.unwrap();
+    s3.delete_bucket().bucket("vbk").send().await.unwrap();
 }
 
 #[tokio::test]
@@ -237,10 +237,10 @@ async fn versioning_state_moves_from_unset_to_enabled_to_suspended() {
 async fn unsupported_bucket_operations_answer_not_implemented() {
     let server = TestServer::start();
     let s3 = server.client();
-    s3.create_bucket().bucket("ni").send().await.unwrap();
+    s3.create_bucket().bucket("nim").send().await.unwrap();
     let err = s3
         .get_bucket_website()
-        .bucket("ni")
+        .bucket("nim")
         .send()
         .await
         .unwrap_err();

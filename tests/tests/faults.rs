@@ -61,7 +61,7 @@ fn shard_files(disk: &Path) -> Vec<PathBuf> {
 async fn reads_survive_two_disks_removed_from_a_running_server() {
     let server = TestServer::start();
     let s3 = server.client();
-    s3.create_bucket().bucket("dr").send().await.unwrap();
+    s3.create_bucket().bucket("drill").send().await.unwrap();
     let sizes = [
         10usize,
         200_000,
@@ -71,7 +71,7 @@ async fn reads_survive_two_disks_removed_from_a_running_server() {
     ];
     for (i, size) in sizes.iter().enumerate() {
         s3.put_object()
-            .bucket("dr")
+            .bucket("drill")
             .key(format!("o{i}"))
             .body(pattern(*size, i as u64).into())
             .send()
@@ -82,14 +82,14 @@ async fn reads_survive_two_disks_removed_from_a_running_server() {
     std::fs::remove_dir_all(server.disk_dir(4)).unwrap();
     for (i, size) in sizes.iter().enumerate() {
         assert_eq!(
-            read(&s3, "dr", &format!("o{i}")).await,
+            read(&s3, "drill", &format!("o{i}")).await,
             pattern(*size, i as u64),
             "object {i} after losing 2 disks"
         );
     }
     let out = s3
         .get_object()
-        .bucket("dr")
+        .bucket("drill")
         .key("o3")
         .range("bytes=1000000-2100000")
         .send()

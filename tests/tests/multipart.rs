@@ -14,13 +14,13 @@ const MIB: usize = 1 << 20;
 async fn setup() -> (TestServer, Client) {
     let server = TestServer::start();
     let s3 = server.client();
-    s3.create_bucket().bucket("mp").send().await.unwrap();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
     (server, s3)
 }
 
 async fn create(s3: &Client, key: &str) -> String {
     s3.create_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key(key)
         .send()
         .await
@@ -33,7 +33,7 @@ async fn create(s3: &Client, key: &str) -> String {
 async fn upload(s3: &Client, key: &str, id: &str, n: i32, data: &[u8]) -> String {
     let out = s3
         .upload_part()
-        .bucket("mp")
+        .bucket("mpu")
         .key(key)
         .upload_id(id)
         .part_number(n)
@@ -57,7 +57,7 @@ fn completed(parts: &[(i32, &str)]) -> CompletedMultipartUpload {
 
 async fn read(s3: &Client, key: &str) -> Vec<u8> {
     s3.get_object()
-        .bucket("mp")
+        .bucket("mpu")
         .key(key)
         .send()
         .await
@@ -119,7 +119,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
     }
     let listed = s3
         .list_parts()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .upload_id(&id)
         .send()
@@ -137,7 +137,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
 
     let done = s3
         .complete_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .upload_id(&id)
         .multipart_upload(completed(&[(1, &etags[0]), (2, &etags[1]), (3, &etags[2])]))
@@ -155,7 +155,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
 
     let head = s3
         .head_object()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .part_number(2)
         .send()
@@ -165,7 +165,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
     assert_eq!(head.parts_count(), Some(3));
     let part3 = s3
         .get_object()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .part_number(3)
         .send()
@@ -177,7 +177,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
     );
     let err = s3
         .get_object()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .part_number(4)
         .send()
@@ -187,7 +187,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
     // The upload is gone once completed.
     let err = s3
         .list_parts()
-        .bucket("mp")
+        .bucket("mpu")
         .key("model.bin")
         .upload_id(&id)
         .send()
@@ -207,7 +207,7 @@ async fn reuploading_a_part_replaces_it_and_leaves_no_shards_behind() {
     let unused = upload(&s3, "k", &id, 3, &pattern(300_000, 4)).await;
     let _ = unused;
     s3.complete_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("k")
         .upload_id(&id)
         .multipart_upload(completed(&[(1, &e1), (2, &e2)]))
@@ -229,7 +229,7 @@ async fn abort_removes_the_upload_and_its_shards() {
     upload(&s3, "gone", &id, 2, &pattern(2 * MIB, 1)).await;
     assert_eq!(shard_file_count(&server), 12);
     s3.abort_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("gone")
         .upload_id(&id)
         .send()
@@ -238,7 +238,7 @@ async fn abort_removes_the_upload_and_its_shards() {
     wait_for_shard_files(&server, 0).await;
     let err = s3
         .upload_part()
-        .bucket("mp")
+        .bucket("mpu")
         .key("gone")
         .upload_id(&id)
         .part_number(3)
@@ -249,7 +249,7 @@ async fn abort_removes_the_upload_and_its_shards() {
     assert_eq!(error_code(&err).as_deref(), Some("NoSuchUpload"));
     let err = s3
         .abort_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("gone")
         .upload_id(&id)
         .send()
@@ -267,7 +267,7 @@ async fn completion_errors_match_s3() {
     let small2 = upload(&s3, "e", &id, 2, &pattern(1000, 2)).await;
     let complete = |parts: CompletedMultipartUpload| {
         s3.complete_multipart_upload()
-            .bucket("mp")
+            .bucket("mpu")
             .key("e")
             .upload_id(&id)
             .multipart_upload(parts)
@@ -294,7 +294,7 @@ async fn completion_errors_match_s3() {
     for n in [0, 10_001] {
         let err = s3
             .upload_part()
-            .bucket("mp")
+            .bucket("mpu")
             .key("e")
             .upload_id(&id)
             .part_number(n)
@@ -313,7 +313,7 @@ async fn completion_errors_match_s3() {
     assert_eq!(read(&s3, "e").await, pattern(1000, 1));
     let err = s3
         .upload_part()
-        .bucket("mp")
+        .bucket("mpu")
         .key("e")
         .upload_id("no-such-upload")
         .part_number(1)
@@ -329,7 +329,7 @@ async fn upload_part_copy_takes_a_source_range() {
     let (_server, s3) = setup().await;
     let source = pattern(12 * MIB, 9);
     s3.put_object()
-        .bucket("mp")
+        .bucket("mpu")
         .key("src")
         .body(source.clone().into())
         .send()
@@ -338,22 +338,22 @@ async fn upload_part_copy_takes_a_source_range() {
     let id = create(&s3, "assembled").await;
     let p1 = s3
         .upload_part_copy()
-        .bucket("mp")
+        .bucket("mpu")
         .key("assembled")
         .upload_id(&id)
         .part_number(1)
-        .copy_source("mp/src")
+        .copy_source("mpu/src")
         .copy_source_range(format!("bytes=0-{}", 6 * MIB - 1))
         .send()
         .await
         .unwrap();
     let p2 = s3
         .upload_part_copy()
-        .bucket("mp")
+        .bucket("mpu")
         .key("assembled")
         .upload_id(&id)
         .part_number(2)
-        .copy_source("mp/src")
+        .copy_source("mpu/src")
         .copy_source_range(format!("bytes={}-{}", 10 * MIB, 12 * MIB - 1))
         .send()
         .await
@@ -361,7 +361,7 @@ async fn upload_part_copy_takes_a_source_range() {
     let e1 = p1.copy_part_result().unwrap().e_tag().unwrap().to_owned();
     let e2 = p2.copy_part_result().unwrap().e_tag().unwrap().to_owned();
     s3.complete_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("assembled")
         .upload_id(&id)
         .multipart_upload(completed(&[(1, &e1), (2, &e2)]))
@@ -373,11 +373,11 @@ async fn upload_part_copy_takes_a_source_range() {
     assert_eq!(read(&s3, "assembled").await, expected);
     let err = s3
         .upload_part_copy()
-        .bucket("mp")
+        .bucket("mpu")
         .key("assembled")
         .upload_id("x")
         .part_number(1)
-        .copy_source("mp/src")
+        .copy_source("mpu/src")
         .send()
         .await
         .unwrap_err();
@@ -394,14 +394,14 @@ async fn list_multipart_uploads_pages_and_groups() {
     let second_a1 = create(&s3, "a/1").await;
     let out = s3
         .list_multipart_uploads()
-        .bucket("mp")
+        .bucket("mpu")
         .send()
         .await
         .unwrap();
     assert_eq!(out.uploads().len(), 5);
     let out = s3
         .list_multipart_uploads()
-        .bucket("mp")
+        .bucket("mpu")
         .delimiter("/")
         .send()
         .await
@@ -422,7 +422,7 @@ async fn list_multipart_uploads_pages_and_groups() {
     );
     let out = s3
         .list_multipart_uploads()
-        .bucket("mp")
+        .bucket("mpu")
         .prefix("a/")
         .send()
         .await
@@ -434,7 +434,7 @@ async fn list_multipart_uploads_pages_and_groups() {
     for _ in 0..10 {
         let out = s3
             .list_multipart_uploads()
-            .bucket("mp")
+            .bucket("mpu")
             .max_uploads(2)
             .set_key_marker(km.clone())
             .set_upload_id_marker(um.clone())
@@ -465,7 +465,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
     let (mut server, s3) = setup().await;
     let id = s3
         .create_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("resume")
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
         .send()
@@ -478,7 +478,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
     let p2 = pattern(5 * MIB, 2);
     let e1 = s3
         .upload_part()
-        .bucket("mp")
+        .bucket("mpu")
         .key("resume")
         .upload_id(&id)
         .part_number(1)
@@ -495,7 +495,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
     let idb = id.clone();
     let in_flight = tokio::spawn(async move {
         s3b.upload_part()
-            .bucket("mp")
+            .bucket("mpu")
             .key("resume")
             .upload_id(&idb)
             .part_number(2)
@@ -511,7 +511,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
 
     let uploads = s3
         .list_multipart_uploads()
-        .bucket("mp")
+        .bucket("mpu")
         .send()
         .await
         .unwrap();
@@ -525,7 +525,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
     );
     let parts = s3
         .list_parts()
-        .bucket("mp")
+        .bucket("mpu")
         .key("resume")
         .upload_id(&id)
         .send()
@@ -541,7 +541,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
 
     let e2 = s3
         .upload_part()
-        .bucket("mp")
+        .bucket("mpu")
         .key("resume")
         .upload_id(&id)
         .part_number(2)
@@ -554,7 +554,7 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
         .unwrap()
         .to_owned();
     s3.complete_multipart_upload()
-        .bucket("mp")
+        .bucket("mpu")
         .key("resume")
         .upload_id(&id)
         .multipart_upload(completed(&[(1, &e1), (2, &e2)]))
