@@ -241,6 +241,7 @@ print(f"\nfull report: {os.path.join(out, 'report.json')}")
 PY
 
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "bench-suite: cases with errors: ${failed[*]}" >&2
+    echo "bench-suite: cases with errors: ${failed[*]}; the server log ends with:" >&2
+    tail -n 20 "$work/server.log" >&2
     exit 1
 fi
