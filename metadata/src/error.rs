@@ -42,6 +42,13 @@ pub enum MetaError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A write's precondition did not hold (S3 answers 412, or 404 for If-Match on nothing).
+    #[error("precondition failed for {key:?} in bucket {bucket:?}")]
+    PreconditionFailed {
+        bucket: String,
+        key: String,
+        current_exists: bool,
+    },
     /// A stored record could not be decoded: the database is damaged or was written by a
     /// newer, incompatible version.
     #[error("corrupt record in column family {cf} at key {key}: {reason}")]

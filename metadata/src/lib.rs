@@ -45,8 +45,8 @@ pub use outbox::{OutboxEntry, OutboxKind};
 pub use reclaim::ReclaimEntry;
 pub use record::{
     Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome, Nanos, NewVersion,
-    ObjectHeaders, ObjectPart, Origin, PeerStatus, PutOutcome, ReplicationState, Storage,
-    VersionRecord, NULL_VERSION_ID,
+    ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome, ReplicationState,
+    Storage, VersionRecord, NULL_VERSION_ID,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};

@@ -134,6 +134,18 @@ pub struct NewVersion {
     pub replication: ReplicationState,
     /// For replicated delete markers; local markers come from `delete_object`.
     pub delete_marker: bool,
+    /// Checked against the key's latest version under the key lock, in the same commit
+    /// (conditional writes: `If-None-Match: *`, `If-Match`).
+    pub precondition: Option<Precondition>,
+}
+
+/// A condition on the current (latest, not deleted) version of a key that a write requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// No current version may exist (create only).
+    NoneMatch,
+    /// The current version must exist and have this ETag (without quotes).
+    IfMatch(String),
 }
 
 /// A committed version of an object (delete markers included).

@@ -21,8 +21,8 @@ use crate::error::MetaError;
 use crate::keys;
 use crate::outbox::{OutboxDraft, OutboxKind};
 use crate::record::{
-    DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, PutOutcome, VersionRecord,
-    NULL_VERSION_ID,
+    DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, Precondition, PutOutcome,
+    VersionRecord, NULL_VERSION_ID,
 };
 use crate::schema::{self, VersionSummary};
 use crate::store::MetaStore;
@@ -70,6 +70,15 @@ fn newest<'a>(
         ),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+/// `Err(current_exists)` when `pre` does not hold for the key's current version.
+fn check_precondition(pre: &Precondition, current: Option<&VersionSummary>) -> Result<(), bool> {
+    match (pre, current) {
+        (Precondition::NoneMatch, None) => Ok(()),
+        (Precondition::IfMatch(etag), Some(c)) if &c.etag == etag => Ok(()),
+        (_, c) => Err(c.is_some()),
     }
 }
 
@@ -123,6 +132,15 @@ impl MetaStore {
             validate_version_id(v)?;
         }
         let top = inner.newest_versions(&bucket.name, key, 2)?;
+        if let Some(pre) = new.precondition.take() {
+            check_precondition(&pre, top.first().filter(|v| !v.delete_marker)).map_err(
+                |current_exists| MetaError::PreconditionFailed {
+                    bucket: bucket.name.clone(),
+                    key: key.to_owned(),
+                    current_exists,
+                },
+            )?;
+        }
         let mtime = match new.mtime {
             Some(m) => m,
             None => top

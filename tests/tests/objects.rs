@@ -474,3 +474,33 @@ async fn responses_carry_a_request_id() {
     use aws_sdk_s3::operation::RequestId;
     assert!(put.request_id().is_some_and(|id| !id.is_empty()));
 }
+
+#[tokio::test]
+async fn racing_conditional_creates_have_exactly_one_winner() {
+    let (_server, s3) = setup("race").await;
+    for round in 0..5 {
+        let key = format!("lock-{round}");
+        let attempts = (0..8).map(|i| {
+            let s3 = s3.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let body = pattern(200_000, i); // above the inline threshold: real shards race
+                s3.put_object()
+                    .bucket("race")
+                    .key(&key)
+                    .body(body.into())
+                    .if_none_match("*")
+                    .send()
+                    .await
+            })
+        });
+        let mut winners = 0;
+        for a in attempts.collect::<Vec<_>>() {
+            match a.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(e) => assert_eq!(error_status(&e), Some(412)),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}

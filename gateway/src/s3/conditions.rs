@@ -2,7 +2,7 @@
 //! If-(Un)Modified-Since on reads and copy sources, and conditional writes
 //! (If-None-Match: * to create only, If-Match to replace only a known version).
 
-use meridian_metadata::VersionRecord;
+use meridian_metadata::{Precondition, VersionRecord};
 use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{s3_error, S3Result};
 
@@ -73,15 +73,19 @@ impl ReadConditions<'_> {
 
 /// Conditional writes: `If-None-Match: *` succeeds only when no current object exists;
 /// `If-Match: "etag"` only when the current object has that ETag (404 when there is none).
+///
+/// Checked here first, so a doomed upload is refused before its body is read, and returned
+/// as a [`Precondition`] for the commit, which checks it again under the key lock: two racing
+/// create-only writes cannot both win.
 pub async fn check_write_preconditions(
     store: &Store,
     bucket: &str,
     key: &str,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
+) -> S3Result<Option<Precondition>> {
     if if_match.is_none() && if_none_match.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(ETagCondition::ETag(_)) = if_none_match {
         return Err(s3_error!(
@@ -103,13 +107,15 @@ pub async fn check_write_preconditions(
     if if_none_match.is_some() && current.is_some() {
         return Err(failed());
     }
-    if let Some(cond) = if_match {
-        let Some(current) = current else {
-            return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
-        };
-        if !matches(cond, &current.etag) {
-            return Err(failed());
-        }
+    let Some(cond) = if_match else {
+        return Ok(Some(Precondition::NoneMatch));
+    };
+    let Some(current) = current else {
+        return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+    };
+    if !matches(cond, &current.etag) {
+        return Err(failed());
     }
-    Ok(())
+    // `If-Match: *` only asks that something exists: pin what exists now.
+    Ok(Some(Precondition::IfMatch(current.etag)))
 }

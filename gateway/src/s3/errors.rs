@@ -47,6 +47,21 @@ fn meta_error(e: MetaError) -> S3Error {
             "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
         ),
         MetaError::InvalidArgument(msg) => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+        MetaError::PreconditionFailed { current_exists: false, .. } => {
+            s3_error!(NoSuchKey, "The specified key does not exist.")
+        }
+        MetaError::PreconditionFailed { .. } => s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ),
+        MetaError::IsDeleteMarker { .. } => s3_error!(
+            MethodNotAllowed,
+            "The specified method is not allowed against this resource."
+        ),
+        MetaError::InvalidPart { .. } => s3_error!(
+            InvalidPart,
+            "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
+        ),
         other => internal(other),
     }
 }

@@ -364,7 +364,7 @@ impl MeridianS3 {
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "The XML you provided was not well-formed or did not validate against our published schema"));
         }
-        check_write_preconditions(
+        let precondition = check_write_preconditions(
             &self.store,
             &input.bucket,
             &input.key,
@@ -418,6 +418,7 @@ impl MeridianS3 {
                     checksum: p.checksum.clone(),
                 })
                 .collect(),
+            precondition,
             ..NewVersion::default()
         };
         let used: Vec<u32> = chosen.iter().map(|p| p.number).collect();

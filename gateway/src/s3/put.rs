@@ -255,7 +255,7 @@ impl MeridianS3 {
         };
         let user_metadata = convert::metadata_pairs(input.metadata.take());
         check_user_metadata(&user_metadata)?;
-        check_write_preconditions(
+        let precondition = check_write_preconditions(
             &self.store,
             &input.bucket,
             &input.key,
@@ -311,6 +311,7 @@ impl MeridianS3 {
             user_metadata,
             tags,
             storage: Store::storage_of(&ingested.data),
+            precondition,
             ..NewVersion::default()
         };
         let record = self
