@@ -23,7 +23,15 @@ enum Command {
     Serve(ServeArgs),
     /// Drive an S3 endpoint (any: Meridian, MinIO, Garage, AWS) and report throughput and latency.
     #[command(subcommand)]
-    Bench(meridian_bench::Workload),
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The ceiling: the PUT and GET paths on local disks without HTTP, in MB/s.
+    Pipeline(meridian_gateway::pipeline_bench::PipelineArgs),
+    #[command(flatten)]
+    Workload(meridian_bench::Workload),
 }
 
 #[derive(clap::Args, Default)]
@@ -45,9 +53,11 @@ struct ServeArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -71,8 +81,13 @@ fn main() -> ExitCode {
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
-            Command::Bench(workload) => {
-                let report = meridian_bench::run(workload).await?;
+            Command::Bench(command) => {
+                let report = match command {
+                    BenchCommand::Pipeline(args) => {
+                        meridian_gateway::pipeline_bench::run(args).await?
+                    }
+                    BenchCommand::Workload(workload) => meridian_bench::run(workload).await?,
+                };
                 Ok(if report.exit_ok() {
                     ExitCode::SUCCESS
                 } else {
