@@ -108,8 +108,9 @@ impl TestServer {
             .strip_prefix("http://")
             .unwrap_or("127.0.0.1:0")
             .to_owned();
+        // Extra settings first: top-level keys must precede the [root] table.
         let config = format!(
-            "shutdown_grace = \"5s\"\n[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n{}\n",
+            "shutdown_grace = \"5s\"\n{}\n[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n",
             self.options.extra_config
         );
         std::fs::write(self.config_path(), config).expect("writing test config");

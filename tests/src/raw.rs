@@ -18,6 +18,7 @@ pub struct RawResponse {
 }
 
 /// Sends `method path` with `headers` and `body` to `endpoint`, signed as `payload`.
+#[allow(clippy::too_many_arguments)]
 pub fn send_signed(
     endpoint: &str,
     method: &str,
@@ -71,6 +72,103 @@ pub fn send_signed(
     let mut stream = std::net::TcpStream::connect(&host).expect("connect");
     stream.write_all(wire.as_bytes()).expect("write head");
     stream.write_all(body).expect("write body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    parse_response(&response)
+}
+
+fn signing_params(
+    identity: &aws_smithy_runtime_api::client::identity::Identity,
+    time: SystemTime,
+) -> v4::SigningParams<'_, SigningSettings> {
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    v4::SigningParams::builder()
+        .identity(identity)
+        .region(crate::REGION)
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .expect("signing params")
+}
+
+/// PUTs `data` as a signed aws-chunked body (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`): every
+/// chunk carries a signature chained from the request's. With `tamper`, one byte of the
+/// second chunk is changed after signing.
+pub fn put_signed_chunks(
+    endpoint: &str,
+    path: &str,
+    data: &[u8],
+    chunk: usize,
+    tamper: bool,
+) -> RawResponse {
+    let host = endpoint.trim_start_matches("http://").to_owned();
+    let url = format!("{endpoint}{path}");
+    let identity = Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "raw").into();
+    let time = SystemTime::now();
+    let params = signing_params(&identity, time);
+
+    // The encoded length must be known up front: it is signed.
+    let pieces: Vec<&[u8]> = data.chunks(chunk).chain(std::iter::once(&[][..])).collect();
+    let encoded_len: usize = pieces
+        .iter()
+        .map(|p| format!("{:x};chunk-signature=", p.len()).len() + 64 + 2 + p.len() + 2)
+        .sum();
+    let headers = [
+        ("host".to_owned(), host.clone()),
+        ("content-encoding".to_owned(), "aws-chunked".to_owned()),
+        ("content-length".to_owned(), encoded_len.to_string()),
+        (
+            "x-amz-decoded-content-length".to_owned(),
+            data.len().to_string(),
+        ),
+    ];
+    let signable = SignableRequest::new(
+        "PUT",
+        &url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()),
+    )
+    .expect("signable request");
+    let (instructions, seed) = sign(signable, &signing_params(&identity, time).into())
+        .expect("signing")
+        .into_parts();
+    let mut request = http::Request::builder().method("PUT").uri(&url);
+    for (k, v) in &headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let mut request = request.body(()).expect("request");
+    instructions.apply_to_request_http1x(&mut request);
+
+    let mut body = Vec::with_capacity(encoded_len);
+    let mut running = seed;
+    for (i, piece) in pieces.iter().enumerate() {
+        let signature = v4::sign_chunk(&bytes::Bytes::copy_from_slice(piece), &running, &params)
+            .expect("chunk signature")
+            .into_parts()
+            .1;
+        body.extend_from_slice(
+            format!("{:x};chunk-signature={signature}\r\n", piece.len()).as_bytes(),
+        );
+        let start = body.len();
+        body.extend_from_slice(piece);
+        if tamper && i == 1 {
+            body[start] ^= 1;
+        }
+        body.extend_from_slice(b"\r\n");
+        running = signature;
+    }
+    assert_eq!(body.len(), encoded_len);
+
+    let mut wire = format!("PUT {path} HTTP/1.1\r\n");
+    for (k, v) in request.headers() {
+        wire.push_str(&format!("{}: {}\r\n", k, v.to_str().expect("ASCII header")));
+    }
+    wire.push_str("connection: close\r\n\r\n");
+    let mut stream = std::net::TcpStream::connect(&host).expect("connect");
+    stream.write_all(wire.as_bytes()).expect("write head");
+    stream.write_all(&body).expect("write body");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read response");
     parse_response(&response)

@@ -563,3 +563,44 @@ async fn killed_mid_upload_the_upload_survives_and_completes() {
         .unwrap();
     assert_eq!(read(&s3, "resume").await, [p1, p2].concat());
 }
+
+#[tokio::test]
+async fn stale_uploads_are_aborted_in_the_background() {
+    let server = TestServer::start_with(meridian_tests::ServerOptions {
+        extra_config: "multipart_expiry = \"2s\"\n".into(),
+        ..Default::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let id = create(&s3, "forgotten").await;
+    upload(&s3, "forgotten", &id, 1, &pattern(MIB, 1)).await;
+    assert_eq!(shard_file_count(&server), 6);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket("mpu")
+            .send()
+            .await
+            .unwrap();
+        if uploads.uploads().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale upload was not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_for_shard_files(&server, 0).await;
+    let err = s3
+        .list_parts()
+        .bucket("mpu")
+        .key("forgotten")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("NoSuchUpload"));
+}

@@ -504,3 +504,40 @@ async fn racing_conditional_creates_have_exactly_one_winner() {
         assert_eq!(winners, 1, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn signed_chunked_uploads_are_verified_chunk_by_chunk() {
+    let (server, s3) = setup("chunks").await;
+    let data = pattern(3 * 65_536 + 100, 77);
+    let ok = meridian_tests::raw::put_signed_chunks(
+        &server.endpoint,
+        "/chunks/signed",
+        &data,
+        65_536,
+        false,
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(get_bytes(&s3, "chunks", "signed").await, data);
+
+    let bad = meridian_tests::raw::put_signed_chunks(
+        &server.endpoint,
+        "/chunks/tampered",
+        &data,
+        65_536,
+        true,
+    );
+    assert_eq!(bad.status, 403, "{}", bad.body);
+    assert!(bad.body.contains("SignatureDoesNotMatch"), "{}", bad.body);
+    let err = s3
+        .head_object()
+        .bucket("chunks")
+        .key("tampered")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_status(&err),
+        Some(404),
+        "a tampered body stores nothing"
+    );
+}

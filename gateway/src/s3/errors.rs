@@ -75,6 +75,13 @@ fn erasure_error(e: ErasureError) -> S3Error {
                 "Not enough disks are available to store the object. Please retry later."
             )
         }
+        e @ ErasureError::NotEnoughShards { .. } => {
+            tracing::error!(error = %e, "object unreadable: too few good shards");
+            s3_error!(
+                ServiceUnavailable,
+                "Not enough disks are available to read the object. Please retry later."
+            )
+        }
         other => internal(other),
     }
 }

@@ -192,7 +192,8 @@ impl MeridianS3 {
         }
         .evaluate(&record, false)?;
         let sel = select(&record, input.range.as_ref(), input.part_number)?;
-        let body = self.store.read(&record.storage, sel.range.clone())?;
+        let mut body = self.store.read(&record.storage, sel.range.clone())?;
+        body.first_chunk().await?;
         let fields = checksum_fields(&record, &sel, input.checksum_mode.as_ref());
         let h = &record.headers;
         Ok(S3Response::new(GetObjectOutput {

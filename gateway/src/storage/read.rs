@@ -16,6 +16,7 @@ use meridian_erasure::{DiskSet, ObjectDescriptor, ObjectReader};
 use s3s::stream::{ByteStream, RemainingLength};
 
 use super::layout::{Layout, Segment};
+use super::StoreError;
 
 type StdError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,6 +37,8 @@ struct Inner {
     disks: Option<DiskSet>,
     pending: VecDeque<Piece>,
     current: Option<ObjectReader>,
+    /// A chunk read ahead by [`ObjectStream::first_chunk`], served before anything else.
+    peeked: Option<Bytes>,
 }
 
 impl ObjectStream {
@@ -72,8 +75,33 @@ impl ObjectStream {
                 disks,
                 pending: pieces.into(),
                 current: None,
+                peeked: None,
             }),
             remaining: len,
+        }
+    }
+}
+
+impl ObjectStream {
+    /// Reads the first chunk ahead, so that an object that cannot be read at all (too few
+    /// good shards) is answered with an error status instead of a response that breaks off
+    /// after its headers. The chunk is served first when the stream is polled.
+    pub async fn first_chunk(&mut self) -> Result<(), StoreError> {
+        match futures::StreamExt::next(self).await {
+            Some(Ok(b)) => {
+                // Undo the accounting of poll_next: the chunk is still to be served.
+                self.remaining += b.len();
+                self.inner
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .peeked = Some(b);
+                Ok(())
+            }
+            Some(Err(e)) => Err(match e.downcast::<meridian_erasure::ErasureError>() {
+                Ok(e) => StoreError::Erasure(*e),
+                Err(e) => StoreError::Internal(e.to_string()),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -84,6 +112,9 @@ impl Stream for ObjectStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let inner = this.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = inner.peeked.take() {
+            return Poll::Ready(Some(Ok(b)));
+        }
         loop {
             if let Some(reader) = &mut inner.current {
                 match Pin::new(reader).poll_next(cx) {
