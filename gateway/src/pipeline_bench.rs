@@ -113,7 +113,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<Report> {
     eprintln!("pipeline: reading them back through the GET path");
     let started = Instant::now();
     let mut get = OpTally::default();
-    let results = futures::stream::iter(stored.into_iter())
+    let results = futures::stream::iter(stored)
         .map(|(key, storage)| {
             get_one(
                 store.clone(),

@@ -264,7 +264,7 @@ async fn sigkill_during_concurrent_writes_loses_no_acknowledged_put() {
     server.restart();
     let s3 = server.client();
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(
         ledger.acked_puts.len() >= 60,
         "the workload ran before the kill"
