@@ -10,6 +10,7 @@
 //! [`ObjectDescriptor`] returned by [`ObjectWriter::finish`] and hand it back to read,
 //! heal or delete.
 
+mod buffer_pool;
 mod codec;
 mod config;
 mod damage;

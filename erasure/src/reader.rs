@@ -1,8 +1,8 @@
 //! Streaming reads of a byte range.
 //!
-//! Each stripe the range touches becomes one future that reads just the data blocks
-//! overlapping the range, one blocking task per block, straight into the output buffer. A few
-//! stripes are in flight at once, so disk reads overlap with the consumer. When a block is
+//! Each stripe the range touches becomes one blocking task that reads just the data blocks
+//! overlapping the range straight into a (recycled) output buffer and verifies them. A few
+//! stripes are in flight at once, so disk reads and checksums overlap with the consumer. When a block is
 //! missing, short or corrupt, the stripe is read again from all remaining shards and the data
 //! is rebuilt from parity; the damaged shards are reported once the reader is done. With
 //! fewer than `k` good blocks the stream yields [`ErasureError::NotEnoughShards`] and ends:
@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures::{future, stream, Stream, StreamExt};
 
+use crate::buffer_pool;
 use crate::codec::{codec, Codec};
 use crate::disk_set::SetInner;
 use crate::geometry::Geometry;
@@ -24,7 +25,7 @@ use crate::shard_source::{ShardFault, ShardSource};
 use crate::{DamageReport, ErasureError, ObjectDescriptor};
 
 /// Stripes read ahead of the consumer.
-const PREFETCH_STRIPES: usize = 3;
+const PREFETCH_STRIPES: usize = 4;
 
 /// A stream of the requested bytes, in order, in chunks of at most one stripe. Dropping it
 /// stops the reads.
@@ -139,54 +140,38 @@ impl ObjectRead {
         let hi = range.end.min(stripe_start + g.stripe_len(stripe)) - stripe_start;
         let blocks = (lo / b) as usize..((hi - 1) / b) as usize + 1;
         let skip = blocks.start as u64 * b;
-        match self.clone().read_data_blocks(stripe, blocks).await {
-            Ok(bytes) => Ok(bytes.slice((lo - skip) as usize..(hi - skip) as usize)),
-            Err(faults) => {
-                let whole = self.reconstruct_stripe(stripe, faults).await?;
-                Ok(whole.slice(lo as usize..hi as usize))
-            }
-        }
+        let read = self.clone();
+        let fast = tokio::task::spawn_blocking(move || read.read_data_blocks(stripe, blocks)).await;
+        let faults = match fast {
+            Ok(Ok(bytes)) => return Ok(bytes.slice((lo - skip) as usize..(hi - skip) as usize)),
+            Ok(Err(faults)) => faults,
+            Err(e) => vec![(usize::MAX, ShardFault::Io(format!("read task failed: {e}")))],
+        };
+        let whole = self.reconstruct_stripe(stripe, faults).await?;
+        Ok(whole.slice(lo as usize..hi as usize))
     }
 
-    /// Reads data blocks `blocks` of `stripe` in parallel into one contiguous buffer.
-    async fn read_data_blocks(
-        self: Arc<Self>,
+    /// Reads and verifies data blocks `blocks` of `stripe` into one contiguous buffer: the
+    /// healthy path, one blocking task per stripe. Blocking.
+    fn read_data_blocks(
+        &self,
         stripe: u64,
         blocks: Range<usize>,
     ) -> Result<Bytes, Vec<(usize, ShardFault)>> {
         let b = self.geometry.block_len(stripe);
-        let mut buf = BytesMut::zeroed(blocks.len() * b);
-        let tasks: Vec<_> = blocks
-            .map(|shard| {
-                let mut part = buf.split_to(b);
-                let read = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = read.sources[shard].read_block(
-                        &read.desc,
-                        &read.geometry,
-                        stripe,
-                        &mut part,
-                    );
-                    (shard, part, result)
-                })
+        let mut buf = buffer_pool::take(blocks.len() * b);
+        let faults: Vec<(usize, ShardFault)> = blocks
+            .zip(buf.chunks_exact_mut(b))
+            .filter_map(|(shard, part)| {
+                let result =
+                    self.sources[shard].read_block(&self.desc, &self.geometry, stripe, part);
+                result.err().map(|fault| (shard, fault))
             })
             .collect();
-        let mut faults = Vec::new();
-        for task in tasks {
-            match task.await {
-                Ok((_, part, Ok(()))) => buf.unsplit(part),
-                Ok((shard, _, Err(fault))) => faults.push((shard, fault)),
-                Err(e) => {
-                    return Err(vec![(
-                        usize::MAX,
-                        ShardFault::Io(format!("read task failed: {e}")),
-                    )])
-                }
-            }
-        }
         if faults.is_empty() {
-            Ok(buf.freeze())
+            Ok(buffer_pool::into_bytes(buf))
         } else {
+            buffer_pool::give(buf);
             Err(faults)
         }
     }

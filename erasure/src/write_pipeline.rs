@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::buffer_pool;
 use crate::codec::{codec, Codec};
 use crate::durable_fs::{commit_file, remove_if_present};
 use crate::shard_format::{write_frame, ShardHeader, SHARD_FORMAT_VERSION};
@@ -108,6 +109,12 @@ impl EncodedStripe {
             None => &self.data[shard * self.block_len..(shard + 1) * self.block_len],
             Some(p) => &self.parity[p],
         }
+    }
+}
+
+impl Drop for EncodedStripe {
+    fn drop(&mut self) {
+        self.parity.drain(..).for_each(buffer_pool::give);
     }
 }
 
@@ -299,7 +306,10 @@ fn run_encoder(
 
 fn encode(codec: &Codec, stripe: Stripe) -> EncodedStripe {
     let b = stripe.block_len;
-    let mut parity = vec![vec![0u8; b]; codec.parity_shards()];
+    // Encoding overwrites every parity byte, so recycled buffers need no clearing.
+    let mut parity: Vec<Vec<u8>> = (0..codec.parity_shards())
+        .map(|_| buffer_pool::take(b))
+        .collect();
     let data: Vec<&[u8]> = stripe.data.chunks_exact(b).collect();
     codec.encode(&data, &mut parity);
     EncodedStripe {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 
+use crate::buffer_pool;
 use crate::disk_set::SetInner;
 use crate::durable_fs::remove_if_present;
 use crate::geometry::block_size_for;
@@ -107,7 +108,7 @@ impl ObjectWriter {
                 continue;
             }
             if self.fill.capacity() == 0 {
-                self.fill.reserve_exact(full_stripe);
+                self.fill = buffer_pool::take_empty(full_stripe);
             }
             let take = (stripe - self.fill.len()).min(chunk.len());
             self.fill.extend_from_slice(&chunk[..take]);
