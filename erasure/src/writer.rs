@@ -35,6 +35,7 @@ enum Broken {
 /// A streaming write of one new object. Dropping it without `finish()` discards everything
 /// written so far (in the background, without blocking).
 pub struct ObjectWriter {
+    set: Arc<SetInner>,
     plan: Arc<WritePlan>,
     pipeline: Option<WritePipeline>,
     /// The stripe being filled (used when chunks do not line up with stripes).
@@ -75,6 +76,7 @@ impl ObjectWriter {
         });
         let pipeline = broken.is_none().then(|| WritePipeline::start(plan.clone()));
         ObjectWriter {
+            set,
             plan,
             pipeline,
             fill: Vec::new(),
@@ -159,6 +161,8 @@ impl ObjectWriter {
             pipeline.commit(&vec![false; sealed.len()]).await;
             return Err(self.quorum_error(count(&sealed_ok), &sealed));
         }
+        // Scrub must not see (and "heal") a half-renamed object, nor report it unrecoverable.
+        let _guard = self.set.locks.lock(self.plan.data_id).await;
         let committed = pipeline.commit(&sealed_ok).await;
         let committed_ok: Vec<bool> = committed.iter().map(Result::is_ok).collect();
         if count(&committed_ok) < self.write_quorum() {
