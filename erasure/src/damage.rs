@@ -13,6 +13,7 @@ use crate::ObjectDescriptor;
 /// Handing `descriptor` to [`crate::DiskSet::heal`] repairs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamageReport {
+    /// The object read.
     pub descriptor: ObjectDescriptor,
     /// Shard indexes (not disk slots), ascending.
     pub damaged_shards: Vec<usize>,

@@ -16,10 +16,13 @@ const FIXED_LEN: usize = 1 + 16 + 8 + 1 + 1 + 4 + 4 + 1 + 1 + 4;
 /// or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectDescriptor {
+    /// Random id the shard files are named after.
     pub data_id: DataId,
     /// Object size in bytes.
     pub size: u64,
+    /// `k`: shards carrying object data.
     pub data_shards: u8,
+    /// `m`: parity shards.
     pub parity_shards: u8,
     /// Bytes of one shard block per (full) stripe: `ceil(stripe_size / data_shards)`.
     pub block_size: u32,

@@ -12,7 +12,9 @@ use crate::open::Disk;
 /// Health of one disk slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskHealth {
+    /// Position in the configured disk list.
     pub slot: usize,
+    /// The disk directory.
     pub path: PathBuf,
     /// Directory present, format file valid and this set's, staging writable.
     pub ok: bool,

@@ -9,6 +9,21 @@
 //! It knows nothing of S3, HTTP or the metadata store: callers keep the
 //! [`ObjectDescriptor`] returned by [`ObjectWriter::finish`] and hand it back to read,
 //! heal or delete.
+//!
+//! Guarantees:
+//! - A finished write has at least the write quorum of shards renamed into place (`k + 1`
+//!   when `m > 0`); a failed, aborted, dropped or killed write leaves only staging files,
+//!   which the next [`DiskSet::open`] removes. Shards are never named after object keys.
+//! - Reads verify every block they return; damaged shards are reported on
+//!   [`DiskSet::take_damage_receiver`]. Heal and scrub rebuild them stripe by stripe,
+//!   byte-identical to the original write.
+//! - Encoding, decoding and checksums run on dedicated threads or tokio's blocking pool,
+//!   never on the async reactor; a writer or reader holds only a few stripes in memory.
+//!
+//! On disk (see the `disk_layout` and `shard_format` modules): `<disk>/format.json`,
+//! `<disk>/data/<2 hex>/<data id>.shard`, `<disk>/staging/`.
+
+#![warn(missing_docs)]
 
 mod buffer_pool;
 mod codec;
