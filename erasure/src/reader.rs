@@ -2,9 +2,9 @@
 //!
 //! Each stripe the range touches becomes one blocking task that reads just the data blocks
 //! overlapping the range straight into a (recycled) output buffer and verifies them. A few
-//! stripes are in flight at once, so disk reads and checksums overlap with the consumer. When a block is
-//! missing, short or corrupt, the stripe is read again from all remaining shards and the data
-//! is rebuilt from parity; the damaged shards are reported once the reader is done. With
+//! stripes are in flight at once, so disk reads and checksums overlap with the consumer.
+//! When a block is missing, short or corrupt, the task reads `k` good blocks (parity
+//! included) and rebuilds the data; the damaged shards are reported once the reader is done. With
 //! fewer than `k` good blocks the stream yields [`ErasureError::NotEnoughShards`] and ends:
 //! a byte that failed its checksum is never returned.
 
@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{future, stream, Stream, StreamExt};
 
 use crate::buffer_pool;
@@ -140,27 +140,22 @@ impl ObjectRead {
         let hi = range.end.min(stripe_start + g.stripe_len(stripe)) - stripe_start;
         let blocks = (lo / b) as usize..((hi - 1) / b) as usize + 1;
         let skip = blocks.start as u64 * b;
-        let read = self.clone();
-        let fast = tokio::task::spawn_blocking(move || read.read_data_blocks(stripe, blocks)).await;
-        let faults = match fast {
-            Ok(Ok(bytes)) => return Ok(bytes.slice((lo - skip) as usize..(hi - skip) as usize)),
-            Ok(Err(faults)) => faults,
-            Err(e) => vec![(usize::MAX, ShardFault::Io(format!("read task failed: {e}")))],
-        };
-        let whole = self.reconstruct_stripe(stripe, faults).await?;
-        Ok(whole.slice(lo as usize..hi as usize))
+        let bytes =
+            match tokio::task::spawn_blocking(move || self.read_blocks(stripe, blocks)).await {
+                Ok(result) => result?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("stripe read task cancelled: {e}"),
+            };
+        Ok(bytes.slice((lo - skip) as usize..(hi - skip) as usize))
     }
 
-    /// Reads and verifies data blocks `blocks` of `stripe` into one contiguous buffer: the
-    /// healthy path, one blocking task per stripe. Blocking.
-    fn read_data_blocks(
-        &self,
-        stripe: u64,
-        blocks: Range<usize>,
-    ) -> Result<Bytes, Vec<(usize, ShardFault)>> {
+    /// Data blocks `blocks` of `stripe`, verified, in one contiguous (recycled) buffer. Reads
+    /// just those blocks when they are healthy; otherwise rebuilds the stripe. Blocking.
+    fn read_blocks(&self, stripe: u64, blocks: Range<usize>) -> Result<Bytes, ErasureError> {
         let b = self.geometry.block_len(stripe);
         let mut buf = buffer_pool::take(blocks.len() * b);
         let faults: Vec<(usize, ShardFault)> = blocks
+            .clone()
             .zip(buf.chunks_exact_mut(b))
             .filter_map(|(shard, part)| {
                 let result =
@@ -168,77 +163,57 @@ impl ObjectRead {
                 result.err().map(|fault| (shard, fault))
             })
             .collect();
-        if faults.is_empty() {
-            Ok(buffer_pool::into_bytes(buf))
-        } else {
-            buffer_pool::give(buf);
-            Err(faults)
+        if !faults.is_empty() {
+            let rebuilt = match self.reconstruct(stripe, faults) {
+                Ok(rebuilt) => rebuilt,
+                Err(e) => {
+                    buffer_pool::give(buf);
+                    return Err(e);
+                }
+            };
+            for (shard, part) in blocks.zip(buf.chunks_exact_mut(b)) {
+                part.copy_from_slice(rebuilt[shard].as_deref().expect("data blocks are rebuilt"));
+            }
         }
+        Ok(buffer_pool::into_bytes(buf))
     }
 
-    /// Rebuilds the whole data of `stripe` from every shard not already known bad.
-    async fn reconstruct_stripe(
-        self: Arc<Self>,
+    /// Reads `k` good blocks of `stripe` (data shards first, skipping those already known bad)
+    /// and rebuilds the data blocks from them. Blocking.
+    fn reconstruct(
+        &self,
         stripe: u64,
         mut faults: Vec<(usize, ShardFault)>,
-    ) -> Result<Bytes, ErasureError> {
-        let b = self.geometry.block_len(stripe);
-        let total = self.geometry.total_shards();
-        let tasks: Vec<_> = (0..total)
-            .filter(|shard| !faults.iter().any(|(s, _)| s == shard))
-            .map(|shard| {
-                let read = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut block = vec![0u8; b];
-                    let result = read.sources[shard].read_block(
-                        &read.desc,
-                        &read.geometry,
-                        stripe,
-                        &mut block,
-                    );
-                    (shard, result.map(|()| block))
-                })
-            })
-            .collect();
-        let mut blocks: Vec<Option<Vec<u8>>> = vec![None; total];
-        for task in tasks {
-            match task.await {
-                Ok((shard, Ok(block))) => blocks[shard] = Some(block),
-                Ok((shard, Err(fault))) => faults.push((shard, fault)),
-                Err(e) => {
-                    faults.push((usize::MAX, ShardFault::Io(format!("read task failed: {e}"))))
+    ) -> Result<Vec<Option<Vec<u8>>>, ErasureError> {
+        let (b, k) = (self.geometry.block_len(stripe), self.geometry.k);
+        let mut blocks: Vec<Option<Vec<u8>>> = vec![None; self.geometry.total_shards()];
+        let mut available = 0;
+        for (shard, slot) in blocks.iter_mut().enumerate() {
+            if available == k {
+                break;
+            }
+            if faults.iter().any(|(bad, _)| *bad == shard) {
+                continue;
+            }
+            let mut block = vec![0u8; b];
+            match self.sources[shard].read_block(&self.desc, &self.geometry, stripe, &mut block) {
+                Ok(()) => {
+                    *slot = Some(block);
+                    available += 1;
                 }
+                Err(fault) => faults.push((shard, fault)),
             }
         }
         self.record(&faults);
-        let available = blocks.iter().filter(|b| b.is_some()).count();
-        let k = self.geometry.k;
         if available < k {
             return Err(self.not_enough_shards(stripe, available, &faults));
         }
-        let codec = self.codec.clone();
-        let rebuilt = tokio::task::spawn_blocking(move || {
-            codec.reconstruct(&mut blocks, true)?;
-            let mut data = BytesMut::with_capacity(k * b);
-            for block in blocks.iter().take(k) {
-                data.extend_from_slice(block.as_deref().expect("reconstructed"));
-            }
-            Ok::<_, String>(data.freeze())
-        })
-        .await;
-        match rebuilt {
-            Ok(Ok(data)) => Ok(data),
-            Ok(Err(reason)) => Err(self.not_enough_shards(
-                stripe,
-                available,
-                &[(usize::MAX, ShardFault::Io(reason))],
-            )),
-            Err(e) => Err(self.not_enough_shards(
-                stripe,
-                available,
-                &[(usize::MAX, ShardFault::Io(e.to_string()))],
-            )),
-        }
+        self.codec
+            .reconstruct(&mut blocks, true)
+            .map_err(|reason| {
+                self.not_enough_shards(stripe, available, &[(usize::MAX, ShardFault::Io(reason))])
+            })?;
+        Ok(blocks)
     }
 
     fn record(&self, faults: &[(usize, ShardFault)]) {
