@@ -94,15 +94,19 @@ fn interrupted_write_child() {
             .write(Bytes::from(pattern(5 * MIB + 3, 81)))
             .await
             .unwrap();
-        // The pipeline writes in the background; wait until every disk has staged bytes.
-        while files_in_staging(&config)
-            .iter()
-            .filter(|p| p.metadata().map_or(0, |m| m.len()) > MIB as u64 / 4)
-            .count()
-            < 6
-        {
+        // The pipeline writes in the background; wait until every disk has staged bytes (give
+        // up eventually so a broken pipeline fails the parent instead of hanging it).
+        let staged = |config: &DiskSetConfig| {
+            let big = |p: &PathBuf| p.metadata().map_or(0, |m| m.len()) > MIB as u64 / 4;
+            files_in_staging(config).iter().filter(|p| big(p)).count() == 6
+        };
+        for _ in 0..12_000 {
+            if staged(&config) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert!(staged(&config), "the write never reached every disk");
         println!("STAGED {}", writer.data_id());
         std::future::pending::<()>().await;
     });
