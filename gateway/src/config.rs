@@ -36,6 +36,9 @@ pub struct Config {
     /// Multipart uploads initiated longer ago than this are aborted in the background.
     #[serde(with = "duration_str")]
     pub multipart_expiry: Duration,
+    /// Every shard on every disk is verified (and healed) this often; "0s" disables it.
+    #[serde(with = "duration_str")]
+    pub scrub_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +111,7 @@ impl Default for Config {
             inline_threshold: 128 * 1024,
             shutdown_grace: Duration::from_secs(30),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
+            scrub_interval: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -35,6 +35,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.multipart_expiry,
             stop_rx.clone(),
         )),
+        tokio::spawn(background::run_scrubber(
+            store.clone(),
+            config.scrub_interval,
+            stop_rx.clone(),
+        )),
     ];
 
     let users = Users::from_config(&config);

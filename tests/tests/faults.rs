@@ -327,3 +327,45 @@ async fn sigkill_during_concurrent_writes_loses_no_acknowledged_put() {
         );
     }
 }
+
+#[tokio::test]
+async fn background_scrub_heals_damage_nobody_has_read() {
+    let server = meridian_tests::TestServer::start_with(meridian_tests::ServerOptions {
+        extra_config: "scrub_interval = \"1s\"\n".into(),
+        ..Default::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("scrub").send().await.unwrap();
+    let data = pattern(2 * (1 << 20) + 3, 21);
+    s3.put_object()
+        .bucket("scrub")
+        .key("cold")
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap();
+
+    let files = shard_files(&server.disk_dir(2));
+    assert_eq!(files.len(), 1);
+    let good = std::fs::read(&files[0]).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xFF;
+    std::fs::write(&files[0], &bad).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&files[0]).unwrap() != good {
+        assert!(
+            Instant::now() < deadline,
+            "scrub did not heal the shard; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        server.log().contains("scrub found damage"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(read(&s3, "scrub", "cold").await, data);
+}

@@ -126,3 +126,34 @@ pub async fn expire_uploads_once(
     }
     Ok(aborted)
 }
+
+/// Verifies every shard on every disk (and heals what it can) once per `interval`, starting
+/// one interval after start-up; `interval` zero disables it.
+pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let started = std::time::Instant::now();
+        match store.disks.scrub().await {
+            Ok(r) if r.shards_damaged == 0 && r.unrecoverable.is_empty() => tracing::info!(
+                objects = r.objects_checked,
+                elapsed = ?started.elapsed(),
+                "scrub found no damage"
+            ),
+            Ok(r) => tracing::warn!(
+                objects = r.objects_checked,
+                damaged = r.shards_damaged,
+                healed = r.shards_healed,
+                unrecoverable = ?r.unrecoverable,
+                skipped_disks = ?r.disks_skipped,
+                "scrub found damage"
+            ),
+            Err(e) => tracing::error!(error = %e, "scrub failed"),
+        }
+    }
+}
