@@ -22,6 +22,8 @@ pub struct Config {
     pub address: SocketAddr,
     /// Region reported by GetBucketLocation and accepted in signatures.
     pub region: String,
+    /// Domains under which `bucket.<domain>` virtual-hosted requests are served.
+    pub domains: Vec<String>,
     /// Root of the node's data: disks default to `data_dir/disk1..N`, RocksDB to `data_dir/meta`.
     pub data_dir: PathBuf,
     pub erasure: ErasureConfig,
@@ -103,6 +105,7 @@ impl Default for Config {
         Config {
             address: "127.0.0.1:9000".parse().expect("static address"),
             region: "us-east-1".into(),
+            domains: vec!["localhost".into()],
             data_dir: PathBuf::from("./meridian-data"),
             erasure: ErasureConfig::default(),
             metadata: MetadataConfig::default(),
@@ -222,6 +225,14 @@ impl Config {
         }
         if let Some(v) = var("MERIDIAN_REGION") {
             self.region = v;
+        }
+        if let Some(v) = var("MERIDIAN_DOMAINS") {
+            self.domains = v
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(v) = var("MERIDIAN_DATA") {
             self.data_dir = PathBuf::from(v);

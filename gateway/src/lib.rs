@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod checksum;
 pub mod config;
+pub mod host;
 pub mod pipeline_bench;
 pub mod s3;
 pub mod serve;

@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let users = Users::from_config(&config);
     let mut builder = S3ServiceBuilder::new(MeridianS3::new(store.clone(), config.region.clone()));
+    builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     builder.set_access(AccessPolicy::new(users));
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(

@@ -29,8 +29,36 @@ pub fn send_signed(
     access_key: &str,
     secret_key: &str,
 ) -> RawResponse {
-    let host = endpoint.trim_start_matches("http://").to_owned();
-    let url = format!("{endpoint}{path_and_query}");
+    let address = endpoint.trim_start_matches("http://");
+    send_signed_as(
+        address,
+        address,
+        method,
+        path_and_query,
+        headers,
+        body,
+        payload,
+        access_key,
+        secret_key,
+    )
+}
+
+/// Like [`send_signed`], but connects to `address` and names `host` in the Host header (for
+/// virtual-hosted-style requests without DNS).
+#[allow(clippy::too_many_arguments)]
+pub fn send_signed_as(
+    address: &str,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    payload: SignableBody<'_>,
+    access_key: &str,
+    secret_key: &str,
+) -> RawResponse {
+    let host = host.to_owned();
+    let url = format!("http://{host}{path_and_query}");
     let mut all: Vec<(String, String)> = vec![("host".into(), host.clone())];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
 
@@ -69,7 +97,7 @@ pub fn send_signed(
         "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     ));
-    let mut stream = std::net::TcpStream::connect(&host).expect("connect");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
     stream.write_all(wire.as_bytes()).expect("write head");
     stream.write_all(body).expect("write body");
     let mut response = Vec::new();

@@ -247,3 +247,55 @@ async fn unsupported_bucket_operations_answer_not_implemented() {
     assert_eq!(error_code(&err).as_deref(), Some("NotImplemented"));
     assert_eq!(error_status(&err), Some(501));
 }
+
+#[tokio::test]
+async fn virtual_hosted_style_requests_name_the_bucket_in_the_host() {
+    use aws_sigv4::http_request::SignableBody;
+    use meridian_tests::raw::send_signed_as;
+    let server = TestServer::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("vhost").send().await.unwrap();
+    let address = server.endpoint.trim_start_matches("http://").to_owned();
+    let port = address.rsplit_once(':').unwrap().1.to_owned();
+    let host = format!("vhost.localhost:{port}");
+    let put = send_signed_as(
+        &address,
+        &host,
+        "PUT",
+        "/greeting.txt",
+        &[],
+        b"hello from a virtual host",
+        SignableBody::UnsignedPayload,
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(put.status, 200, "{}", put.body);
+    let got = s3
+        .get_object()
+        .bucket("vhost")
+        .key("greeting.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"hello from a virtual host"
+    );
+    let list = send_signed_as(
+        &address,
+        &host,
+        "GET",
+        "/?list-type=2",
+        &[],
+        b"",
+        SignableBody::Bytes(b""),
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(
+        list.body.contains("<Key>greeting.txt</Key>"),
+        "{}",
+        list.body
+    );
+}
