@@ -19,6 +19,7 @@
 //!   byte-identical to the original write.
 //! - Encoding, decoding and checksums run on dedicated threads or tokio's blocking pool,
 //!   never on the async reactor; a writer or reader holds only a few stripes in memory.
+//!   The async methods and [`ObjectReader`] must therefore run inside a Tokio runtime.
 //!
 //! On disk (see the `disk_layout` and `shard_format` modules): `<disk>/format.json`,
 //! `<disk>/data/<2 hex>/<data id>.shard`, `<disk>/staging/`.
