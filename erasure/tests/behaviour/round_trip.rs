@@ -102,3 +102,31 @@ async fn fsync_durability_writes_readable_objects() {
     let desc = set.write(&data).await;
     assert_eq!(set.read_all(&desc).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_readers_do_not_mix_objects() {
+    let set = std::sync::Arc::new(TestSet::new(4, 2).await);
+    let writes = (0..8u64).map(|i| {
+        let set = set.clone();
+        tokio::spawn(async move {
+            let data = pattern(MIB / 2 + 1_000 * i as usize, 100 + i);
+            let desc = set
+                .write_chunked(&data, 10_000 + i as usize)
+                .await
+                .descriptor;
+            (data, desc)
+        })
+    });
+    let objects: Vec<_> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let reads = objects.into_iter().map(|(data, desc)| {
+        let set = set.clone();
+        tokio::spawn(async move { assert_eq!(set.read_all(&desc).await.unwrap(), data) })
+    });
+    for read in futures::future::join_all(reads).await {
+        read.unwrap();
+    }
+}
