@@ -115,9 +115,11 @@ case_run list-100k list --bucket bench-list --size 0 --keys "$list_keys" --max-k
 # The ceiling: the same PUT and GET paths without HTTP, on disks of the same filesystem.
 echo
 if "$bin" bench pipeline --help >/dev/null 2>&1; then
-    echo "== pipeline: meridian bench pipeline --data $work/pipeline --size 64MiB --json"
+    # Same object size and concurrency as the 64 MiB cases, so the ratio compares like with like.
+    echo "== pipeline: meridian bench pipeline --data $work/pipeline --size 64MiB --concurrency 4 --json"
     mkdir -p "$work/pipeline"
-    if ! "$bin" bench pipeline --data "$work/pipeline" --size 64MiB --json >"$out/cases/pipeline.json"; then
+    if ! "$bin" bench pipeline --data "$work/pipeline" --size 64MiB --concurrency 4 --json \
+        >"$out/cases/pipeline.json"; then
         failed+=("pipeline")
     fi
 else
