@@ -183,6 +183,7 @@ for name, (path, aim) in AIMS.items():
         "p50_ms": r["latency_ms"]["p50"],
         "p99_ms": r["latency_ms"]["p99"],
         "failed": name in failed,
+        "client_cpu_cores": (r.get("client_cpu_s") or 0) / r["duration_s"] if r["duration_s"] else None,
     }
     if name == "list-100k":
         row["keys_per_sec"] = r["operations"]["list"]["objects_per_sec"]
@@ -222,7 +223,8 @@ print(f"Meridian performance report ({report['commit'] or 'unknown commit'}, {os
 c = report["pipeline_mb_per_sec"]
 print(f"pipeline ceiling: PUT {fmt(c['put'], '.1f')} MB/s, GET {fmt(c['get'], '.1f')} MB/s"
       + ("" if pipeline else "  (TODO: meridian bench pipeline not available)"))
-head = f"{'case':<15} {'conc':>4} {'ops/s':>10} {'MB/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>6}  aim"
+head = (f"{'case':<15} {'conc':>4} {'ops/s':>10} {'MB/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'client':>6} {'ratio':>6}  aim")
 print(head)
 print("-" * len(head))
 for row in summary:
@@ -238,7 +240,8 @@ for row in summary:
         aim_text = f"{row['keys_per_sec']:.0f} keys/s" if "keys_per_sec" in row else ""
     print(f"{row['case']:<15} {row['concurrency']:>4} {row['ops_per_sec']:>10.1f} {row['mb_per_sec']:>9.1f} "
           f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} "
-          f"{fmt(row['ratio_to_pipeline'], '.2f'):>6}  {aim_text}")
+          f"{fmt(row['client_cpu_cores'], '.2f'):>6} {fmt(row['ratio_to_pipeline'], '.2f'):>6}  {aim_text}")
+print("client: CPU cores the load generator itself used; ratio: MB/s over the pipeline ceiling's")
 print(f"\nfull report: {os.path.join(out, 'report.json')}")
 PY
 

@@ -128,6 +128,10 @@ pub struct Report {
     /// The first few error messages verbatim, to say what went wrong.
     #[serde(default)]
     pub error_examples: Vec<String>,
+    /// CPU time (user + system) the load generator itself used during the timed run, to
+    /// show whether the client could have been the bottleneck. `None` where not measured.
+    #[serde(default)]
+    pub client_cpu_s: Option<f64>,
 }
 
 impl Report {
@@ -166,6 +170,7 @@ impl Report {
                 .collect(),
             primary_operations: primary.iter().map(|p| p.to_string()).collect(),
             error_examples,
+            client_cpu_s: None,
         }
     }
 
@@ -233,7 +238,12 @@ impl Report {
                 list.objects, list.objects_per_sec
             );
         }
-        let _ = writeln!(out, "elapsed {:.2} s", self.duration_s);
+        let _ = write!(out, "elapsed {:.2} s", self.duration_s);
+        if let Some(cpu) = self.client_cpu_s {
+            let cores = cpu / self.duration_s.max(1e-9);
+            let _ = write!(out, ", client CPU {cpu:.2} s ({cores:.2} cores)");
+        }
+        out.push('\n');
         if !self.errors_by_code.is_empty() {
             let codes: Vec<String> = self
                 .errors_by_code

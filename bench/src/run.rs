@@ -102,6 +102,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<Report> {
         populate(&ctx, &plan).await?;
     }
     let (concurrency, stop) = (s.concurrency, plan.stop);
+    let cpu_before = process_cpu_seconds();
     let (outcome, primary) = match spec {
         Spec::Put => (
             drive(
@@ -167,7 +168,10 @@ pub async fn run(workload: Workload) -> anyhow::Result<Report> {
             )
         }
     };
-    let report = build_report(spec.name(), plan.settings.clone(), outcome, primary);
+    let mut report = build_report(spec.name(), plan.settings.clone(), outcome, primary);
+    report.client_cpu_s = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     if plan.json {
         println!("{}", report.to_json());
     } else {
@@ -197,6 +201,19 @@ fn build_report(
         &primary,
         outcome.recorder.error_examples,
     )
+}
+
+/// User plus system CPU time this process has used so far.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: getrusage succeeded, so the struct is initialised.
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 async fn ensure_bucket(client: &S3Client) -> anyhow::Result<()> {

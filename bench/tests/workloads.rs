@@ -51,6 +51,10 @@ async fn put_with_a_count_writes_every_key_once_with_its_payload() {
     assert_eq!((report.ops, report.errors), (20, 0));
     assert_eq!(report.bytes, 20 * 4096);
     assert!(report.exit_ok());
+    assert!(
+        report.client_cpu_s.is_some_and(|cpu| cpu >= 0.0),
+        "the client measures its own CPU"
+    );
     let keys = server.store.keys("bucket-1");
     assert_eq!(
         keys,
