@@ -1,6 +1,7 @@
 //! Encode and reconstruct throughput of one 1 MiB stripe, as the writer and a degraded reader
-//! do it: Reed-Solomon parity plus crc32c of every block on encode; crc32c of the surviving
+//! do it: Reed-Solomon parity plus CRC-32C of every block on encode; CRC-32C of the surviving
 //! blocks plus rebuilding `m` lost data blocks on reconstruct. Throughput is object bytes.
+//! Also: CRC-32C of one 256 KiB block, `crc-fast` (used) against the `crc32c` crate.
 //!
 //! `cargo bench -p meridian-erasure`
 
@@ -8,6 +9,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 const STRIPE: usize = 1024 * 1024;
+
+/// The block checksum the crate uses (CRC-32C through `crc-fast`).
+fn crc(block: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, block) as u32
+}
 
 fn stripe_blocks(k: usize, m: usize) -> Vec<Vec<u8>> {
     let block = STRIPE.div_ceil(k);
@@ -92,5 +98,14 @@ fn reconstruct(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, reconstruct);
+fn checksum(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c_block");
+    let block = stripe_blocks(1, 0).remove(0)[..256 * 1024].to_vec();
+    group.throughput(Throughput::Bytes(block.len() as u64));
+    group.bench_function("crc32c_crate", |b| b.iter(|| crc32c::crc32c(&block)));
+    group.bench_function("crc_fast", |b| b.iter(|| crc(&block)));
+    group.finish();
+}
+
+criterion_group!(benches, encode, reconstruct, checksum);
 criterion_main!(benches);

@@ -15,7 +15,8 @@
 //! Conditions are identical for both sides: `--fsync` makes both fsync their files before the
 //! write is timed as done; otherwise both stop at the page cache. Reads come from the page cache
 //! unless `--cold`, which first evicts the files of both sides with `posix_fadvise(DONTNEED)`
-//! (after an fsync, so the pages are clean). Medians of `--reps` runs.
+//! (after an fsync, so the pages are clean). Rates are medians over `--reps` runs; ratios are
+//! computed within each run (both sides back to back) and the median is printed.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -137,45 +138,53 @@ fn main() {
         }
         results.push([ew, er, pw, pr, ow, or]);
     }
-    let median = |i: usize| {
-        let mut v: Vec<Duration> = results.iter().map(|r| r[i]).collect();
-        v.sort();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let rate = |d: Duration| o.size as f64 / d.as_secs_f64() / 1e9;
-    let (ew, er, pw, pr, ow, or) = (
-        median(0),
-        median(1),
-        median(2),
-        median(3),
-        median(4),
-        median(5),
-    );
-    println!("                       write GB/s   read GB/s   (object bytes per second)");
+    let rate = |i: usize| {
+        median(
+            results
+                .iter()
+                .map(|r| o.size as f64 / r[i].as_secs_f64() / 1e9)
+                .collect(),
+        )
+    };
+    // Ratios are taken within each rep (both sides ran back to back under the same load),
+    // then the median over reps.
+    let ratio = |plain: usize, erasure: usize| {
+        median(
+            results
+                .iter()
+                .map(|r| r[plain].as_secs_f64() / r[erasure].as_secs_f64())
+                .collect(),
+        )
+    };
+    println!("                       write GB/s   read GB/s   (object bytes per second, medians)");
     println!(
         "erasure writer/reader  {:>10.2}  {:>10.2}",
-        rate(ew),
-        rate(er)
+        rate(0),
+        rate(1)
     );
     println!(
         "plain, same disk bytes {:>10.2}  {:>10.2}",
-        rate(pw),
-        rate(pr)
+        rate(2),
+        rate(3)
     );
     println!(
         "plain, one file        {:>10.2}  {:>10.2}",
-        rate(ow),
-        rate(or)
+        rate(4),
+        rate(5)
     );
     println!(
         "ratio vs same disk bytes: write {:.2}, read {:.2}",
-        pw.as_secs_f64() / ew.as_secs_f64(),
-        pr.as_secs_f64() / er.as_secs_f64()
+        ratio(2, 0),
+        ratio(3, 1)
     );
     println!(
         "ratio vs one file:        write {:.2}, read {:.2}",
-        ow.as_secs_f64() / ew.as_secs_f64(),
-        or.as_secs_f64() / er.as_secs_f64()
+        ratio(4, 0),
+        ratio(5, 1)
     );
 }
 

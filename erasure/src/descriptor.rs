@@ -1,6 +1,7 @@
 //! The object descriptor: what a caller stores to find an object's shards again, and its
 //! compact binary encoding (versioned, checksummed).
 
+use crate::checksum::crc32c;
 use crate::config::MAX_DISKS;
 use crate::geometry::{block_size_for, Geometry};
 use crate::shard_format::SHARD_FORMAT_VERSION;
@@ -50,7 +51,7 @@ impl ObjectDescriptor {
         out.push(self.format_version);
         out.push(self.placement.len() as u8);
         out.extend_from_slice(&self.placement);
-        let crc = crc32c::crc32c(&out);
+        let crc = crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
@@ -69,7 +70,7 @@ impl ObjectDescriptor {
             return Err(corrupt(format!("unknown encoding version {}", bytes[0])));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(corrupt("checksum mismatch".into()));
         }
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
@@ -161,7 +162,7 @@ impl ObjectDescriptor {
 /// others follow in slot order, so load spreads across disks. Scrub relies on this rule to
 /// place shards that are missing everywhere; changing it needs a new shard format version.
 pub(crate) fn placement_for(data_id: DataId, disks: usize) -> Vec<u8> {
-    let start = (crc32c::crc32c(data_id.as_bytes()) as usize) % disks;
+    let start = (crc32c(data_id.as_bytes()) as usize) % disks;
     (0..disks).map(|i| ((start + i) % disks) as u8).collect()
 }
 

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod buffer_pool;
+mod checksum;
 mod codec;
 mod config;
 mod damage;

@@ -62,7 +62,12 @@ impl ObjectReader {
         let read = Arc::new(ObjectRead::new(set, desc));
         let chunks = stream::iter(stripes)
             .map(move |stripe| read.clone().stripe_slice(stripe, range.clone()))
-            .buffered(PREFETCH_STRIPES)
+            .buffered(
+                std::env::var("XPF")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PREFETCH_STRIPES),
+            )
             .scan(false, |failed, item| {
                 // End the stream after the first error.
                 let next = (!*failed).then(|| {

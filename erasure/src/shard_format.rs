@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::checksum::crc32c;
 use crate::DataId;
 
 /// Current shard file format version.
@@ -60,7 +61,7 @@ impl ShardHeader {
         out.extend_from_slice(&self.object_size.to_le_bytes());
         out.extend_from_slice(&(self.identity.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.identity);
-        let crc = crc32c::crc32c(&out);
+        let crc = crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
@@ -86,7 +87,7 @@ impl ShardHeader {
         let (identity, crc) = rest.split_at(identity_len);
         let mut hasher_input = prefix.to_vec();
         hasher_input.extend_from_slice(identity);
-        if crc32c::crc32c(&hasher_input) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crc32c(&hasher_input) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err("header checksum mismatch".into());
         }
         Ok(ShardHeader {
@@ -113,7 +114,7 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), String>
 /// Appends one `[crc32c][block]` frame at the file's current position, in one `writev` when
 /// the kernel takes it whole.
 pub(crate) fn write_frame(file: &mut File, block: &[u8]) -> io::Result<()> {
-    let crc = crc32c::crc32c(block).to_le_bytes();
+    let crc = crc32c(block).to_le_bytes();
     let mut bufs = [IoSlice::new(&crc), IoSlice::new(block)];
     let mut remaining: &mut [IoSlice<'_>] = &mut bufs;
     while !remaining.is_empty() {

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::checksum::crc32c;
 use crate::geometry::{Geometry, FRAME_CRC_LEN};
 use crate::shard_format::ShardHeader;
 use crate::ObjectDescriptor;
@@ -92,7 +93,7 @@ impl ShardSource {
         let mut crc = [0u8; FRAME_CRC_LEN as usize];
         read_exact_at(&open.file, &mut crc, offset)?;
         read_exact_at(&open.file, buf, offset + FRAME_CRC_LEN)?;
-        if crc32c::crc32c(buf) != u32::from_le_bytes(crc) {
+        if crc32c(buf) != u32::from_le_bytes(crc) {
             return Err(ShardFault::Corrupt);
         }
         Ok(())
