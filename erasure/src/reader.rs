@@ -62,12 +62,7 @@ impl ObjectReader {
         let read = Arc::new(ObjectRead::new(set, desc));
         let chunks = stream::iter(stripes)
             .map(move |stripe| read.clone().stripe_slice(stripe, range.clone()))
-            .buffered(
-                std::env::var("XPF")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(PREFETCH_STRIPES),
-            )
+            .buffered(PREFETCH_STRIPES)
             .scan(false, |failed, item| {
                 // End the stream after the first error.
                 let next = (!*failed).then(|| {
