@@ -14,13 +14,17 @@ use futures::{Stream, StreamExt};
 use md5::Digest as _;
 use meridian_erasure::{DiskSet, ObjectWriter, WriteOutcome};
 use meridian_metadata::ChecksumAlgorithm;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::StoreError;
 use crate::checksum::ChecksumHasher;
 
-/// Bytes gathered before a hashing job is handed to the blocking pool.
-const HASH_BATCH: usize = 1 << 20;
+/// Bytes gathered before they are handed to the hashing lanes (fewer wake-ups).
+const HASH_BATCH: usize = 256 * 1024;
+/// Batches queued per lane: the lanes may fall this far behind the erasure writer, so the
+/// MD5 core never waits on disk writes and memory stays bounded (2 lanes x 4 MiB).
+const LANE_DEPTH: usize = 16;
 
 pub struct IngestOptions {
     /// Written into every shard header, for disaster recovery.
@@ -45,18 +49,6 @@ pub enum IngestedData {
     Erasure(WriteOutcome),
 }
 
-/// The hashers of one body, each lane either idle or busy on the blocking pool.
-struct BodyHasher {
-    md5: Lane<md5::Md5>,
-    rest: Lane<(sha2::Sha256, Option<ChecksumHasher>)>,
-}
-
-enum Lane<H> {
-    Idle(H),
-    Busy(JoinHandle<H>),
-    Poisoned,
-}
-
 trait Update: Send + 'static {
     fn update_with(&mut self, data: &[u8]);
 }
@@ -67,7 +59,11 @@ impl Update for md5::Md5 {
     }
 }
 
-impl Update for (sha2::Sha256, Option<ChecksumHasher>) {
+/// Our content checksum and the client's checksum share a lane: together they cost about
+/// half of MD5, which has a lane (a core, when there are two) to itself.
+type RestHashers = (sha2::Sha256, Option<ChecksumHasher>);
+
+impl Update for RestHashers {
     fn update_with(&mut self, data: &[u8]) {
         self.0.update(data);
         if let Some(h) = &mut self.1 {
@@ -76,61 +72,88 @@ impl Update for (sha2::Sha256, Option<ChecksumHasher>) {
     }
 }
 
+/// One hasher running on the blocking pool, fed batches through a bounded queue.
+struct Lane<H> {
+    tx: mpsc::Sender<Arc<Vec<Bytes>>>,
+    job: JoinHandle<H>,
+}
+
 impl<H: Update> Lane<H> {
-    async fn idle(&mut self) -> Result<H, StoreError> {
-        match std::mem::replace(self, Lane::Poisoned) {
-            Lane::Idle(h) => Ok(h),
-            Lane::Busy(job) => job
-                .await
-                .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}"))),
-            Lane::Poisoned => Err(StoreError::Internal("hasher used after failure".into())),
-        }
-    }
-
-    /// Waits for the previous batch of this lane, then starts hashing `batch` in the background.
-    async fn submit(&mut self, batch: Arc<Vec<Bytes>>) -> Result<(), StoreError> {
-        let mut h = self.idle().await?;
-        *self = Lane::Busy(tokio::task::spawn_blocking(move || {
-            for b in batch.iter() {
-                h.update_with(b);
+    fn spawn(mut hasher: H) -> Lane<H> {
+        let (tx, mut rx) = mpsc::channel::<Arc<Vec<Bytes>>>(LANE_DEPTH);
+        let job = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                for b in batch.iter() {
+                    hasher.update_with(b);
+                }
             }
-            h
-        }));
-        Ok(())
+            hasher
+        });
+        Lane { tx, job }
     }
 
-    /// Hashes a small batch right here (cheaper than a trip through the blocking pool).
-    async fn update_inline(&mut self, batch: &[Bytes]) -> Result<(), StoreError> {
-        let mut h = self.idle().await?;
-        for b in batch {
-            h.update_with(b);
-        }
-        *self = Lane::Idle(h);
-        Ok(())
+    async fn feed(&self, batch: Arc<Vec<Bytes>>) -> Result<(), StoreError> {
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| StoreError::Internal("hashing lane stopped".into()))
     }
+
+    async fn finish(self) -> Result<H, StoreError> {
+        drop(self.tx);
+        self.job
+            .await
+            .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))
+    }
+}
+
+/// The hashers of one body: computed in place for small bodies, on two lanes for large ones.
+enum BodyHasher {
+    InPlace(md5::Md5, RestHashers),
+    Lanes(Lane<md5::Md5>, Lane<RestHashers>),
 }
 
 impl BodyHasher {
     fn new(checksum: Option<&ChecksumAlgorithm>) -> BodyHasher {
-        BodyHasher {
-            md5: Lane::Idle(md5::Md5::new()),
-            rest: Lane::Idle((sha2::Sha256::new(), checksum.map(ChecksumHasher::new))),
+        BodyHasher::InPlace(
+            md5::Md5::new(),
+            (sha2::Sha256::new(), checksum.map(ChecksumHasher::new)),
+        )
+    }
+
+    /// Moves the hashers onto their lanes (once the body is known to be large).
+    fn go_parallel(&mut self) {
+        if let BodyHasher::InPlace(..) = self {
+            let BodyHasher::InPlace(md5, rest) = std::mem::replace(self, BodyHasher::new(None))
+            else {
+                unreachable!()
+            };
+            *self = BodyHasher::Lanes(Lane::spawn(md5), Lane::spawn(rest));
         }
     }
 
-    async fn update(&mut self, batch: Vec<Bytes>, len: usize) -> Result<(), StoreError> {
-        if len < HASH_BATCH / 4 {
-            self.md5.update_inline(&batch).await?;
-            return self.rest.update_inline(&batch).await;
+    async fn update(&mut self, batch: Vec<Bytes>) -> Result<(), StoreError> {
+        match self {
+            BodyHasher::InPlace(md5, rest) => {
+                for b in &batch {
+                    md5.update_with(b);
+                    rest.update_with(b);
+                }
+                Ok(())
+            }
+            BodyHasher::Lanes(md5, rest) => {
+                let batch = Arc::new(batch);
+                md5.feed(batch.clone()).await?;
+                rest.feed(batch).await
+            }
         }
-        let batch = Arc::new(batch);
-        self.md5.submit(batch.clone()).await?;
-        self.rest.submit(batch).await
     }
 
-    async fn finish(mut self) -> Result<([u8; 16], [u8; 32], Option<Vec<u8>>), StoreError> {
-        let md5 = self.md5.idle().await?;
-        let (sha, checksum) = self.rest.idle().await?;
+    async fn finish(self) -> Result<([u8; 16], [u8; 32], Option<Vec<u8>>), StoreError> {
+        let (md5, (sha, checksum)) = match self {
+            BodyHasher::InPlace(md5, rest) => (md5, rest),
+            BodyHasher::Lanes(md5, rest) => (md5.finish().await?, rest.finish().await?),
+        };
         Ok((
             md5.finalize().into(),
             sha.finalize().into(),
@@ -204,28 +227,28 @@ where
                     }
                     w.write(chunk).await?;
                     writer = Some(w);
+                    hasher.go_parallel();
                 }
             }
             if batch_len >= HASH_BATCH {
-                hasher.update(std::mem::take(&mut batch), batch_len).await?;
+                hasher.update(std::mem::take(&mut batch)).await?;
                 batch_len = 0;
             }
         }
         if !batch.is_empty() {
-            hasher.update(std::mem::take(&mut batch), batch_len).await?;
+            hasher.update(std::mem::take(&mut batch)).await?;
         }
         Ok(())
     }
     .await;
 
-    if let Err(e) = result {
-        if let Some(w) = writer {
-            w.abort().await;
-        }
-        return Err(e);
-    }
-    let (md5, sha256, checksum) = match hasher.finish().await {
-        Ok(digests) => digests,
+    // On failure the lanes are dropped with their queues and wind down on their own.
+    let digests = match result {
+        Ok(()) => hasher.finish().await,
+        Err(e) => Err(e),
+    };
+    let (md5, sha256, checksum) = match digests {
+        Ok(d) => d,
         Err(e) => {
             if let Some(w) = writer {
                 w.abort().await;
