@@ -109,32 +109,32 @@ impl<H: Update> Lane<H> {
 
 /// The hashers of one body: computed in place for small bodies, on two lanes for large ones.
 enum BodyHasher {
-    InPlace(md5::Md5, RestHashers),
+    InPlace(Box<(md5::Md5, RestHashers)>),
     Lanes(Lane<md5::Md5>, Lane<RestHashers>),
 }
 
 impl BodyHasher {
     fn new(checksum: Option<&ChecksumAlgorithm>) -> BodyHasher {
-        BodyHasher::InPlace(
-            md5::Md5::new(),
-            (sha2::Sha256::new(), checksum.map(ChecksumHasher::new)),
-        )
+        let rest = (sha2::Sha256::new(), checksum.map(ChecksumHasher::new));
+        BodyHasher::InPlace(Box::new((md5::Md5::new(), rest)))
     }
 
     /// Moves the hashers onto their lanes (once the body is known to be large).
     fn go_parallel(&mut self) {
         if let BodyHasher::InPlace(..) = self {
-            let BodyHasher::InPlace(md5, rest) = std::mem::replace(self, BodyHasher::new(None))
+            let BodyHasher::InPlace(hashers) = std::mem::replace(self, BodyHasher::new(None))
             else {
                 unreachable!()
             };
+            let (md5, rest) = *hashers;
             *self = BodyHasher::Lanes(Lane::spawn(md5), Lane::spawn(rest));
         }
     }
 
     async fn update(&mut self, batch: Vec<Bytes>) -> Result<(), StoreError> {
         match self {
-            BodyHasher::InPlace(md5, rest) => {
+            BodyHasher::InPlace(hashers) => {
+                let (md5, rest) = &mut **hashers;
                 for b in &batch {
                     md5.update_with(b);
                     rest.update_with(b);
@@ -151,7 +151,7 @@ impl BodyHasher {
 
     async fn finish(self) -> Result<([u8; 16], [u8; 32], Option<Vec<u8>>), StoreError> {
         let (md5, (sha, checksum)) = match self {
-            BodyHasher::InPlace(md5, rest) => (md5, rest),
+            BodyHasher::InPlace(hashers) => *hashers,
             BodyHasher::Lanes(md5, rest) => (md5.finish().await?, rest.finish().await?),
         };
         Ok((
