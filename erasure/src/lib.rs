@@ -63,3 +63,25 @@ pub use writer::{ObjectWriter, WriteOutcome};
 
 /// Identity of one stored object's shards: a random UUID, never derived from the object key.
 pub type DataId = uuid::Uuid;
+
+#[cfg(test)]
+mod contract {
+    //! The thread-safety promises of the public API, checked at compile time.
+    use super::*;
+
+    fn send_static<T: Send + 'static>() {}
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    fn byte_stream<
+        T: futures::Stream<Item = Result<bytes::Bytes, ErasureError>> + Send + Unpin + 'static,
+    >() {
+    }
+
+    #[test]
+    fn public_types_can_cross_tasks() {
+        send_sync_clone::<DiskSet>();
+        send_static::<ObjectWriter>();
+        byte_stream::<ObjectReader>();
+        send_static::<ErasureError>();
+        send_sync_clone::<ObjectDescriptor>();
+    }
+}
