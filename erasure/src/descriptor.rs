@@ -192,6 +192,40 @@ mod tests {
         assert_eq!(ObjectDescriptor::from_bytes(&bytes).unwrap(), desc);
     }
 
+    /// Descriptors are stored by callers for as long as the object lives: version 1 must keep
+    /// decoding exactly like this.
+    #[test]
+    fn version_one_descriptor_bytes_are_stable() {
+        let desc = ObjectDescriptor {
+            data_id: DataId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            size: 3 * 1024 * 1024 + 5,
+            data_shards: 4,
+            parity_shards: 2,
+            block_size: 262_144,
+            stripe_size: 1 << 20,
+            placement: vec![3, 4, 5, 0, 1, 2],
+            format_version: 1,
+        };
+        let fixture = "01 0123456789abcdef0011223344556677 0500300000000000 04 02 00000400 00001000 01 06 030405000102 fbb876df";
+        let fixture = fixture.replace(' ', "");
+        assert_eq!(to_hex(&desc.to_bytes()), fixture);
+        assert_eq!(
+            ObjectDescriptor::from_bytes(&from_hex(&fixture)).unwrap(),
+            desc
+        );
+    }
+
+    fn to_hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
     fn descriptor_decoding_refuses_damage() {
         let bytes = sample().to_bytes();

@@ -155,6 +155,34 @@ mod tests {
         assert_eq!(file.metadata().unwrap().len(), header.encoded_len() + 4 + 5);
     }
 
+    /// Shard files live for years: a version 1 header must keep its exact bytes.
+    #[test]
+    fn version_one_header_bytes_are_stable() {
+        let header = ShardHeader {
+            data_id: DataId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            shard_index: 5,
+            data_shards: 4,
+            parity_shards: 2,
+            block_size: 262_144,
+            stripe_size: 1 << 20,
+            object_size: 7,
+            identity: b"b/k".to_vec(),
+        };
+        let fixture = concat!(
+            "4d52444e53485244", // magic "MRDNSHRD"
+            "01050402",         // version, shard index, k, m
+            "0123456789abcdef0011223344556677",
+            "00000400",         // block size
+            "00001000",         // stripe size
+            "0700000000000000", // object size
+            "03000000",         // identity length
+            "622f6b",           // identity
+            "152ca0c1",         // header crc32c
+        );
+        let hex: String = header.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, fixture);
+    }
+
     #[test]
     fn any_flipped_header_byte_is_detected() {
         let encoded = header().encode();
