@@ -117,6 +117,7 @@ impl MeridianS3 {
         match self.store.meta(move |m| m.put_part(&b, &k, &u, p)).await {
             Ok(()) => {
                 self.store.wake_reclaimer();
+                self.store.heal_if_degraded(&ingested.data);
                 Ok(part)
             }
             Err(e) => {

@@ -344,6 +344,7 @@ impl MeridianS3 {
         match self.store.meta(move |m| m.put_version(&b, &k, new)).await {
             Ok(outcome) => {
                 self.store.wake_reclaimer();
+                self.store.heal_if_degraded(&ingested.data);
                 Ok(outcome.version)
             }
             Err(e) => {

@@ -55,17 +55,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating on first start) the disks and the metadata store the config names.
     pub async fn open(config: &Config) -> Result<Store, StoreError> {
-        let mut disk_config = DiskSetConfig::new(
-            config.disk_paths(),
-            config.erasure.data_shards,
-            config.erasure.parity_shards,
-        );
-        disk_config.durability = match config.erasure.durability {
-            Durability::Fsync => meridian_erasure::Durability::Fsync,
-            Durability::None => meridian_erasure::Durability::NoSync,
-        };
-        let disks = DiskSet::open(disk_config).await?;
-
+        // Metadata first: RocksDB's lock refuses a second process on the same data before the
+        // disk set's start-up sweep could delete a running server's in-flight writes.
         let meta_path = config.metadata_path();
         let opts = MetaOptions {
             sync_writes: config.erasure.durability == Durability::Fsync,
@@ -80,12 +71,41 @@ impl Store {
                 reason: e.to_string(),
             })?;
 
+        let mut disk_config = DiskSetConfig::new(
+            config.disk_paths(),
+            config.erasure.data_shards,
+            config.erasure.parity_shards,
+        );
+        disk_config.durability = match config.erasure.durability {
+            Durability::Fsync => meridian_erasure::Durability::Fsync,
+            Durability::None => meridian_erasure::Durability::NoSync,
+        };
+        let disks = DiskSet::open(disk_config).await?;
+
         Ok(Store {
             meta,
             disks,
             inline_threshold: config.inline_threshold,
             reclaim_wakeup: Arc::new(Notify::new()),
         })
+    }
+
+    /// After a commit: a write that met quorum with shards missing (a disk was down) gets
+    /// them rebuilt in the background, now that a version references the data.
+    pub fn heal_if_degraded(&self, data: &IngestedData) {
+        let IngestedData::Erasure(outcome) = data else {
+            return;
+        };
+        if outcome.missing_shards.is_empty() {
+            return;
+        }
+        let (disks, descriptor) = (self.disks.clone(), outcome.descriptor.clone());
+        tracing::warn!(data_id = %descriptor.data_id, missing = ?outcome.missing_shards, "degraded write; healing");
+        tokio::spawn(async move {
+            if let Err(e) = disks.heal(&descriptor).await {
+                tracing::warn!(data_id = %descriptor.data_id, error = %e, "healing a degraded write failed; scrub will retry");
+            }
+        });
     }
 
     pub fn inline_threshold(&self) -> usize {
