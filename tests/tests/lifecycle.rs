@@ -133,3 +133,38 @@ async fn single_disk_store_works() {
     assert!(got.body.collect().await.unwrap().into_bytes().as_ref() == data.as_slice());
     assert!(server.disk_dir(0).exists() && !server.disk_dir(1).exists());
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_refuses_to_start() {
+    let server = TestServer::start();
+    let s3 = server.client();
+    s3.create_bucket().bucket("owned").send().await.unwrap();
+    s3.put_object()
+        .bucket("owned")
+        .key("k")
+        .body(pattern(3 << 20, 2).into())
+        .send()
+        .await
+        .unwrap();
+
+    let out = std::process::Command::new(meridian_tests::meridian_binary())
+        .args(["serve", "--address", "127.0.0.1:0", "--data"])
+        .arg(&server.data_dir)
+        .env("MERIDIAN_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the second server must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_ascii_lowercase().contains("lock"), "{stderr}");
+
+    let got = s3
+        .get_object()
+        .bucket("owned")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        got.body.collect().await.unwrap().into_bytes().as_ref() == pattern(3 << 20, 2).as_slice()
+    );
+}
