@@ -78,7 +78,16 @@ impl Router {
                 headers.insert("x-amz-id-2", v);
             }
             headers.insert(http::header::SERVER, HeaderValue::from_static("Meridian"));
-            tracing::debug!(status = resp.status().as_u16(), "done");
+            // s3s logs every error, a client's 404 included, at ERROR; its target is off by
+            // default and server-side failures are reported here instead.
+            if resp.status().is_server_error() {
+                tracing::warn!(
+                    status = resp.status().as_u16(),
+                    "request failed on the server side"
+                );
+            } else {
+                tracing::debug!(status = resp.status().as_u16(), "done");
+            }
             Ok(resp)
         }
         .instrument(span)
