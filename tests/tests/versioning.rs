@@ -342,3 +342,53 @@ async fn list_object_versions_pages_with_markers() {
         .unwrap_err();
     assert_eq!(error_code(&err).as_deref(), Some("InvalidArgument"));
 }
+
+#[tokio::test]
+async fn delete_objects_handles_a_full_thousand_keys_in_request_order() {
+    use futures::StreamExt;
+    let server = TestServer::start();
+    let s3 = server.client();
+    bucket_with(&s3, "bulk", None).await;
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("k/{:04}", (i * 7919) % 1000))
+        .collect();
+    futures::stream::iter(keys.clone())
+        .for_each_concurrent(32, |k| {
+            let s3 = s3.clone();
+            async move {
+                s3.put_object()
+                    .bucket("bulk")
+                    .key(k)
+                    .body(b"x".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let ids: Vec<_> = keys
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(k).build().unwrap())
+        .collect();
+    let out = s3
+        .delete_objects()
+        .bucket("bulk")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let answered: Vec<_> = out
+        .deleted()
+        .iter()
+        .map(|d| d.key().unwrap().to_owned())
+        .collect();
+    assert_eq!(answered, keys, "one answer per key, in request order");
+    assert!(s3
+        .list_objects_v2()
+        .bucket("bulk")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .is_empty());
+}

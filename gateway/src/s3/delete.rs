@@ -2,6 +2,7 @@
 //! buckets, a null marker in suspended ones, removal in unversioned ones, and removal of one
 //! version when a version id is given. Deleting what does not exist succeeds, as on S3.
 
+use futures::StreamExt;
 use meridian_metadata::{DeleteOptions, DeleteOutcome, MetaError};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
@@ -11,6 +12,8 @@ use crate::storage::StoreError;
 
 /// S3's limit on keys per DeleteObjects request.
 const MAX_KEYS_PER_DELETE: usize = 1000;
+/// Deletes of one DeleteObjects request in flight at once.
+const DELETE_CONCURRENCY: usize = 32;
 
 impl MeridianS3 {
     async fn delete_one(
@@ -85,22 +88,32 @@ impl MeridianS3 {
             ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
+        // Concurrent deletes share RocksDB's group commit: a 1,000-key request costs a few
+        // synced writes' time, not a thousand. `buffered` keeps the answers in request order.
+        let bucket = input.bucket.as_str();
+        let outcomes: Vec<_> = futures::stream::iter(objects)
+            .map(|object| async move {
+                let outcome = self
+                    .delete_one(bucket, &object.key, object.version_id.as_deref())
+                    .await;
+                (object, outcome)
+            })
+            .buffered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
-        for object in objects {
-            match self
-                .delete_one(&input.bucket, &object.key, object.version_id.as_deref())
-                .await
-            {
+        for (object, outcome) in outcomes {
+            match outcome {
                 Ok(outcome) => {
                     if quiet {
                         continue;
                     }
-                    let marker_created = outcome.delete_marker && object.version_id.is_none();
                     deleted.push(DeletedObject {
                         key: Some(object.key),
                         delete_marker: outcome.delete_marker.then_some(true),
-                        delete_marker_version_id: if marker_created || outcome.delete_marker {
+                        // The marker created, or the marker removed by version id.
+                        delete_marker_version_id: if outcome.delete_marker {
                             outcome.version_id
                         } else {
                             None
