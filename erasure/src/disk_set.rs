@@ -97,6 +97,12 @@ impl DiskSet {
         crate::heal::heal_object(&self.inner, desc).await
     }
 
+    /// Every object stored on the set, with its identity blob and when its shards last
+    /// changed (for finding shards that no caller metadata references).
+    pub async fn inventory(&self) -> Vec<crate::StoredObject> {
+        crate::inventory::inventory(&self.inner).await
+    }
+
     /// Verifies every shard file of every disk and heals what it can, rebuilding descriptors
     /// from the shard headers. Objects that cannot be rebuilt are listed, not fatal.
     pub async fn scrub(&self) -> Result<ScrubReport, ErasureError> {

@@ -69,7 +69,7 @@ pub(crate) async fn scrub_set(set: &Arc<SetInner>) -> Result<ScrubReport, Erasur
 }
 
 /// Every data id with a shard file on some disk, and the slots that could not be listed.
-fn list_data_ids(set: &SetInner) -> (BTreeSet<DataId>, Vec<usize>) {
+pub(crate) fn list_data_ids(set: &SetInner) -> (BTreeSet<DataId>, Vec<usize>) {
     let mut ids = BTreeSet::new();
     let mut skipped = Vec::new();
     for disk in &set.disks {

@@ -369,3 +369,176 @@ async fn background_scrub_heals_damage_nobody_has_read() {
     );
     assert_eq!(read(&s3, "scrub", "cold").await, data);
 }
+
+/// Writes an object straight onto a stopped server's disks, as a PUT that crashed between
+/// writing its shards and committing its version would leave it, and backdates its shards.
+async fn plant_orphan(server: &TestServer, identity: &[u8], age: Duration) -> Vec<PathBuf> {
+    let disks: Vec<PathBuf> = (0..6).map(|s| server.disk_dir(s)).collect();
+    let set =
+        meridian_erasure::DiskSet::open(meridian_erasure::DiskSetConfig::new(disks.clone(), 4, 2))
+            .await
+            .unwrap();
+    let mut w = set.writer(identity.to_vec());
+    w.write(bytes::Bytes::from(pattern(1 << 20, 99)))
+        .await
+        .unwrap();
+    let id = w
+        .finish()
+        .await
+        .unwrap()
+        .descriptor
+        .data_id
+        .hyphenated()
+        .to_string();
+    let files: Vec<PathBuf> = disks
+        .iter()
+        .flat_map(|d| files_under(d))
+        .filter(|p| p.to_string_lossy().contains(&id))
+        .collect();
+    assert_eq!(files.len(), 6);
+    let then = std::time::SystemTime::now() - age;
+    for f in &files {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+    }
+    files
+}
+
+#[tokio::test]
+async fn orphaned_shards_of_an_uncommitted_write_are_collected() {
+    let mut server = meridian_tests::TestServer::start_with(meridian_tests::ServerOptions {
+        extra_config: "scrub_interval = \"1s\"\n".into(),
+        ..Default::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("ghosts").send().await.unwrap();
+    let kept = pattern(3 << 20, 5);
+    s3.put_object()
+        .bucket("ghosts")
+        .key("kept")
+        .body(kept.clone().into())
+        .send()
+        .await
+        .unwrap();
+    // A completed multipart object and an upload still in progress: their parts are referenced.
+    let parts = [pattern(5 << 20, 6), pattern(1 << 20, 7)];
+    let mp = s3
+        .create_multipart_upload()
+        .bucket("ghosts")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let out = s3
+            .upload_part()
+            .bucket("ghosts")
+            .key("mp")
+            .upload_id(mp.upload_id().unwrap())
+            .part_number(i as i32 + 1)
+            .body(p.clone().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket("ghosts")
+        .key("mp")
+        .upload_id(mp.upload_id().unwrap())
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let open = s3
+        .create_multipart_upload()
+        .bucket("ghosts")
+        .key("open")
+        .send()
+        .await
+        .unwrap();
+    s3.upload_part()
+        .bucket("ghosts")
+        .key("open")
+        .upload_id(open.upload_id().unwrap())
+        .part_number(1)
+        .body(pattern(1 << 20, 8).into())
+        .send()
+        .await
+        .unwrap();
+    assert!(server.stop().success());
+    // Everything committed looks old too, so the collector must find each one referenced.
+    let committed: Vec<PathBuf> = (0..6)
+        .flat_map(|s| shard_files(&server.disk_dir(s)))
+        .collect();
+    assert_eq!(committed.len(), 4 * 6);
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for f in &committed {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+
+    let two_hours = Duration::from_secs(7200);
+    let same_key = plant_orphan(
+        &server,
+        br#"{"bucket":"ghosts","key":"kept","written":0}"#,
+        two_hours,
+    )
+    .await;
+    let other_key = plant_orphan(
+        &server,
+        br#"{"bucket":"ghosts","key":"never-committed","written":0}"#,
+        two_hours,
+    )
+    .await;
+    let fresh = plant_orphan(
+        &server,
+        br#"{"bucket":"ghosts","key":"in-flight","written":0}"#,
+        Duration::ZERO,
+    )
+    .await;
+    let unattributed = plant_orphan(&server, b"not json", two_hours).await;
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while same_key.iter().chain(&other_key).any(|f| f.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "orphans were not collected; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        fresh.iter().all(|f| f.exists()),
+        "shards younger than the grace period are left alone"
+    );
+    assert!(
+        unattributed.iter().all(|f| f.exists()),
+        "shards that name no bucket and key are left alone"
+    );
+    let s3 = server.client();
+    assert_eq!(
+        read(&s3, "ghosts", "kept").await,
+        kept,
+        "the committed object is untouched"
+    );
+}

@@ -8,6 +8,7 @@ mod damage_reports;
 mod delete;
 mod heal;
 mod interrupted_write;
+mod inventory;
 mod lost_disks;
 mod open;
 mod ranges;

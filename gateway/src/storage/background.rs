@@ -127,8 +127,8 @@ pub async fn expire_uploads_once(
     Ok(aborted)
 }
 
-/// Verifies every shard on every disk (and heals what it can) once per `interval`, starting
-/// one interval after start-up; `interval` zero disables it.
+/// Verifies every shard on every disk (and heals what it can), then deletes orphaned shards,
+/// once per `interval`, starting one interval after start-up; `interval` zero disables it.
 pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     if interval.is_zero() {
         return;
@@ -154,6 +154,11 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
                 "scrub found damage"
             ),
             Err(e) => tracing::error!(error = %e, "scrub failed"),
+        }
+        match super::orphans::collect_orphans(&store, super::orphans::ORPHAN_GRACE).await {
+            Ok(r) if r.deleted > 0 => tracing::warn!(?r, "deleted orphaned shards"),
+            Ok(r) => tracing::debug!(?r, "no orphaned shards"),
+            Err(e) => tracing::error!(error = %e, "looking for orphaned shards failed"),
         }
     }
 }

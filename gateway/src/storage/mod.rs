@@ -7,6 +7,7 @@
 pub mod background;
 pub mod ingest;
 pub mod layout;
+pub mod orphans;
 pub mod read;
 
 use std::ops::Range;
