@@ -137,6 +137,67 @@ fn checksum_fields(
     }
 }
 
+/// The parts of a GetObject or HeadObject request that decide what is answered.
+struct ReadRequest<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    version_id: Option<&'a str>,
+    conditions: ReadConditions<'a>,
+    range: Option<&'a s3s::dto::Range>,
+    part_number: Option<i32>,
+    checksum_mode: Option<&'a ChecksumMode>,
+}
+
+/// The response fields GetObject and HeadObject have in common.
+struct ObjectFields {
+    content_length: i64,
+    content_range: Option<String>,
+    content_type: ContentType,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+    e_tag: ETag,
+    last_modified: Timestamp,
+    metadata: Option<Metadata>,
+    version_id: Option<String>,
+    parts_count: Option<i32>,
+    checksums: ChecksumFields,
+}
+
+/// Fills an output type with the [`ObjectFields`]: GetObjectOutput and HeadObjectOutput are
+/// different types with the same field names.
+macro_rules! object_output {
+    ($ty:ident, $f:expr, { $($extra:ident: $value:expr),* $(,)? }) => {{
+        let f = $f;
+        $ty {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(f.content_length),
+            content_range: f.content_range,
+            content_type: Some(f.content_type),
+            content_encoding: f.content_encoding,
+            content_disposition: f.content_disposition,
+            content_language: f.content_language,
+            cache_control: f.cache_control,
+            expires: f.expires,
+            e_tag: Some(f.e_tag),
+            last_modified: Some(f.last_modified),
+            metadata: f.metadata,
+            version_id: f.version_id,
+            parts_count: f.parts_count,
+            checksum_crc32: f.checksums.crc32,
+            checksum_crc32c: f.checksums.crc32c,
+            checksum_crc64nvme: f.checksums.crc64nvme,
+            checksum_sha1: f.checksums.sha1,
+            checksum_sha256: f.checksums.sha256,
+            checksum_type: f.checksums.checksum_type,
+            $($extra: $value,)*
+            ..Default::default()
+        }
+    }};
+}
+
 impl MeridianS3 {
     pub(super) async fn resolve(
         &self,
@@ -173,123 +234,100 @@ impl MeridianS3 {
         })
     }
 
-    pub(super) async fn get_object_impl(
+    /// What GET and HEAD share: the version (delete markers answered as S3 does), its
+    /// preconditions, the bytes selected and the response fields that describe them.
+    async fn describe(
         &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
-        let input = req.input;
+        req: ReadRequest<'_>,
+    ) -> S3Result<(VersionRecord, Selection, ObjectFields)> {
         let Resolved {
             record,
             versioned_bucket,
-        } = self
-            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
-            .await?;
-        ReadConditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        }
-        .evaluate(&record, false)?;
-        let sel = select(&record, input.range.as_ref(), input.part_number)?;
-        let mut body = self.store.read(&record.storage, sel.range.clone())?;
-        body.first_chunk().await?;
-        let fields = checksum_fields(&record, &sel, input.checksum_mode.as_ref());
+        } = self.resolve(req.bucket, req.key, req.version_id).await?;
+        req.conditions.evaluate(&record, false)?;
+        let sel = select(&record, req.range, req.part_number)?;
         let h = &record.headers;
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::new(body)),
-            accept_ranges: Some("bytes".into()),
-            content_length: Some((sel.range.end - sel.range.start) as i64),
+        let fields = ObjectFields {
+            content_length: (sel.range.end - sel.range.start) as i64,
             content_range: sel.content_range.clone(),
-            content_type: Some(
-                h.content_type
-                    .clone()
-                    .unwrap_or_else(|| "binary/octet-stream".into())
-                    .parse()
-                    .map_err(|_| {
-                        s3_error!(
-                            InternalError,
-                            "stored content type is not a valid header value"
-                        )
-                    })?,
-            ),
+            content_type: h
+                .content_type
+                .as_deref()
+                .unwrap_or("binary/octet-stream")
+                .parse()
+                .map_err(|_| {
+                    s3_error!(
+                        InternalError,
+                        "stored content type is not a valid header value"
+                    )
+                })?,
             content_encoding: h.content_encoding.clone(),
             content_disposition: h.content_disposition.clone(),
             content_language: h.content_language.clone(),
             cache_control: h.cache_control.clone(),
             expires: h.expires.as_deref().and_then(convert::parse_http_date),
-            e_tag: Some(convert::etag(&record.etag)),
-            last_modified: Some(convert::timestamp(record.mtime)),
+            e_tag: convert::etag(&record.etag),
+            last_modified: convert::timestamp(record.mtime),
             metadata: convert::user_metadata(&record.user_metadata),
             version_id: convert::reported_version_id(&record, versioned_bucket),
-            parts_count: (!record.parts.is_empty() && input.part_number.is_some())
+            parts_count: (!record.parts.is_empty() && req.part_number.is_some())
                 .then_some(record.parts.len() as i32),
-            tag_count: (!record.tags.is_empty()).then_some(record.tags.len() as i32),
-            checksum_crc32: fields.crc32,
-            checksum_crc32c: fields.crc32c,
-            checksum_crc64nvme: fields.crc64nvme,
-            checksum_sha1: fields.sha1,
-            checksum_sha256: fields.sha256,
-            checksum_type: fields.checksum_type,
-            ..Default::default()
-        }))
+            checksums: checksum_fields(&record, &sel, req.checksum_mode),
+        };
+        Ok((record, sel, fields))
+    }
+
+    pub(super) async fn get_object_impl(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = &req.input;
+        let (record, sel, fields) = self
+            .describe(ReadRequest {
+                bucket: &i.bucket,
+                key: &i.key,
+                version_id: i.version_id.as_deref(),
+                conditions: ReadConditions {
+                    if_match: i.if_match.as_ref(),
+                    if_none_match: i.if_none_match.as_ref(),
+                    if_modified_since: i.if_modified_since.as_ref(),
+                    if_unmodified_since: i.if_unmodified_since.as_ref(),
+                },
+                range: i.range.as_ref(),
+                part_number: i.part_number,
+                checksum_mode: i.checksum_mode.as_ref(),
+            })
+            .await?;
+        let mut body = self.store.read(&record.storage, sel.range.clone())?;
+        body.first_chunk().await?;
+        let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);
+        Ok(S3Response::new(object_output!(GetObjectOutput, fields, {
+            body: Some(StreamingBlob::new(body)),
+            tag_count: tag_count,
+        })))
     }
 
     pub(super) async fn head_object_impl(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let input = req.input;
-        let Resolved {
-            record,
-            versioned_bucket,
-        } = self
-            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
+        let i = &req.input;
+        let (_, _, fields) = self
+            .describe(ReadRequest {
+                bucket: &i.bucket,
+                key: &i.key,
+                version_id: i.version_id.as_deref(),
+                conditions: ReadConditions {
+                    if_match: i.if_match.as_ref(),
+                    if_none_match: i.if_none_match.as_ref(),
+                    if_modified_since: i.if_modified_since.as_ref(),
+                    if_unmodified_since: i.if_unmodified_since.as_ref(),
+                },
+                range: i.range.as_ref(),
+                part_number: i.part_number,
+                checksum_mode: i.checksum_mode.as_ref(),
+            })
             .await?;
-        ReadConditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
-        }
-        .evaluate(&record, false)?;
-        let sel = select(&record, input.range.as_ref(), input.part_number)?;
-        let fields = checksum_fields(&record, &sel, input.checksum_mode.as_ref());
-        let h = &record.headers;
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some((sel.range.end - sel.range.start) as i64),
-            content_range: sel.content_range.clone(),
-            content_type: Some(
-                h.content_type
-                    .clone()
-                    .unwrap_or_else(|| "binary/octet-stream".into())
-                    .parse()
-                    .map_err(|_| {
-                        s3_error!(
-                            InternalError,
-                            "stored content type is not a valid header value"
-                        )
-                    })?,
-            ),
-            content_encoding: h.content_encoding.clone(),
-            content_disposition: h.content_disposition.clone(),
-            content_language: h.content_language.clone(),
-            cache_control: h.cache_control.clone(),
-            expires: h.expires.as_deref().and_then(convert::parse_http_date),
-            e_tag: Some(convert::etag(&record.etag)),
-            last_modified: Some(convert::timestamp(record.mtime)),
-            metadata: convert::user_metadata(&record.user_metadata),
-            version_id: convert::reported_version_id(&record, versioned_bucket),
-            parts_count: (!record.parts.is_empty() && input.part_number.is_some())
-                .then_some(record.parts.len() as i32),
-            checksum_crc32: fields.crc32,
-            checksum_crc32c: fields.crc32c,
-            checksum_crc64nvme: fields.crc64nvme,
-            checksum_sha1: fields.sha1,
-            checksum_sha256: fields.sha256,
-            checksum_type: fields.checksum_type,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(object_output!(HeadObjectOutput, fields, {})))
     }
 }

@@ -216,7 +216,59 @@ pub(super) fn stored_checksum(ingested: &Ingested) -> Option<Checksum> {
     })
 }
 
+/// What a client claims about the body it sends, checked once the body is stored.
+pub(super) struct BodyClaims {
+    pub content_md5: Option<[u8; 16]>,
+    pub checksum: Option<ChecksumClaim>,
+    pub trailers: Option<s3s::TrailingHeaders>,
+    /// A limit S3 enforces on the size (5 GiB for a part).
+    pub max_size: Option<u64>,
+}
+
+impl BodyClaims {
+    fn check(&self, ingested: &Ingested) -> S3Result<()> {
+        verify_content_md5(self.content_md5, &ingested.md5)?;
+        if let (Some(claim), Some((_, computed))) = (&self.checksum, &ingested.checksum) {
+            claim.verify(computed, self.trailers.as_ref())?;
+        }
+        if self.max_size.is_some_and(|max| ingested.size > max) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size."
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl MeridianS3 {
+    /// Streams a client's body into storage (hashed with MD5, SHA-256 and `algorithm`) and
+    /// checks it against what the client claimed; on any mismatch the data is discarded and
+    /// the S3 error returned, so nothing is stored.
+    pub(super) async fn ingest_verified(
+        &self,
+        body: Option<StreamingBlob>,
+        bucket: &str,
+        key: &str,
+        algorithm: Option<ChecksumAlgorithm>,
+        claims: BodyClaims,
+    ) -> S3Result<Ingested> {
+        let body = body
+            .map(futures::StreamExt::boxed)
+            .unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        let opts = IngestOptions {
+            identity: shard_identity(bucket, key),
+            checksum: algorithm,
+            inline_threshold: self.store.inline_threshold(),
+        };
+        let ingested = ingest(&self.store.disks, body, opts).await?;
+        if let Err(e) = claims.check(&ingested) {
+            self.store.discard(ingested.data).await;
+            return Err(e);
+        }
+        Ok(ingested)
+    }
+
     pub(super) async fn put_object_impl(
         &self,
         req: S3Request<PutObjectInput>,
@@ -267,33 +319,20 @@ impl MeridianS3 {
         let algorithm = claim
             .as_ref()
             .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm.clone());
-        let body = input
-            .body
-            .take()
-            .map(futures::StreamExt::boxed)
-            .unwrap_or_else(|| Box::pin(futures::stream::empty()));
-        let ingested = ingest(
-            &self.store.disks,
-            body,
-            IngestOptions {
-                identity: shard_identity(&input.bucket, &input.key),
-                checksum: Some(algorithm),
-                inline_threshold: self.store.inline_threshold(),
-            },
-        )
-        .await?;
-
-        let verified = (|| {
-            verify_content_md5(content_md5, &ingested.md5)?;
-            if let (Some(claim), Some((_, computed))) = (&claim, &ingested.checksum) {
-                claim.verify(computed, trailers.as_ref())?;
-            }
-            Ok::<(), s3s::S3Error>(())
-        })();
-        if let Err(e) = verified {
-            self.store.discard(ingested.data).await;
-            return Err(e);
-        }
+        let ingested = self
+            .ingest_verified(
+                input.body.take(),
+                &input.bucket,
+                &input.key,
+                Some(algorithm),
+                BodyClaims {
+                    content_md5,
+                    checksum: claim,
+                    trailers,
+                    max_size: None,
+                },
+            )
+            .await?;
 
         let new = NewVersion {
             size: ingested.size,

@@ -1,0 +1,392 @@
+//! Multipart uploads: each part is erasure-coded (or kept inline when tiny) as it arrives and
+//! recorded with its MD5 and checksum; completion checks the client's part list and commits
+//! one version whose layout is the parts' segments in order — no data is copied. The ETag is
+//! `md5(concat(part md5s))-N`; the checksum is composite or, for CRCs, full-object.
+
+mod complete;
+mod listing;
+
+use meridian_metadata::{
+    Checksum, ChecksumAlgorithm, ChecksumType, ListUploadsQuery, NewVersion, ObjectPart,
+    PartRecord, UploadRecord,
+};
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::conditions::check_write_preconditions;
+use super::convert::{self, ChecksumFields};
+use super::put::{
+    checksum_headers, parse_content_md5, reject_encryption_requests, shard_identity, BodyClaims,
+    ChecksumClaim,
+};
+use super::{principal, versioned, MeridianS3};
+use crate::checksum;
+use crate::storage::ingest::{ingest, IngestOptions, Ingested, IngestedData};
+use crate::storage::layout::{Layout, Segment};
+use crate::storage::StoreError;
+
+/// S3's part rules.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+const MAX_PART_NUMBER: i32 = 10_000;
+const DEFAULT_MAX_PARTS: i32 = 1000;
+
+fn check_part_number(n: i32) -> S3Result<u32> {
+    if (1..=MAX_PART_NUMBER).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ))
+    }
+}
+
+fn new_upload_id() -> String {
+    // Time-ordered so uploads of one key list in initiation order, random so they are unguessable.
+    let nanos = convert::now_nanos() as u64;
+    format!("{:016x}{}", nanos, uuid::Uuid::new_v4().simple())
+}
+
+fn layout_bytes(data: &IngestedData) -> Vec<u8> {
+    let segment = match data {
+        IngestedData::Inline(b) => Segment::Inline(b.to_vec()),
+        IngestedData::Erasure(outcome) => Segment::Erasure(outcome.descriptor.clone()),
+    };
+    Layout {
+        segments: vec![segment],
+    }
+    .to_bytes()
+}
+
+fn part_checksum(ingested: &Ingested) -> Option<Checksum> {
+    ingested.checksum.as_ref().map(|(a, raw)| Checksum {
+        algorithm: a.clone(),
+        value: checksum::to_base64(raw),
+        kind: ChecksumType::Composite,
+    })
+}
+
+/// The algorithm a part is hashed with: the upload's, or the one the part itself claims.
+fn part_algorithm(
+    upload: &UploadRecord,
+    claim: Option<&ChecksumClaim>,
+) -> S3Result<Option<ChecksumAlgorithm>> {
+    match (&upload.checksum_algorithm, claim) {
+        (Some(expected), Some(c)) if &c.algorithm != expected => Err(s3_error!(
+            InvalidRequest,
+            "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+            checksum::header_name(expected),
+            checksum::header_name(&c.algorithm)
+        )),
+        (Some(expected), _) => Ok(Some(expected.clone())),
+        (None, c) => Ok(c.map(|c| c.algorithm.clone())),
+    }
+}
+
+impl MeridianS3 {
+    async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadRecord> {
+        self.bucket(bucket).await?;
+        let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        self.store.meta(move |m| m.get_upload(&b, &k, &u)).await?.ok_or_else(|| {
+            s3_error!(
+                NoSuchUpload,
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+            )
+        })
+    }
+
+    /// Records a part whose data is durable; discards the data if the upload vanished.
+    async fn commit_part(
+        &self,
+        upload: &UploadRecord,
+        number: u32,
+        ingested: Ingested,
+    ) -> S3Result<PartRecord> {
+        let part = PartRecord {
+            number,
+            size: ingested.size,
+            etag: hex::encode(ingested.md5),
+            checksum: part_checksum(&ingested),
+            mtime: convert::now_nanos(),
+            storage: layout_bytes(&ingested.data),
+        };
+        let (b, k, u, p) = (
+            upload.bucket.clone(),
+            upload.key.clone(),
+            upload.upload_id.clone(),
+            part.clone(),
+        );
+        match self.store.meta(move |m| m.put_part(&b, &k, &u, p)).await {
+            Ok(()) => {
+                self.store.wake_reclaimer();
+                self.store.heal_if_degraded(&ingested.data);
+                Ok(part)
+            }
+            Err(e) => {
+                self.store.discard(ingested.data).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(super) async fn create_multipart_upload_impl(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let owner = principal(&req)?.access_key.clone();
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        reject_encryption_requests(
+            input.sse_customer_algorithm.as_deref(),
+            input.ssekms_key_id.as_deref(),
+            input.server_side_encryption.as_ref(),
+        )?;
+        let algorithm = input
+            .checksum_algorithm
+            .as_ref()
+            .map(convert::parse_dto_algorithm)
+            .transpose()?;
+        let requested_type = input
+            .checksum_type
+            .as_ref()
+            .map(convert::parse_checksum_type)
+            .transpose()?;
+        let checksum_type = match (&algorithm, requested_type) {
+            (None, Some(_)) => {
+                return Err(s3_error!(InvalidRequest, "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header."))
+            }
+            (None, None) => None,
+            (Some(ChecksumAlgorithm::Crc64Nvme), Some(ChecksumType::Composite)) => {
+                return Err(s3_error!(InvalidRequest, "The COMPOSITE checksum type cannot be used with the crc64nvme checksum algorithm."))
+            }
+            (Some(a), Some(ChecksumType::FullObject)) if !checksum::combinable(a) => {
+                return Err(s3_error!(InvalidRequest, "The FULL_OBJECT checksum type cannot be used with the {} checksum algorithm.", checksum::header_name(a)))
+            }
+            (Some(_), Some(t)) => Some(t),
+            (Some(ChecksumAlgorithm::Crc64Nvme), None) => Some(ChecksumType::FullObject),
+            (Some(_), None) => Some(ChecksumType::Composite),
+        };
+        let tags = match input.tagging.as_deref() {
+            Some(t) => convert::parse_tagging_header(t)?,
+            None => Vec::new(),
+        };
+        let user_metadata = convert::metadata_pairs(input.metadata);
+        super::put::check_user_metadata(&user_metadata)?;
+        let upload = UploadRecord {
+            upload_id: new_upload_id(),
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            initiated: convert::now_nanos(),
+            owner,
+            headers: convert::headers_of(
+                input.content_type.map(|m| m.to_string()),
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+            ),
+            user_metadata,
+            tags,
+            checksum_algorithm: algorithm.clone(),
+            checksum_type,
+        };
+        let upload_id = upload.upload_id.clone();
+        self.store.meta(move |m| m.create_upload(upload)).await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            checksum_algorithm: algorithm.as_ref().map(convert::dto_algorithm),
+            checksum_type: checksum_type.map(convert::dto_checksum_type),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_part_impl(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let trailers = req.trailing_headers.clone();
+        let headers = req.headers;
+        let mut input = req.input;
+        let number = check_part_number(input.part_number)?;
+        if input
+            .content_length
+            .is_some_and(|l| l as u64 > MAX_PART_SIZE)
+        {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size."
+            ));
+        }
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        if input.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "Server-side encryption with customer keys is not supported"
+            ));
+        }
+        let content_md5 = parse_content_md5(input.content_md5.as_deref())?;
+        let claim = ChecksumClaim::from_request(
+            checksum_headers!(input),
+            input.checksum_algorithm.as_ref(),
+            &headers,
+        )?;
+        let algorithm = part_algorithm(&upload, claim.as_ref())?;
+
+        let claims = BodyClaims {
+            content_md5,
+            checksum: claim,
+            trailers,
+            max_size: Some(MAX_PART_SIZE),
+        };
+        let ingested = self
+            .ingest_verified(
+                input.body.take(),
+                &input.bucket,
+                &input.key,
+                algorithm,
+                claims,
+            )
+            .await?;
+        let part = self.commit_part(&upload, number, ingested).await?;
+        let fields = ChecksumFields::of(part.checksum.as_ref());
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(convert::etag(&part.etag)),
+            checksum_crc32: fields.crc32,
+            checksum_crc32c: fields.crc32c,
+            checksum_crc64nvme: fields.crc64nvme,
+            checksum_sha1: fields.sha1,
+            checksum_sha256: fields.sha256,
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_part_copy_impl(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let number = check_part_number(input.part_number)?;
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        super::conditions::ReadConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        }
+        .evaluate(&source, true)?;
+        let range = match input.copy_source_range.as_deref() {
+            None => 0..source.size,
+            Some(r) => parse_copy_source_range(r, source.size)?,
+        };
+        if range.end - range.start > MAX_PART_SIZE {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size."
+            ));
+        }
+        let body = self.store.read(&source.storage, range.clone())?;
+        let ingested = ingest(
+            &self.store.disks,
+            body,
+            IngestOptions {
+                identity: shard_identity(&input.bucket, &input.key),
+                checksum: upload.checksum_algorithm.clone(),
+                inline_threshold: self.store.inline_threshold(),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Body(b) => {
+                StoreError::Internal(format!("reading the copy source failed: {b}"))
+            }
+            other => other,
+        })?;
+        if ingested.size != range.end - range.start {
+            self.store.discard(ingested.data).await;
+            return Err(s3_error!(
+                InternalError,
+                "The copy source changed size while it was read"
+            ));
+        }
+        let part = self.commit_part(&upload, number, ingested).await?;
+        let fields = ChecksumFields::of(part.checksum.as_ref());
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(convert::etag(&part.etag)),
+                last_modified: Some(convert::timestamp(part.mtime)),
+                checksum_crc32: fields.crc32,
+                checksum_crc32c: fields.crc32c,
+                checksum_crc64nvme: fields.crc64nvme,
+                checksum_sha1: fields.sha1,
+                checksum_sha256: fields.sha256,
+            }),
+            copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn abort_multipart_upload_impl(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let (b, k, u) = (input.bucket, input.key, input.upload_id);
+        self.store.meta(move |m| m.abort_upload(&b, &k, &u)).await?;
+        self.store.wake_reclaimer();
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}
+
+/// `bytes=first-last` within the source (both required, as S3 demands).
+fn parse_copy_source_range(value: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || {
+        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+    };
+    let spec = value.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
+    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    let first: u64 = a.parse().map_err(|_| invalid())?;
+    let last: u64 = b.parse().map_err(|_| invalid())?;
+    if first > last {
+        return Err(invalid());
+    }
+    if last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
+    }
+    Ok(first..last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_ranges_are_inclusive_and_bounded() {
+        assert_eq!(parse_copy_source_range("bytes=0-9", 100).unwrap(), 0..10);
+        assert_eq!(
+            parse_copy_source_range("bytes=99-99", 100).unwrap(),
+            99..100
+        );
+        assert!(parse_copy_source_range("bytes=5-", 100).is_err());
+        assert!(parse_copy_source_range("bytes=9-5", 100).is_err());
+        assert_eq!(
+            parse_copy_source_range("bytes=0-100", 100)
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "InvalidRange"
+        );
+    }
+}
