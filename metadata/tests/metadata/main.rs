@@ -7,6 +7,7 @@ mod faults;
 mod listing_model;
 mod multipart;
 mod outbox;
+mod preconditions;
 mod reclaim;
 mod support;
 mod versioning;

@@ -1,0 +1,106 @@
+//! Conditional writes: the precondition of a new version is checked under the key lock, in
+//! the commit itself, so racing create-only writers have exactly one winner.
+
+use meridian_metadata::{
+    DeleteOptions, ListVersionsQuery, MetaError, NewVersion, Precondition, VersioningState,
+};
+
+use crate::support::{inline, make_bucket, TestStore};
+
+const B: &str = "bucket";
+const K: &str = "dir/key";
+
+#[test]
+fn preconditions_are_checked_inside_the_commit() {
+    let t = TestStore::new();
+    make_bucket(&t.store, B, VersioningState::Enabled);
+    let create = |label: &str| NewVersion {
+        precondition: Some(Precondition::NoneMatch),
+        ..inline(label)
+    };
+
+    let first = t.store.put_version(B, K, create("first")).unwrap().version;
+    let err = t.store.put_version(B, K, create("second")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetaError::PreconditionFailed {
+                current_exists: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let wrong = NewVersion {
+        precondition: Some(Precondition::IfMatch("nope".into())),
+        ..inline("x")
+    };
+    assert!(matches!(
+        t.store.put_version(B, K, wrong),
+        Err(MetaError::PreconditionFailed { .. })
+    ));
+    let right = NewVersion {
+        precondition: Some(Precondition::IfMatch(first.etag.clone())),
+        ..inline("y")
+    };
+    t.store.put_version(B, K, right).unwrap();
+
+    // A delete marker means "no current object": create-only succeeds again, If-Match does not.
+    t.store
+        .delete_object(B, K, None, DeleteOptions::default())
+        .unwrap();
+    let on_marker = NewVersion {
+        precondition: Some(Precondition::IfMatch(first.etag.clone())),
+        ..inline("z")
+    };
+    assert!(matches!(
+        t.store.put_version(B, K, on_marker),
+        Err(MetaError::PreconditionFailed {
+            current_exists: false,
+            ..
+        })
+    ));
+    t.store.put_version(B, K, create("again")).unwrap();
+    let versions = t
+        .store
+        .list_versions(
+            B,
+            &ListVersionsQuery {
+                max_keys: 100,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        versions.versions.len(),
+        4,
+        "failed preconditions wrote nothing"
+    );
+}
+
+#[test]
+fn racing_create_only_writes_have_exactly_one_winner() {
+    let t = TestStore::new();
+    make_bucket(&t.store, B, VersioningState::Enabled);
+    for round in 0..20 {
+        let key = format!("race-{round}");
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = &t.store;
+                    let key = &key;
+                    s.spawn(move || {
+                        let new = NewVersion {
+                            precondition: Some(Precondition::NoneMatch),
+                            ..inline(&format!("w{i}"))
+                        };
+                        store.put_version(B, key, new).is_ok() as usize
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
