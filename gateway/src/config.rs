@@ -41,6 +41,9 @@ pub struct Config {
     /// Every shard on every disk is verified (and healed) this often; "0s" disables it.
     #[serde(with = "duration_str")]
     pub scrub_interval: Duration,
+    /// Replication outbox entries are kept this long while no peer needs them.
+    #[serde(with = "duration_str")]
+    pub outbox_retention: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +118,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             scrub_interval: Duration::from_secs(7 * 24 * 3600),
+            outbox_retention: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -35,6 +35,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.multipart_expiry,
             stop_rx.clone(),
         )),
+        tokio::spawn(background::run_outbox_trimmer(
+            store.clone(),
+            config.outbox_retention,
+            stop_rx.clone(),
+        )),
         tokio::spawn(background::run_scrubber(
             store.clone(),
             config.scrub_interval,

@@ -162,3 +162,140 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
         }
     }
 }
+
+/// Outbox entries no peer will ever need: with no replication peers configured (there is no
+/// peer configuration yet), entries older than `retention` are trimmed, so the outbox does
+/// not grow with every write forever. Checked hourly; work is proportional to what is trimmed.
+pub async fn run_outbox_trimmer(
+    store: Store,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = retention.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    // Where the next run starts reading: below it everything is trimmed already (reading from
+    // there avoids walking over the deletions until RocksDB compacts them away).
+    let mut from = 0;
+    loop {
+        match trim_outbox_once(&store, retention, from).await {
+            Ok((trimmed, next)) => {
+                from = next;
+                if trimmed > 0 {
+                    tracing::debug!(trimmed, "trimmed the replication outbox");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "trimming the replication outbox failed; will retry")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Trims outbox entries committed more than `retention` ago, reading from sequence `from`;
+/// returns how many it trimmed and where the next run may start.
+pub async fn trim_outbox_once(
+    store: &Store,
+    retention: Duration,
+    mut from: u64,
+) -> Result<(u64, u64), super::StoreError> {
+    let cutoff =
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 - retention.as_nanos() as i64;
+    let mut trimmed = 0u64;
+    loop {
+        // Entries are in commit order: read from the oldest until the first one to keep.
+        let (count, below, done) = store
+            .meta(move |m| {
+                let page = m.outbox_read(from, 1000)?;
+                let old = page.iter().take_while(|e| e.committed < cutoff).count();
+                let below = page[..old].last().map(|e| e.seq + 1);
+                if let Some(below) = below {
+                    m.outbox_trim(below)?;
+                }
+                Ok((old as u64, below, old < 1000))
+            })
+            .await?;
+        trimmed += count;
+        if let Some(b) = below {
+            from = b;
+        }
+        if done {
+            return Ok((trimmed, from));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use meridian_metadata::{BucketRecord, NewVersion, VersioningState};
+
+    async fn store_with_commits(dir: &std::path::Path, commits: usize) -> Store {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&config).await.unwrap();
+        store
+            .meta(|m| {
+                m.create_bucket(BucketRecord {
+                    name: "b".into(),
+                    created: 0,
+                    owner: "o".into(),
+                    region: "r".into(),
+                    versioning: VersioningState::Enabled,
+                })
+            })
+            .await
+            .unwrap();
+        for i in 0..commits {
+            store
+                .meta(move |m| m.put_version("b", &format!("k{i}"), NewVersion::default()))
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn outbox_entries_past_retention_are_trimmed_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_commits(dir.path(), 2500).await;
+
+        let (trimmed, _) = trim_outbox_once(&store, Duration::from_secs(3600), 0)
+            .await
+            .unwrap();
+        assert_eq!(trimmed, 0, "nothing is an hour old yet");
+        assert_eq!(
+            store
+                .meta(|m| m.outbox_read(0, 10_000))
+                .await
+                .unwrap()
+                .len(),
+            2500
+        );
+
+        let (trimmed, next) = trim_outbox_once(&store, Duration::ZERO, 0).await.unwrap();
+        assert_eq!(trimmed, 2500, "trimmed across several pages");
+        assert!(store
+            .meta(|m| m.outbox_read(0, 10_000))
+            .await
+            .unwrap()
+            .is_empty());
+
+        store
+            .meta(|m| m.put_version("b", "later", NewVersion::default()))
+            .await
+            .unwrap();
+        let kept = store.meta(move |m| m.outbox_read(next, 10)).await.unwrap();
+        assert_eq!(
+            kept.len(),
+            1,
+            "new commits still reach the outbox after a trim"
+        );
+        assert_eq!(kept[0].key, "later");
+    }
+}
