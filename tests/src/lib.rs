@@ -275,3 +275,26 @@ pub fn error_status<E>(
 ) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
+
+/// Runs `cmd` to completion like `Command::output`, but kills it and panics if it is still
+/// running after `limit` (a server that should have refused to start must not hang a test).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("waiting").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collecting output");
+            panic!(
+                "still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collecting output")
+}

@@ -147,12 +147,11 @@ async fn a_second_server_on_the_same_data_refuses_to_start() {
         .await
         .unwrap();
 
-    let out = std::process::Command::new(meridian_tests::meridian_binary())
-        .args(["serve", "--address", "127.0.0.1:0", "--data"])
+    let mut cmd = std::process::Command::new(meridian_tests::meridian_binary());
+    cmd.args(["serve", "--address", "127.0.0.1:0", "--data"])
         .arg(&server.data_dir)
-        .env("MERIDIAN_LOG", "warn")
-        .output()
-        .unwrap();
+        .env("MERIDIAN_LOG", "warn");
+    let out = meridian_tests::output_within(&mut cmd, Duration::from_secs(30));
     assert!(!out.status.success(), "the second server must not start");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_ascii_lowercase().contains("lock"), "{stderr}");
@@ -167,4 +166,38 @@ async fn a_second_server_on_the_same_data_refuses_to_start() {
     assert!(
         got.body.collect().await.unwrap().into_bytes().as_ref() == pattern(3 << 20, 2).as_slice()
     );
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_disks_with_other_metadata_refuses_to_start() {
+    let server = TestServer::start();
+    let other_meta = tempfile::tempdir().unwrap();
+    let config = other_meta.path().join("meridian.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metadata]\npath = \"{}\"\n",
+            other_meta.path().join("meta").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(meridian_tests::meridian_binary());
+    cmd.args(["serve", "--address", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&server.data_dir)
+        .env("MERIDIAN_LOG", "warn");
+    let out = meridian_tests::output_within(&mut cmd, Duration::from_secs(30));
+    assert!(!out.status.success(), "the second server must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("locked by another meridian process"),
+        "{stderr}"
+    );
+    let s3 = server.client();
+    s3.create_bucket()
+        .bucket("still-mine")
+        .send()
+        .await
+        .unwrap();
 }

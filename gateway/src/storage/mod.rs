@@ -24,6 +24,37 @@ use ingest::{BodyError, IngestedData};
 use layout::{Layout, LayoutError};
 use read::ObjectStream;
 
+/// Takes an exclusive lock on every existing disk directory not locked yet, so a second
+/// server pointed at the same disks (even with its metadata elsewhere) fails before the disk
+/// set's start-up sweep could delete this one's in-flight writes. Called before the disk set
+/// opens (existing disks) and after (the directories it created for a new set).
+fn lock_disks(
+    paths: &[PathBuf],
+    held: &mut Vec<(PathBuf, std::fs::File)>,
+) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    for path in paths.iter().filter(|p| p.is_dir()) {
+        if held.iter().any(|(p, _)| p == path) {
+            continue;
+        }
+        let in_use = |reason: String| StoreError::Open {
+            what: "disk",
+            path: path.clone(),
+            reason,
+        };
+        let dir = std::fs::File::open(path).map_err(|e| in_use(e.to_string()))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(in_use(format!(
+                "locked by another meridian process ({err})"
+            )));
+        }
+        held.push((path.clone(), dir));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -51,6 +82,8 @@ pub struct Store {
     pub disks: DiskSet,
     inline_threshold: usize,
     reclaim_wakeup: Arc<Notify>,
+    /// Held for the life of the store: no other process may use these disks.
+    _disk_locks: Arc<Vec<(PathBuf, std::fs::File)>>,
 }
 
 impl Store {
@@ -81,13 +114,17 @@ impl Store {
             Durability::Fsync => meridian_erasure::Durability::Fsync,
             Durability::None => meridian_erasure::Durability::NoSync,
         };
+        let mut disk_locks = Vec::new();
+        lock_disks(&config.disk_paths(), &mut disk_locks)?;
         let disks = DiskSet::open(disk_config).await?;
+        lock_disks(&config.disk_paths(), &mut disk_locks)?;
 
         Ok(Store {
             meta,
             disks,
             inline_threshold: config.inline_threshold,
             reclaim_wakeup: Arc::new(Notify::new()),
+            _disk_locks: Arc::new(disk_locks),
         })
     }
 
