@@ -148,6 +148,26 @@ struct ReadRequest<'a> {
     checksum_mode: Option<&'a ChecksumMode>,
 }
 
+/// The [`ReadRequest`] of a GetObjectInput or a HeadObjectInput (same field names).
+macro_rules! read_request {
+    ($i:expr) => {
+        ReadRequest {
+            bucket: &$i.bucket,
+            key: &$i.key,
+            version_id: $i.version_id.as_deref(),
+            conditions: ReadConditions {
+                if_match: $i.if_match.as_ref(),
+                if_none_match: $i.if_none_match.as_ref(),
+                if_modified_since: $i.if_modified_since.as_ref(),
+                if_unmodified_since: $i.if_unmodified_since.as_ref(),
+            },
+            range: $i.range.as_ref(),
+            part_number: $i.part_number,
+            checksum_mode: $i.checksum_mode.as_ref(),
+        }
+    };
+}
+
 /// The response fields GetObject and HeadObject have in common.
 struct ObjectFields {
     content_length: i64,
@@ -282,22 +302,7 @@ impl MeridianS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
-        let (record, sel, fields) = self
-            .describe(ReadRequest {
-                bucket: &i.bucket,
-                key: &i.key,
-                version_id: i.version_id.as_deref(),
-                conditions: ReadConditions {
-                    if_match: i.if_match.as_ref(),
-                    if_none_match: i.if_none_match.as_ref(),
-                    if_modified_since: i.if_modified_since.as_ref(),
-                    if_unmodified_since: i.if_unmodified_since.as_ref(),
-                },
-                range: i.range.as_ref(),
-                part_number: i.part_number,
-                checksum_mode: i.checksum_mode.as_ref(),
-            })
-            .await?;
+        let (record, sel, fields) = self.describe(read_request!(i)).await?;
         let mut body = self.store.read(&record.storage, sel.range.clone())?;
         body.first_chunk().await?;
         let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);
@@ -312,22 +317,7 @@ impl MeridianS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        let (_, _, fields) = self
-            .describe(ReadRequest {
-                bucket: &i.bucket,
-                key: &i.key,
-                version_id: i.version_id.as_deref(),
-                conditions: ReadConditions {
-                    if_match: i.if_match.as_ref(),
-                    if_none_match: i.if_none_match.as_ref(),
-                    if_modified_since: i.if_modified_since.as_ref(),
-                    if_unmodified_since: i.if_unmodified_since.as_ref(),
-                },
-                range: i.range.as_ref(),
-                part_number: i.part_number,
-                checksum_mode: i.checksum_mode.as_ref(),
-            })
-            .await?;
+        let (_, _, fields) = self.describe(read_request!(i)).await?;
         Ok(S3Response::new(object_output!(HeadObjectOutput, fields, {})))
     }
 }
