@@ -60,6 +60,7 @@ impl Router {
     async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let request_id = self.ids.next();
         let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
+        let head = req.method() == http::Method::HEAD;
         async move {
             let mut resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
                 self.admin.handle(req).await
@@ -72,6 +73,14 @@ impl Router {
                     }
                 }
             };
+            // s3s answers HEAD with 200 whatever the output says; S3 answers a HEAD for a
+            // range or a part as it answers the GET: 206 with Content-Range.
+            if head
+                && resp.status() == http::StatusCode::OK
+                && resp.headers().contains_key(http::header::CONTENT_RANGE)
+            {
+                *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+            }
             let headers = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 headers.insert("x-amz-request-id", v.clone());

@@ -110,7 +110,7 @@ async fn wait_for_shard_files(server: &TestServer, expected: usize) {
 
 #[tokio::test]
 async fn parts_uploaded_out_of_order_assemble_into_one_object() {
-    let (_server, s3) = setup().await;
+    let (server, s3) = setup().await;
     let parts = [pattern(5 * MIB, 1), pattern(5 * MIB + 3, 2), pattern(1, 3)];
     let id = create(&s3, "model.bin").await;
     let mut etags = vec![String::new(); 3];
@@ -163,6 +163,27 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
         .unwrap();
     assert_eq!(head.content_length(), Some(5 * MIB as i64 + 3));
     assert_eq!(head.parts_count(), Some(3));
+    // S3 answers a HEAD for a part like the GET: 206 with the part's Content-Range.
+    let raw_head = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "HEAD",
+        "/mpu/model.bin?partNumber=2",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(raw_head.status, 206);
+    let content_range = raw_head
+        .headers
+        .iter()
+        .find(|(k, _)| k == "content-range")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(
+        content_range,
+        Some(format!("bytes {}-{}/{}", 5 * MIB, 10 * MIB + 2, whole.len()).as_str())
+    );
     let part3 = s3
         .get_object()
         .bucket("mpu")
