@@ -252,7 +252,7 @@ async fn conditional_overwrite_with_if_match() {
 
 #[tokio::test]
 async fn ranges_including_suffix_and_open_ended() {
-    let (_server, s3) = setup("ranges").await;
+    let (server, s3) = setup("ranges").await;
     let data = pattern(3 * (1 << 20) + 12345, 9);
     s3.put_object()
         .bucket("ranges")
@@ -298,6 +298,28 @@ async fn ranges_including_suffix_and_open_ended() {
         .unwrap_err();
     assert_eq!(error_code(&err).as_deref(), Some("InvalidRange"));
     assert_eq!(error_status(&err), Some(416));
+
+    // A HEAD for a range is answered like the GET: 206 and the range, without the bytes.
+    let head = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "HEAD",
+        "/ranges/r",
+        &[("range", "bytes=0-9".to_owned())],
+        b"",
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(head.status, 206);
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("content-range"), Some(format!("bytes 0-9/{len}")));
+    assert_eq!(header("content-length").as_deref(), Some("10"));
+    assert!(head.body.is_empty());
 }
 
 #[tokio::test]
