@@ -60,9 +60,9 @@ impl Router {
     async fn handle(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let request_id = self.ids.next();
         let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
-        let head = req.method() == http::Method::HEAD;
+        let fixups = Fixups::of(&req);
         async move {
-            let mut resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
+            let resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
                 self.admin.handle(req).await
             } else {
                 match self.s3.call(req.map(Body::from)).await {
@@ -73,14 +73,7 @@ impl Router {
                     }
                 }
             };
-            // s3s answers HEAD with 200 whatever the output says; S3 answers a HEAD for a
-            // range or a part as it answers the GET: 206 with Content-Range.
-            if head
-                && resp.status() == http::StatusCode::OK
-                && resp.headers().contains_key(http::header::CONTENT_RANGE)
-            {
-                *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
-            }
+            let mut resp = fixups.apply(resp).await;
             let headers = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 headers.insert("x-amz-request-id", v.clone());
@@ -102,6 +95,80 @@ impl Router {
         .instrument(span)
         .await
     }
+}
+
+/// Where s3s 0.14 answers differently from S3 and its own types cannot say otherwise, the
+/// response is corrected here.
+struct Fixups {
+    /// s3s answers HEAD with 200 whatever the output says; S3 answers a HEAD for a range or
+    /// a part as it answers the GET: 206 with Content-Range.
+    head: bool,
+    /// s3s quotes every ETag it writes in XML; S3's GetObjectAttributes alone leaves the
+    /// ETag unquoted.
+    object_attributes: bool,
+}
+
+impl Fixups {
+    fn of<B>(req: &Request<B>) -> Fixups {
+        let method = req.method();
+        let query = req.uri().query().unwrap_or("");
+        Fixups {
+            head: method == http::Method::HEAD,
+            object_attributes: method == http::Method::GET
+                && query
+                    .split('&')
+                    .any(|pair| pair == "attributes" || pair.starts_with("attributes=")),
+        }
+    }
+
+    async fn apply(&self, mut resp: Response<Body>) -> Response<Body> {
+        if resp.status() != http::StatusCode::OK {
+            return resp;
+        }
+        if self.head && resp.headers().contains_key(http::header::CONTENT_RANGE) {
+            *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+        }
+        if self.object_attributes {
+            let (mut parts, body) = resp.into_parts();
+            let xml = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    tracing::error!(error = %e, "GetObjectAttributes body failed");
+                    return plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+                }
+            };
+            let xml = unquote_etag_element(&xml);
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(xml.len() as u64),
+            );
+            return Response::from_parts(parts, Body::from(xml));
+        }
+        resp
+    }
+}
+
+/// `<ETag>"abc"</ETag>` becomes `<ETag>abc</ETag>`; the rest of the document is kept.
+fn unquote_etag_element(xml: &[u8]) -> bytes::Bytes {
+    const OPEN: &[u8] = b"<ETag>\"";
+    const CLOSE: &[u8] = b"\"</ETag>";
+    let Some(start) = xml.windows(OPEN.len()).position(|w| w == OPEN) else {
+        return bytes::Bytes::copy_from_slice(xml);
+    };
+    let value_start = start + OPEN.len();
+    let Some(len) = xml[value_start..]
+        .windows(CLOSE.len())
+        .position(|w| w == CLOSE)
+    else {
+        return bytes::Bytes::copy_from_slice(xml);
+    };
+    let mut out = Vec::with_capacity(xml.len());
+    out.extend_from_slice(&xml[..start]);
+    out.extend_from_slice(b"<ETag>");
+    out.extend_from_slice(&xml[value_start..value_start + len]);
+    out.extend_from_slice(b"</ETag>");
+    out.extend_from_slice(&xml[value_start + len + CLOSE.len()..]);
+    out.into()
 }
 
 pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
@@ -158,5 +225,22 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; abandoning remaining connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attributes_etag_loses_its_quotes_and_nothing_else_changes() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?><GetObjectAttributesResponse><ETag>"9b2cf535f27731c974343645a3985328-3"</ETag><ObjectSize>7</ObjectSize></GetObjectAttributesResponse>"#;
+        let out = unquote_etag_element(xml);
+        assert_eq!(
+            &out[..],
+            &br#"<?xml version="1.0" encoding="UTF-8"?><GetObjectAttributesResponse><ETag>9b2cf535f27731c974343645a3985328-3</ETag><ObjectSize>7</ObjectSize></GetObjectAttributesResponse>"#[..]
+        );
+        let without = br#"<GetObjectAttributesResponse><ObjectSize>7</ObjectSize></GetObjectAttributesResponse>"#;
+        assert_eq!(&unquote_etag_element(without)[..], &without[..]);
     }
 }
