@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export MERIDIAN_VENV ?= $(HOME)/.cache/meridian/venv
+export MERIDIAN_S3FS_VENV ?= $(HOME)/.cache/meridian/venv-s3fs
 BIN := $(CARGO_TARGET_DIR)/debug/meridian
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
@@ -43,6 +44,7 @@ endif
 
 client-test: build setup-python
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q tests/clients
+	MERIDIAN_BIN=$(BIN) $(MERIDIAN_S3FS_VENV)/bin/python -m pytest -q tests/clients-s3fs
 
 bench: setup
 	scripts/bench-suite.sh

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing Meridian needs, idempotently:
 #   system: libclang-dev (RocksDB's bindings), python3-venv (client tests)
-#   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt)
+#   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
+#           and one with s3fs (tests/clients-s3fs/requirements.txt; s3fs pins its own botocore)
 # Usage: scripts/setup.sh [system|python|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what="${1:-all}"
 venv="${MERIDIAN_VENV:-$HOME/.cache/meridian/venv}"
+s3fs_venv="${MERIDIAN_S3FS_VENV:-$HOME/.cache/meridian/venv-s3fs}"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -33,21 +35,27 @@ system() {
     command -v c++ >/dev/null || apt_install build-essential
 }
 
-python() {
-    local req=tests/clients/requirements.txt
-    local stamp="$venv/.meridian-requirements"
-    if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
+# make_venv DIR REQUIREMENTS: (re)creates DIR with exactly REQUIREMENTS unless it already has them.
+make_venv() {
+    local dir="$1" req="$2"
+    local stamp="$dir/.meridian-requirements"
+    if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
         return 0
     fi
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         apt_install python3-venv
     fi
-    echo "setup: creating the client-test venv at $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -r "$req"
+    echo "setup: creating the venv at $dir ($req)"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip
+    "$dir/bin/pip" install -q -r "$req"
     cp "$req" "$stamp"
+}
+
+python() {
+    make_venv "$venv" tests/clients/requirements.txt
+    make_venv "$s3fs_venv" tests/clients-s3fs/requirements.txt
 }
 
 case "$what" in

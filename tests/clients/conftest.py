@@ -2,66 +2,15 @@
 port and temporary disks, plus boto3 and aws CLI configured for it."""
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 
-ACCESS_KEY = "meridian-client-test"
-SECRET_KEY = "meridian-client-test-secret"
-REGION = "us-east-1"
-
-
-def meridian_binary() -> str:
-    explicit = os.environ.get("MERIDIAN_BIN")
-    if explicit:
-        return explicit
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/meridian/target"))
-    return str(Path(target) / "debug" / "meridian")
-
-
-class Server:
-    def __init__(self, erasure: str = "4+2"):
-        self.dir = Path(tempfile.mkdtemp(prefix="meridian-client-"))
-        config = self.dir / "meridian.toml"
-        config.write_text(
-            f'shutdown_grace = "5s"\n[root]\naccess_key = "{ACCESS_KEY}"\nsecret_key = "{SECRET_KEY}"\n'
-        )
-        self.log = open(self.dir / "server.log", "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-        env["MERIDIAN_LOG"] = "info"
-        self.proc = subprocess.Popen(
-            [meridian_binary(), "serve", "--config", str(config), "--address", "127.0.0.1:0",
-             "--data", str(self.dir), "--erasure", erasure],
-            stdout=subprocess.PIPE, stderr=self.log, env=env,
-        )
-        self.endpoint = None
-        ready = threading.Event()
-
-        def read_stdout():
-            for raw in self.proc.stdout:
-                line = raw.decode(errors="replace")
-                if line.startswith("meridian listening on "):
-                    self.endpoint = line.split()[3]
-                    ready.set()
-
-        threading.Thread(target=read_stdout, daemon=True).start()
-        if not ready.wait(60):
-            self.proc.kill()
-            raise RuntimeError("meridian did not start: " + (self.dir / "server.log").read_text())
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, Server
 
 
 @pytest.fixture(scope="session")
