@@ -4,16 +4,19 @@
 //! Bytes are re-encoded rather than shared, so every version owns its shards outright and
 //! reclaiming one never touches another.
 
-use meridian_metadata::{Checksum, ChecksumType, NewVersion, VersionRecord};
+use std::ops::Range;
+
+use meridian_metadata::{NewVersion, VersionRecord};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::conditions::ReadConditions;
 use super::convert::{self, ChecksumFields};
-use super::put::{check_user_metadata, reject_encryption_requests, shard_identity};
+use super::put::{
+    check_user_metadata, reject_encryption_requests, shard_identity, stored_checksum,
+};
 use super::{versioned, MeridianS3};
-use crate::checksum;
-use crate::storage::ingest::{ingest, IngestOptions};
+use crate::storage::ingest::{ingest, IngestOptions, Ingested};
 use crate::storage::{Store, StoreError};
 
 /// S3's limit for a single CopyObject (larger objects are copied part by part).
@@ -53,6 +56,44 @@ impl MeridianS3 {
             (None, Some(_)) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
             (None, None) => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
         }
+    }
+
+    /// Stores `range` of the copy source as new data for `bucket`/`key`, hashed as any body.
+    pub(super) async fn ingest_copy(
+        &self,
+        source: &VersionRecord,
+        range: Range<u64>,
+        bucket: &str,
+        key: &str,
+        checksum: Option<meridian_metadata::ChecksumAlgorithm>,
+    ) -> S3Result<Ingested> {
+        let expected = range.end - range.start;
+        let body = self.store.read(&source.storage, range)?;
+        let ingested = ingest(
+            &self.store.disks,
+            body,
+            IngestOptions {
+                identity: shard_identity(bucket, key),
+                checksum,
+                inline_threshold: self.store.inline_threshold(),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            // The "body" here is our own source object: a failure to read it is ours.
+            StoreError::Body(b) => {
+                StoreError::Internal(format!("reading the copy source failed: {b}"))
+            }
+            other => other,
+        })?;
+        if ingested.size != expected {
+            self.store.discard(ingested.data).await;
+            return Err(s3_error!(
+                InternalError,
+                "The copy source changed size while it was read"
+            ));
+        }
+        Ok(ingested)
     }
 
     pub(super) async fn copy_object_impl(
@@ -138,40 +179,20 @@ impl MeridianS3 {
                 }),
         };
 
-        let body = self.store.read(&source.storage, 0..source.size)?;
-        let ingested = ingest(
-            &self.store.disks,
-            body,
-            IngestOptions {
-                identity: shard_identity(&input.bucket, &input.key),
-                checksum: Some(algorithm),
-                inline_threshold: self.store.inline_threshold(),
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            // The "body" here is our own source object: a failure to read it is ours.
-            StoreError::Body(b) => {
-                StoreError::Internal(format!("reading the copy source failed: {b}"))
-            }
-            other => other,
-        })?;
-        if ingested.size != source.size {
-            self.store.discard(ingested.data).await;
-            return Err(s3_error!(
-                InternalError,
-                "The copy source changed size while it was read"
-            ));
-        }
+        let ingested = self
+            .ingest_copy(
+                &source,
+                0..source.size,
+                &input.bucket,
+                &input.key,
+                Some(algorithm),
+            )
+            .await?;
 
         let new = NewVersion {
             size: ingested.size,
             etag: hex::encode(ingested.md5),
-            checksum: ingested.checksum.as_ref().map(|(a, raw)| Checksum {
-                algorithm: a.clone(),
-                value: checksum::to_base64(raw),
-                kind: ChecksumType::FullObject,
-            }),
+            checksum: stored_checksum(&ingested),
             content_sha256: Some(ingested.sha256.to_vec()),
             headers,
             user_metadata,

@@ -16,12 +16,11 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
 use super::put::{
-    checksum_headers, parse_content_md5, reject_encryption_requests, shard_identity, BodyClaims,
-    ChecksumClaim,
+    checksum_headers, parse_content_md5, reject_encryption_requests, BodyClaims, ChecksumClaim,
 };
 use super::{principal, versioned, MeridianS3};
 use crate::checksum;
-use crate::storage::ingest::{ingest, IngestOptions, Ingested, IngestedData};
+use crate::storage::ingest::{Ingested, IngestedData};
 use crate::storage::layout::{Layout, Segment};
 use crate::storage::StoreError;
 
@@ -293,30 +292,15 @@ impl MeridianS3 {
                 "Your proposed upload exceeds the maximum allowed object size."
             ));
         }
-        let body = self.store.read(&source.storage, range.clone())?;
-        let ingested = ingest(
-            &self.store.disks,
-            body,
-            IngestOptions {
-                identity: shard_identity(&input.bucket, &input.key),
-                checksum: upload.checksum_algorithm.clone(),
-                inline_threshold: self.store.inline_threshold(),
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Body(b) => {
-                StoreError::Internal(format!("reading the copy source failed: {b}"))
-            }
-            other => other,
-        })?;
-        if ingested.size != range.end - range.start {
-            self.store.discard(ingested.data).await;
-            return Err(s3_error!(
-                InternalError,
-                "The copy source changed size while it was read"
-            ));
-        }
+        let ingested = self
+            .ingest_copy(
+                &source,
+                range,
+                &input.bucket,
+                &input.key,
+                upload.checksum_algorithm.clone(),
+            )
+            .await?;
         let part = self.commit_part(&upload, number, ingested).await?;
         let fields = ChecksumFields::of(part.checksum.as_ref());
         Ok(S3Response::new(UploadPartCopyOutput {
