@@ -45,17 +45,7 @@ pub(crate) fn heal_locked(
     set: &SetInner,
     desc: &ObjectDescriptor,
 ) -> Result<HealReport, ErasureError> {
-    let sources: Vec<ShardSource> = desc
-        .placement
-        .iter()
-        .enumerate()
-        .map(|(shard, &slot)| {
-            ShardSource::new(
-                set.disks[slot as usize].layout.shard_file(desc.data_id),
-                shard,
-            )
-        })
-        .collect();
+    let sources = ShardSource::all_of(set, desc);
     let inspections: Vec<Inspection> = sources.iter().map(|source| inspect(source, desc)).collect();
     let damaged: Vec<usize> = (0..sources.len())
         .filter(|&s| inspections[s].is_damaged())

@@ -108,17 +108,7 @@ struct ObjectRead {
 
 impl ObjectRead {
     fn new(set: Arc<SetInner>, desc: ObjectDescriptor) -> ObjectRead {
-        let sources = desc
-            .placement
-            .iter()
-            .enumerate()
-            .map(|(shard, &slot)| {
-                ShardSource::new(
-                    set.disks[slot as usize].layout.shard_file(desc.data_id),
-                    shard,
-                )
-            })
-            .collect();
+        let sources = ShardSource::all_of(&set, &desc);
         ObjectRead {
             geometry: desc.geometry(),
             codec: codec(desc.data_shards as usize, desc.parity_shards as usize),

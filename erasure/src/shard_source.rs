@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use crate::checksum::crc32c;
+use crate::disk_set::SetInner;
 use crate::geometry::{Geometry, FRAME_CRC_LEN};
 use crate::shard_format::ShardHeader;
 use crate::ObjectDescriptor;
@@ -57,6 +58,20 @@ pub(crate) struct ShardSource {
 }
 
 impl ShardSource {
+    /// One source per shard of `desc`, in shard order, each on the disk the placement names.
+    pub fn all_of(set: &SetInner, desc: &ObjectDescriptor) -> Vec<ShardSource> {
+        desc.placement
+            .iter()
+            .enumerate()
+            .map(|(shard, &slot)| {
+                ShardSource::new(
+                    set.disks[slot as usize].layout.shard_file(desc.data_id),
+                    shard,
+                )
+            })
+            .collect()
+    }
+
     pub fn new(path: PathBuf, shard_index: usize) -> Self {
         ShardSource {
             path,
