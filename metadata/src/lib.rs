@@ -25,6 +25,7 @@ mod multipart;
 mod outbox;
 mod reclaim;
 mod record;
+mod replication;
 mod schema;
 mod store;
 mod tuning;
@@ -44,10 +45,11 @@ pub use multipart::{
 pub use outbox::{OutboxEntry, OutboxKind};
 pub use reclaim::ReclaimEntry;
 pub use record::{
-    Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome, Nanos, NewVersion,
-    ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome, ReplicationState,
-    Storage, VersionRecord, NULL_VERSION_ID,
+    ChangeSource, Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome, Nanos,
+    NewVersion, ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome,
+    ReplicationState, Storage, VersionRecord, NULL_VERSION_ID,
 };
+pub use replication::{PeerBacklog, PeerUpload, RetryRecord, Settlement, StatusUpdate};
 pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};
 pub use version_id::{new_upload_id, new_version_id, now_nanos};

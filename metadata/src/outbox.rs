@@ -46,6 +46,19 @@ pub struct OutboxEntry {
     pub committed: Nanos,
     /// Who made the change: replicas (`Origin::Replica`) must not be replicated again.
     pub origin: Origin,
+    /// The peers whose replication rules matched when the change was committed (its
+    /// version's PENDING statuses). Empty for changes no peer takes.
+    pub peers: Vec<String>,
+    /// Size of the version's data (0 for markers, tag changes and removals): what a peer
+    /// still owes in bytes.
+    pub size: u64,
+}
+
+impl OutboxEntry {
+    /// Whether `peer` has to take this change.
+    pub fn is_for(&self, peer: &str) -> bool {
+        self.peers.iter().any(|p| p == peer)
+    }
 }
 
 /// The parts of an outbox entry the change itself decides.
@@ -55,6 +68,8 @@ pub(crate) struct OutboxDraft {
     pub version_id: String,
     pub kind: OutboxKind,
     pub origin: Origin,
+    pub peers: Vec<String>,
+    pub size: u64,
 }
 
 /// Hands out sequence numbers and knows which are still being committed.

@@ -108,6 +108,40 @@ pub enum PeerStatus {
 pub struct ReplicationState {
     pub origin: Origin,
     pub peers: BTreeMap<String, PeerStatus>,
+    /// For peers that assign their own version ids (foreign S3 targets): the id this
+    /// version has there, per peer name.
+    pub target_versions: BTreeMap<String, String>,
+}
+
+impl ReplicationState {
+    /// A local change that the named peers must take (each PENDING).
+    pub fn pending_for(peers: impl IntoIterator<Item = String>) -> ReplicationState {
+        ReplicationState {
+            origin: Origin::Local,
+            peers: peers
+                .into_iter()
+                .map(|p| (p, PeerStatus::Pending))
+                .collect(),
+            target_versions: BTreeMap::new(),
+        }
+    }
+
+    /// A change received from the peer region `region`.
+    pub fn replica_from(region: &str) -> ReplicationState {
+        ReplicationState {
+            origin: Origin::Replica {
+                region: region.to_owned(),
+            },
+            ..ReplicationState::default()
+        }
+    }
+}
+
+/// Who made a change that is not a new version (a tag change), and which peers take it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSource {
+    pub origin: Origin,
+    pub peers: Vec<String>,
 }
 
 /// What the caller supplies for a new version.

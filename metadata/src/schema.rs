@@ -16,6 +16,8 @@
 //! | `outbox`          | seq(u64)                                         | `OutboxEntry` |
 //! | `outbox_cursors`  | peer name                                        | u64 BE: first unacknowledged seq |
 //! | `reclaim`         | seq(u64)                                         | `ReclaimRecord` |
+//! | `replication_retry` | `esc(peer)` due(i64) seq(u64)                  | `RetryRecord`: a change the peer has yet to take |
+//! | `replication_uploads` | `esc(peer) esc(bucket) esc(key)` version id  | `PeerUpload`: a multipart upload to the peer in progress |
 //!
 //! Invariants kept by every commit (one WriteBatch each): `versions` and `history` hold the
 //! same set of versions; the first `history` entry of a key is its latest version; `listing`
@@ -38,9 +40,11 @@ pub const PARTS: &str = "parts";
 pub const OUTBOX: &str = "outbox";
 pub const OUTBOX_CURSORS: &str = "outbox_cursors";
 pub const RECLAIM: &str = "reclaim";
+pub const REPLICATION_RETRY: &str = "replication_retry";
+pub const REPLICATION_UPLOADS: &str = "replication_uploads";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -53,10 +57,12 @@ pub const ALL: [&str; 12] = [
     OUTBOX,
     OUTBOX_CURSORS,
     RECLAIM,
+    REPLICATION_RETRY,
+    REPLICATION_UPLOADS,
 ];
 
 /// Column families read mostly by point lookups: they get bloom filters.
-pub const POINT_LOOKUP: [&str; 7] = [
+pub const POINT_LOOKUP: [&str; 8] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -64,10 +70,14 @@ pub const POINT_LOOKUP: [&str; 7] = [
     UPLOADS,
     OUTBOX_CURSORS,
     PARTS,
+    REPLICATION_UPLOADS,
 ];
 
-/// Schema version of this build, stored under `meta/"schema"`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version of this build, stored under `meta/"schema"`. Version 2 added the
+/// replication column families (`replication_retry`, `replication_uploads`) and the `peers`
+/// and `size` of outbox entries; a version 1 database is upgraded in place at open (the new
+/// column families start empty, old outbox entries name no peers).
+pub const SCHEMA_VERSION: u32 = 2;
 pub const META_SCHEMA: &[u8] = b"schema";
 /// Lowest outbox sequence the next entry may take (survives trimming the outbox empty).
 pub const META_OUTBOX_FLOOR: &[u8] = b"outbox_floor";

@@ -96,6 +96,17 @@ impl MetaStore {
                         supported: schema::SCHEMA_VERSION,
                     });
                 }
+                if found < schema::SCHEMA_VERSION {
+                    // Every upgrade so far only added column families (created at open) and
+                    // record fields with defaults: recording the new version is the migration.
+                    db.put_cf_opt(
+                        schema_cf,
+                        schema::META_SCHEMA,
+                        schema::SCHEMA_VERSION.to_be_bytes(),
+                        &write_opts,
+                    )
+                    .map_err(MetaError::db("upgrading the schema version"))?;
+                }
             }
             None => db
                 .put_cf_opt(
@@ -229,6 +240,8 @@ impl Inner {
             kind: draft.kind,
             committed: now_nanos(),
             origin: draft.origin,
+            peers: draft.peers,
+            size: draft.size,
         };
         batch.put_cf(
             self.cf(schema::OUTBOX),

@@ -21,8 +21,8 @@ use crate::error::MetaError;
 use crate::keys;
 use crate::outbox::{OutboxDraft, OutboxKind};
 use crate::record::{
-    DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, Precondition, PutOutcome,
-    VersionRecord, NULL_VERSION_ID,
+    ChangeSource, DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, Precondition,
+    PutOutcome, VersionRecord, NULL_VERSION_ID,
 };
 use crate::schema::{self, VersionSummary};
 use crate::store::MetaStore;
@@ -201,6 +201,8 @@ impl MetaStore {
                 OutboxKind::Put
             },
             origin: record.replication.origin.clone(),
+            peers: record.replication.peers.keys().cloned().collect(),
+            size: record.size,
         };
         Ok(Planned::Commit {
             record,
@@ -321,6 +323,9 @@ impl MetaStore {
             version_id: version_id.to_owned(),
             kind: OutboxKind::DeleteVersion,
             origin,
+            // Removing one version is not replicated (as on S3).
+            peers: Vec::new(),
+            size: 0,
         };
         inner.commit(batch, Some(draft), "removing a version")?;
         Ok(DeleteOutcome {
@@ -397,15 +402,16 @@ impl MetaStore {
         }
     }
 
-    /// Replaces the tags of one version (the latest when `None`) and writes an outbox entry.
-    /// `Err(NoSuchKey)` when the latest is a delete marker, `Err(IsDeleteMarker)` when the
-    /// addressed version is one.
+    /// Replaces the tags of one version (the latest when `None`) and writes an outbox entry
+    /// naming `change.peers`. `Err(NoSuchKey)` when the latest is a delete marker,
+    /// `Err(IsDeleteMarker)` when the addressed version is one.
     pub fn set_tags(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
         tags: Vec<(String, String)>,
+        change: ChangeSource,
     ) -> Result<VersionRecord, MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_shared(bucket);
@@ -430,27 +436,32 @@ impl MetaStore {
             key: key.to_owned(),
             version_id: record.version_id.clone(),
             kind: OutboxKind::Tags,
-            origin: Origin::Local,
+            origin: change.origin,
+            peers: change.peers,
+            size: 0,
         };
         inner.commit(batch, Some(draft), "replacing tags")?;
         Ok(record)
     }
 
-    /// Records the replication status of one version towards `peer`. Not a replicated change:
-    /// no outbox entry.
+    /// Records the replication status of one version towards `peer` (`None` removes it: no
+    /// rule sends the version there any more). Not a replicated change: no outbox entry.
     pub fn set_replication_status(
         &self,
         bucket: &str,
         key: &str,
         version_id: &str,
         peer: &str,
-        status: PeerStatus,
+        status: Option<PeerStatus>,
     ) -> Result<(), MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_shared(bucket);
         let _key = inner.locks.key(bucket, key);
         let mut record = self.require_version(bucket, key, Some(version_id))?;
-        record.replication.peers.insert(peer.to_owned(), status);
+        match status {
+            Some(s) => record.replication.peers.insert(peer.to_owned(), s),
+            None => record.replication.peers.remove(peer),
+        };
         let mut batch = WriteBatch::default();
         batch.put_cf(
             inner.cf(schema::VERSIONS),

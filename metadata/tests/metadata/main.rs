@@ -9,5 +9,6 @@ mod multipart;
 mod outbox;
 mod preconditions;
 mod reclaim;
+mod replication;
 mod support;
 mod versioning;

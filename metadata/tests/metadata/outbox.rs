@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use meridian_metadata::{DeleteOptions, OutboxKind, VersioningState};
+use meridian_metadata::{ChangeSource, DeleteOptions, OutboxKind, VersioningState};
 
 use crate::support::{inline, make_bucket, put, TestStore};
 
@@ -24,8 +24,14 @@ fn every_committed_change_has_exactly_one_outbox_entry_in_commit_order() {
         .version_id
         .unwrap();
     expected.push((OutboxKind::DeleteMarker, "k1".to_string(), m.clone()));
-    s.set_tags("b", "k2", None, vec![("t".into(), "1".into())])
-        .unwrap();
+    s.set_tags(
+        "b",
+        "k2",
+        None,
+        vec![("t".into(), "1".into())],
+        ChangeSource::default(),
+    )
+    .unwrap();
     expected.push((OutboxKind::Tags, "k2".to_string(), v2.version_id.clone()));
     s.delete_object("b", "k1", Some(&m), DeleteOptions::default())
         .unwrap();
@@ -38,7 +44,7 @@ fn every_committed_change_has_exactly_one_outbox_entry_in_commit_order() {
         "k2",
         &v2.version_id,
         "west",
-        meridian_metadata::PeerStatus::Completed,
+        Some(meridian_metadata::PeerStatus::Completed),
     )
     .unwrap();
     s.set_versioning("b", VersioningState::Suspended).unwrap();

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use meridian_metadata::{
-    DeleteOptions, ListObjectsQuery, ListVersionsQuery, MetaError, NewVersion, Origin, PeerStatus,
-    ReplicationState, Storage, VersioningState, NULL_VERSION_ID,
+    ChangeSource, DeleteOptions, ListObjectsQuery, ListVersionsQuery, MetaError, NewVersion,
+    Origin, PeerStatus, ReplicationState, Storage, VersioningState, NULL_VERSION_ID,
 };
 
 use crate::support::{content, inline, make_bucket, put, TestStore};
@@ -459,11 +459,23 @@ fn set_tags_replaces_tags_of_latest_or_named_version() {
     let v1 = put(&s, B, K, "a");
     put(&s, B, K, "b");
     let tagged = s
-        .set_tags(B, K, None, vec![("k".into(), "v".into())])
+        .set_tags(
+            B,
+            K,
+            None,
+            vec![("k".into(), "v".into())],
+            ChangeSource::default(),
+        )
         .unwrap();
     assert_eq!(content(&tagged), "b");
-    s.set_tags(B, K, Some(&v1.version_id), vec![("old".into(), "1".into())])
-        .unwrap();
+    s.set_tags(
+        B,
+        K,
+        Some(&v1.version_id),
+        vec![("old".into(), "1".into())],
+        ChangeSource::default(),
+    )
+    .unwrap();
     assert_eq!(
         s.get_version(B, K, None).unwrap().unwrap().tags,
         vec![("k".to_string(), "v".to_string())]
@@ -481,15 +493,15 @@ fn set_tags_replaces_tags_of_latest_or_named_version() {
         .version_id
         .unwrap();
     assert!(matches!(
-        s.set_tags(B, K, None, vec![]),
+        s.set_tags(B, K, None, vec![], ChangeSource::default()),
         Err(MetaError::NoSuchKey { .. })
     ));
     assert!(matches!(
-        s.set_tags(B, K, Some(&marker), vec![]),
+        s.set_tags(B, K, Some(&marker), vec![], ChangeSource::default()),
         Err(MetaError::IsDeleteMarker { .. })
     ));
     assert!(matches!(
-        s.set_tags(B, K, Some("0NOPE"), vec![]),
+        s.set_tags(B, K, Some("0NOPE"), vec![], ChangeSource::default()),
         Err(MetaError::NoSuchVersion { .. })
     ));
 }
@@ -499,13 +511,13 @@ fn replication_status_is_recorded_per_peer() {
     let s = TestStore::new();
     make_bucket(&s, B, Enabled);
     let v = put(&s, B, K, "a");
-    s.set_replication_status(B, K, &v.version_id, "west", PeerStatus::Completed)
+    s.set_replication_status(B, K, &v.version_id, "west", Some(PeerStatus::Completed))
         .unwrap();
     let failed = PeerStatus::Failed {
         error: "timeout".into(),
         attempts: 3,
     };
-    s.set_replication_status(B, K, &v.version_id, "east", failed.clone())
+    s.set_replication_status(B, K, &v.version_id, "east", Some(failed.clone()))
         .unwrap();
     let peers = s
         .get_version(B, K, Some(&v.version_id))
@@ -516,7 +528,7 @@ fn replication_status_is_recorded_per_peer() {
     assert_eq!(peers.get("west"), Some(&PeerStatus::Completed));
     assert_eq!(peers.get("east"), Some(&failed));
     assert!(matches!(
-        s.set_replication_status(B, K, "0NOPE", "west", PeerStatus::Pending),
+        s.set_replication_status(B, K, "0NOPE", "west", Some(PeerStatus::Pending)),
         Err(MetaError::NoSuchVersion { .. })
     ));
 }
