@@ -1,0 +1,355 @@
+//! The peers a node replicates to (`[[peers]]`) and how it does so (`[replication]`), as
+//! written in the server's TOML file, with the checks done at start-up: a peer list that
+//! would misroute data (duplicate names, bad endpoints, a peer that is this node) is refused
+//! before anything is sent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// S3's bounds on a part, which the split of large single-part objects must respect.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What kind of server a peer is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    /// Another Meridian region: replicas keep their version id, mtime and ETag.
+    #[default]
+    Meridian,
+    /// Any other S3 server (AWS, MinIO, Garage): plain S3 calls; it mints its own version ids.
+    S3,
+}
+
+/// One `[[peers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// `[a-z0-9-]{1,32}`, unique; rules name it in `arn:meridian:replication:<name>::<bucket>`.
+    pub name: String,
+    /// `http://host:port` or `https://host:port`.
+    pub endpoint: String,
+    /// The peer's signing region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A user on the peer with the `replicate` grant (or its root).
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default)]
+    pub kind: PeerKind,
+    /// Cap on the bytes per second sent to this peer, shared by its transfers
+    /// (`"50MB/s"`, `"1GiB/s"`); unlimited when absent.
+    #[serde(default, deserialize_with = "rate::deserialize")]
+    pub bandwidth: Option<u64>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Rates written as a size per second: `"50MB/s"`, `"100 MiB/s"`.
+pub mod rate {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let size = text.trim().strip_suffix("/s").ok_or_else(|| {
+            format!("bad rate {text:?}: write it as a size per second, like 50MB/s")
+        })?;
+        let bytes = size
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_err(|e| format!("bad rate {text:?}: {e}"))?
+            .as_u64();
+        if bytes == 0 {
+            return Err(format!("bad rate {text:?}: must be above zero"));
+        }
+        Ok(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `[replication]` table; every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// Versions in transfer at once, per peer.
+    pub workers: usize,
+    /// Part size used to split large single-part objects (5 MiB..5 GiB).
+    pub part_size: ByteSize,
+    /// Cap of the retry backoff (exponential, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            workers: 16,
+            part_size: ByteSize::mib(16),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A peer list or setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PeerConfigError(pub String);
+
+fn invalid(message: impl Into<String>) -> PeerConfigError {
+    PeerConfigError(message.into())
+}
+
+impl ReplicationSettings {
+    pub fn validate(&self) -> Result<(), PeerConfigError> {
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(invalid("replication.workers must be between 1 and 1024"));
+        }
+        let part = self.part_size.as_u64();
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part) {
+            return Err(invalid(format!(
+                "replication.part_size {} is outside S3's part sizes (5 MiB to 5 GiB)",
+                self.part_size
+            )));
+        }
+        if self.max_backoff.is_zero() {
+            return Err(invalid("replication.max_backoff must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+/// A peer endpoint, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("{e}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("the scheme must be http:// or https://".into()),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or("it names no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err("it must not have a path (buckets are addressed path-style)".into());
+        }
+        if uri.query().is_some() {
+            return Err("it must not have a query".into());
+        }
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Endpoint { https, host, port })
+    }
+
+    /// Whether this endpoint reaches the server listening on `listen` (same port, and a host
+    /// that is that address, a loopback address or `localhost` when listening locally or on
+    /// every interface).
+    pub fn is_local(&self, listen: SocketAddr) -> bool {
+        if self.port != listen.port() {
+            return false;
+        }
+        let ip = if self.host.eq_ignore_ascii_case("localhost") {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            self.host.parse::<IpAddr>().ok()
+        };
+        match ip {
+            Some(ip) => {
+                ip == listen.ip()
+                    || (listen.ip().is_unspecified() || listen.ip().is_loopback())
+                        && ip.is_loopback()
+                    || listen.ip().is_unspecified() && ip.is_unspecified()
+            }
+            None => false,
+        }
+    }
+}
+
+/// Checks a node's peer list: names, endpoints, credentials, no duplicates and no peer that is
+/// the node itself (listening on `listen`).
+pub fn validate_peers(peers: &[PeerConfig], listen: SocketAddr) -> Result<(), PeerConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for p in peers {
+        let name_ok = (1..=32).contains(&p.name.len())
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(invalid(format!(
+                "peer name {:?} must be 1 to 32 characters of a-z, 0-9 and -",
+                p.name
+            )));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(invalid(format!("peer name {:?} is used twice", p.name)));
+        }
+        let endpoint = Endpoint::parse(&p.endpoint).map_err(|reason| {
+            invalid(format!(
+                "peer {:?}: endpoint {:?} is not usable: {reason}",
+                p.name, p.endpoint
+            ))
+        })?;
+        if endpoint.is_local(listen) {
+            return Err(invalid(format!(
+                "peer {:?}: endpoint {} is this node ({listen}); a node cannot replicate to itself",
+                p.name, p.endpoint
+            )));
+        }
+        if p.access_key.is_empty() || p.secret_key.is_empty() {
+            return Err(invalid(format!(
+                "peer {:?}: access_key and secret_key are required",
+                p.name
+            )));
+        }
+        if p.region.is_empty() {
+            return Err(invalid(format!(
+                "peer {:?}: region must not be empty",
+                p.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, endpoint: &str) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            region: "eu-west-1".into(),
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            kind: PeerKind::Meridian,
+            bandwidth: None,
+        }
+    }
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:9000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_list_from_toml_with_defaults() {
+        #[derive(Deserialize)]
+        struct File {
+            peers: Vec<PeerConfig>,
+            #[serde(default)]
+            replication: ReplicationSettings,
+        }
+        let f: File = toml::from_str(
+            r#"
+            [[peers]]
+            name = "west"
+            endpoint = "http://127.0.0.1:9100"
+            access_key = "east-to-west"
+            secret_key = "secret"
+            [[peers]]
+            name = "aws"
+            endpoint = "https://s3.eu-west-1.amazonaws.com"
+            region = "eu-west-1"
+            access_key = "AKIA"
+            secret_key = "secret"
+            kind = "s3"
+            bandwidth = "50MB/s"
+            [replication]
+            part_size = "32MiB"
+            max_backoff = "2s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.peers[0].kind, PeerKind::Meridian);
+        assert_eq!(f.peers[0].region, "us-east-1");
+        assert_eq!(f.peers[1].kind, PeerKind::S3);
+        assert_eq!(f.peers[1].bandwidth, Some(50_000_000));
+        assert_eq!(f.peers[0].bandwidth, None);
+        assert_eq!(f.replication.part_size.as_u64(), 32 << 20);
+        assert_eq!(f.replication.max_backoff, Duration::from_secs(2));
+        assert_eq!(f.replication.workers, 16);
+        validate_peers(&f.peers, listen()).unwrap();
+        f.replication.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_peer_lists_are_refused_with_the_reason() {
+        let cases = [
+            (vec![peer("West", "http://127.0.0.1:9100")], "a-z"),
+            (vec![peer("", "http://127.0.0.1:9100")], "1 to 32"),
+            (
+                vec![
+                    peer("w", "http://127.0.0.1:9100"),
+                    peer("w", "http://127.0.0.1:9200"),
+                ],
+                "used twice",
+            ),
+            (vec![peer("w", "ftp://host:1")], "scheme"),
+            (vec![peer("w", "127.0.0.1:9100")], "not usable"),
+            (vec![peer("w", "http://host:1/bucket")], "path"),
+            (vec![peer("w", "http://127.0.0.1:9000")], "this node"),
+            (vec![peer("w", "http://localhost:9000")], "this node"),
+        ];
+        for (peers, expected) in cases {
+            let err = validate_peers(&peers, listen()).unwrap_err();
+            assert!(
+                err.0.contains(expected),
+                "{err} should mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_own_address_counts_as_this_node() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let e = Endpoint::parse("http://127.0.0.1:9000").unwrap();
+        assert!(e.is_local(any) && e.is_local(listen()));
+        assert!(!Endpoint::parse("http://127.0.0.1:9001")
+            .unwrap()
+            .is_local(listen()));
+        assert!(!Endpoint::parse("http://10.1.2.3:9000")
+            .unwrap()
+            .is_local(listen()));
+        assert!(!Endpoint::parse("http://peer.example:9000")
+            .unwrap()
+            .is_local(any));
+        assert_eq!(Endpoint::parse("https://h").unwrap().port, 443);
+    }
+
+    #[test]
+    fn rates_are_sizes_per_second() {
+        assert_eq!(rate::parse("50MB/s").unwrap(), 50_000_000);
+        assert_eq!(rate::parse("1 MiB/s").unwrap(), 1 << 20);
+        assert!(rate::parse("50MB").is_err());
+        assert!(rate::parse("0MB/s").is_err());
+    }
+
+    #[test]
+    fn settings_stay_within_s3_part_limits() {
+        let mut s = ReplicationSettings::default();
+        s.validate().unwrap();
+        s.part_size = ByteSize::mib(4);
+        assert!(s.validate().is_err());
+        s.part_size = ByteSize::mib(16);
+        s.workers = 0;
+        assert!(s.validate().is_err());
+    }
+}

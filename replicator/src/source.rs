@@ -1,0 +1,22 @@
+//! How the replicator reads the data of a version: through the same verified read path GET
+//! uses, which the server provides (the replicator knows nothing of disks or shards).
+
+use std::ops::Range;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use meridian_metadata::Storage;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A stream of verified object bytes.
+pub type ObjectBytes = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + Sync>>;
+
+/// Reads stored object data.
+pub trait ObjectSource: Send + Sync + 'static {
+    /// The bytes `range` (within the object's size) of the data `storage` describes; every
+    /// byte has passed the store's integrity checks, and a read that cannot be verified ends
+    /// the stream with an error instead.
+    fn read(&self, storage: &Storage, range: Range<u64>) -> Result<ObjectBytes, BoxError>;
+}

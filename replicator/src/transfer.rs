@@ -1,0 +1,249 @@
+//! Sending one change to one peer: the change is looked up again (it may be gone), the
+//! bucket's rules are read again (they may have changed since it was queued), and then a
+//! version is uploaded (`upload`), a delete marker or a tag change is applied — each verified
+//! before it counts as done.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::types::{Tag, Tagging};
+use meridian_metadata::{MetaError, MetaStore, Origin, OutboxEntry, OutboxKind, VersionRecord};
+
+use crate::config::ReplicationSettings;
+use crate::error::SendError;
+use crate::headers::ReplicaHeaders;
+use crate::peer::{add_headers, control_call, Peer};
+use crate::rules::{Change, Target};
+use crate::rules_cache::RulesCache;
+use crate::source::ObjectSource;
+
+/// What every transfer needs of the node.
+pub(crate) struct Shared {
+    pub meta: MetaStore,
+    pub source: Arc<dyn ObjectSource>,
+    pub rules: RulesCache,
+    pub settings: ReplicationSettings,
+    /// This node's region, named in replica headers.
+    pub region: String,
+}
+
+/// How a change ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// The peer has it, verified. Foreign peers report the version id they gave it.
+    Done { target_version_id: Option<String> },
+    /// Nothing to send (any more): the reason says why.
+    Skipped(&'static str),
+}
+
+impl Sent {
+    pub(crate) fn done() -> Sent {
+        Sent::Done {
+            target_version_id: None,
+        }
+    }
+}
+
+/// Runs a blocking metadata call off the async workers; its failure is transient (the
+/// change stays queued).
+pub(crate) async fn metadata<R, F>(meta: &MetaStore, f: F) -> Result<R, SendError>
+where
+    R: Send + 'static,
+    F: FnOnce(&MetaStore) -> Result<R, MetaError> + Send + 'static,
+{
+    let meta = meta.clone();
+    tokio::task::spawn_blocking(move || f(&meta))
+        .await
+        .map_err(|e| SendError::transient(format!("metadata task failed: {e}")))?
+        .map_err(|e| SendError::transient(format!("metadata: {e}")))
+}
+
+/// Sends `entry` to `peer`, or says why there is nothing to send.
+pub(crate) async fn send_change(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    entry: &OutboxEntry,
+) -> Result<Sent, SendError> {
+    if entry.kind == OutboxKind::DeleteVersion {
+        return Ok(Sent::Skipped("removing a version is not replicated"));
+    }
+    let (b, k, v) = (
+        entry.bucket.clone(),
+        entry.key.clone(),
+        entry.version_id.clone(),
+    );
+    let found = metadata(&shared.meta, move |m| {
+        match m.get_version(&b, &k, Some(&v)) {
+            Err(MetaError::NoSuchBucket { .. }) => Ok(None),
+            other => other,
+        }
+    })
+    .await?;
+    let Some(record) = found else {
+        return Ok(Sent::Skipped("the version no longer exists"));
+    };
+    if entry.kind != OutboxKind::Tags && matches!(record.replication.origin, Origin::Replica { .. })
+    {
+        // Replicas are never sent on: this is what keeps active-active from looping.
+        return Ok(Sent::Skipped("the version is a replica"));
+    }
+    let Some(target) = current_target(shared, peer, &record).await? else {
+        return Ok(Sent::Skipped(
+            "no enabled replication rule sends it to this peer any more",
+        ));
+    };
+    let sender = Sender {
+        shared,
+        peer,
+        target: &target,
+    };
+    match entry.kind {
+        OutboxKind::Put | OutboxKind::DeleteMarker if record.is_delete_marker => {
+            sender.send_marker(&record).await
+        }
+        OutboxKind::Put | OutboxKind::DeleteMarker => sender.send_version(&record).await,
+        OutboxKind::Tags => sender.send_tags(&record).await,
+        OutboxKind::DeleteVersion => unreachable!("handled above"),
+    }
+}
+
+/// The rule that sends this version to `peer` now, read at send time.
+async fn current_target(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    record: &VersionRecord,
+) -> Result<Option<Target>, SendError> {
+    let (shared2, bucket) = (shared.clone(), record.bucket.clone());
+    // The cache answers from memory; a miss reads one small document.
+    let rules = tokio::task::spawn_blocking(move || shared2.rules.get(&bucket))
+        .await
+        .map_err(|e| SendError::transient(format!("rules task failed: {e}")))?
+        .map_err(|e| SendError::transient(format!("reading replication rules: {e}")))?;
+    let change = if record.is_delete_marker {
+        Change::DeleteMarker
+    } else {
+        Change::Version
+    };
+    Ok(rules.and_then(|r| r.target_on(peer.name(), &record.key, &record.tags, change)))
+}
+
+/// One change on its way to one destination.
+pub(crate) struct Sender<'a> {
+    pub shared: &'a Shared,
+    pub peer: &'a Peer,
+    pub target: &'a Target,
+}
+
+impl Sender<'_> {
+    /// The replica headers for a write of `record` (none for foreign peers).
+    pub(crate) fn replica_headers(&self, record: &VersionRecord) -> Vec<(&'static str, String)> {
+        if !self.peer.is_meridian() {
+            return Vec::new();
+        }
+        ReplicaHeaders {
+            region: self.shared.region.clone(),
+            version_id: Some(record.version_id.clone()),
+            mtime: Some(record.mtime),
+            etag: (!record.is_delete_marker).then(|| record.etag.clone()),
+            checksum: record.checksum.clone(),
+            delete_marker: record.is_delete_marker,
+        }
+        .to_pairs()
+    }
+
+    /// What to call the destination object in messages.
+    pub(crate) fn what(&self, op: &str, record: &VersionRecord) -> String {
+        format!(
+            "{op} {}/{} (version {}) on peer {}",
+            self.target.bucket,
+            record.key,
+            record.version_id,
+            self.peer.name()
+        )
+    }
+
+    async fn send_marker(&self, record: &VersionRecord) -> Result<Sent, SendError> {
+        let what = self.what("DeleteObject", record);
+        let out = self
+            .peer
+            .client
+            .delete_object()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .customize()
+            .config_override(control_call())
+            .mutate_request(add_headers(self.replica_headers(record)))
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        if !self.peer.is_meridian() {
+            return Ok(Sent::Done {
+                target_version_id: out.version_id().map(str::to_owned),
+            });
+        }
+        // The peer answers with the marker it stored (or already had): it must be ours.
+        match (out.version_id(), out.delete_marker()) {
+            (Some(v), Some(true)) if v == record.version_id => Ok(Sent::done()),
+            (v, marker) => Err(SendError::permanent(format!(
+                "{what}: the peer holds version {v:?} (delete marker: {marker:?}) instead of this delete marker"
+            ))),
+        }
+    }
+
+    async fn send_tags(&self, record: &VersionRecord) -> Result<Sent, SendError> {
+        let version_id = if self.peer.is_meridian() {
+            record.version_id.clone()
+        } else {
+            match record.replication.target_versions.get(self.peer.name()) {
+                Some(v) => v.clone(),
+                // Not on the peer yet: the version itself will carry its current tags.
+                None => return Ok(Sent::done()),
+            }
+        };
+        let tag_set = record
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SendError::permanent(format!("building the tag set: {e}")))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(|e| SendError::permanent(format!("building the tag set: {e}")))?;
+        let headers = if self.peer.is_meridian() {
+            ReplicaHeaders {
+                region: self.shared.region.clone(),
+                ..ReplicaHeaders::default()
+            }
+            .to_pairs()
+        } else {
+            Vec::new()
+        };
+        let what = self.what("PutObjectTagging", record);
+        let answer = self
+            .peer
+            .client
+            .put_object_tagging()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .version_id(version_id)
+            .tagging(tagging)
+            .customize()
+            .config_override(control_call())
+            .mutate_request(add_headers(headers))
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(Sent::done()),
+            Err(e) => {
+                let e = SendError::from_sdk(&what, e);
+                if e.is_code("NoSuchVersion") || e.is_code("NoSuchKey") {
+                    // The version is still on its way (or failed and is being retried): when
+                    // it arrives it carries the tags it has then, which include these.
+                    Ok(Sent::done())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! Uploading one version to a peer so that the copy is exact, then verifying it.
+//!
+//! - Small single-part objects: one PutObject with Content-MD5 and the stored checksum.
+//! - Multipart objects: the same parts (boundaries, numbers, per-part checksums), so the
+//!   peer derives the same `-N` ETag and composite or full-object checksum.
+//! - Large single-part objects: split into `part_size` parts whose CRCs the SDK computes on
+//!   the way out; the peer checks them and combines them into the full-object CRC the source
+//!   stored, and keeps the source's ETag (carried in the replica headers).
+//!
+//! A multipart upload's id is persisted before the first part is sent; after a crash of
+//! either side the next attempt lists the parts the peer already has and sends only the rest.
+//! Bytes stream from the store to the socket: memory is a few stripes per part in flight.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm as SdkAlgorithm, ChecksumMode, ChecksumType as SdkChecksumType,
+    CompletedMultipartUpload, CompletedPart,
+};
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, PeerUpload, VersionRecord};
+
+use crate::body::exact_body;
+use crate::error::SendError;
+use crate::peer::{add_headers, control_call, data_call};
+use crate::transfer::{metadata, Sender, Sent};
+
+/// S3's largest single PUT: foreign peers get single-part objects up to this in one piece,
+/// so their ETag stays the MD5.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+/// Parts of one object in flight at once.
+const PART_CONCURRENCY: usize = 4;
+
+/// One part to send: its number, the object's bytes it holds, and what the source knows
+/// of it (mirrored multipart parts only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartPlan {
+    number: i32,
+    range: Range<u64>,
+    etag: Option<String>,
+    checksum: Option<Checksum>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    Single,
+    /// `split`: cut from a single-part object in `part_size` pieces (0 when mirrored).
+    Multipart {
+        parts: Vec<PartPlan>,
+        split: bool,
+        part_size: u64,
+    },
+}
+
+fn plan(record: &VersionRecord, part_size: u64, split_above: u64) -> Plan {
+    if !record.parts.is_empty() {
+        let mut offset = 0;
+        let parts = record
+            .parts
+            .iter()
+            .map(|p| {
+                let range = offset..offset + p.size;
+                offset += p.size;
+                PartPlan {
+                    number: p.number as i32,
+                    range,
+                    etag: Some(p.etag.clone()),
+                    checksum: p.checksum.clone(),
+                }
+            })
+            .collect();
+        return Plan::Multipart {
+            parts,
+            split: false,
+            part_size: 0,
+        };
+    }
+    if record.size <= split_above {
+        return Plan::Single;
+    }
+    let parts = (0..record.size.div_ceil(part_size))
+        .map(|i| PartPlan {
+            number: i as i32 + 1,
+            range: i * part_size..((i + 1) * part_size).min(record.size),
+            etag: None,
+            checksum: None,
+        })
+        .collect();
+    Plan::Multipart {
+        parts,
+        split: true,
+        part_size,
+    }
+}
+
+fn sdk_algorithm(a: &ChecksumAlgorithm) -> SdkAlgorithm {
+    match a {
+        ChecksumAlgorithm::Crc32 => SdkAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c => SdkAlgorithm::Crc32C,
+        ChecksumAlgorithm::Crc64Nvme => SdkAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha1 => SdkAlgorithm::Sha1,
+        ChecksumAlgorithm::Sha256 => SdkAlgorithm::Sha256,
+    }
+}
+
+fn sdk_checksum_type(t: ChecksumType) -> SdkChecksumType {
+    match t {
+        ChecksumType::FullObject => SdkChecksumType::FullObject,
+        ChecksumType::Composite => SdkChecksumType::Composite,
+    }
+}
+
+fn is_crc(a: &ChecksumAlgorithm) -> bool {
+    matches!(
+        a,
+        ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c | ChecksumAlgorithm::Crc64Nvme
+    )
+}
+
+/// Sets the `x-amz-checksum-*` value of a checksum on any request builder that has them.
+macro_rules! with_checksum {
+    ($builder:expr, $checksum:expr) => {{
+        let b = $builder;
+        match $checksum {
+            None => b,
+            Some(c) => match c.algorithm {
+                ChecksumAlgorithm::Crc32 => b.checksum_crc32(&c.value),
+                ChecksumAlgorithm::Crc32c => b.checksum_crc32_c(&c.value),
+                ChecksumAlgorithm::Crc64Nvme => b.checksum_crc64_nvme(&c.value),
+                ChecksumAlgorithm::Sha1 => b.checksum_sha1(&c.value),
+                ChecksumAlgorithm::Sha256 => b.checksum_sha256(&c.value),
+            },
+        }
+    }};
+}
+
+/// The stored headers, user metadata and tags of a version, on any write that creates an
+/// object (PutObject, CreateMultipartUpload).
+macro_rules! with_object_fields {
+    ($builder:expr, $record:expr) => {{
+        let r: &VersionRecord = $record;
+        let h = &r.headers;
+        let metadata: std::collections::HashMap<String, String> =
+            r.user_metadata.iter().cloned().collect();
+        $builder
+            .set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(h.expires.as_deref().and_then(|e| {
+                aws_smithy_types::DateTime::from_str(
+                    e,
+                    aws_smithy_types::date_time::Format::HttpDate,
+                )
+                .ok()
+            }))
+            .set_metadata((!metadata.is_empty()).then_some(metadata))
+            .set_tagging(tagging_header(&r.tags))
+    }};
+}
+
+/// Tags as the `x-amz-tagging` header: a URL-encoded query string.
+fn tagging_header(tags: &[(String, String)]) -> Option<String> {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    utf8_percent_encode(k, QUERY),
+                    utf8_percent_encode(v, QUERY)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+/// `Content-MD5` for a body whose MD5 is the hex `etag` (a single-part ETag or a part's).
+fn content_md5(etag: &str) -> Option<String> {
+    let raw = hex::decode(etag).ok().filter(|r| r.len() == 16)?;
+    Some(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// A part the peer holds: what Complete names.
+#[derive(Debug, Clone)]
+struct UploadedPart {
+    number: i32,
+    size: u64,
+    etag: String,
+    checksum: Option<String>,
+}
+
+impl Sender<'_> {
+    /// Uploads `record` (not a delete marker) and verifies the peer's copy.
+    pub(crate) async fn send_version(&self, record: &VersionRecord) -> Result<Sent, SendError> {
+        let part_size = self.shared.settings.part_size.as_u64();
+        let split_above = if self.peer.is_meridian() {
+            part_size
+        } else {
+            MAX_SINGLE_PUT
+        };
+        let (target_version_id, etag_comparable) = match plan(record, part_size, split_above) {
+            Plan::Single => (self.put_single(record).await?, true),
+            Plan::Multipart {
+                parts,
+                split,
+                part_size,
+            } => {
+                let id = self.put_multipart(record, parts, split, part_size).await?;
+                // A foreign peer derives a `-N` ETag for a split object; a Meridian peer
+                // keeps the source's.
+                (id, !split || self.peer.is_meridian())
+            }
+        };
+        self.verify(record, target_version_id.as_deref(), etag_comparable)
+            .await?;
+        Ok(Sent::Done { target_version_id })
+    }
+
+    async fn put_single(&self, record: &VersionRecord) -> Result<Option<String>, SendError> {
+        let what = self.what("PutObject", record);
+        let _stream = self.peer.streams.acquire().await.expect("never closed");
+        let body = self
+            .shared
+            .source
+            .read(&record.storage, 0..record.size)
+            .map_err(|e| SendError::transient(format!("{what}: reading the source: {e}")))?;
+        let full_object = record
+            .checksum
+            .as_ref()
+            .filter(|c| c.kind == ChecksumType::FullObject);
+        let request = self
+            .peer
+            .client
+            .put_object()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .content_length(record.size as i64)
+            .body(exact_body(body, record.size, self.peer.throttle.clone()))
+            .set_content_md5(content_md5(&record.etag));
+        let request = with_checksum!(request, full_object);
+        let out = with_object_fields!(request, record)
+            .customize()
+            .config_override(data_call(false))
+            .mutate_request(add_headers(self.replica_headers(record)))
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        Ok(out.version_id().map(str::to_owned))
+    }
+
+    async fn put_multipart(
+        &self,
+        record: &VersionRecord,
+        parts: Vec<PartPlan>,
+        split: bool,
+        part_size: u64,
+    ) -> Result<Option<String>, SendError> {
+        // The upload's checksum: the source's for mirrored parts; for split parts the source's
+        // full-object CRC (the peer combines the parts' CRCs and must arrive at it), else
+        // CRC64NVME so that every part is still checked on arrival.
+        let (algorithm, kind, complete_value) = match (&record.checksum, split) {
+            (Some(c), false) => (Some(c.algorithm.clone()), Some(c.kind), None),
+            (Some(c), true) if is_crc(&c.algorithm) => (
+                Some(c.algorithm.clone()),
+                Some(ChecksumType::FullObject),
+                Some(c.clone()),
+            ),
+            (_, true) => (
+                Some(ChecksumAlgorithm::Crc64Nvme),
+                Some(ChecksumType::FullObject),
+                None,
+            ),
+            (None, false) => (None, None, None),
+        };
+        let complete_value = complete_value.or_else(|| {
+            record
+                .checksum
+                .clone()
+                .filter(|c| !split && c.kind == ChecksumType::FullObject)
+        });
+
+        let (upload_id, mut uploaded) = self
+            .resume_or_create(record, &parts, part_size, &algorithm, kind)
+            .await?;
+        let todo: Vec<PartPlan> = parts
+            .iter()
+            .filter(|p| !uploaded.contains_key(&p.number))
+            .cloned()
+            .collect();
+        let sdk_trailer = split.then(|| algorithm.clone()).flatten();
+        let sent: Vec<UploadedPart> = futures::stream::iter(todo)
+            .map(|p| self.upload_part(record, &upload_id, p, sdk_trailer.as_ref()))
+            .buffer_unordered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for p in sent {
+            uploaded.insert(p.number, p);
+        }
+
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                let u = &uploaded[&p.number];
+                let b = CompletedPart::builder()
+                    .part_number(u.number)
+                    .e_tag(format!("\"{}\"", u.etag));
+                let value = u
+                    .checksum
+                    .clone()
+                    .or_else(|| p.checksum.as_ref().map(|c| c.value.clone()));
+                let c = algorithm.as_ref().zip(value).map(|(a, v)| Checksum {
+                    algorithm: a.clone(),
+                    value: v,
+                    kind: ChecksumType::Composite,
+                });
+                with_checksum!(b, c.as_ref()).build()
+            })
+            .collect();
+        let what = self.what("CompleteMultipartUpload", record);
+        let request = self
+            .peer
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            );
+        let request = match &complete_value {
+            Some(c) => with_checksum!(request, Some(c))
+                .checksum_type(sdk_checksum_type(ChecksumType::FullObject)),
+            None => request,
+        };
+        let out = request
+            .customize()
+            .config_override(control_call())
+            .mutate_request(add_headers(self.replica_headers(record)))
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        Ok(out.version_id().map(str::to_owned))
+    }
+
+    /// The upload to continue (and the parts the peer already holds that fit the plan), or a
+    /// new one, recorded before any part is sent.
+    async fn resume_or_create(
+        &self,
+        record: &VersionRecord,
+        parts: &[PartPlan],
+        part_size: u64,
+        algorithm: &Option<ChecksumAlgorithm>,
+        kind: Option<ChecksumType>,
+    ) -> Result<(String, BTreeMap<i32, UploadedPart>), SendError> {
+        let peer = self.peer.name().to_owned();
+        let (b, k, v) = (
+            record.bucket.clone(),
+            record.key.clone(),
+            record.version_id.clone(),
+        );
+        let (p2, b2, k2, v2) = (peer.clone(), b.clone(), k.clone(), v.clone());
+        let known = metadata(&self.shared.meta, move |m| {
+            m.peer_upload(&p2, &b2, &k2, &v2)
+        })
+        .await?;
+        if let Some(upload) = known.filter(|u| u.part_size == part_size) {
+            match self.list_parts(record, &upload.upload_id).await {
+                Ok(listed) => {
+                    let fitting: BTreeMap<i32, UploadedPart> = listed
+                        .into_iter()
+                        .filter(|u| {
+                            parts.iter().any(|p| {
+                                p.number == u.number
+                                    && p.range.end - p.range.start == u.size
+                                    && p.etag.as_ref().is_none_or(|e| *e == u.etag)
+                            })
+                        })
+                        .map(|u| (u.number, u))
+                        .collect();
+                    tracing::info!(
+                        peer = %peer, bucket = %b, key = %k, version = %v,
+                        upload_id = %upload.upload_id, parts_done = fitting.len(), parts = parts.len(),
+                        "resuming a multipart replication"
+                    );
+                    return Ok((upload.upload_id, fitting));
+                }
+                // Aborted or expired on the peer: start again.
+                Err(e) if e.is_code("NoSuchUpload") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let what = self.what("CreateMultipartUpload", record);
+        let request = self
+            .peer
+            .client
+            .create_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .set_checksum_algorithm(algorithm.as_ref().map(sdk_algorithm))
+            .set_checksum_type(algorithm.as_ref().and(kind).map(sdk_checksum_type));
+        let out = with_object_fields!(request, record)
+            .customize()
+            .config_override(control_call())
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| SendError::transient(format!("{what}: no upload id in the answer")))?
+            .to_owned();
+        let upload = PeerUpload {
+            upload_id: upload_id.clone(),
+            part_size,
+            started: meridian_metadata::now_nanos(),
+        };
+        metadata(&self.shared.meta, move |m| {
+            m.put_peer_upload(&peer, &b, &k, &v, &upload)
+        })
+        .await?;
+        Ok((upload_id, BTreeMap::new()))
+    }
+
+    async fn list_parts(
+        &self,
+        record: &VersionRecord,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, SendError> {
+        let what = self.what("ListParts", record);
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .peer
+                .client
+                .list_parts()
+                .bucket(&self.target.bucket)
+                .key(&record.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .customize()
+                .config_override(control_call())
+                .send()
+                .await
+                .map_err(|e| SendError::from_sdk(&what, e))?;
+            for p in page.parts() {
+                let checksum = [
+                    p.checksum_crc32(),
+                    p.checksum_crc32_c(),
+                    p.checksum_crc64_nvme(),
+                    p.checksum_sha1(),
+                    p.checksum_sha256(),
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                .map(str::to_owned);
+                out.push(UploadedPart {
+                    number: p.part_number().unwrap_or_default(),
+                    size: p.size().unwrap_or_default() as u64,
+                    etag: p.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                    checksum,
+                });
+            }
+            match page.next_part_number_marker() {
+                Some(next) if page.is_truncated() == Some(true) => marker = Some(next.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        record: &VersionRecord,
+        upload_id: &str,
+        part: PartPlan,
+        sdk_trailer: Option<&ChecksumAlgorithm>,
+    ) -> Result<UploadedPart, SendError> {
+        let what = format!("{} part {}", self.what("UploadPart", record), part.number);
+        let _stream = self.peer.streams.acquire().await.expect("never closed");
+        let len = part.range.end - part.range.start;
+        let body = self
+            .shared
+            .source
+            .read(&record.storage, part.range.clone())
+            .map_err(|e| SendError::transient(format!("{what}: reading the source: {e}")))?;
+        let request = self
+            .peer
+            .client
+            .upload_part()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .upload_id(upload_id)
+            .part_number(part.number)
+            .content_length(len as i64)
+            .body(exact_body(body, len, self.peer.throttle.clone()))
+            .set_content_md5(part.etag.as_deref().and_then(content_md5));
+        let request = match sdk_trailer {
+            Some(a) => request.checksum_algorithm(sdk_algorithm(a)),
+            None => with_checksum!(request, part.checksum.as_ref()),
+        };
+        let out = request
+            .customize()
+            .config_override(data_call(sdk_trailer.is_some()))
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+        if let Some(expected) = &part.etag {
+            if *expected != etag {
+                return Err(SendError::transient(format!(
+                    "{what}: the peer stored ETag {etag}, expected {expected}"
+                )));
+            }
+        }
+        let checksum = [
+            out.checksum_crc32(),
+            out.checksum_crc32_c(),
+            out.checksum_crc64_nvme(),
+            out.checksum_sha1(),
+            out.checksum_sha256(),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(str::to_owned);
+        Ok(UploadedPart {
+            number: part.number,
+            size: len,
+            etag,
+            checksum,
+        })
+    }
+
+    /// HEAD with checksum mode: the peer's copy must have the source's size, ETag (when the
+    /// peer keeps it) and checksum before the change counts as done.
+    async fn verify(
+        &self,
+        record: &VersionRecord,
+        target_version_id: Option<&str>,
+        etag_comparable: bool,
+    ) -> Result<(), SendError> {
+        let what = self.what("HeadObject", record);
+        let version_id = if self.peer.is_meridian() {
+            Some(record.version_id.as_str())
+        } else {
+            target_version_id
+        };
+        let out = self
+            .peer
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(&record.key)
+            .set_version_id(version_id.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
+            .customize()
+            .config_override(control_call())
+            .send()
+            .await
+            .map_err(|e| SendError::from_sdk(&what, e))?;
+        let mut differences = Vec::new();
+        let size = out.content_length().unwrap_or(-1);
+        if size != record.size as i64 {
+            differences.push(format!("size {size}, expected {}", record.size));
+        }
+        let etag = out.e_tag().unwrap_or_default().trim_matches('"');
+        if etag_comparable && etag != record.etag {
+            differences.push(format!("ETag {etag}, expected {}", record.etag));
+        }
+        if let Some(c) = &record.checksum {
+            let got = match c.algorithm {
+                ChecksumAlgorithm::Crc32 => out.checksum_crc32(),
+                ChecksumAlgorithm::Crc32c => out.checksum_crc32_c(),
+                ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme(),
+                ChecksumAlgorithm::Sha1 => out.checksum_sha1(),
+                ChecksumAlgorithm::Sha256 => out.checksum_sha256(),
+            };
+            match got {
+                Some(v) if v == c.value => {}
+                // A foreign peer may not report (or keep) checksums of every kind.
+                None if !self.peer.is_meridian() => {}
+                other => differences.push(format!("checksum {other:?}, expected {}", c.value)),
+            }
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(SendError::permanent(format!(
+                "{what}: the peer's copy differs from the source: {}",
+                differences.join("; ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_metadata::ObjectPart;
+
+    fn record(size: u64, parts: &[u64]) -> VersionRecord {
+        VersionRecord {
+            size,
+            parts: parts
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| ObjectPart {
+                    number: i as u32 + 1,
+                    size: s,
+                    etag: format!("e{i}"),
+                    checksum: None,
+                })
+                .collect(),
+            ..VersionRecord::default()
+        }
+    }
+
+    #[test]
+    fn small_objects_go_in_one_put() {
+        assert_eq!(plan(&record(0, &[]), 16, 16), Plan::Single);
+        assert_eq!(plan(&record(16, &[]), 16, 16), Plan::Single);
+    }
+
+    #[test]
+    fn multipart_objects_keep_their_part_boundaries() {
+        let Plan::Multipart { parts, split, .. } = plan(&record(13, &[5, 5, 3]), 4, 4) else {
+            panic!("expected parts")
+        };
+        assert!(!split);
+        let ranges: Vec<_> = parts.iter().map(|p| p.range.clone()).collect();
+        assert_eq!(ranges, [0..5, 5..10, 10..13]);
+        assert_eq!(parts[2].etag.as_deref(), Some("e2"));
+    }
+
+    #[test]
+    fn large_single_part_objects_are_split_into_part_size_pieces() {
+        let Plan::Multipart {
+            parts,
+            split,
+            part_size,
+        } = plan(&record(10, &[]), 4, 4)
+        else {
+            panic!("expected parts")
+        };
+        assert!(split);
+        assert_eq!(part_size, 4);
+        let ranges: Vec<_> = parts.iter().map(|p| (p.number, p.range.clone())).collect();
+        assert_eq!(ranges, [(1, 0..4), (2, 4..8), (3, 8..10)]);
+        assert_eq!(plan(&record(10, &[]), 4, 100), Plan::Single);
+    }
+
+    #[test]
+    fn tags_become_a_url_encoded_header() {
+        let tags = vec![
+            ("project".to_string(), "llm v2".to_string()),
+            ("a&b".to_string(), "=".to_string()),
+        ];
+        assert_eq!(tagging_header(&tags).unwrap(), "project=llm%20v2&a%26b=%3D");
+        assert_eq!(tagging_header(&[]), None);
+    }
+
+    #[test]
+    fn content_md5_comes_from_a_plain_etag_only() {
+        assert_eq!(
+            content_md5("d41d8cd98f00b204e9800998ecf8427e").as_deref(),
+            Some("1B2M2Y8AsgTpgAmY7PhCfg==")
+        );
+        assert_eq!(content_md5("d41d8cd98f00b204e9800998ecf8427e-2"), None);
+    }
+}
