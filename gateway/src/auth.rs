@@ -27,7 +27,7 @@ impl Principal {
     /// The strongest access this principal has on `bucket`, if any.
     pub fn access_to(&self, bucket: &str) -> Option<Access> {
         if self.is_root {
-            return Some(Access::ReadWrite);
+            return Some(Access::Replicate);
         }
         self.grants
             .iter()
@@ -41,7 +41,12 @@ impl Principal {
     }
 
     pub fn can_write(&self, bucket: &str) -> bool {
-        self.access_to(bucket) == Some(Access::ReadWrite)
+        self.access_to(bucket) >= Some(Access::ReadWrite)
+    }
+
+    /// May write replicas (requests with `x-meridian-replica-*` headers) into `bucket`.
+    pub fn can_replicate(&self, bucket: &str) -> bool {
+        self.access_to(bucket) == Some(Access::Replicate)
     }
 }
 
@@ -190,6 +195,20 @@ impl S3Access for AccessPolicy {
         if !allowed {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }
+        // Replica headers make the server keep a version id, mtime and ETag it did not
+        // compute: only root and replication users may send them, whatever the operation.
+        if meridian_replicator::headers::is_replica_request(cx.headers()) {
+            let may = match cx.s3_path() {
+                S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
+                    principal.can_replicate(bucket)
+                }
+                S3Path::Root => principal.is_root,
+            };
+            if !may {
+                tracing::warn!(principal = %principal.access_key, "replica headers from a principal without the replicate grant; refused");
+                return Err(s3_error!(AccessDenied, "Access Denied"));
+            }
+        }
         cx.extensions_mut().insert(principal);
         Ok(())
     }
@@ -256,6 +275,26 @@ mod tests {
             !writer.can_read("ml"),
             "prefix grant ml-* does not cover ml"
         );
+    }
+
+    #[test]
+    fn replicate_grants_include_read_write() {
+        let mut config = Config::default();
+        config.users.push(UserConfig {
+            access_key: "peer".into(),
+            secret_key: "peer-secret".into(),
+            grants: vec![GrantConfig {
+                bucket: "*".into(),
+                access: Access::Replicate,
+            }],
+        });
+        let users = Users::from_config(&config);
+        let peer = users.principal("peer").unwrap();
+        assert!(peer.can_read("any") && peer.can_write("any") && peer.can_replicate("any"));
+        let writer = users.principal(crate::config::DEV_ROOT_USER).unwrap();
+        assert!(writer.can_replicate("any"), "root may write replicas");
+        let users = super::tests::users();
+        assert!(!users.principal("writer").unwrap().can_replicate("ml-train"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use meridian_replicator::{PeerConfig, ReplicationSettings};
 use serde::Deserialize;
 
 /// Credentials printed with a warning when no root user is configured.
@@ -44,6 +45,10 @@ pub struct Config {
     /// Replication outbox entries are kept this long while no peer needs them.
     #[serde(with = "duration_str")]
     pub outbox_retention: Duration,
+    /// Peer regions this node replicates to (`[[peers]]`).
+    pub peers: Vec<PeerConfig>,
+    /// How it replicates (`[replication]`).
+    pub replication: ReplicationSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,11 +101,15 @@ pub struct GrantConfig {
     pub access: Access,
 }
 
+/// What a grant allows, each level including the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
     Read,
     ReadWrite,
+    /// Read-write, plus writing replicas (`x-meridian-replica-*`): for the user a peer
+    /// region replicates as.
+    Replicate,
 }
 
 impl Default for Config {
@@ -119,6 +128,8 @@ impl Default for Config {
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             scrub_interval: Duration::from_secs(7 * 24 * 3600),
             outbox_retention: Duration::from_secs(24 * 3600),
+            peers: Vec::new(),
+            replication: ReplicationSettings::default(),
         }
     }
 }
@@ -311,6 +322,11 @@ impl Config {
                 )));
             }
         }
+        meridian_replicator::config::validate_peers(&self.peers, self.address)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.replication
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -430,6 +446,41 @@ mod tests {
             });
             assert!(c.validate().is_err(), "{spec} must be refused");
         }
+    }
+
+    #[test]
+    fn peers_and_replicate_grants_are_read_and_checked() {
+        let c: Config = toml::from_str(
+            r#"
+            address = "127.0.0.1:9000"
+            [[users]]
+            access_key = "east-to-west"
+            secret_key = "replicate-secret"
+            grants = [{ bucket = "*", access = "replicate" }]
+            [[peers]]
+            name = "west"
+            endpoint = "http://127.0.0.1:9100"
+            region = "eu-west-1"
+            access_key = "k"
+            secret_key = "s"
+            [replication]
+            workers = 4
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.users[0].grants[0].access, Access::Replicate);
+        assert!(Access::Replicate > Access::ReadWrite);
+        assert_eq!(c.peers[0].name, "west");
+        assert_eq!(c.replication.workers, 4);
+        c.validate().unwrap();
+
+        let mut to_self = c.clone();
+        to_self.peers[0].endpoint = "http://127.0.0.1:9000".into();
+        let err = to_self.validate().unwrap_err().to_string();
+        assert!(err.contains("this node"), "{err}");
+        let mut twice = c.clone();
+        twice.peers.push(c.peers[0].clone());
+        assert!(twice.validate().unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::s3::MeridianS3;
 use crate::server::{self, Router};
 use crate::storage::{background, Store};
+use meridian_replicator::Replicator;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (root_user, _, dev_default) = config.root_credentials();
@@ -38,6 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(background::run_outbox_trimmer(
             store.clone(),
             config.outbox_retention,
+            config.peers.iter().map(|p| p.name.clone()).collect(),
             stop_rx.clone(),
         )),
         tokio::spawn(background::run_scrubber(
@@ -47,8 +49,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
     ];
 
+    let replicator = Replicator::new(
+        store.meta.clone(),
+        Arc::new(store.clone()),
+        config.peers.clone(),
+        config.replication.clone(),
+        config.region.clone(),
+    );
+    let replication_workers = replicator.spawn(stop_rx.clone());
+
     let users = Users::from_config(&config);
-    let mut builder = S3ServiceBuilder::new(MeridianS3::new(store.clone(), config.region.clone()));
+    let mut builder = S3ServiceBuilder::new(MeridianS3::new(
+        store.clone(),
+        config.region.clone(),
+        replicator.clone(),
+    ));
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     builder.set_access(AccessPolicy::new(users));
@@ -69,7 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::serve(listener, router, shutdown_signal(), config.shutdown_grace).await;
 
     let _ = stop_tx.send(true);
-    for task in background {
+    for task in background.into_iter().chain(replication_workers) {
         let _ = task.await;
     }
     drop(store);

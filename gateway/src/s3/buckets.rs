@@ -92,7 +92,10 @@ impl MeridianS3 {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let name = req.input.bucket;
-        self.store.meta(move |m| m.delete_bucket(&name)).await?;
+        let n = name.clone();
+        self.store.meta(move |m| m.delete_bucket(&n)).await?;
+        // Its configuration documents went with it.
+        self.replicator.rules().invalidate(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
@@ -132,6 +135,12 @@ impl MeridianS3 {
             }
         };
         let name = req.input.bucket;
+        if state == VersioningState::Suspended && self.has_replication(&name).await? {
+            return Err(s3_error!(
+                InvalidBucketState,
+                "A replication configuration is present on this bucket, so the versioning state cannot be changed."
+            ));
+        }
         self.store
             .meta(move |m| m.set_versioning(&name, state))
             .await?;

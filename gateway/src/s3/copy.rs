@@ -201,7 +201,7 @@ impl MeridianS3 {
             ..NewVersion::default()
         };
         let record = self
-            .commit_version(&input.bucket, &input.key, new, ingested)
+            .commit_version(&input.bucket, &input.key, new, ingested, None)
             .await?;
         let fields = ChecksumFields::of(record.checksum.as_ref());
         Ok(S3Response::new(CopyObjectOutput {

@@ -3,7 +3,9 @@
 //! version when a version id is given. Deleting what does not exist succeeds, as on S3.
 
 use futures::StreamExt;
-use meridian_metadata::{DeleteOptions, DeleteOutcome, MetaError};
+use meridian_metadata::{DeleteOptions, DeleteOutcome, MetaError, ReplicationState};
+use meridian_replicator::headers::ReplicaHeaders;
+use meridian_replicator::Change;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
@@ -16,25 +18,52 @@ const MAX_KEYS_PER_DELETE: usize = 1000;
 const DELETE_CONCURRENCY: usize = 32;
 
 impl MeridianS3 {
+    /// One delete by a client of this region. A delete marker it may create is PENDING for
+    /// the peers whose rules replicate delete markers; removing a version is not replicated.
     async fn delete_one(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
+    ) -> S3Result<DeleteOutcome> {
+        let replication = match version_id {
+            None => {
+                self.local_replication(bucket, key, &[], Change::DeleteMarker)
+                    .await?
+            }
+            Some(_) => ReplicationState::default(),
+        };
+        let opts = DeleteOptions {
+            replication,
+            ..DeleteOptions::default()
+        };
+        Ok(self.delete_with(bucket, key, version_id, opts).await?)
+    }
+
+    async fn delete_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        opts: DeleteOptions,
     ) -> Result<DeleteOutcome, StoreError> {
         let (b, k, v) = (
             bucket.to_owned(),
             key.to_owned(),
             version_id.map(str::to_owned),
         );
+        let replication = opts.replication.clone();
         let outcome = self
             .store
-            .meta(move |m| m.delete_object(&b, &k, v.as_deref(), DeleteOptions::default()))
+            .meta(move |m| m.delete_object(&b, &k, v.as_deref(), opts))
             .await;
         match outcome {
             Ok(o) => {
                 if o.removed.is_some() {
                     self.store.wake_reclaimer();
+                }
+                if o.delete_marker {
+                    self.replication_queued(&replication);
                 }
                 Ok(o)
             }
@@ -63,15 +92,54 @@ impl MeridianS3 {
                 "Conditional deletes are not supported"
             ));
         }
-        self.bucket(&input.bucket).await?;
-        let outcome = self
-            .delete_one(&input.bucket, &input.key, input.version_id.as_deref())
-            .await?;
+        let bucket = self.bucket(&input.bucket).await?;
+        let outcome = match self.replica_of(&req.headers, &bucket)? {
+            Some(replica) => self.replicate_delete_marker(&input, replica).await?,
+            None => {
+                self.delete_one(&input.bucket, &input.key, input.version_id.as_deref())
+                    .await?
+            }
+        };
         Ok(S3Response::new(DeleteObjectOutput {
             delete_marker: outcome.delete_marker.then_some(true),
             version_id: outcome.version_id,
             request_charged: None,
         }))
+    }
+
+    /// A delete marker from a peer region, stored with the source's version id and mtime.
+    async fn replicate_delete_marker(
+        &self,
+        input: &DeleteObjectInput,
+        replica: ReplicaHeaders,
+    ) -> S3Result<DeleteOutcome> {
+        let (Some(version_id), Some(mtime), true, None) = (
+            replica.version_id.clone(),
+            replica.mtime,
+            replica.delete_marker,
+            &input.version_id,
+        ) else {
+            return Err(s3_error!(
+                InvalidArgument,
+                "A replicated delete names the marker's version id and mtime, with x-meridian-replica-delete-marker: true and no versionId"
+            ));
+        };
+        let opts = DeleteOptions {
+            replication: ReplicationState::replica_from(&replica.region),
+            version_id: Some(version_id.clone()),
+            mtime: Some(mtime),
+        };
+        let outcome = self
+            .delete_with(&input.bucket, &input.key, None, opts)
+            .await?;
+        if !outcome.delete_marker {
+            super::replica::REPLICA_CONFLICTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                bucket = %input.bucket, key = %input.key, version = %version_id, region = %replica.region,
+                "a replicated delete marker named a version that exists here as an object; kept the local one"
+            );
+        }
+        Ok(outcome)
     }
 
     pub(super) async fn delete_objects_impl(
@@ -122,7 +190,7 @@ impl MeridianS3 {
                     });
                 }
                 Err(e) => {
-                    let err: s3s::S3Error = e.into();
+                    let err = e;
                     errors.push(Error {
                         code: Some(err.code().as_str().to_owned()),
                         message: err.message().map(str::to_owned),

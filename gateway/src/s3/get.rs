@@ -184,6 +184,7 @@ struct ObjectFields {
     version_id: Option<String>,
     parts_count: Option<i32>,
     checksums: ChecksumFields,
+    replication_status: Option<ReplicationStatus>,
 }
 
 /// Fills an output type with the [`ObjectFields`]: GetObjectOutput and HeadObjectOutput are
@@ -212,6 +213,7 @@ macro_rules! object_output {
             checksum_sha1: f.checksums.sha1,
             checksum_sha256: f.checksums.sha256,
             checksum_type: f.checksums.checksum_type,
+            replication_status: f.replication_status,
             $($extra: $value,)*
             ..Default::default()
         }
@@ -293,6 +295,7 @@ impl MeridianS3 {
             parts_count: (!record.parts.is_empty() && req.part_number.is_some())
                 .then_some(record.parts.len() as i32),
             checksums: checksum_fields(&record, &sel, req.checksum_mode),
+            replication_status: super::replica::replication_status(&record),
         };
         Ok((record, sel, fields))
     }

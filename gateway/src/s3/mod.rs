@@ -13,7 +13,11 @@ mod get;
 mod listing;
 mod multipart;
 mod put;
+mod replica;
+mod replication;
 mod tagging;
+
+pub use replica::REPLICA_CONFLICTS;
 
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
@@ -21,17 +25,23 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use crate::auth::Principal;
 use crate::storage::Store;
 use meridian_metadata::{BucketRecord, VersioningState};
+use meridian_replicator::Replicator;
 
 /// The S3 front of one node.
 #[derive(Clone)]
 pub struct MeridianS3 {
     store: Store,
     region: String,
+    replicator: Replicator,
 }
 
 impl MeridianS3 {
-    pub fn new(store: Store, region: String) -> MeridianS3 {
-        MeridianS3 { store, region }
+    pub fn new(store: Store, region: String, replicator: Replicator) -> MeridianS3 {
+        MeridianS3 {
+            store,
+            region,
+            replicator,
+        }
     }
 
     /// The bucket record, or `NoSuchBucket`.
@@ -216,6 +226,24 @@ impl S3 for MeridianS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         self.list_multipart_uploads_impl(req).await
+    }
+    async fn put_bucket_replication(
+        &self,
+        req: S3Request<PutBucketReplicationInput>,
+    ) -> S3Result<S3Response<PutBucketReplicationOutput>> {
+        self.put_bucket_replication_impl(req).await
+    }
+    async fn get_bucket_replication(
+        &self,
+        req: S3Request<GetBucketReplicationInput>,
+    ) -> S3Result<S3Response<GetBucketReplicationOutput>> {
+        self.get_bucket_replication_impl(req).await
+    }
+    async fn delete_bucket_replication(
+        &self,
+        req: S3Request<DeleteBucketReplicationInput>,
+    ) -> S3Result<S3Response<DeleteBucketReplicationOutput>> {
+        self.delete_bucket_replication_impl(req).await
     }
     async fn get_object_attributes(
         &self,

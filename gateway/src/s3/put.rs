@@ -10,10 +10,13 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
+use super::replica::{apply_replica, note_existing};
 use super::{versioned, MeridianS3};
 use crate::checksum;
 use crate::storage::ingest::{ingest, IngestOptions, Ingested};
 use crate::storage::Store;
+use meridian_replicator::headers::ReplicaHeaders;
+use meridian_replicator::Change;
 
 /// S3's limit on the total size of user metadata (`x-amz-meta-*` names and values).
 const MAX_USER_METADATA: usize = 2 * 1024;
@@ -277,6 +280,7 @@ impl MeridianS3 {
         let headers = req.headers;
         let mut input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
+        let replica = self.replica_of(&headers, &bucket)?;
 
         reject_encryption_requests(
             input.sse_customer_algorithm.as_deref(),
@@ -354,7 +358,7 @@ impl MeridianS3 {
             ..NewVersion::default()
         };
         let record = self
-            .commit_version(&input.bucket, &input.key, new, ingested)
+            .commit_version(&input.bucket, &input.key, new, ingested, replica.as_ref())
             .await?;
 
         let fields = ChecksumFields::of(record.checksum.as_ref());
@@ -371,19 +375,38 @@ impl MeridianS3 {
         }))
     }
 
-    /// Commits a version whose data is already durable; on failure the data is discarded.
+    /// Commits a version whose data is already durable: a local one with PENDING for the
+    /// peers its bucket's rules send it to, or a replica with the identity its headers carry.
+    /// On failure the data is discarded.
     pub(super) async fn commit_version(
         &self,
         bucket: &str,
         key: &str,
-        new: NewVersion,
+        mut new: NewVersion,
         ingested: Ingested,
+        replica: Option<&ReplicaHeaders>,
     ) -> S3Result<VersionRecord> {
+        let prepared = match replica {
+            Some(r) => apply_replica(&mut new, r, true),
+            None => self
+                .local_replication(bucket, key, &new.tags, Change::Version)
+                .await
+                .map(|state| new.replication = state),
+        };
+        if let Err(e) = prepared {
+            self.store.discard(ingested.data).await;
+            return Err(e);
+        }
+        let (replication, etag) = (new.replication.clone(), new.etag.clone());
         let (b, k) = (bucket.to_owned(), key.to_owned());
         match self.store.meta(move |m| m.put_version(&b, &k, new)).await {
             Ok(outcome) => {
                 self.store.wake_reclaimer();
                 self.store.heal_if_degraded(&ingested.data);
+                if let Some(r) = replica {
+                    note_existing(&outcome.version, r, &etag);
+                }
+                self.replication_queued(&replication);
                 Ok(outcome.version)
             }
             Err(e) => {

@@ -2,6 +2,8 @@
 //! version id is given). A tag change is recorded like any other change, with an outbox
 //! entry, so it replicates.
 
+use meridian_metadata::{ChangeSource, Origin};
+use meridian_replicator::Change;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
@@ -9,14 +11,33 @@ use super::convert::{self, dto_tags};
 use super::MeridianS3;
 
 impl MeridianS3 {
+    /// Replaces the tags of a version. A local change goes to the peers whose rules match
+    /// the version with its new tags; a change from a peer region (replica headers) is
+    /// recorded as a replica and goes nowhere.
     async fn replace_tags(
         &self,
+        headers: &http::HeaderMap,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
         tags: Vec<(String, String)>,
     ) -> S3Result<Option<String>> {
+        let bucket_record = self.bucket(bucket).await?;
+        let replica = self.replica_of(headers, &bucket_record)?;
         let resolved = self.resolve(bucket, key, version_id).await?;
+        let change = match replica {
+            Some(r) => ChangeSource {
+                origin: Origin::Replica { region: r.region },
+                peers: Vec::new(),
+            },
+            None => ChangeSource {
+                origin: Origin::Local,
+                peers: self
+                    .pending_peers(bucket, key, &tags, Change::Version)
+                    .await?,
+            },
+        };
+        let queued = !change.peers.is_empty();
         let (b, k, v) = (
             bucket.to_owned(),
             key.to_owned(),
@@ -24,8 +45,11 @@ impl MeridianS3 {
         );
         let record = self
             .store
-            .meta(move |m| m.set_tags(&b, &k, Some(&v), tags))
+            .meta(move |m| m.set_tags(&b, &k, Some(&v), tags, change))
             .await?;
+        if queued {
+            self.replicator.changed();
+        }
         Ok(convert::reported_version_id(
             &record,
             resolved.versioned_bucket,
@@ -36,7 +60,7 @@ impl MeridianS3 {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
-        let input = req.input;
+        let (headers, input) = (req.headers, req.input);
         let tags: Vec<(String, String)> = input
             .tagging
             .tag_set
@@ -45,7 +69,13 @@ impl MeridianS3 {
             .collect();
         convert::validate_tags(&tags)?;
         let version_id = self
-            .replace_tags(&input.bucket, &input.key, input.version_id.as_deref(), tags)
+            .replace_tags(
+                &headers,
+                &input.bucket,
+                &input.key,
+                input.version_id.as_deref(),
+                tags,
+            )
             .await?;
         Ok(S3Response::new(PutObjectTaggingOutput { version_id }))
     }
@@ -68,9 +98,10 @@ impl MeridianS3 {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
-        let input = req.input;
+        let (headers, input) = (req.headers, req.input);
         let version_id = self
             .replace_tags(
+                &headers,
                 &input.bucket,
                 &input.key,
                 input.version_id.as_deref(),

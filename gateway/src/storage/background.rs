@@ -163,20 +163,31 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
     }
 }
 
-/// Outbox entries no peer will ever need: with no replication peers configured (there is no
-/// peer configuration yet), entries older than `retention` are trimmed, so the outbox does
-/// not grow with every write forever. Checked hourly; work is proportional to what is trimmed.
+/// Outbox entries no peer needs any more are trimmed, so the outbox does not grow with every
+/// write forever. With peers configured, everything below the lowest peer cursor goes (a peer
+/// that is behind keeps what it still owes, however long that takes); with none, entries
+/// older than `retention`. Work is proportional to what is trimmed.
 pub async fn run_outbox_trimmer(
     store: Store,
     retention: Duration,
+    peers: Vec<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let period = retention.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let period = if peers.is_empty() {
+        retention.clamp(Duration::from_secs(1), Duration::from_secs(3600))
+    } else {
+        Duration::from_secs(60)
+    };
     // Where the next run starts reading: below it everything is trimmed already (reading from
     // there avoids walking over the deletions until RocksDB compacts them away).
     let mut from = 0;
     loop {
-        match trim_outbox_once(&store, retention, from).await {
+        let result = if peers.is_empty() {
+            trim_outbox_once(&store, retention, from).await
+        } else {
+            trim_outbox_below_cursors(&store, &peers).await
+        };
+        match result {
             Ok((trimmed, next)) => {
                 from = next;
                 if trimmed > 0 {
@@ -192,6 +203,28 @@ pub async fn run_outbox_trimmer(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Trims the outbox below the lowest cursor of `peers`; returns (0 or 1 trims done, the new
+/// floor).
+pub async fn trim_outbox_below_cursors(
+    store: &Store,
+    peers: &[String],
+) -> Result<(u64, u64), super::StoreError> {
+    let peers = peers.to_vec();
+    store
+        .meta(move |m| {
+            let mut below = u64::MAX;
+            for p in &peers {
+                below = below.min(m.outbox_cursor(p)?);
+            }
+            if below == 0 || below == u64::MAX {
+                return Ok((0, 0));
+            }
+            m.outbox_trim(below)?;
+            Ok((1, below))
+        })
+        .await
 }
 
 /// Trims outbox entries committed more than `retention` ago, reading from sequence `from`;
@@ -258,6 +291,25 @@ mod tests {
                 .unwrap();
         }
         store
+    }
+
+    #[tokio::test]
+    async fn with_peers_only_what_every_peer_took_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_commits(dir.path(), 10).await;
+        let peers = vec!["west".to_string(), "south".to_string()];
+        let entries = store.meta(|m| m.outbox_read(0, 100)).await.unwrap();
+        assert_eq!(
+            trim_outbox_below_cursors(&store, &peers).await.unwrap().0,
+            0
+        );
+        let (w, s) = (entries[7].seq, entries[3].seq);
+        store.meta(move |m| m.outbox_ack("west", w)).await.unwrap();
+        store.meta(move |m| m.outbox_ack("south", s)).await.unwrap();
+        trim_outbox_below_cursors(&store, &peers).await.unwrap();
+        let left = store.meta(|m| m.outbox_read(0, 100)).await.unwrap();
+        assert_eq!(left.len(), 6, "south still needs entries 4..10");
+        assert_eq!(left[0].seq, entries[4].seq);
     }
 
     #[tokio::test]

@@ -159,3 +159,15 @@ impl ByteStream for ObjectStream {
         RemainingLength::new_exact(self.remaining)
     }
 }
+
+/// The replicator reads object data through the same verified path as GET.
+impl meridian_replicator::ObjectSource for super::Store {
+    fn read(
+        &self,
+        storage: &meridian_metadata::Storage,
+        range: Range<u64>,
+    ) -> Result<meridian_replicator::ObjectBytes, meridian_replicator::BoxError> {
+        let stream = super::Store::read(self, storage, range)?;
+        Ok(Box::pin(stream))
+    }
+}

@@ -11,6 +11,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let mut input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
+        let replica = self.replica_of(&req.headers, &bucket)?;
         let upload = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
@@ -59,7 +60,7 @@ impl MeridianS3 {
                     .segments,
             );
         }
-        let new = NewVersion {
+        let mut new = NewVersion {
             size,
             etag,
             checksum: object_checksum,
@@ -79,6 +80,23 @@ impl MeridianS3 {
             precondition,
             ..NewVersion::default()
         };
+        match &replica {
+            Some(r) => {
+                // A multipart source keeps its `-N` ETag, which must come out the same here; a
+                // single-part source was split on the way and keeps its own ETag and no parts.
+                let mirrored = r.etag.as_deref().is_none_or(|e| e.contains('-'));
+                apply_replica(&mut new, r, mirrored)?;
+                if !mirrored {
+                    new.parts.clear();
+                }
+            }
+            None => {
+                new.replication = self
+                    .local_replication(&input.bucket, &input.key, &upload.tags, Change::Version)
+                    .await?
+            }
+        }
+        let (replication, new_etag) = (new.replication.clone(), new.etag.clone());
         let used: Vec<u32> = chosen.iter().map(|p| p.number).collect();
         let (b, k, u) = (
             input.bucket.clone(),
@@ -90,6 +108,10 @@ impl MeridianS3 {
             .meta(move |m| m.complete_upload(&b, &k, &u, &used, new))
             .await?;
         self.store.wake_reclaimer();
+        if let Some(r) = &replica {
+            note_existing(&outcome.version, r, &new_etag);
+        }
+        self.replication_queued(&replication);
         let record = outcome.version;
         let fields = ChecksumFields::of(record.checksum.as_ref());
         Ok(S3Response::new(CompleteMultipartUploadOutput {

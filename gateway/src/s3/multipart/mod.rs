@@ -18,11 +18,13 @@ use super::convert::{self, ChecksumFields};
 use super::put::{
     checksum_headers, parse_content_md5, reject_encryption_requests, BodyClaims, ChecksumClaim,
 };
+use super::replica::{apply_replica, note_existing};
 use super::{principal, versioned, MeridianS3};
 use crate::checksum;
 use crate::storage::ingest::{Ingested, IngestedData};
 use crate::storage::layout::{Layout, Segment};
 use crate::storage::StoreError;
+use meridian_replicator::Change;
 
 /// S3's part rules.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
