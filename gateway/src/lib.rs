@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod config;
 pub mod host;
 pub mod pipeline_bench;
+pub mod replication_bench;
 pub mod s3;
 pub mod serve;
 pub mod server;

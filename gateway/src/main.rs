@@ -30,6 +30,9 @@ enum Command {
 enum BenchCommand {
     /// The ceiling: the PUT and GET paths on local disks without HTTP, in MB/s.
     Pipeline(meridian_gateway::pipeline_bench::PipelineArgs),
+    /// Replication between two live regions: lag at a fixed PUT rate, objects/s when
+    /// saturated, and a large object next to a direct upload.
+    Replication(meridian_gateway::replication_bench::ReplicationBenchArgs),
     #[command(flatten)]
     Workload(meridian_bench::Workload),
 }
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
                 let report = match command {
                     BenchCommand::Pipeline(args) => {
                         meridian_gateway::pipeline_bench::run(args).await?
+                    }
+                    BenchCommand::Replication(args) => {
+                        meridian_gateway::replication_bench::run(args).await?;
+                        return Ok(ExitCode::SUCCESS);
                     }
                     BenchCommand::Workload(workload) => meridian_bench::run(workload).await?,
                 };
