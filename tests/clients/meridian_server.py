@@ -22,18 +22,27 @@ def meridian_binary() -> str:
     return str(Path(target) / "debug" / "meridian")
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago, for servers that must name each other."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
-    def __init__(self, erasure: str = "4+2"):
+    def __init__(self, erasure: str = "4+2", extra_config: str = "", port: int = 0):
         self.dir = Path(tempfile.mkdtemp(prefix="meridian-client-"))
         config = self.dir / "meridian.toml"
         config.write_text(
-            f'shutdown_grace = "5s"\n[root]\naccess_key = "{ACCESS_KEY}"\nsecret_key = "{SECRET_KEY}"\n'
+            f'shutdown_grace = "5s"\n{extra_config}\n'
+            f'[root]\naccess_key = "{ACCESS_KEY}"\nsecret_key = "{SECRET_KEY}"\n'
         )
         self.log = open(self.dir / "server.log", "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
         env["MERIDIAN_LOG"] = "info"
         self.proc = subprocess.Popen(
-            [meridian_binary(), "serve", "--config", str(config), "--address", "127.0.0.1:0",
+            [meridian_binary(), "serve", "--config", str(config), "--address", f"127.0.0.1:{port}",
              "--data", str(self.dir), "--erasure", erasure],
             stdout=subprocess.PIPE, stderr=self.log, env=env,
         )

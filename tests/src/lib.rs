@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::Client;
 
 pub mod raw;
+pub mod regions;
 
 pub const ACCESS_KEY: &str = "meridian-test-root";
 pub const SECRET_KEY: &str = "meridian-test-root-secret";
@@ -26,6 +27,9 @@ pub struct ServerOptions {
     pub extra_config: String,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Listen on this port instead of an ephemeral one (servers that must know each other's
+    /// endpoints before they start: see [`free_port`]).
+    pub port: Option<u16>,
 }
 
 impl Default for ServerOptions {
@@ -34,8 +38,18 @@ impl Default for ServerOptions {
             erasure: "4+2".into(),
             extra_config: String::new(),
             env: Vec::new(),
+            port: None,
         }
     }
+}
+
+/// A loopback port that was free a moment ago (bound, read and released), for servers that
+/// must name each other in their configs before either starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
 }
 
 /// A running `meridian serve` process and its data directory.
@@ -103,11 +117,14 @@ impl TestServer {
     /// Starts the process on the existing data directory and waits until it listens.
     fn launch(&mut self) {
         // Keep the port of an earlier run so clients made before a restart still work.
+        let first = match self.options.port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => "127.0.0.1:0".to_owned(),
+        };
         let address = self
             .endpoint
             .strip_prefix("http://")
-            .unwrap_or("127.0.0.1:0")
-            .to_owned();
+            .map_or(first, str::to_owned);
         // Extra settings first: top-level keys must precede the [root] table.
         let config = format!(
             "shutdown_grace = \"5s\"\n{}\n[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n",

@@ -1,0 +1,352 @@
+//! Several Meridian regions on loopback, wired as replication peers, and the waits and
+//! comparisons replication tests need. Every wait polls with a deadline; none sleeps for
+//! correctness.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
+    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
+    VersioningConfiguration,
+};
+use aws_sdk_s3::Client;
+
+use crate::{free_port, ServerOptions, TestServer};
+
+/// The user each region's peers replicate as (`access = "replicate"` on every bucket).
+pub const REPLICATOR_KEY: &str = "replicator";
+pub const REPLICATOR_SECRET: &str = "replicator-secret";
+/// A plain read-write user on every region.
+pub const WRITER_KEY: &str = "writer";
+pub const WRITER_SECRET: &str = "writer-secret";
+
+/// Region (and peer) names, by index.
+pub const NAMES: [&str; 3] = ["east", "west", "south"];
+
+/// A replication link: region `from` sends to region `to`, which is a Meridian peer or is
+/// treated as any S3 server (`foreign`).
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub from: usize,
+    pub to: usize,
+    pub foreign: bool,
+}
+
+impl Link {
+    pub fn new(from: usize, to: usize) -> Link {
+        Link {
+            from,
+            to,
+            foreign: false,
+        }
+    }
+}
+
+/// How to start a set of regions.
+#[derive(Clone, Debug)]
+pub struct RegionsOptions {
+    pub count: usize,
+    pub links: Vec<Link>,
+    /// Lines added to every region's `[replication]` table.
+    pub replication: String,
+    /// Erasure coding of every region.
+    pub erasure: String,
+    /// Top-level config lines for every region (before any table).
+    pub extra: String,
+    /// Lines added to every `[[peers]]` entry (e.g. `bandwidth = "20MB/s"`).
+    pub peer_extra: String,
+}
+
+impl RegionsOptions {
+    /// `count` regions, region 0 sending to each of the others.
+    pub fn one_way(count: usize) -> RegionsOptions {
+        RegionsOptions {
+            count,
+            links: (1..count).map(|to| Link::new(0, to)).collect(),
+            replication: String::new(),
+            erasure: "4+2".into(),
+            extra: String::new(),
+            peer_extra: String::new(),
+        }
+    }
+
+    /// Two regions, each sending to the other.
+    pub fn active_active() -> RegionsOptions {
+        RegionsOptions {
+            links: vec![Link::new(0, 1), Link::new(1, 0)],
+            ..RegionsOptions::one_way(2)
+        }
+    }
+}
+
+/// Running regions; region `i` is `servers[i]`, named `NAMES[i]`.
+pub struct Regions {
+    pub servers: Vec<TestServer>,
+}
+
+impl Regions {
+    pub fn start(options: RegionsOptions) -> Regions {
+        let ports: Vec<u16> = (0..options.count).map(|_| free_port()).collect();
+        let servers = (0..options.count)
+            .map(|i| {
+                let mut config = options.extra.clone();
+                config.push_str(&format!(
+                    "\n[[users]]\naccess_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
+                     grants = [{{ bucket = \"*\", access = \"replicate\" }}]\n\
+                     [[users]]\naccess_key = \"{WRITER_KEY}\"\nsecret_key = \"{WRITER_SECRET}\"\n\
+                     grants = [{{ bucket = \"*\", access = \"read-write\" }}]\n"
+                ));
+                for link in options.links.iter().filter(|l| l.from == i) {
+                    config.push_str(&format!(
+                        "[[peers]]\nname = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"{}\"\n\
+                         access_key = \"{}\"\nsecret_key = \"{}\"\nkind = \"{}\"\n{}\n",
+                        NAMES[link.to],
+                        ports[link.to],
+                        crate::REGION,
+                        if link.foreign { crate::ACCESS_KEY } else { REPLICATOR_KEY },
+                        if link.foreign { crate::SECRET_KEY } else { REPLICATOR_SECRET },
+                        if link.foreign { "s3" } else { "meridian" },
+                        options.peer_extra,
+                    ));
+                }
+                config.push_str(&format!(
+                    "[replication]\nmax_backoff = \"1s\"\n{}\n",
+                    options.replication
+                ));
+                TestServer::start_with(ServerOptions {
+                    erasure: options.erasure.clone(),
+                    extra_config: config,
+                    port: Some(ports[i]),
+                    ..ServerOptions::default()
+                })
+            })
+            .collect();
+        Regions { servers }
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        self.servers[i].client()
+    }
+}
+
+/// Creates `bucket` with versioning enabled.
+pub async fn versioned_bucket(client: &Client, bucket: &str) {
+    client.create_bucket().bucket(bucket).send().await.unwrap();
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A rule sending every key of the bucket (delete markers too, unless `markers` is false) to
+/// `bucket` on peer `peer`.
+pub fn rule_to(
+    peer: &str,
+    bucket: &str,
+    id: &str,
+    priority: i32,
+    markers: bool,
+) -> ReplicationRule {
+    ReplicationRule::builder()
+        .id(id)
+        .priority(priority)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix("").build())
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(if markers {
+                    DeleteMarkerReplicationStatus::Enabled
+                } else {
+                    DeleteMarkerReplicationStatus::Disabled
+                })
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(format!("arn:meridian:replication:{peer}::{bucket}"))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Puts `rules` as the replication configuration of `bucket`.
+pub async fn put_rules(client: &Client, bucket: &str, rules: Vec<ReplicationRule>) {
+    client
+        .put_bucket_replication()
+        .bucket(bucket)
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role("arn:aws:iam::000000000000:role/replication")
+                .set_rules(Some(rules))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or panics after `limit` saying `what`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `x-amz-replication-status` of a version (None when absent or the version is missing).
+pub async fn replication_status(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Option<String> {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version_id)
+        .send()
+        .await
+        .ok()?
+        .replication_status()
+        .map(|s| s.as_str().to_owned())
+}
+
+/// Waits until the source reports the version COMPLETED on every peer.
+pub async fn wait_completed(client: &Client, bucket: &str, key: &str, version_id: &str) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{bucket}/{key} {version_id} to be COMPLETED"),
+        || async {
+            (replication_status(client, bucket, key, version_id)
+                .await
+                .as_deref()
+                == Some("COMPLETED"))
+            .then_some(())
+        },
+    )
+    .await
+}
+
+/// One entry of ListObjectVersions (versions and delete markers alike).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+    pub etag: Option<String>,
+    pub size: Option<i64>,
+    /// Milliseconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+fn millis(t: &aws_smithy_types::DateTime) -> i64 {
+    t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+}
+
+/// Every version and delete marker of `bucket`, keys ascending, newest first per key.
+pub async fn all_versions(client: &Client, bucket: &str) -> Vec<Listed> {
+    let mut out = Vec::new();
+    let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+    loop {
+        let page = client
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        let mut batch: Vec<Listed> = page
+            .versions()
+            .iter()
+            .map(|v| Listed {
+                key: v.key().unwrap_or_default().to_owned(),
+                version_id: v.version_id().unwrap_or_default().to_owned(),
+                is_latest: v.is_latest().unwrap_or(false),
+                delete_marker: false,
+                etag: v.e_tag().map(str::to_owned),
+                size: v.size(),
+                last_modified: v.last_modified().map(millis),
+            })
+            .chain(page.delete_markers().iter().map(|m| Listed {
+                key: m.key().unwrap_or_default().to_owned(),
+                version_id: m.version_id().unwrap_or_default().to_owned(),
+                is_latest: m.is_latest().unwrap_or(false),
+                delete_marker: true,
+                etag: None,
+                size: None,
+                last_modified: m.last_modified().map(millis),
+            }))
+            .collect();
+        out.append(&mut batch);
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+    // Versions and markers come in two lists: merge them newest first per key (version ids
+    // are time-ordered, so they break ties within a millisecond).
+    out.sort_by(|a, b| {
+        a.key
+            .cmp(&b.key)
+            .then_with(|| (&b.last_modified, &b.version_id).cmp(&(&a.last_modified, &a.version_id)))
+    });
+    out
+}
+
+/// Waits until `bucket` lists the same versions (ids, ETags, sizes, markers, latest flags) on
+/// both clients, and returns them.
+pub async fn wait_identical(a: &Client, b: &Client, bucket: &str, limit: Duration) -> Vec<Listed> {
+    wait_for(
+        limit,
+        &format!("{bucket} to be identical on both sides"),
+        || async {
+            let (x, y) = (all_versions(a, bucket).await, all_versions(b, bucket).await);
+            (x == y).then_some(x)
+        },
+    )
+    .await
+}
+
+/// The whole body of one version.
+pub async fn get_bytes(client: &Client, bucket: &str, key: &str, version_id: &str) -> Vec<u8> {
+    client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version_id)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
