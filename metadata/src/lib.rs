@@ -26,6 +26,7 @@ mod outbox;
 mod reclaim;
 mod record;
 mod replication;
+mod replication_jobs;
 mod schema;
 mod store;
 mod tuning;
@@ -49,7 +50,10 @@ pub use record::{
     NewVersion, ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome,
     ReplicationState, Storage, VersionRecord, NULL_VERSION_ID,
 };
-pub use replication::{PeerBacklog, PeerUpload, RetryRecord, Settlement, StatusUpdate};
+pub use replication::{
+    BacklogFilter, PeerBacklog, PeerUpload, RetryRecord, Settlement, StatusUpdate,
+};
+pub use replication_jobs::{JobKind, ReplicationJob, Requeued};
 pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};
 pub use version_id::{new_upload_id, new_version_id, now_nanos};

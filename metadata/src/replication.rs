@@ -6,6 +6,8 @@
 //! version's status: either done, or written to the retry queue. Nothing a peer owes is ever
 //! held only in memory.
 
+use std::collections::BTreeMap;
+
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +81,40 @@ pub struct PeerBacklog {
     /// Of `changes`, those in the retry queue; of those, failed permanently.
     pub retrying: u64,
     pub failed: u64,
+    /// The most recent failure among the retried changes.
+    pub last_error: Option<String>,
+}
+
+impl PeerBacklog {
+    fn add(&mut self, entry: &OutboxEntry, retry: Option<&RetryRecord>) {
+        self.changes += 1;
+        self.bytes += owed_bytes(entry);
+        self.oldest_committed = Some(
+            self.oldest_committed
+                .map_or(entry.committed, |o| o.min(entry.committed)),
+        );
+        if let Some(r) = retry {
+            self.retrying += 1;
+            self.failed += u64::from(r.permanent);
+            self.last_error = Some(r.last_error.clone());
+        }
+    }
+}
+
+/// Which changes a backlog counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BacklogFilter {
+    /// Only this bucket's.
+    pub bucket: Option<String>,
+    /// Only changes committed before this outbox sequence (a checkpoint's).
+    pub below_seq: Option<u64>,
+}
+
+impl BacklogFilter {
+    fn admits(&self, entry: &OutboxEntry) -> bool {
+        self.bucket.as_ref().is_none_or(|b| *b == entry.bucket)
+            && self.below_seq.is_none_or(|s| entry.seq < s)
+    }
 }
 
 fn retry_key(peer: &str, record: &RetryRecord) -> Vec<u8> {
@@ -228,32 +264,36 @@ impl MetaStore {
     }
 
     /// What `peer` still owes: the outbox entries naming it from its cursor on, plus its
-    /// retry queue. Exact after any restart: both are durable.
-    pub fn peer_backlog(&self, peer: &str) -> Result<PeerBacklog, MetaError> {
-        let mut backlog = PeerBacklog::default();
-        let oldest = |t: Nanos, b: &mut PeerBacklog| {
-            b.oldest_committed = Some(b.oldest_committed.map_or(t, |o| o.min(t)));
-        };
+    /// retry queue, in total and per bucket. Exact after any restart: both are durable.
+    pub fn peer_backlog(
+        &self,
+        peer: &str,
+        filter: &BacklogFilter,
+    ) -> Result<(PeerBacklog, BTreeMap<String, PeerBacklog>), MetaError> {
+        let mut total = PeerBacklog::default();
+        let mut buckets: BTreeMap<String, PeerBacklog> = BTreeMap::new();
         let mut from = self.outbox_cursor(peer)?;
-        loop {
+        let end = filter.below_seq.unwrap_or(u64::MAX);
+        while from < end {
             let page = self.outbox_read(from, 1024)?;
             let Some(last) = page.last() else { break };
             from = last.seq + 1;
-            for e in page.iter().filter(|e| e.is_for(peer)) {
-                backlog.changes += 1;
-                backlog.bytes += owed_bytes(e);
-                oldest(e.committed, &mut backlog);
+            for e in page.iter().filter(|e| e.is_for(peer) && filter.admits(e)) {
+                total.add(e, None);
+                buckets.entry(e.bucket.clone()).or_default().add(e, None);
             }
         }
         self.scan_retries(peer, |r| {
-            backlog.changes += 1;
-            backlog.retrying += 1;
-            backlog.failed += u64::from(r.permanent);
-            backlog.bytes += owed_bytes(&r.entry);
-            oldest(r.entry.committed, &mut backlog);
+            if filter.admits(&r.entry) {
+                total.add(&r.entry, Some(&r));
+                buckets
+                    .entry(r.entry.bucket.clone())
+                    .or_default()
+                    .add(&r.entry, Some(&r));
+            }
             true
         })?;
-        Ok(backlog)
+        Ok((total, buckets))
     }
 
     /// The upload of this version to `peer` in progress, if one was started.

@@ -18,6 +18,7 @@
 //! | `reclaim`         | seq(u64)                                         | `ReclaimRecord` |
 //! | `replication_retry` | `esc(peer)` due(i64) seq(u64)                  | `RetryRecord`: a change the peer has yet to take |
 //! | `replication_uploads` | `esc(peer) esc(bucket) esc(key)` version id  | `PeerUpload`: a multipart upload to the peer in progress |
+//! | `replication_jobs` | `esc(peer) esc(bucket)`                         | `ReplicationJob`: a backfill or resync walk and its position |
 //!
 //! Invariants kept by every commit (one WriteBatch each): `versions` and `history` hold the
 //! same set of versions; the first `history` entry of a key is its latest version; `listing`
@@ -42,9 +43,10 @@ pub const OUTBOX_CURSORS: &str = "outbox_cursors";
 pub const RECLAIM: &str = "reclaim";
 pub const REPLICATION_RETRY: &str = "replication_retry";
 pub const REPLICATION_UPLOADS: &str = "replication_uploads";
+pub const REPLICATION_JOBS: &str = "replication_jobs";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -59,6 +61,7 @@ pub const ALL: [&str; 14] = [
     RECLAIM,
     REPLICATION_RETRY,
     REPLICATION_UPLOADS,
+    REPLICATION_JOBS,
 ];
 
 /// Column families read mostly by point lookups: they get bloom filters.
@@ -74,7 +77,8 @@ pub const POINT_LOOKUP: [&str; 8] = [
 ];
 
 /// Schema version of this build, stored under `meta/"schema"`. Version 2 added the
-/// replication column families (`replication_retry`, `replication_uploads`) and the `peers`
+/// replication column families (`replication_retry`, `replication_uploads`,
+/// `replication_jobs`) and the `peers`
 /// and `size` of outbox entries; a version 1 database is upgraded in place at open (the new
 /// column families start empty, old outbox entries name no peers).
 pub const SCHEMA_VERSION: u32 = 2;

@@ -3,8 +3,9 @@
 //! uploads, and backlog figures computed from all of it (exact after a reopen).
 
 use meridian_metadata::{
-    ChangeSource, DeleteOptions, NewVersion, OutboxKind, PeerStatus, PeerUpload, ReplicationState,
-    RetryRecord, Settlement, StatusUpdate, VersioningState,
+    BacklogFilter, ChangeSource, DeleteOptions, JobKind, NewVersion, OutboxKind, PeerStatus,
+    PeerUpload, ReplicationJob, ReplicationState, Requeued, RetryRecord, Settlement, StatusUpdate,
+    VersioningState,
 };
 
 use crate::support::{inline, make_bucket, TestStore};
@@ -233,7 +234,7 @@ fn backlog_counts_what_the_peer_owes_and_survives_a_reopen() {
     pending_put(&s, "c", "1", &["east"]);
     let entries = s.outbox_read(0, 10).unwrap();
 
-    let west = s.peer_backlog("west").unwrap();
+    let (west, _) = s.peer_backlog("west", &BacklogFilter::default()).unwrap();
     assert_eq!((west.changes, west.bytes), (2, 6));
     assert_eq!(west.oldest_committed, Some(entries[0].committed));
 
@@ -259,14 +260,27 @@ fn backlog_counts_what_the_peer_owes_and_survives_a_reopen() {
     .unwrap();
     s.outbox_ack("west", entries[1].seq).unwrap();
     let s = s.reopen();
-    let west = s.peer_backlog("west").unwrap();
+    let (west, by_bucket) = s.peer_backlog("west", &BacklogFilter::default()).unwrap();
     assert_eq!(
         (west.changes, west.bytes, west.retrying, west.failed),
         (1, 4, 1, 1)
     );
     assert_eq!(west.oldest_committed, Some(entries[0].committed));
-    let east = s.peer_backlog("east").unwrap();
+    assert_eq!(west.last_error.as_deref(), Some("AccessDenied"));
+    assert_eq!(by_bucket["b"], west);
+    let (east, _) = s.peer_backlog("east", &BacklogFilter::default()).unwrap();
     assert_eq!((east.changes, east.bytes), (2, 3));
+    // A checkpoint taken after the first two commits waits only for those.
+    let before_third = BacklogFilter {
+        below_seq: Some(entries[2].seq),
+        ..BacklogFilter::default()
+    };
+    assert_eq!(s.peer_backlog("east", &before_third).unwrap().0.changes, 1);
+    let other_bucket = BacklogFilter {
+        bucket: Some("other".into()),
+        ..BacklogFilter::default()
+    };
+    assert_eq!(s.peer_backlog("east", &other_bucket).unwrap().0.changes, 0);
 }
 
 #[test]
@@ -356,7 +370,14 @@ fn a_schema_1_database_is_upgraded_in_place() {
     assert_eq!(entries.len(), 1);
     assert_eq!((entries[0].seq, entries[0].committed), (1, 42));
     assert!(entries[0].peers.is_empty() && entries[0].size == 0);
-    assert_eq!(store.peer_backlog("west").unwrap().changes, 0);
+    assert_eq!(
+        store
+            .peer_backlog("west", &BacklogFilter::default())
+            .unwrap()
+            .0
+            .changes,
+        0
+    );
     drop(store);
     let db = rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
@@ -370,4 +391,72 @@ fn a_schema_1_database_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(stored, meridian_metadata::SCHEMA_VERSION.to_be_bytes());
     assert_eq!(meridian_metadata::SCHEMA_VERSION, 2);
+}
+
+#[test]
+fn requeued_versions_are_pending_and_in_the_outbox_again_replicas_never() {
+    let s = TestStore::new();
+    make_bucket(&s, "b", VersioningState::Enabled);
+    let v = pending_put(&s, "k", "abc", &[]);
+    let marker = s
+        .delete_object("b", "k", None, DeleteOptions::default())
+        .unwrap()
+        .version_id
+        .unwrap();
+    let replica = NewVersion {
+        version_id: Some("0REPLICA".into()),
+        mtime: Some(1),
+        replication: ReplicationState::replica_from("west"),
+        ..inline("r")
+    };
+    s.put_version("b", "r", replica).unwrap();
+    let before = s.outbox_watermark();
+
+    assert_eq!(
+        s.requeue_version("south", "b", "k", &v).unwrap(),
+        Requeued::Queued(3)
+    );
+    assert_eq!(
+        s.requeue_version("south", "b", "k", &marker).unwrap(),
+        Requeued::Queued(0)
+    );
+    assert_eq!(
+        s.requeue_version("south", "b", "r", "0REPLICA").unwrap(),
+        Requeued::Replica
+    );
+    assert_eq!(
+        s.requeue_version("south", "b", "k", "0GONE").unwrap(),
+        Requeued::Gone
+    );
+    let e = s.outbox_read(before, 10).unwrap();
+    let kinds: Vec<_> = e.iter().map(|e| (e.kind, e.peers.clone())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (OutboxKind::Put, vec!["south".to_string()]),
+            (OutboxKind::DeleteMarker, vec!["south".to_string()])
+        ]
+    );
+    let record = s.get_version("b", "k", Some(&v)).unwrap().unwrap();
+    assert_eq!(record.replication.peers["south"], PeerStatus::Pending);
+    assert!(s.outbox_watermark() > before);
+}
+
+#[test]
+fn jobs_are_stored_per_peer_and_bucket() {
+    let s = TestStore::new();
+    let job = ReplicationJob {
+        peer: "west".into(),
+        bucket: "b".into(),
+        kind: JobKind::Resync,
+        key_marker: Some("k".into()),
+        scanned: 10,
+        ..ReplicationJob::default()
+    };
+    s.put_replication_job(&job).unwrap();
+    let s = s.reopen();
+    assert_eq!(s.replication_job("west", "b").unwrap(), Some(job.clone()));
+    assert_eq!(s.replication_job("west", "c").unwrap(), None);
+    assert!(job.is_running());
+    assert_eq!(s.replication_jobs().unwrap(), vec![job]);
 }
