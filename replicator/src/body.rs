@@ -22,6 +22,17 @@ struct ExactBody {
     throttle: Option<Arc<Throttle>>,
     /// A chunk waiting out its throttle delay.
     held: Option<(Bytes, Pin<Box<tokio::time::Sleep>>)>,
+    /// Counts the bytes handed on (the peer's sent-bytes metric).
+    sent: Option<prometheus::IntCounter>,
+}
+
+impl ExactBody {
+    fn hand_on(&self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(c) = &self.sent {
+            c.inc_by(chunk.len() as u64);
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +52,7 @@ impl Body for ExactBody {
                 return Poll::Pending;
             }
             let (chunk, _) = self.held.take().expect("held chunk");
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            return self.hand_on(chunk);
         }
         match self.stream.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
@@ -59,7 +70,7 @@ impl Body for ExactBody {
                     .as_ref()
                     .map_or(std::time::Duration::ZERO, |t| t.reserve(n));
                 if wait.is_zero() {
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    return self.hand_on(chunk);
                 }
                 self.held = Some((chunk, Box::pin(tokio::time::sleep(wait))));
                 self.poll_frame(cx)
@@ -76,17 +87,20 @@ impl Body for ExactBody {
     }
 }
 
-/// An SDK body streaming `len` bytes of `stream`, at most at the throttle's rate.
+/// An SDK body streaming `len` bytes of `stream`, at most at the throttle's rate, counting
+/// what it hands on in `sent`.
 pub(crate) fn exact_body(
     stream: ObjectBytes,
     len: u64,
     throttle: Option<Arc<Throttle>>,
+    sent: Option<prometheus::IntCounter>,
 ) -> ByteStream {
     ByteStream::from_body_1_x(ExactBody {
         stream,
         remaining: len,
         throttle,
         held: None,
+        sent,
     })
 }
 
@@ -108,6 +122,7 @@ mod tests {
             remaining: 5,
             throttle: None,
             held: None,
+            sent: None,
         };
         assert_eq!(body.size_hint().exact(), Some(5));
         let bytes = body.collect().await.unwrap().to_bytes();
@@ -121,6 +136,7 @@ mod tests {
             remaining: 300_000,
             throttle: Some(Arc::new(Throttle::new(1_000_000))),
             held: None,
+            sent: None,
         };
         let started = tokio::time::Instant::now();
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 300_000);
@@ -139,6 +155,7 @@ mod tests {
                 remaining: len,
                 throttle: None,
                 held: None,
+                sent: None,
             };
             assert!(body.collect().await.is_err());
         }

@@ -44,6 +44,51 @@ pub struct PeerConfig {
     /// (`"50MB/s"`, `"1GiB/s"`); unlimited when absent.
     #[serde(default, deserialize_with = "rate::deserialize")]
     pub bandwidth: Option<u64>,
+    /// `sync`: a write returns only once this peer has it (or `sync_timeout` passed).
+    #[serde(default)]
+    pub mode: PeerMode,
+    #[serde(default = "default_sync_timeout", with = "humantime_serde")]
+    pub sync_timeout: Duration,
+    /// Serve GET/HEAD of versions not present here from this peer (active-active).
+    #[serde(default = "default_true")]
+    pub proxy_reads: bool,
+}
+
+/// When a write to a bucket replicated to this peer is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerMode {
+    /// After the local commit; the peer gets it in the background.
+    #[default]
+    Async,
+    /// After the peer has it, verified — or after `sync_timeout`, then in the background.
+    Sync,
+}
+
+fn default_sync_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl PeerConfig {
+    /// A peer with every optional setting at its default.
+    pub fn new(name: &str, endpoint: &str, access_key: &str, secret_key: &str) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            region: default_region(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            kind: PeerKind::Meridian,
+            bandwidth: None,
+            mode: PeerMode::Async,
+            sync_timeout: default_sync_timeout(),
+            proxy_reads: true,
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -234,15 +279,7 @@ mod tests {
     use super::*;
 
     fn peer(name: &str, endpoint: &str) -> PeerConfig {
-        PeerConfig {
-            name: name.into(),
-            endpoint: endpoint.into(),
-            region: "eu-west-1".into(),
-            access_key: "k".into(),
-            secret_key: "s".into(),
-            kind: PeerKind::Meridian,
-            bandwidth: None,
-        }
+        PeerConfig::new(name, endpoint, "k", "s")
     }
 
     fn listen() -> SocketAddr {
@@ -272,6 +309,9 @@ mod tests {
             secret_key = "secret"
             kind = "s3"
             bandwidth = "50MB/s"
+            mode = "sync"
+            sync_timeout = "3s"
+            proxy_reads = false
             [replication]
             part_size = "32MiB"
             max_backoff = "2s"
@@ -283,6 +323,15 @@ mod tests {
         assert_eq!(f.peers[1].kind, PeerKind::S3);
         assert_eq!(f.peers[1].bandwidth, Some(50_000_000));
         assert_eq!(f.peers[0].bandwidth, None);
+        assert_eq!(
+            (f.peers[0].mode, f.peers[0].sync_timeout),
+            (PeerMode::Async, Duration::from_secs(10))
+        );
+        assert_eq!(
+            (f.peers[1].mode, f.peers[1].sync_timeout),
+            (PeerMode::Sync, Duration::from_secs(3))
+        );
+        assert!(f.peers[0].proxy_reads && !f.peers[1].proxy_reads);
         assert_eq!(f.replication.part_size.as_u64(), 32 << 20);
         assert_eq!(f.replication.max_backoff, Duration::from_secs(2));
         assert_eq!(f.replication.workers, 16);

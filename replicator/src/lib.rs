@@ -8,7 +8,9 @@
 //!   settled, and failures wait in a durable retry queue, retried forever on a capped backoff;
 //! - replicas are exact: same version id, mtime, ETag, checksums, headers, metadata and tags
 //!   on Meridian peers, verified with a HEAD before a version counts as COMPLETED;
-//! - no loops: replicas are never sent on.
+//! - no loops: replicas are never sent on;
+//! - every figure an operator reads (pending versions and bytes, lag, checkpoints) is
+//!   computed from durable state, exact after any restart.
 //!
 //! The server (`gateway`) owns HTTP: it supplies the bytes of stored objects through
 //! [`ObjectSource`], records PENDING with each commit using [`Replicator::pending_peers`],
@@ -19,35 +21,47 @@ mod body;
 pub mod config;
 mod error;
 pub mod headers;
+mod jobs;
+mod metrics;
 mod peer;
 mod pump;
 pub mod rules;
 mod rules_cache;
 mod source;
+mod status;
+mod sync;
 mod throttle;
 mod transfer;
 mod upload;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use meridian_metadata::{MetaError, MetaStore};
+use meridian_metadata::{now_nanos, JobKind, MetaError, MetaStore, PeerStatus, ReplicationJob};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use config::{PeerConfig, PeerConfigError, PeerKind, ReplicationSettings};
+pub use config::{PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings};
 pub use error::{ErrorClass, SendError};
+pub use metrics::ReplicationMetrics;
 pub use peer::DestinationCheck;
 pub use rules::{Change, ReplicationConfig, RuleError, Target};
 pub use rules_cache::RulesCache;
 pub use source::{BoxError, ObjectBytes, ObjectSource};
+pub use status::{BucketReport, CheckpointReport, JobReport, PeerReport, Pending};
 
 use peer::Peer;
 use pump::Pump;
-use transfer::Shared;
+use transfer::{metadata, Shared};
+
+/// Cancel switches of running jobs by (peer, bucket), with the generation of their run.
+type JobSwitches = Mutex<HashMap<(String, String), (u64, watch::Sender<bool>)>>;
 
 struct PeerHandle {
     peer: Arc<Peer>,
     wakeup: Arc<Notify>,
+    paused: watch::Sender<bool>,
 }
 
 /// The replication side of a node. Cheap to clone.
@@ -55,52 +69,90 @@ struct PeerHandle {
 pub struct Replicator {
     shared: Arc<Shared>,
     peers: Arc<Vec<PeerHandle>>,
+    metrics: ReplicationMetrics,
+    /// Cancel switches of the backfills and resyncs running in this process, with the
+    /// generation of the run they belong to.
+    jobs: Arc<JobSwitches>,
 }
 
 impl Replicator {
-    /// A replicator for `peers` (already validated); nothing runs until [`Replicator::spawn`].
+    /// A replicator for `peers` (already validated), its metrics in `registry`; nothing runs
+    /// until [`Replicator::spawn`].
     pub fn new(
         meta: MetaStore,
         source: Arc<dyn ObjectSource>,
         peers: Vec<PeerConfig>,
         settings: ReplicationSettings,
         region: String,
+        registry: &prometheus::Registry,
     ) -> Replicator {
+        let metrics = ReplicationMetrics::new(registry);
         // Data streams in flight per peer: enough to keep the link busy, few enough that
         // memory stays at a few stripes each.
         let streams = settings.workers.clamp(4, 8);
         let peers = peers
             .into_iter()
-            .map(|config| PeerHandle {
-                peer: Arc::new(Peer::new(config, streams)),
-                wakeup: Arc::new(Notify::new()),
+            .map(|config| {
+                let peer_metrics = metrics.peer(&config.name);
+                PeerHandle {
+                    peer: Arc::new(Peer::new(config, streams, peer_metrics)),
+                    wakeup: Arc::new(Notify::new()),
+                    paused: watch::channel(false).0,
+                }
             })
             .collect();
         Replicator {
             shared: Arc::new(Shared {
-                rules: RulesCache::new(meta.clone()),
+                rules: Arc::new(RulesCache::new(meta.clone())),
                 meta,
                 source,
                 settings,
                 region,
+                waiters: sync::Waiters::default(),
             }),
             peers: Arc::new(peers),
+            metrics,
+            jobs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Starts one worker loop per peer; they stop when `shutdown` flips.
+    /// Starts one worker loop per peer (they stop when `shutdown` flips) and resumes the
+    /// backfills and resyncs a previous run left unfinished.
     pub fn spawn(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        self.peers
+        let pumps = self
+            .peers
             .iter()
             .map(|h| {
                 let pump = Pump {
                     peer: h.peer.clone(),
                     shared: self.shared.clone(),
                     wakeup: h.wakeup.clone(),
+                    paused: h.paused.subscribe(),
                 };
                 tokio::spawn(pump.run(shutdown.clone()))
             })
-            .collect()
+            .collect();
+        let this = self.clone();
+        tokio::spawn(async move {
+            match metadata(&this.shared.meta, |m| m.replication_jobs()).await {
+                Ok(jobs) => {
+                    for job in jobs.into_iter().filter(ReplicationJob::is_running) {
+                        this.run_job(job);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading replication jobs; unfinished ones do not resume")
+                }
+            }
+        });
+        pumps
+    }
+
+    fn handle(&self, peer: &str) -> Result<&PeerHandle, String> {
+        self.peers
+            .iter()
+            .find(|h| h.peer.name() == peer)
+            .ok_or_else(|| format!("peer {peer:?} is not configured"))
     }
 
     /// The configured peers.
@@ -114,6 +166,11 @@ impl Replicator {
 
     pub fn has_peers(&self) -> bool {
         !self.peers.is_empty()
+    }
+
+    /// The S3 client of a peer (proxy reads go through it).
+    pub fn peer_client(&self, peer: &str) -> Option<aws_sdk_s3::Client> {
+        self.handle(peer).ok().map(|h| h.peer.client().clone())
     }
 
     /// Every bucket's replication rules, cached.
@@ -153,9 +210,275 @@ impl Replicator {
 
     /// Asks `peer` whether `bucket` exists there with versioning enabled.
     pub async fn check_destination(&self, peer: &str, bucket: &str) -> DestinationCheck {
-        match self.peers.iter().find(|h| h.peer.name() == peer) {
-            Some(h) => h.peer.check_destination(bucket).await,
-            None => DestinationCheck::Unknown(format!("peer {peer:?} is not configured")),
+        match self.handle(peer) {
+            Ok(h) => h.peer.check_destination(bucket).await,
+            Err(e) => DestinationCheck::Unknown(e),
         }
+    }
+
+    /// Pauses (or resumes) sending to `peer`: changes keep queuing and nothing is lost; the
+    /// lag shows it. Transfers in flight are abandoned and sent again after the resume.
+    pub fn set_paused(&self, peer: &str, paused: bool) -> Result<(), String> {
+        let h = self.handle(peer)?;
+        h.paused.send_replace(paused);
+        h.wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Waits until every `mode = "sync"` peer among `peers` has the version, verified, or
+    /// its `sync_timeout` passed; returns the peers that timed out.
+    pub async fn wait_synced(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+    ) -> Vec<String> {
+        let sync: Vec<&PeerHandle> = self
+            .peers
+            .iter()
+            .filter(|h| h.peer.config.mode == PeerMode::Sync && peers.contains(&h.peer.config.name))
+            .collect();
+        if sync.is_empty() {
+            return Vec::new();
+        }
+        let waits = sync.into_iter().map(|h| async move {
+            let name = h.peer.name().to_owned();
+            let done = self.shared.waiters.register((
+                name.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                version_id.to_owned(),
+            ));
+            h.wakeup.notify_one();
+            // It may have been settled before the waiter was in place.
+            let (b, k, v, p) = (
+                bucket.to_owned(),
+                key.to_owned(),
+                version_id.to_owned(),
+                name.clone(),
+            );
+            let already = metadata(&self.shared.meta, move |m| {
+                Ok(m.get_version(&b, &k, Some(&v))?
+                    .is_some_and(|r| r.replication.peers.get(&p) == Some(&PeerStatus::Completed)))
+            })
+            .await
+            .unwrap_or(false);
+            let reached = already
+                || tokio::time::timeout(h.peer.config.sync_timeout, done)
+                    .await
+                    .is_ok();
+            (!reached).then_some(name)
+        });
+        futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Per peer (optionally one bucket): pending work, failures, progress of jobs.
+    pub async fn status(&self, bucket: Option<&str>) -> Result<Vec<PeerReport>, String> {
+        let mut out = Vec::new();
+        let jobs = metadata(&self.shared.meta, |m| m.replication_jobs())
+            .await
+            .map_err(|e| e.to_string())?;
+        for h in self.peers.iter() {
+            let (name, f) = (h.peer.name().to_owned(), status::filter(bucket, None));
+            let (total, by_bucket) =
+                metadata(&self.shared.meta, move |m| m.peer_backlog(&name, &f))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let c = &h.peer.config;
+            out.push(PeerReport {
+                peer: c.name.clone(),
+                endpoint: c.endpoint.clone(),
+                kind: match c.kind {
+                    PeerKind::Meridian => "meridian",
+                    PeerKind::S3 => "s3",
+                },
+                mode: match c.mode {
+                    PeerMode::Async => "async",
+                    PeerMode::Sync => "sync",
+                },
+                paused: *h.paused.borrow(),
+                pending: Pending::of(&total),
+                sent_versions: h.peer.metrics.sent_versions.get(),
+                sent_bytes: h.peer.metrics.sent_bytes.get(),
+                buckets: by_bucket
+                    .iter()
+                    .map(|(b, p)| BucketReport {
+                        bucket: b.clone(),
+                        pending: Pending::of(p),
+                    })
+                    .collect(),
+                jobs: jobs
+                    .iter()
+                    .filter(|j| j.peer == c.name && bucket.is_none_or(|b| b == j.bucket))
+                    .map(JobReport::of)
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Brings the pending gauges up to date (called when metrics are read).
+    pub async fn refresh_metrics(&self) {
+        match self.status(None).await {
+            Ok(reports) => {
+                for r in reports {
+                    let m = &self.metrics;
+                    m.pending_versions
+                        .with_label_values(&[&r.peer])
+                        .set(r.pending.versions as i64);
+                    m.pending_bytes
+                        .with_label_values(&[&r.peer])
+                        .set(r.pending.bytes as i64);
+                    m.lag_seconds
+                        .with_label_values(&[&r.peer])
+                        .set(r.pending.lag_seconds as i64);
+                    m.retrying_versions
+                        .with_label_values(&[&r.peer])
+                        .set(r.pending.retrying as i64);
+                    m.failed_versions
+                        .with_label_values(&[&r.peer])
+                        .set(r.pending.failed as i64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "computing replication backlog for metrics"),
+        }
+    }
+
+    /// Waits until `peer` has every change (of `bucket`, if given) committed before this
+    /// call, or `timeout` passed; says which.
+    pub async fn checkpoint(
+        &self,
+        peer: &str,
+        bucket: Option<&str>,
+        timeout: Duration,
+    ) -> Result<CheckpointReport, String> {
+        let h = self.handle(peer)?;
+        let below = self.shared.meta.outbox_watermark();
+        let started = Instant::now();
+        h.wakeup.notify_one();
+        loop {
+            let (name, f) = (peer.to_owned(), status::filter(bucket, Some(below)));
+            let (pending, _) = metadata(&self.shared.meta, move |m| m.peer_backlog(&name, &f))
+                .await
+                .map_err(|e| e.to_string())?;
+            let reached = pending.changes == 0;
+            if reached || started.elapsed() >= timeout {
+                return Ok(CheckpointReport {
+                    peer: peer.to_owned(),
+                    bucket: bucket.map(str::to_owned),
+                    reached,
+                    waited_seconds: started.elapsed().as_secs_f64(),
+                    pending: Pending::of(&pending),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts (or continues) a backfill or resync of `bucket` towards `peer`.
+    /// `from_scratch` restarts the walk at the bucket's first key.
+    pub async fn start_job(
+        &self,
+        peer: &str,
+        bucket: &str,
+        kind: JobKind,
+        from_scratch: bool,
+    ) -> Result<JobReport, String> {
+        self.handle(peer)?;
+        let (p, b) = (peer.to_owned(), bucket.to_owned());
+        let existing = metadata(&self.shared.meta, move |m| {
+            m.get_bucket(&b)?
+                .ok_or(MetaError::NoSuchBucket { bucket: b.clone() })?;
+            m.replication_job(&p, &b)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let continue_existing = existing
+            .as_ref()
+            .is_some_and(|j| j.is_running() && j.kind == kind && !from_scratch);
+        let job = match existing {
+            Some(j) if continue_existing => j,
+            _ => ReplicationJob {
+                peer: peer.to_owned(),
+                bucket: bucket.to_owned(),
+                kind,
+                started: now_nanos(),
+                cutoff: (kind == JobKind::Backfill).then(now_nanos),
+                ..ReplicationJob::default()
+            },
+        };
+        let j = job.clone();
+        metadata(&self.shared.meta, move |m| m.put_replication_job(&j))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.run_job(job.clone());
+        Ok(JobReport::of(&job))
+    }
+
+    /// Starts a backfill of `bucket` towards `peer` unless one was ever started (a rule with
+    /// existing-object replication was put).
+    pub async fn backfill_once(&self, peer: &str, bucket: &str) -> Result<(), String> {
+        let (p, b) = (peer.to_owned(), bucket.to_owned());
+        let existing = metadata(&self.shared.meta, move |m| m.replication_job(&p, &b))
+            .await
+            .map_err(|e| e.to_string())?;
+        if existing.is_none() {
+            self.start_job(peer, bucket, JobKind::Backfill, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the backfill or resync of `bucket` towards `peer` (its progress is kept).
+    pub fn cancel_job(&self, peer: &str, bucket: &str) -> Result<(), String> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        match jobs.get(&(peer.to_owned(), bucket.to_owned())) {
+            Some((_, cancel)) => {
+                cancel.send_replace(true);
+                Ok(())
+            }
+            None => Err(format!(
+                "no job of peer {peer:?} on bucket {bucket:?} is running"
+            )),
+        }
+    }
+
+    /// Runs `job` in the background, replacing a job of the same peer and bucket.
+    fn run_job(&self, job: ReplicationJob) {
+        let Ok(h) = self.handle(&job.peer) else {
+            tracing::warn!(peer = %job.peer, bucket = %job.bucket, "replication job for a peer that is no longer configured; not resumed");
+            return;
+        };
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let key = (job.peer.clone(), job.bucket.clone());
+        if let Some((_, old)) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (generation, cancel_tx))
+        {
+            old.send_replace(true);
+        }
+        let (shared, peer, wakeup, jobs) = (
+            self.shared.clone(),
+            h.peer.clone(),
+            h.wakeup.clone(),
+            self.jobs.clone(),
+        );
+        tokio::spawn(async move {
+            jobs::run_job(shared, peer, job, wakeup, cancel_rx).await;
+            let mut jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            // Only forget the switch if it is still this run's.
+            if jobs.get(&key).is_some_and(|(g, _)| *g == generation) {
+                jobs.remove(&key);
+            }
+        });
     }
 }

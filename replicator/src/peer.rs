@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{PeerConfig, PeerKind};
 use crate::error::SendError;
+use crate::metrics::PeerMetrics;
 use crate::throttle::Throttle;
 
 /// How long a call without a data body may take (HEAD, create, complete, delete, tagging).
@@ -35,6 +36,7 @@ pub struct Peer {
     pub(crate) streams: Semaphore,
     /// The peer's bandwidth cap, shared by its transfers.
     pub(crate) throttle: Option<Arc<Throttle>>,
+    pub(crate) metrics: PeerMetrics,
 }
 
 /// What a peer says about a destination bucket.
@@ -49,7 +51,7 @@ pub enum DestinationCheck {
 }
 
 impl Peer {
-    pub fn new(config: PeerConfig, stream_limit: usize) -> Peer {
+    pub(crate) fn new(config: PeerConfig, stream_limit: usize, metrics: PeerMetrics) -> Peer {
         let sdk = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
@@ -79,6 +81,7 @@ impl Peer {
             config,
             client: Client::from_conf(sdk),
             streams: Semaphore::new(stream_limit.max(1)),
+            metrics,
         }
     }
 
@@ -88,6 +91,11 @@ impl Peer {
 
     pub fn is_meridian(&self) -> bool {
         self.config.kind == PeerKind::Meridian
+    }
+
+    /// The S3 client for this peer (proxy reads use it too).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Whether `bucket` exists on the peer with versioning enabled.

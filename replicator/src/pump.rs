@@ -58,6 +58,8 @@ pub(crate) struct Pump {
     pub peer: Arc<Peer>,
     pub shared: Arc<Shared>,
     pub wakeup: Arc<Notify>,
+    /// True while an operator has paused sending to this peer.
+    pub paused: watch::Receiver<bool>,
 }
 
 struct State {
@@ -76,8 +78,23 @@ struct State {
     next_retry_scan: tokio::time::Instant,
 }
 
+impl State {
+    fn at(cursor: u64) -> State {
+        State {
+            next_read: cursor,
+            acked: cursor,
+            fresh: BTreeSet::new(),
+            retrying: HashSet::new(),
+            waiting: VecDeque::new(),
+            busy_keys: HashSet::new(),
+            peer_down: false,
+            next_retry_scan: tokio::time::Instant::now(),
+        }
+    }
+}
+
 impl Pump {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let peer = self.peer.name().to_owned();
         let cursor = loop {
             let p = peer.clone();
@@ -93,20 +110,27 @@ impl Pump {
             }
         };
         tracing::info!(%peer, endpoint = %self.peer.config.endpoint, cursor, "replicating to peer");
-        let mut state = State {
-            next_read: cursor,
-            acked: cursor,
-            fresh: BTreeSet::new(),
-            retrying: HashSet::new(),
-            waiting: VecDeque::new(),
-            busy_keys: HashSet::new(),
-            peer_down: false,
-            next_retry_scan: tokio::time::Instant::now(),
-        };
+        let mut state = State::at(cursor);
         let workers = self.shared.settings.workers;
         let window = workers * 8;
         let mut running: JoinSet<(Job, Result<Sent, SendError>)> = JoinSet::new();
         loop {
+            if *self.paused.borrow() {
+                // Transfers in flight are dropped unsettled: their changes are still past the
+                // cursor or in the retry queue, and go out again after the resume.
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                state = State::at(state.acked);
+                self.peer.metrics.paused.set(1);
+                tracing::info!(%peer, "replication paused");
+                tokio::select! {
+                    _ = self.paused.wait_for(|p| !*p) => {}
+                    _ = shutdown.changed() => return,
+                }
+                self.peer.metrics.paused.set(0);
+                tracing::info!(%peer, "replication resumed");
+                continue;
+            }
             let more = match self.refill(&mut state, window).await {
                 Ok(more) => more,
                 Err(e) => {
@@ -128,6 +152,7 @@ impl Pump {
                     Err(e) => tracing::error!(%peer, error = %e, "a replication transfer panicked"),
                 },
                 _ = self.wakeup.notified() => {}
+                _ = self.paused.changed() => {}
                 _ = tokio::time::sleep_until(next_wake) => {}
                 _ = shutdown.changed() => {
                     // In-flight transfers are dropped: their changes are still past the
@@ -294,6 +319,9 @@ impl Pump {
             m.settle_replication(&p, &e2, settlement)
         })
         .await;
+        if settled.is_ok() {
+            self.account(&entry, &result);
+        }
         state
             .busy_keys
             .remove(&(entry.bucket.clone(), entry.key.clone()));
@@ -317,6 +345,33 @@ impl Pump {
             }
         }
         self.note_reachability(state, &result).await;
+    }
+
+    /// Metrics of a settled change, and writers waiting for it in sync mode.
+    fn account(&self, entry: &OutboxEntry, result: &Result<Sent, SendError>) {
+        let m = &self.peer.metrics;
+        match result {
+            Ok(Sent::Done { .. }) => {
+                m.sent_versions.inc();
+                let age = (now_nanos() - entry.committed).max(0) as f64 / 1e9;
+                m.latency.observe(age);
+                if !self.shared.waiters.is_empty() {
+                    self.shared.waiters.done(&(
+                        self.peer.name().to_owned(),
+                        entry.bucket.clone(),
+                        entry.key.clone(),
+                        entry.version_id.clone(),
+                    ));
+                }
+            }
+            Ok(Sent::Skipped(_)) => {}
+            Err(e) => m.failure(match (&e.code, e.unreachable) {
+                (Some(code), _) => code.as_str(),
+                (None, true) => "unreachable",
+                (None, false) if e.class == ErrorClass::Permanent => "permanent",
+                (None, false) => "transient",
+            }),
+        }
     }
 
     /// When the peer answers again after being unreachable, everything that failed while it

@@ -302,15 +302,7 @@ mod tests {
     use super::*;
 
     fn peer(name: &str) -> PeerConfig {
-        PeerConfig {
-            name: name.into(),
-            endpoint: "http://127.0.0.1:1".into(),
-            region: "r".into(),
-            access_key: "a".into(),
-            secret_key: "s".into(),
-            kind: Default::default(),
-            bandwidth: None,
-        }
+        PeerConfig::new(name, "http://127.0.0.1:1", "a", "s")
     }
 
     fn rule(id: &str, priority: i32, filter: Filter, peer: &str) -> Rule {

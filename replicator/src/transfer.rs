@@ -20,10 +20,12 @@ use crate::source::ObjectSource;
 pub(crate) struct Shared {
     pub meta: MetaStore,
     pub source: Arc<dyn ObjectSource>,
-    pub rules: RulesCache,
+    pub rules: Arc<RulesCache>,
     pub settings: ReplicationSettings,
     /// This node's region, named in replica headers.
     pub region: String,
+    /// Writers waiting for sync-mode peers.
+    pub waiters: crate::sync::Waiters,
 }
 
 /// How a change ended.
@@ -59,7 +61,7 @@ where
 
 /// Sends `entry` to `peer`, or says why there is nothing to send.
 pub(crate) async fn send_change(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     peer: &Peer,
     entry: &OutboxEntry,
 ) -> Result<Sent, SendError> {
@@ -108,13 +110,13 @@ pub(crate) async fn send_change(
 
 /// The rule that sends this version to `peer` now, read at send time.
 async fn current_target(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     peer: &Peer,
     record: &VersionRecord,
 ) -> Result<Option<Target>, SendError> {
-    let (shared2, bucket) = (shared.clone(), record.bucket.clone());
+    let (rules, bucket) = (shared.rules.clone(), record.bucket.clone());
     // The cache answers from memory; a miss reads one small document.
-    let rules = tokio::task::spawn_blocking(move || shared2.rules.get(&bucket))
+    let rules = tokio::task::spawn_blocking(move || rules.get(&bucket))
         .await
         .map_err(|e| SendError::transient(format!("rules task failed: {e}")))?
         .map_err(|e| SendError::transient(format!("reading replication rules: {e}")))?;

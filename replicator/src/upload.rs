@@ -245,7 +245,12 @@ impl Sender<'_> {
             .bucket(&self.target.bucket)
             .key(&record.key)
             .content_length(record.size as i64)
-            .body(exact_body(body, record.size, self.peer.throttle.clone()))
+            .body(exact_body(
+                body,
+                record.size,
+                self.peer.throttle.clone(),
+                Some(self.peer.metrics.sent_bytes.clone()),
+            ))
             .set_content_md5(content_md5(&record.etag));
         let request = with_checksum!(request, full_object);
         let out = with_object_fields!(request, record)
@@ -504,7 +509,12 @@ impl Sender<'_> {
             .upload_id(upload_id)
             .part_number(part.number)
             .content_length(len as i64)
-            .body(exact_body(body, len, self.peer.throttle.clone()))
+            .body(exact_body(
+                body,
+                len,
+                self.peer.throttle.clone(),
+                Some(self.peer.metrics.sent_bytes.clone()),
+            ))
             .set_content_md5(part.etag.as_deref().and_then(content_md5));
         let request = match sdk_trailer {
             Some(a) => request.checksum_algorithm(sdk_algorithm(a)),
