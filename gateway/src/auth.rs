@@ -20,6 +20,8 @@ use crate::config::{Access, Config, GrantConfig};
 pub struct Principal {
     pub access_key: String,
     pub is_root: bool,
+    /// May read `/_meridian/metrics`.
+    pub metrics: bool,
     grants: Arc<[GrantConfig]>,
 }
 
@@ -76,6 +78,7 @@ impl Users {
             let principal = Principal {
                 access_key: u.access_key.clone(),
                 is_root: false,
+                metrics: u.metrics,
                 grants: u.grants.clone().into(),
             };
             map.insert(
@@ -90,6 +93,7 @@ impl Users {
         let principal = Principal {
             access_key: root_key.clone(),
             is_root: true,
+            metrics: true,
             grants: Arc::new([]),
         };
         map.insert(
@@ -106,6 +110,13 @@ impl Users {
 
     pub fn principal(&self, access_key: &str) -> Option<&Principal> {
         self.by_access_key.get(access_key).map(|u| &u.principal)
+    }
+
+    /// The principal and secret key of `access_key` (for verifying signatures).
+    pub fn credentials(&self, access_key: &str) -> Option<(Principal, String)> {
+        self.by_access_key
+            .get(access_key)
+            .map(|u| (u.principal.clone(), u.secret_key.clone()))
     }
 }
 
@@ -180,6 +191,10 @@ fn require_read_of_copy_source(principal: &Principal, source_bucket: &str) -> S3
 #[async_trait::async_trait]
 impl S3Access for AccessPolicy {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let operation = cx.s3_op().name().to_owned();
+        if let Some(slot) = cx.extensions_mut().get::<crate::server::OperationSlot>() {
+            slot.set(&operation);
+        }
         let principal = self.principal_of(cx)?;
         let need = need_of(cx.s3_op().name());
         let allowed = match (cx.s3_path(), need) {
@@ -238,6 +253,7 @@ mod tests {
         config.users.push(UserConfig {
             access_key: "reader".into(),
             secret_key: "reader-secret".into(),
+            metrics: false,
             grants: vec![GrantConfig {
                 bucket: "models".into(),
                 access: Access::Read,
@@ -246,6 +262,7 @@ mod tests {
         config.users.push(UserConfig {
             access_key: "writer".into(),
             secret_key: "writer-secret".into(),
+            metrics: false,
             grants: vec![
                 GrantConfig {
                     bucket: "ml-*".into(),
@@ -283,6 +300,7 @@ mod tests {
         config.users.push(UserConfig {
             access_key: "peer".into(),
             secret_key: "peer-secret".into(),
+            metrics: false,
             grants: vec![GrantConfig {
                 bucket: "*".into(),
                 access: Access::Replicate,

@@ -49,6 +49,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// How it replicates (`[replication]`).
     pub replication: ReplicationSettings,
+    /// Anyone may read `/_meridian/metrics`, signed or not (for scrapers that cannot sign).
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +93,9 @@ pub struct UserConfig {
     pub secret_key: String,
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// May read `/_meridian/metrics` (e.g. the user Prometheus scrapes as).
+    #[serde(default)]
+    pub metrics: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +135,7 @@ impl Default for Config {
             outbox_retention: Duration::from_secs(24 * 3600),
             peers: Vec::new(),
             replication: ReplicationSettings::default(),
+            metrics_public: false,
         }
     }
 }

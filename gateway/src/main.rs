@@ -24,6 +24,9 @@ enum Command {
     /// Drive an S3 endpoint (any: Meridian, MinIO, Garage, AWS) and report throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Watch and steer replication on a running server: status, checkpoint, pause, resume, resync.
+    #[command(subcommand)]
+    Replication(meridian_gateway::replication_cli::ReplicationCommand),
 }
 
 #[derive(Subcommand)]
@@ -83,6 +86,14 @@ fn main() -> ExitCode {
                 meridian_gateway::serve::run(config)
                     .await
                     .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Replication(command) => {
+                let ok = meridian_gateway::replication_cli::run(command).await?;
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             Command::Bench(command) => {
                 let report = match command {

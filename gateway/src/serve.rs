@@ -55,6 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.peers.clone(),
         config.replication.clone(),
         config.region.clone(),
+        &crate::metrics::global().registry,
     );
     let replication_workers = replicator.spawn(stop_rx.clone());
 
@@ -66,11 +67,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
-    builder.set_access(AccessPolicy::new(users));
+    builder.set_access(AccessPolicy::new(users.clone()));
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
     ))));
-    let router = Router::new(builder.build(), AdminApi::new(store.clone()));
+    let admin = AdminApi::new(
+        store.clone(),
+        replicator.clone(),
+        users,
+        config.metrics_public,
+    );
+    let router = Router::new(builder.build(), admin);
 
     let listener = TcpListener::bind(config.address).await?;
     let address = listener.local_addr()?;

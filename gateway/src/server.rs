@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -41,6 +41,29 @@ impl RequestIds {
     }
 }
 
+/// Where the access hook writes the S3 operation s3s resolved for a request, so the router
+/// can label its metrics (the router only sees HTTP).
+#[derive(Clone, Default)]
+pub struct OperationSlot(Arc<OnceLock<String>>);
+
+impl OperationSlot {
+    pub fn set(&self, name: &str) {
+        let _ = self.0.set(name.to_owned());
+    }
+
+    fn name(&self) -> &str {
+        self.0.get().map_or("unknown", String::as_str)
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 #[derive(Clone)]
 pub struct Router {
     s3: S3Service,
@@ -62,16 +85,29 @@ impl Router {
         let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
         let fixups = Fixups::of(&req);
         async move {
+            let started = Instant::now();
             let resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
                 self.admin.handle(req).await
             } else {
-                match self.s3.call(req.map(Body::from)).await {
+                let bytes_in = content_length(req.headers());
+                let slot = OperationSlot::default();
+                let mut req = req.map(Body::from);
+                req.extensions_mut().insert(slot.clone());
+                let resp = match self.s3.call(req).await {
                     Ok(resp) => resp,
                     Err(e) => {
                         tracing::error!(error = ?e, "S3 service failed");
                         plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
                     }
-                }
+                };
+                crate::metrics::global().request(
+                    slot.name(),
+                    resp.status(),
+                    started.elapsed().as_secs_f64(),
+                    bytes_in,
+                    content_length(resp.headers()),
+                );
+                resp
             };
             let mut resp = fixups.apply(resp).await;
             let headers = resp.headers_mut();

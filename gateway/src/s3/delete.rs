@@ -62,8 +62,9 @@ impl MeridianS3 {
                 if o.removed.is_some() {
                     self.store.wake_reclaimer();
                 }
-                if o.delete_marker {
-                    self.replication_queued(&replication);
+                if let (true, Some(marker)) = (o.delete_marker, &o.version_id) {
+                    self.replication_queued(bucket, key, marker, &replication)
+                        .await;
                 }
                 Ok(o)
             }
@@ -133,7 +134,7 @@ impl MeridianS3 {
             .delete_with(&input.bucket, &input.key, None, opts)
             .await?;
         if !outcome.delete_marker {
-            super::replica::REPLICA_CONFLICTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::global().replica_conflicts.inc();
             tracing::warn!(
                 bucket = %input.bucket, key = %input.key, version = %version_id, region = %replica.region,
                 "a replicated delete marker named a version that exists here as an object; kept the local one"

@@ -305,7 +305,13 @@ impl MeridianS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
-        let (record, sel, fields) = self.describe(read_request!(i)).await?;
+        let (record, sel, fields) = match self.describe(read_request!(i)).await {
+            Ok(found) => found,
+            Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
+                return self.proxied_get(&req.headers, i, e).await
+            }
+            Err(e) => return Err(e),
+        };
         let mut body = self.store.read(&record.storage, sel.range.clone())?;
         body.first_chunk().await?;
         let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);
@@ -320,7 +326,13 @@ impl MeridianS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        let (_, _, fields) = self.describe(read_request!(i)).await?;
+        let (_, _, fields) = match self.describe(read_request!(i)).await {
+            Ok(found) => found,
+            Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
+                return self.proxied_head(&req.headers, i, e).await
+            }
+            Err(e) => return Err(e),
+        };
         Ok(S3Response::new(object_output!(HeadObjectOutput, fields, {})))
     }
 }

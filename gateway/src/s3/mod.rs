@@ -12,12 +12,11 @@ mod errors;
 mod get;
 mod listing;
 mod multipart;
+mod proxy;
 mod put;
 mod replica;
 mod replication;
 mod tagging;
-
-pub use replica::REPLICA_CONFLICTS;
 
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};

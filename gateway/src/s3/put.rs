@@ -406,7 +406,9 @@ impl MeridianS3 {
                 if let Some(r) = replica {
                     note_existing(&outcome.version, r, &etag);
                 }
-                self.replication_queued(&replication);
+                let v = &outcome.version;
+                self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
+                    .await;
                 Ok(outcome.version)
             }
             Err(e) => {

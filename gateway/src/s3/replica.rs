@@ -6,8 +6,6 @@
 //! The access hook has already refused replica headers from anyone without the replicate
 //! grant; here they are parsed and checked against the body that actually arrived.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use http::HeaderMap;
 use meridian_metadata::{
     BucketRecord, Checksum, NewVersion, Origin, PeerStatus, ReplicationState, VersionRecord,
@@ -19,9 +17,6 @@ use s3s::dto::ReplicationStatus;
 use s3s::{s3_error, S3Result};
 
 use super::MeridianS3;
-
-/// Replica writes that named a version id this node holds with other content (kept local).
-pub static REPLICA_CONFLICTS: AtomicU64 = AtomicU64::new(0);
 
 impl MeridianS3 {
     /// The replication state a local change commits with: PENDING for each peer a rule of the
@@ -62,10 +57,30 @@ impl MeridianS3 {
         Ok(peers)
     }
 
-    /// After a commit that queued work for peers: wake their workers.
-    pub(super) fn replication_queued(&self, replication: &ReplicationState) {
-        if !replication.peers.is_empty() {
-            self.replicator.changed();
+    /// After a commit that queued work for peers: wake their workers, and for `sync` peers
+    /// wait until they have the version (or their `sync_timeout` passed; the write is still
+    /// acknowledged then, and the version stays PENDING for the background path).
+    pub(super) async fn replication_queued(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        replication: &ReplicationState,
+    ) {
+        if replication.peers.is_empty() {
+            return;
+        }
+        self.replicator.changed();
+        let peers: Vec<String> = replication.peers.keys().cloned().collect();
+        let late = self
+            .replicator
+            .wait_synced(bucket, key, version_id, &peers)
+            .await;
+        if !late.is_empty() {
+            tracing::warn!(
+                %bucket, %key, version = %version_id, peers = ?late,
+                "sync replication timed out; acknowledged, the version stays PENDING for them"
+            );
         }
     }
 
@@ -145,7 +160,7 @@ fn merge_checksum(
 pub(super) fn note_existing(stored: &VersionRecord, replica: &ReplicaHeaders, etag: &str) {
     let same = stored.etag == etag && Some(stored.mtime) == replica.mtime;
     if !same {
-        REPLICA_CONFLICTS.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::global().replica_conflicts.inc();
         tracing::warn!(
             bucket = %stored.bucket, key = %stored.key, version = %stored.version_id,
             stored_etag = %stored.etag, replica_etag = %etag, region = %replica.region,

@@ -253,6 +253,20 @@ impl MeridianS3 {
             .await?;
         self.replicator.rules().invalidate(&input.bucket);
         tracing::info!(bucket = %input.bucket, rules = config.rules.len(), "replication configuration stored");
+        // Rules with ExistingObjectReplication send what the bucket held before them, once.
+        let mut backfilled = std::collections::HashSet::new();
+        for rule in config
+            .rules
+            .iter()
+            .filter(|r| r.enabled && r.existing_objects)
+        {
+            let peer = &rule.destination.peer;
+            if backfilled.insert(peer.clone()) {
+                if let Err(e) = self.replicator.backfill_once(peer, &input.bucket).await {
+                    tracing::warn!(bucket = %input.bucket, %peer, error = %e, "starting the backfill failed");
+                }
+            }
+        }
         Ok(S3Response::new(PutBucketReplicationOutput {}))
     }
 
@@ -313,15 +327,12 @@ mod tests {
     use super::*;
 
     fn peers() -> Vec<meridian_replicator::PeerConfig> {
-        vec![meridian_replicator::PeerConfig {
-            name: "west".into(),
-            endpoint: "http://127.0.0.1:1".into(),
-            region: "r".into(),
-            access_key: "a".into(),
-            secret_key: "s".into(),
-            kind: PeerKind::Meridian,
-            bandwidth: None,
-        }]
+        vec![meridian_replicator::PeerConfig::new(
+            "west",
+            "http://127.0.0.1:1",
+            "a",
+            "s",
+        )]
     }
 
     fn dto_rule(filter: Option<ReplicationRuleFilter>, prefix: Option<&str>) -> ReplicationRule {

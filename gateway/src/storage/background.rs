@@ -67,11 +67,16 @@ pub async fn run_healer(store: Store, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         };
         let data_id = report.descriptor.data_id;
+        let heals = &crate::metrics::global().heals;
         match store.disks.heal(&report.descriptor).await {
             Ok(h) => {
+                heals.with_label_values(&["healed"]).inc();
                 tracing::info!(%data_id, healed = ?h.healed_shards, "healed shards a reader found damaged")
             }
-            Err(e) => tracing::warn!(%data_id, error = %e, "healing failed"),
+            Err(e) => {
+                heals.with_label_values(&["failed"]).inc();
+                tracing::warn!(%data_id, error = %e, "healing failed")
+            }
         }
     }
 }
@@ -139,7 +144,13 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
             _ = shutdown.changed() => return,
         }
         let started = std::time::Instant::now();
-        match store.disks.scrub().await {
+        let m = crate::metrics::global();
+        let scrubbed = store.disks.scrub().await;
+        if let Ok(r) = &scrubbed {
+            m.scrub_damaged_shards.inc_by(r.shards_damaged);
+            m.scrub_unrecoverable.inc_by(r.unrecoverable.len() as u64);
+        }
+        match scrubbed {
             Ok(r) if r.shards_damaged == 0 && r.unrecoverable.is_empty() => tracing::info!(
                 objects = r.objects_checked,
                 elapsed = ?started.elapsed(),
@@ -156,7 +167,10 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
             Err(e) => tracing::error!(error = %e, "scrub failed"),
         }
         match super::orphans::collect_orphans(&store, super::orphans::ORPHAN_GRACE).await {
-            Ok(r) if r.deleted > 0 => tracing::warn!(?r, "deleted orphaned shards"),
+            Ok(r) if r.deleted > 0 => {
+                m.orphans_deleted.inc_by(r.deleted);
+                tracing::warn!(?r, "deleted orphaned shards")
+            }
             Ok(r) => tracing::debug!(?r, "no orphaned shards"),
             Err(e) => tracing::error!(error = %e, "looking for orphaned shards failed"),
         }

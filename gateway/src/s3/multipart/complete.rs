@@ -111,7 +111,9 @@ impl MeridianS3 {
         if let Some(r) = &replica {
             note_existing(&outcome.version, r, &new_etag);
         }
-        self.replication_queued(&replication);
+        let v = &outcome.version;
+        self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
+            .await;
         let record = outcome.version;
         let fields = ChecksumFields::of(record.checksum.as_ref());
         Ok(S3Response::new(CompleteMultipartUploadOutput {
