@@ -33,20 +33,25 @@ def free_port() -> int:
 class Server:
     def __init__(self, erasure: str = "4+2", extra_config: str = "", port: int = 0):
         self.dir = Path(tempfile.mkdtemp(prefix="meridian-client-"))
-        config = self.dir / "meridian.toml"
-        config.write_text(
+        self.config = self.dir / "meridian.toml"
+        self.config.write_text(
             f'shutdown_grace = "5s"\n{extra_config}\n'
             f'[root]\naccess_key = "{ACCESS_KEY}"\nsecret_key = "{SECRET_KEY}"\n'
         )
-        self.log = open(self.dir / "server.log", "wb")
+        self.erasure = erasure
+        self.address = f"127.0.0.1:{port}"
+        self.log = open(self.dir / "server.log", "ab")
+        self.endpoint = None
+        self._launch()
+
+    def _launch(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
         env["MERIDIAN_LOG"] = "info"
         self.proc = subprocess.Popen(
-            [meridian_binary(), "serve", "--config", str(config), "--address", f"127.0.0.1:{port}",
-             "--data", str(self.dir), "--erasure", erasure],
+            [meridian_binary(), "serve", "--config", str(self.config), "--address", self.address,
+             "--data", str(self.dir), "--erasure", self.erasure],
             stdout=subprocess.PIPE, stderr=self.log, env=env,
         )
-        self.endpoint = None
         ready = threading.Event()
 
         def read_stdout():
@@ -60,6 +65,16 @@ class Server:
         if not ready.wait(60):
             self.proc.kill()
             raise RuntimeError("meridian did not start: " + (self.dir / "server.log").read_text())
+        # A restart keeps the port, so clients made before it keep working.
+        self.address = self.endpoint.removeprefix("http://")
+
+    def kill(self):
+        """SIGKILL, keeping the data: `restart()` brings it back on the same port."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self._launch()
 
     def stop(self):
         self.proc.kill()

@@ -110,3 +110,61 @@ def test_aws_cli_rules_and_boto3_status(regions, tmp_path):
     with pytest.raises(src.exceptions.ClientError) as e:
         src.get_bucket_replication(Bucket="cli-src")
     assert e.value.response["Error"]["Code"] == "ReplicationConfigurationNotFoundError"
+
+
+def metric(endpoint, name, peer, **labels):
+    """The sum of the samples of a metric for `peer` (and `labels`), read with Prometheus's
+    own text parser; None when there is no such sample."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    text = requests.get(f"{endpoint}/_meridian/metrics", timeout=10).text
+    values = [sample.value
+              for family in text_string_to_metric_families(text)
+              for sample in family.samples
+              if sample.name == name and sample.labels.get("peer") == peer
+              and all(sample.labels.get(k) == v for k, v in labels.items())]
+    return sum(values) if values else None
+
+
+def test_lag_gauge_rises_while_the_peer_is_down_and_returns_to_zero():
+    west_port = free_port()
+    users = (f'[[users]]\naccess_key = "{PEER_KEY}"\nsecret_key = "{PEER_SECRET}"\n'
+             'grants = [{ bucket = "*", access = "replicate" }]\n')
+    west = Server(extra_config=users, port=west_port)
+    east = Server(extra_config='metrics_public = true\n' + users +
+                  f'[[peers]]\nname = "west"\nendpoint = "http://127.0.0.1:{west_port}"\n'
+                  f'access_key = "{PEER_KEY}"\nsecret_key = "{PEER_SECRET}"\n'
+                  '[replication]\nmax_backoff = "1s"\n')
+    try:
+        src, dst = client(east), client(west)
+        versioned(src, "lagged")
+        versioned(dst, "lagged")
+        src.put_bucket_replication(Bucket="lagged", ReplicationConfiguration={
+            "Role": "arn:aws:iam::000000000000:role/replication",
+            "Rules": [{"ID": "all", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": ""},
+                       "DeleteMarkerReplication": {"Status": "Enabled"},
+                       "Destination": {"Bucket": "arn:aws:s3:::lagged"}}]})
+        v = src.put_object(Bucket="lagged", Key="a", Body=b"1")["VersionId"]
+        wait_for(lambda: src.head_object(Bucket="lagged", Key="a", VersionId=v)
+                 .get("ReplicationStatus") == "COMPLETED", "the first version")
+        assert metric(east.endpoint, "meridian_replication_lag_seconds", "west") == 0
+        assert metric(east.endpoint, "meridian_replication_pending_versions", "west") == 0
+        assert metric(east.endpoint, "meridian_replication_sent_versions_total", "west") >= 1
+
+        west.kill()
+        src.put_object(Bucket="lagged", Key="b", Body=b"22")
+        wait_for(lambda: (metric(east.endpoint, "meridian_replication_lag_seconds", "west") or 0) >= 2,
+                 "the lag to rise while the peer is down", limit=30)
+        assert metric(east.endpoint, "meridian_replication_pending_versions", "west") == 1
+        assert metric(east.endpoint, "meridian_replication_pending_bytes", "west") == 2
+
+        west.restart()
+        wait_for(lambda: metric(east.endpoint, "meridian_replication_pending_versions", "west") == 0,
+                 "the backlog to drain after the peer is back")
+        assert metric(east.endpoint, "meridian_replication_lag_seconds", "west") == 0
+        assert metric(east.endpoint, "meridian_replication_failures_total", "west",
+                      reason="unreachable") >= 1, "the outage shows as failures by reason"
+        assert metric(east.endpoint, "meridian_replication_latency_seconds_count", "west") >= 2
+    finally:
+        east.stop()
+        west.stop()

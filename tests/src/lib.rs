@@ -223,6 +223,24 @@ impl TestServer {
         self.launch();
     }
 
+    /// Deletes the stopped server's disks and metadata (a region that lost its data); the
+    /// next restart starts empty.
+    pub fn wipe_data(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop or kill the server before wiping it"
+        );
+        for entry in std::fs::read_dir(&self.data_dir)
+            .expect("data dir")
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "meta" || name.starts_with("disk") {
+                std::fs::remove_dir_all(entry.path()).expect("removing data");
+            }
+        }
+    }
+
     pub fn disk_dir(&self, slot: usize) -> PathBuf {
         self.data_dir.join(format!("disk{}", slot + 1))
     }

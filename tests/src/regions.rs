@@ -350,3 +350,38 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str, version_id: &st
         .into_bytes()
         .to_vec()
 }
+
+/// Runs `meridian replication ARGS` against `endpoint` as root; returns (success, stdout).
+pub fn replication_cli(endpoint: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(crate::meridian_binary());
+    cmd.arg("replication")
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", crate::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::SECRET_KEY);
+    let out = crate::output_within(&mut cmd, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("meridian replication {args:?} failed:\n{stdout}\n{stderr}");
+    }
+    (out.status.success(), stdout)
+}
+
+/// `meridian replication checkpoint`: waits until `peer` has everything committed on the
+/// region at `endpoint` so far; panics if it does not within `limit`.
+pub fn checkpoint(endpoint: &str, peer: &str, limit: Duration) {
+    let timeout = format!("{}s", limit.as_secs());
+    let (ok, out) = replication_cli(
+        endpoint,
+        &["checkpoint", "--peer", peer, "--timeout", &timeout],
+    );
+    assert!(ok, "checkpoint of {peer} not reached: {out}");
+}
+
+/// The replication status JSON of the region at `endpoint`.
+pub fn status_json(endpoint: &str) -> serde_json::Value {
+    let (ok, out) = replication_cli(endpoint, &["status", "--json"]);
+    assert!(ok, "status failed: {out}");
+    serde_json::from_str(&out).expect("status is JSON")
+}

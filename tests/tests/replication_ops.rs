@@ -1,0 +1,451 @@
+//! Operating replication, end to end: sync-mode writes, backfill of existing versions,
+//! resync into a wiped peer, proxy reads while a link is paused, checkpoints, the status
+//! CLI and admin API, and who may read metrics.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{
+    ExistingObjectReplication, ExistingObjectReplicationStatus, ReplicationRule,
+};
+use aws_sdk_s3::Client;
+use meridian_tests::pattern;
+use meridian_tests::regions::{
+    all_versions, checkpoint, get_bytes, put_rules, replication_cli, replication_status, rule_to,
+    status_json, versioned_bucket, wait_completed, wait_identical, Regions, RegionsOptions,
+};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>) -> String {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned()
+}
+
+fn with_existing_objects(rule: ReplicationRule) -> ReplicationRule {
+    ReplicationRule::builder()
+        .set_id(rule.id().map(str::to_owned))
+        .set_priority(rule.priority())
+        .status(rule.status().clone())
+        .set_filter(rule.filter().cloned())
+        .set_delete_marker_replication(rule.delete_marker_replication().cloned())
+        .existing_object_replication(
+            ExistingObjectReplication::builder()
+                .status(ExistingObjectReplicationStatus::Enabled)
+                .build()
+                .unwrap(),
+        )
+        .set_destination(rule.destination().cloned())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sync_mode_puts_return_once_the_peer_has_the_version() {
+    let mut regions = Regions::start(RegionsOptions {
+        peer_extra: "mode = \"sync\"\nsync_timeout = \"2s\"".into(),
+        ..RegionsOptions::one_way(2)
+    });
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "data").await;
+    versioned_bucket(&west, "data").await;
+    put_rules(&east, "data", vec![rule_to("west", "data", "all", 1, true)]).await;
+
+    for i in 0..5 {
+        let v = put(&east, "data", &format!("k{i}"), pattern(10_000, i)).await;
+        // No waiting: the PUT returned, so the peer has it.
+        assert_eq!(
+            replication_status(&west, "data", &format!("k{i}"), &v)
+                .await
+                .as_deref(),
+            Some("REPLICA"),
+            "k{i} is on the peer when the PUT returns"
+        );
+        assert_eq!(
+            replication_status(&east, "data", &format!("k{i}"), &v)
+                .await
+                .as_deref(),
+            Some("COMPLETED")
+        );
+    }
+    // A delete marker waits too.
+    let marker = east
+        .delete_object()
+        .bucket("data")
+        .key("k0")
+        .send()
+        .await
+        .unwrap();
+    let marker_id = marker.version_id().unwrap().to_owned();
+    let on_west = all_versions(&west, "data").await;
+    assert!(on_west
+        .iter()
+        .any(|v| v.delete_marker && v.version_id == marker_id));
+
+    // With the peer down the write still succeeds, after the timeout, and converges later.
+    regions.servers[1].stop();
+    let started = Instant::now();
+    let v = put(&east, "data", "while-down", b"x".to_vec()).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "the PUT waited for sync_timeout ({took:?})"
+    );
+    assert_eq!(
+        replication_status(&east, "data", "while-down", &v)
+            .await
+            .as_deref(),
+        Some("PENDING")
+    );
+    regions.servers[1].restart();
+    wait_completed(&east, "data", "while-down", &v).await;
+}
+
+#[tokio::test]
+async fn a_rule_with_existing_object_replication_backfills_every_version() {
+    let regions = Regions::start(RegionsOptions::one_way(2));
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "old").await;
+    versioned_bucket(&west, "old").await;
+    // 500 versions and markers before any rule exists.
+    let mut written = 0;
+    for i in 0..460u64 {
+        put(
+            &east,
+            "old",
+            &format!("k{:03}", i % 200),
+            pattern(100 + (i % 50) as usize, i),
+        )
+        .await;
+        written += 1;
+    }
+    for i in 0..40 {
+        east.delete_object()
+            .bucket("old")
+            .key(format!("k{:03}", i * 5))
+            .send()
+            .await
+            .unwrap();
+        written += 1;
+    }
+    assert_eq!(written, 500);
+    put_rules(
+        &east,
+        "old",
+        vec![with_existing_objects(rule_to(
+            "west", "old", "all", 1, true,
+        ))],
+    )
+    .await;
+    let listed = wait_identical(&east, &west, "old", Duration::from_secs(120)).await;
+    assert_eq!(listed.len(), 500);
+    assert_eq!(listed.iter().filter(|v| v.delete_marker).count(), 40);
+    checkpoint(&regions.servers[0].endpoint, "west", SETTLE);
+    let status = status_json(&regions.servers[0].endpoint);
+    let job = &status["peers"][0]["jobs"][0];
+    assert_eq!(job["kind"], "backfill");
+    assert_eq!(job["running"], false);
+    assert_eq!(job["queued"], 500);
+}
+
+#[tokio::test]
+async fn resync_refills_a_wiped_peer_and_a_second_resync_sends_nothing() {
+    let mut regions = Regions::start(RegionsOptions::one_way(2));
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "data").await;
+    versioned_bucket(&west, "data").await;
+    put_rules(&east, "data", vec![rule_to("west", "data", "all", 1, true)]).await;
+    for i in 0..60u64 {
+        put(
+            &east,
+            "data",
+            &format!("k{}", i % 25),
+            pattern(50_000 + i as usize, i),
+        )
+        .await;
+    }
+    east.delete_object()
+        .bucket("data")
+        .key("k3")
+        .send()
+        .await
+        .unwrap();
+    let before = wait_identical(&east, &west, "data", SETTLE).await;
+
+    // West loses everything and comes back empty.
+    regions.servers[1].stop();
+    regions.servers[1].wipe_data();
+    regions.servers[1].restart();
+    let west = regions.client(1);
+    versioned_bucket(&west, "data").await;
+    assert!(all_versions(&west, "data").await.is_empty());
+
+    let east_endpoint = regions.servers[0].endpoint.clone();
+    let (ok, out) = replication_cli(
+        &east_endpoint,
+        &["resync", "--peer", "west", "--bucket", "data"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("resync done"), "{out}");
+    let after = wait_identical(&east, &west, "data", SETTLE).await;
+    assert_eq!(after, before, "every version back, same ids");
+    for v in after.iter().filter(|v| !v.delete_marker).take(5) {
+        assert_eq!(
+            get_bytes(&east, "data", &v.key, &v.version_id).await,
+            get_bytes(&west, "data", &v.key, &v.version_id).await
+        );
+    }
+    let status = status_json(&east_endpoint);
+    let first = status["peers"][0]["jobs"][0].clone();
+    assert_eq!(first["queued"], 61);
+
+    let (ok, out) = replication_cli(
+        &east_endpoint,
+        &["resync", "--peer", "west", "--from-scratch"],
+    );
+    assert!(ok, "{out}");
+    let status = status_json(&east_endpoint);
+    let second = &status["peers"][0]["jobs"][0];
+    assert_eq!(second["queued"], 0, "nothing is sent twice: {second}");
+    assert_eq!(second["skipped"], 61);
+}
+
+#[tokio::test]
+async fn a_paused_link_queues_and_reads_are_proxied_meanwhile() {
+    let regions = Regions::start(RegionsOptions::active_active());
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "shared").await;
+    versioned_bucket(&west, "shared").await;
+    put_rules(
+        &east,
+        "shared",
+        vec![rule_to("west", "shared", "to-west", 1, true)],
+    )
+    .await;
+    put_rules(
+        &west,
+        "shared",
+        vec![rule_to("east", "shared", "to-east", 1, true)],
+    )
+    .await;
+    let east_endpoint = regions.servers[0].endpoint.clone();
+
+    let (ok, _) = replication_cli(&east_endpoint, &["pause", "--peer", "west"]);
+    assert!(ok);
+    let v = put(&east, "shared", "fresh", pattern(300_000, 5)).await;
+    let status = status_json(&east_endpoint);
+    assert_eq!(status["peers"][0]["paused"], true);
+    assert_eq!(
+        status["peers"][0]["versions"], 1,
+        "the change waits: {status}"
+    );
+
+    // West does not have it, but answers from east, and says so.
+    let got = west
+        .get_object()
+        .bucket("shared")
+        .key("fresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.version_id(), Some(v.as_str()));
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == pattern(300_000, 5).as_slice());
+    let raw = reqwest_like_head(&regions.servers[1].endpoint, "shared", "fresh");
+    assert_eq!(
+        raw.as_deref(),
+        Some("east"),
+        "x-meridian-proxied-from names the peer"
+    );
+    let head = west
+        .head_object()
+        .bucket("shared")
+        .key("fresh")
+        .version_id(&v)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(300_000));
+    // A key deleted here is not fetched from the peer: delete markers are answers.
+    put(&west, "shared", "gone", b"1".to_vec()).await;
+    west.delete_object()
+        .bucket("shared")
+        .key("gone")
+        .send()
+        .await
+        .unwrap();
+    assert!(west
+        .get_object()
+        .bucket("shared")
+        .key("gone")
+        .send()
+        .await
+        .is_err());
+    // Nothing anywhere is still nothing.
+    let missing = west
+        .get_object()
+        .bucket("shared")
+        .key("nowhere")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.into_service_error().meta().code(),
+        Some("NoSuchKey")
+    );
+
+    let (ok, _) = replication_cli(&east_endpoint, &["resume", "--peer", "west"]);
+    assert!(ok);
+    checkpoint(&east_endpoint, "west", SETTLE);
+    assert_eq!(
+        replication_status(&west, "shared", "fresh", &v)
+            .await
+            .as_deref(),
+        Some("REPLICA")
+    );
+    let status = status_json(&east_endpoint);
+    assert_eq!(status["peers"][0]["paused"], false);
+    assert_eq!(status["peers"][0]["versions"], 0);
+}
+
+/// A HEAD as root without the SDK, returning the x-meridian-proxied-from header.
+fn reqwest_like_head(endpoint: &str, bucket: &str, key: &str) -> Option<String> {
+    let resp = meridian_tests::raw::send_signed(
+        endpoint,
+        "HEAD",
+        &format!("/{bucket}/{key}"),
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(resp.status, 200);
+    resp.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-meridian-proxied-from"))
+        .map(|(_, v)| v.clone())
+}
+
+#[tokio::test]
+async fn status_shows_the_backlog_of_a_stopped_peer_and_the_cli_table_names_it() {
+    let mut regions = Regions::start(RegionsOptions::one_way(2));
+    let east = regions.client(0);
+    let west = regions.client(1);
+    versioned_bucket(&east, "data").await;
+    versioned_bucket(&west, "data").await;
+    put_rules(&east, "data", vec![rule_to("west", "data", "all", 1, true)]).await;
+    regions.servers[1].stop();
+    for i in 0..10 {
+        put(&east, "data", &format!("k{i}"), vec![0u8; 1000]).await;
+    }
+    let endpoint = regions.servers[0].endpoint.clone();
+    let status = status_json(&endpoint);
+    let peer = &status["peers"][0];
+    assert_eq!(peer["peer"], "west");
+    assert_eq!(peer["versions"], 10);
+    assert_eq!(peer["bytes"], 10_000);
+    assert_eq!(peer["buckets"][0]["bucket"], "data");
+    let (ok, table) = replication_cli(&endpoint, &["status"]);
+    assert!(ok);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("west") && l.contains("10")),
+        "{table}"
+    );
+
+    // A checkpoint with the peer away times out and says what is missing.
+    let (reached, out) = replication_cli(
+        &endpoint,
+        &["checkpoint", "--peer", "west", "--timeout", "1s"],
+    );
+    assert!(!reached);
+    assert!(out.contains("still lacks 10 versions"), "{out}");
+
+    regions.servers[1].restart();
+    checkpoint(&endpoint, "west", SETTLE);
+    assert_eq!(status_json(&endpoint)["peers"][0]["versions"], 0);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_right_principal() {
+    let regions = Regions::start(RegionsOptions::one_way(2));
+    let endpoint = &regions.servers[0].endpoint;
+    versioned_bucket(&regions.client(0), "metrics-test").await;
+    let get = |path: &str, key: &str, secret: &str| {
+        meridian_tests::raw::send_signed(
+            endpoint,
+            "GET",
+            path,
+            &[],
+            b"",
+            aws_sigv4::http_request::SignableBody::Bytes(b""),
+            key,
+            secret,
+        )
+    };
+    let root = get(
+        "/_meridian/metrics",
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(root.status, 200);
+    assert!(
+        root.body
+            .contains(r#"meridian_s3_requests_total{operation="CreateBucket",status="2xx"} 1"#),
+        "{}",
+        root.body
+    );
+    assert!(root
+        .body
+        .contains("meridian_replication_pending_versions{peer=\"west\"}"));
+    let writer = get(
+        "/_meridian/metrics",
+        meridian_tests::regions::WRITER_KEY,
+        meridian_tests::regions::WRITER_SECRET,
+    );
+    assert_eq!(writer.status, 403);
+    let status = get(
+        "/_meridian/replication/status",
+        meridian_tests::regions::WRITER_KEY,
+        meridian_tests::regions::WRITER_SECRET,
+    );
+    assert_eq!(status.status, 403, "replication administration is root's");
+    let forged = get(
+        "/_meridian/replication/status",
+        meridian_tests::ACCESS_KEY,
+        "wrong-secret",
+    );
+    assert_eq!(forged.status, 403);
+    let (code, _) = http_get(endpoint, "/_meridian/metrics");
+    assert_eq!(code, 403, "anonymous scrapes need metrics_public");
+}
+
+fn http_get(endpoint: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
