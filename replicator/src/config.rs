@@ -52,6 +52,18 @@ pub struct PeerConfig {
     /// Serve GET/HEAD of versions not present here from this peer (active-active).
     #[serde(default = "default_true")]
     pub proxy_reads: bool,
+    /// Compress bodies on the wire when that saves bytes (Meridian peers only).
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// Compression of bodies sent to a peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
 }
 
 /// When a write to a bucket replicated to this peer is acknowledged.
@@ -87,6 +99,7 @@ impl PeerConfig {
             mode: PeerMode::Async,
             sync_timeout: default_sync_timeout(),
             proxy_reads: true,
+            compression: Compression::None,
         }
     }
 }
@@ -270,6 +283,12 @@ pub fn validate_peers(peers: &[PeerConfig], listen: SocketAddr) -> Result<(), Pe
                 p.name
             )));
         }
+        if p.compression != Compression::None && p.kind != PeerKind::Meridian {
+            return Err(invalid(format!(
+                "peer {:?}: compression needs a Meridian peer (another S3 would store the compressed bytes)",
+                p.name
+            )));
+        }
     }
     Ok(())
 }
@@ -356,6 +375,14 @@ mod tests {
             (vec![peer("w", "http://host:1/bucket")], "path"),
             (vec![peer("w", "http://127.0.0.1:9000")], "this node"),
             (vec![peer("w", "http://localhost:9000")], "this node"),
+            (
+                vec![PeerConfig {
+                    kind: PeerKind::S3,
+                    compression: Compression::Zstd,
+                    ..peer("w", "http://127.0.0.1:9100")
+                }],
+                "compression needs a Meridian peer",
+            ),
         ];
         for (peers, expected) in cases {
             let err = validate_peers(&peers, listen()).unwrap_err();

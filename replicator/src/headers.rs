@@ -17,6 +17,18 @@ pub const ETAG: &str = "x-meridian-replica-etag";
 pub const CHECKSUM: &str = "x-meridian-replica-checksum";
 pub const DELETE_MARKER: &str = "x-meridian-replica-delete-marker";
 pub const REGION: &str = "x-meridian-replica-region";
+/// The body is compressed (`zstd`); the receiver decompresses it before anything else.
+pub const ENCODING: &str = "x-meridian-replica-encoding";
+
+/// The encoding of a replica body, if it has one: `Ok(true)` for zstd; an unknown encoding
+/// is refused.
+pub fn body_is_zstd(headers: &HeaderMap) -> Result<bool, String> {
+    match headers.get(ENCODING).map(|v| v.to_str()) {
+        None => Ok(false),
+        Some(Ok("zstd")) => Ok(true),
+        Some(_) => Err(format!("{ENCODING} must be zstd")),
+    }
+}
 
 /// What a replica write carries about the source version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +103,11 @@ impl ReplicaHeaders {
     /// Parses the replica headers of a request: `Ok(None)` when there are none, `Err` with the
     /// reason when they are malformed (the receiver answers InvalidArgument).
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<ReplicaHeaders>, String> {
-        if !is_replica_request(headers) {
+        // The encoding header alone (on parts) describes a body, not a replica write.
+        let identity = headers
+            .keys()
+            .any(|name| name.as_str().starts_with(PREFIX) && name.as_str() != ENCODING);
+        if !identity {
             return Ok(None);
         }
         let get = |name: &str| -> Result<Option<String>, String> {

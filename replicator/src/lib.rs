@@ -18,6 +18,7 @@
 
 mod backoff;
 mod body;
+mod compress;
 pub mod config;
 mod error;
 pub mod headers;
@@ -42,7 +43,9 @@ use meridian_metadata::{now_nanos, JobKind, MetaError, MetaStore, PeerStatus, Re
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use config::{PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings};
+pub use config::{
+    Compression, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings,
+};
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;
 pub use peer::DestinationCheck;

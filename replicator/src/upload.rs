@@ -23,9 +23,12 @@ use futures::{StreamExt, TryStreamExt};
 use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, PeerUpload, VersionRecord};
 
 use crate::body::exact_body;
+use crate::compress;
+use crate::config::Compression;
 use crate::error::SendError;
 use crate::peer::{add_headers, control_call, data_call};
 use crate::transfer::{metadata, Sender, Sent};
+use aws_sdk_s3::primitives::ByteStream;
 
 /// S3's largest single PUT: foreign peers get single-part objects up to this in one piece,
 /// so their ETag stays the MD5.
@@ -190,6 +193,15 @@ fn content_md5(etag: &str) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// A body as it goes on the wire.
+struct WireBody {
+    body: ByteStream,
+    /// Bytes on the wire.
+    len: u64,
+    /// When compressed: the original bytes.
+    original: Option<bytes::Bytes>,
+}
+
 /// A part the peer holds: what Complete names.
 #[derive(Debug, Clone)]
 struct UploadedPart {
@@ -226,14 +238,55 @@ impl Sender<'_> {
         Ok(Sent::Done { target_version_id })
     }
 
+    /// The body of `range` as it goes on the wire: compressed when the peer takes that and
+    /// it pays, else streamed from the store as it is.
+    async fn wire_body(
+        &self,
+        record: &VersionRecord,
+        range: Range<u64>,
+    ) -> Result<WireBody, SendError> {
+        if self.peer.config.compression == Compression::Zstd {
+            if let Some(c) =
+                compress::compress(&*self.shared.source, &record.storage, range.clone()).await?
+            {
+                let len = c.compressed.len() as u64;
+                if let Some(t) = &self.peer.throttle {
+                    tokio::time::sleep(t.reserve(len)).await;
+                }
+                self.peer.metrics.sent_bytes.inc_by(len);
+                return Ok(WireBody {
+                    body: ByteStream::from(c.compressed),
+                    len,
+                    original: Some(c.original),
+                });
+            }
+        }
+        let len = range.end - range.start;
+        let stream = self
+            .shared
+            .source
+            .read(&record.storage, range)
+            .map_err(|e| SendError::transient(format!("reading the source: {e}")))?;
+        Ok(WireBody {
+            body: exact_body(
+                stream,
+                len,
+                self.peer.throttle.clone(),
+                Some(self.peer.metrics.sent_bytes.clone()),
+            ),
+            len,
+            original: None,
+        })
+    }
+
     async fn put_single(&self, record: &VersionRecord) -> Result<Option<String>, SendError> {
         let what = self.what("PutObject", record);
         let _stream = self.peer.streams.acquire().await.expect("never closed");
-        let body = self
-            .shared
-            .source
-            .read(&record.storage, 0..record.size)
-            .map_err(|e| SendError::transient(format!("{what}: reading the source: {e}")))?;
+        let wire = self.wire_body(record, 0..record.size).await?;
+        let mut headers = self.replica_headers(record);
+        if wire.original.is_some() {
+            headers.push((compress::ENCODING, compress::ZSTD.to_owned()));
+        }
         let full_object = record
             .checksum
             .as_ref()
@@ -244,19 +297,14 @@ impl Sender<'_> {
             .put_object()
             .bucket(&self.target.bucket)
             .key(&record.key)
-            .content_length(record.size as i64)
-            .body(exact_body(
-                body,
-                record.size,
-                self.peer.throttle.clone(),
-                Some(self.peer.metrics.sent_bytes.clone()),
-            ))
+            .content_length(wire.len as i64)
+            .body(wire.body)
             .set_content_md5(content_md5(&record.etag));
         let request = with_checksum!(request, full_object);
         let out = with_object_fields!(request, record)
             .customize()
             .config_override(data_call(false))
-            .mutate_request(add_headers(self.replica_headers(record)))
+            .mutate_request(add_headers(headers))
             .send()
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
@@ -494,12 +542,25 @@ impl Sender<'_> {
     ) -> Result<UploadedPart, SendError> {
         let what = format!("{} part {}", self.what("UploadPart", record), part.number);
         let _stream = self.peer.streams.acquire().await.expect("never closed");
+        let wire = self.wire_body(record, part.range.clone()).await?;
         let len = part.range.end - part.range.start;
-        let body = self
-            .shared
-            .source
-            .read(&record.storage, part.range.clone())
-            .map_err(|e| SendError::transient(format!("{what}: reading the source: {e}")))?;
+        let mut headers = Vec::new();
+        // A compressed split part's checksum cannot be computed by the SDK on the way out (it
+        // would cover the compressed bytes): it is computed here from the original ones.
+        let (sdk_trailer, own_checksum) = match (sdk_trailer, &wire.original) {
+            (Some(a), Some(original)) => (
+                None,
+                Some(Checksum {
+                    algorithm: a.clone(),
+                    value: compress::checksum_of(a, original),
+                    kind: ChecksumType::Composite,
+                }),
+            ),
+            (trailer, _) => (trailer, None),
+        };
+        if wire.original.is_some() {
+            headers.push((compress::ENCODING, compress::ZSTD.to_owned()));
+        }
         let request = self
             .peer
             .client
@@ -508,21 +569,18 @@ impl Sender<'_> {
             .key(&record.key)
             .upload_id(upload_id)
             .part_number(part.number)
-            .content_length(len as i64)
-            .body(exact_body(
-                body,
-                len,
-                self.peer.throttle.clone(),
-                Some(self.peer.metrics.sent_bytes.clone()),
-            ))
+            .content_length(wire.len as i64)
+            .body(wire.body)
             .set_content_md5(part.etag.as_deref().and_then(content_md5));
-        let request = match sdk_trailer {
-            Some(a) => request.checksum_algorithm(sdk_algorithm(a)),
-            None => with_checksum!(request, part.checksum.as_ref()),
+        let request = match (sdk_trailer, &own_checksum) {
+            (Some(a), _) => request.checksum_algorithm(sdk_algorithm(a)),
+            (None, Some(c)) => with_checksum!(request, Some(c)),
+            (None, None) => with_checksum!(request, part.checksum.as_ref()),
         };
         let out = request
             .customize()
             .config_override(data_call(sdk_trailer.is_some()))
+            .mutate_request(add_headers(headers))
             .send()
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;

@@ -449,3 +449,157 @@ fn http_get(endpoint: &str, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, out)
 }
+
+/// Text that zstd shrinks a lot.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = seed;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!("{i}\tthe quick brown fox jumps over the lazy dog\n").as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+async fn same_on_both(east: &Client, west: &Client, key: &str, v: &str) {
+    use aws_sdk_s3::types::ChecksumMode;
+    wait_completed(east, "zstd-data", key, v).await;
+    let head = |c: &Client| {
+        let c = c.clone();
+        let (k, v) = (key.to_owned(), v.to_owned());
+        async move {
+            let h = c
+                .head_object()
+                .bucket("zstd-data")
+                .key(k)
+                .version_id(v)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .unwrap();
+            (
+                h.e_tag().map(str::to_owned),
+                h.content_length(),
+                h.checksum_crc64_nvme().map(str::to_owned),
+                h.checksum_crc32_c().map(str::to_owned),
+                h.checksum_type().map(|t| t.as_str().to_owned()),
+            )
+        }
+    };
+    assert_eq!(head(east).await, head(west).await, "{key}");
+    assert!(
+        get_bytes(east, "zstd-data", key, v).await == get_bytes(west, "zstd-data", key, v).await,
+        "{key}"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_link_sends_text_in_fewer_bytes_and_stays_exact() {
+    let regions = Regions::start(RegionsOptions {
+        peer_extra: "compression = \"zstd\"".into(),
+        replication: "part_size = \"5MiB\"".into(),
+        ..RegionsOptions::one_way(2)
+    });
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "zstd-data").await;
+    versioned_bucket(&west, "zstd-data").await;
+    put_rules(
+        &east,
+        "zstd-data",
+        vec![rule_to("west", "zstd-data", "all", 1, true)],
+    )
+    .await;
+
+    let small_text = put(&east, "zstd-data", "small.txt", text(2 << 20, 1)).await;
+    let random = put(&east, "zstd-data", "random.bin", pattern(3 << 20, 2)).await;
+    // 12 MiB single-part text: split into 5 MiB parts on the way, each compressed.
+    let big_text = put(&east, "zstd-data", "big.txt", text(12 << 20, 3)).await;
+    // A multipart text object with CRC32C parts.
+    let id = east
+        .create_multipart_upload()
+        .bucket("zstd-data")
+        .key("parts.txt")
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut parts = Vec::new();
+    for n in 1..=2 {
+        let out = east
+            .upload_part()
+            .bucket("zstd-data")
+            .key("parts.txt")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+            .body(text(5 << 20, n as u64 * 100).into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap())
+                .checksum_crc32_c(out.checksum_crc32_c().unwrap())
+                .build(),
+        );
+    }
+    let multipart = east
+        .complete_multipart_upload()
+        .bucket("zstd-data")
+        .key("parts.txt")
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+
+    for (key, v) in [
+        ("small.txt", &small_text),
+        ("random.bin", &random),
+        ("big.txt", &big_text),
+        ("parts.txt", &multipart),
+    ] {
+        same_on_both(&east, &west, key, v).await;
+    }
+    let metrics = meridian_tests::raw::send_signed(
+        &regions.servers[0].endpoint,
+        "GET",
+        "/_meridian/metrics",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    let sent: f64 = metrics
+        .body
+        .lines()
+        .find(|l| l.starts_with("meridian_replication_sent_bytes_total{peer=\"west\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("sent bytes metric");
+    let text_bytes = (2 + 12 + 10) << 20;
+    let random_bytes = 3 << 20;
+    assert!(
+        sent < (random_bytes as f64) * 1.01 + (text_bytes as f64) / 4.0,
+        "text went compressed, random bytes as they are: {sent} bytes on the wire"
+    );
+    assert!(
+        sent >= random_bytes as f64,
+        "random bytes do not shrink: {sent}"
+    );
+}

@@ -226,6 +226,17 @@ pub(super) struct BodyClaims {
     pub trailers: Option<s3s::TrailingHeaders>,
     /// A limit S3 enforces on the size (5 GiB for a part).
     pub max_size: Option<u64>,
+    /// The body is zstd-compressed on the wire (replicas from a peer with compression on);
+    /// every other claim is about the decompressed bytes.
+    pub zstd: bool,
+}
+
+impl BodyClaims {
+    /// What a request's headers say about the body's encoding (replica headers only).
+    pub fn zstd_of(headers: &http::HeaderMap) -> S3Result<bool> {
+        meridian_replicator::headers::body_is_zstd(headers)
+            .map_err(|reason| s3s::s3_error!(InvalidArgument, "{reason}"))
+    }
 }
 
 impl BodyClaims {
@@ -259,6 +270,11 @@ impl MeridianS3 {
         let body = body
             .map(futures::StreamExt::boxed)
             .unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        let body = if claims.zstd {
+            crate::storage::ingest::zstd_decoded(body).await?
+        } else {
+            body
+        };
         let opts = IngestOptions {
             identity: shard_identity(bucket, key),
             checksum: algorithm,
@@ -334,6 +350,7 @@ impl MeridianS3 {
                     checksum: claim,
                     trailers,
                     max_size: None,
+                    zstd: BodyClaims::zstd_of(&headers)?,
                 },
             )
             .await?;

@@ -268,3 +268,56 @@ where
         data,
     })
 }
+
+/// A zstd-compressed body (a replica part sent with `x-meridian-replica-encoding: zstd`) as
+/// the stream of its original bytes. The compressed body is read whole — it is one part or a
+/// small object — then decoded on the blocking pool in 1 MiB chunks through a short queue,
+/// so the decoded bytes are never all in memory. Malformed input ends the stream with an
+/// error, which fails the write like any broken body.
+pub async fn zstd_decoded<S>(
+    mut body: S,
+) -> Result<futures::stream::BoxStream<'static, BodyItem>, StoreError>
+where
+    S: Stream<Item = BodyItem> + Unpin,
+{
+    let mut compressed = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StoreError::Body(BodyError::classify(e.as_ref())))?;
+        compressed.extend_from_slice(&chunk);
+    }
+    let compressed = compressed.freeze();
+    let (tx, rx) = mpsc::channel::<BodyItem>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let fail = |e: String| BodyError::Incomplete(format!("zstd body: {e}"));
+        let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&compressed[..]) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Box::new(fail(e.to_string()))));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match decoder.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Box::new(fail(e.to_string()))));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed())
+}

@@ -244,6 +244,7 @@ impl MeridianS3 {
             checksum: claim,
             trailers,
             max_size: Some(MAX_PART_SIZE),
+            zstd: BodyClaims::zstd_of(&headers)?,
         };
         let ingested = self
             .ingest_verified(
