@@ -8,13 +8,17 @@ export MERIDIAN_S3FS_VENV ?= $(HOME)/.cache/meridian/venv-s3fs
 BIN := $(CARGO_TARGET_DIR)/debug/meridian
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: run test setup setup-system setup-python fmt-check clippy build rust-test client-test bench
+# One build command for `make run` and `make test`: cargo unifies dependency features per
+# build, so building the binary alone would compile dozens of crates again after the tests.
+BUILD := cargo build --workspace --all-targets
+
+.PHONY: run test setup setup-system setup-python fmt-check clippy build rust-test client-test run-is-warm bench
 
 run: setup-system
-	cargo build -p meridian-gateway --bin meridian
+	$(BUILD)
 	$(BIN) serve
 
-test: setup fmt-check clippy build rust-test client-test
+test: setup fmt-check clippy build rust-test client-test run-is-warm
 
 setup:
 	scripts/setup.sh all
@@ -33,7 +37,11 @@ clippy:
 
 # The end-to-end tests run the real binary, so build it (same dev profile) first.
 build:
-	cargo build --workspace --all-targets
+	$(BUILD)
+
+# After the tests, `make run` must start at once: its build step compiles nothing.
+run-is-warm:
+	@if $(BUILD) 2>&1 | grep Compiling; then echo "make run would compile the crates above" >&2; exit 1; fi
 
 rust-test: build
 ifeq ($(NEXTEST),yes)
