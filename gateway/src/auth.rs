@@ -152,15 +152,17 @@ fn need_of(operation: &str) -> Need {
     }
 }
 
-/// The access hook: authenticated principals with a grant on the bucket, nothing else.
+/// The access hook: authenticated principals with a grant on the bucket, nothing else;
+/// while the region is fenced, no client writes.
 #[derive(Clone)]
 pub struct AccessPolicy {
     users: Users,
+    fence: Option<crate::fence::Fence>,
 }
 
 impl AccessPolicy {
-    pub fn new(users: Users) -> AccessPolicy {
-        AccessPolicy { users }
+    pub fn new(users: Users, fence: Option<crate::fence::Fence>) -> AccessPolicy {
+        AccessPolicy { users, fence }
     }
 
     fn principal_of(&self, cx: &S3AccessContext<'_>) -> S3Result<Principal> {
@@ -210,9 +212,16 @@ impl S3Access for AccessPolicy {
         if !allowed {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }
+        let replica = meridian_replicator::headers::is_replica_request(cx.headers());
+        if need == Need::Write && !replica && self.fence.as_ref().is_some_and(|f| f.is_up()) {
+            return Err(s3_error!(
+                SlowDown,
+                "This region is fenced for a failover: write to its peer region"
+            ));
+        }
         // Replica headers make the server keep a version id, mtime and ETag it did not
         // compute: only root and replication users may send them, whatever the operation.
-        if meridian_replicator::headers::is_replica_request(cx.headers()) {
+        if replica {
             let may = match cx.s3_path() {
                 S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
                     principal.can_replicate(bucket)

@@ -67,7 +67,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
-    builder.set_access(AccessPolicy::new(users.clone()));
+    let fence = crate::fence::Fence::load(store.meta.clone())?;
+    builder.set_access(AccessPolicy::new(users.clone(), Some(fence.clone())));
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
     ))));
@@ -75,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         replicator.clone(),
         users,
+        fence,
         config.metrics_public,
     );
     let router = Router::new(builder.build(), admin);

@@ -28,6 +28,7 @@ mod record;
 mod replication;
 mod replication_jobs;
 mod schema;
+mod settings;
 mod store;
 mod tuning;
 mod version_id;

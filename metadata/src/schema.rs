@@ -4,7 +4,7 @@
 //!
 //! | column family     | key                                              | value |
 //! |-------------------|--------------------------------------------------|-------|
-//! | `meta`            | `"schema"`, `"outbox_floor"`                     | u32 / u64 BE |
+//! | `meta`            | `"schema"`, `"outbox_floor"`, `"setting/<name>"`  | u32 / u64 BE / the setting |
 //! | `buckets`         | bucket name                                      | `BucketRecord` |
 //! | `bucket_configs`  | `esc(bucket)` config name                        | the document, raw |
 //! | `versions`        | `esc(bucket) esc(key)` version id                | `VersionRecord` |

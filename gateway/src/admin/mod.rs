@@ -19,6 +19,7 @@ use meridian_replicator::Replicator;
 use s3s::Body;
 
 use crate::auth::{Principal, Users};
+use crate::fence::Fence;
 use crate::server::plain;
 use crate::storage::Store;
 
@@ -27,6 +28,7 @@ pub struct AdminApi {
     store: Store,
     replicator: Replicator,
     users: Users,
+    fence: Fence,
     metrics_public: bool,
 }
 
@@ -73,12 +75,14 @@ impl AdminApi {
         store: Store,
         replicator: Replicator,
         users: Users,
+        fence: Fence,
         metrics_public: bool,
     ) -> AdminApi {
         AdminApi {
             store,
             replicator,
             users,
+            fence,
             metrics_public,
         }
     }
@@ -114,6 +118,14 @@ impl AdminApi {
                 }
                 self.metrics().await
             }
+            (_, "/_meridian/fence" | "/_meridian/unfence") => {
+                match self.caller(&req) {
+                    Ok(Some(p)) if p.is_root => {}
+                    Ok(_) => return error(StatusCode::FORBIDDEN, "fencing is for root only"),
+                    Err(resp) => return *resp,
+                }
+                self.fence(&req).await
+            }
             (_, p) if p.starts_with("/_meridian/replication/") => {
                 match self.caller(&req) {
                     Ok(Some(p)) if p.is_root => {}
@@ -140,6 +152,32 @@ impl AdminApi {
             tracing::debug!(error = %e, "admin request refused");
             Box::new(error(StatusCode::FORBIDDEN, &e.to_string()))
         })
+    }
+
+    /// `GET /_meridian/fence` says whether the region is fenced; `POST /_meridian/fence
+    /// [?note=...]` puts the fence up, `POST /_meridian/unfence` takes it down.
+    async fn fence(&self, req: &Request<Incoming>) -> http::Response<Body> {
+        let up = match (req.method().as_str(), req.uri().path()) {
+            ("GET", "/_meridian/fence") => {
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "fenced": self.fence.is_up() }),
+                )
+            }
+            ("POST", "/_meridian/fence") => true,
+            ("POST", "/_meridian/unfence") => false,
+            _ => return error(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
+        };
+        let note = query(req)
+            .into_iter()
+            .find(|(k, _)| k == "note")
+            .map_or_else(|| "by an operator".to_owned(), |(_, v)| v);
+        let fence = self.fence.clone();
+        match tokio::task::spawn_blocking(move || fence.set(up, &note)).await {
+            Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "fenced": up })),
+            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
     }
 
     async fn metrics(&self) -> http::Response<Body> {

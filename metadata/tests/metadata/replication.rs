@@ -460,3 +460,17 @@ fn jobs_are_stored_per_peer_and_bucket() {
     assert!(job.is_running());
     assert_eq!(s.replication_jobs().unwrap(), vec![job]);
 }
+
+#[test]
+fn settings_survive_a_reopen_and_can_be_removed() {
+    let s = TestStore::new();
+    assert_eq!(s.setting("fence").unwrap(), None);
+    s.put_setting("fence", Some(b"drill 42")).unwrap();
+    let s = s.reopen();
+    assert_eq!(
+        s.setting("fence").unwrap().as_deref(),
+        Some(&b"drill 42"[..])
+    );
+    s.put_setting("fence", None).unwrap();
+    assert_eq!(s.setting("fence").unwrap(), None);
+}
