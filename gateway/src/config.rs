@@ -490,6 +490,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_configs_are_valid() {
+        for (name, text) in [
+            ("east", include_str!("../../deploy/examples/east.toml")),
+            ("west", include_str!("../../deploy/examples/west.toml")),
+        ] {
+            let c: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.peers.len(), 1, "{name}");
+            assert!(c
+                .users
+                .iter()
+                .any(|u| u.grants.iter().any(|g| g.access == Access::Replicate)));
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         assert!(toml::from_str::<Config>("adress = \"127.0.0.1:1\"").is_err());
     }

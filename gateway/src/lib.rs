@@ -8,6 +8,8 @@ pub mod admin;
 pub mod auth;
 pub mod checksum;
 pub mod config;
+pub mod drill;
+pub mod fence;
 pub mod host;
 pub mod metrics;
 pub mod pipeline_bench;

@@ -27,6 +27,8 @@ enum Command {
     /// Watch and steer replication on a running server: status, checkpoint, pause, resume, resync.
     #[command(subcommand)]
     Replication(meridian_gateway::replication_cli::ReplicationCommand),
+    /// A disaster-recovery drill between two regions: verify, failover or outage.
+    Drill(meridian_gateway::drill::DrillArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +88,14 @@ fn main() -> ExitCode {
                 meridian_gateway::serve::run(config)
                     .await
                     .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Drill(args) => {
+                let identical = meridian_gateway::drill::run(args).await?;
+                Ok(if identical {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             Command::Replication(command) => {
                 let ok = meridian_gateway::replication_cli::run(command).await?;

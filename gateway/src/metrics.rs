@@ -74,6 +74,9 @@ impl Metrics {
         registry
             .register(Box::new(heals.clone()))
             .expect("registered once");
+        for outcome in ["healed", "failed"] {
+            heals.with_label_values(&[outcome]);
+        }
         Metrics {
             requests,
             request_seconds,

@@ -125,6 +125,20 @@ impl ReplicationMetrics {
     }
 
     pub(crate) fn peer(&self, peer: &str) -> PeerMetrics {
+        // Series that exist from the start, at zero, so that `increase()` in alert rules
+        // sees the first failure.
+        for reason in ["unreachable", "transient", "permanent"] {
+            self.failures.with_label_values(&[peer, reason]);
+        }
+        for gauge in [
+            &self.pending_versions,
+            &self.pending_bytes,
+            &self.lag_seconds,
+            &self.retrying_versions,
+            &self.failed_versions,
+        ] {
+            gauge.with_label_values(&[peer]);
+        }
         PeerMetrics {
             sent_versions: self.sent_versions.with_label_values(&[peer]),
             sent_bytes: self.sent_bytes.with_label_values(&[peer]),

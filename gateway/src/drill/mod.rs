@@ -1,0 +1,617 @@
+//! `meridian drill`: a disaster-recovery drill between two regions in one command, with a
+//! report a human reads and JSON a scheduler keeps. Exit status 0 only if the regions end
+//! identical.
+//!
+//! - `verify` compares both regions version for version (see [`verify`]) and reports the
+//!   current lag; it changes nothing.
+//! - `failover` (planned): a marked workload on the source, fence the source (clients get
+//!   503, replication keeps draining), wait until the target has everything (RPO must be 0),
+//!   write to the target as the new primary (RTO: from the fence to the first successful
+//!   write there), fail back (target -> source resync), verify, unfence.
+//! - `outage` (unplanned): the same workload, then the link is cut without draining (the
+//!   operator's `--cut-command`, or pausing replication), the acknowledged changes the target
+//!   lacks are the data-loss window (RPO), the target takes writes (RTO), the link comes back
+//!   (`--restore-command`, or resuming) and a resync makes both regions identical.
+//!
+//! The workload lives under `meridian-drill/<run id>/` and is removed afterwards unless
+//! `--keep`.
+
+mod report;
+mod sites;
+mod verify;
+mod workload;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use meridian_bench::{parse_duration, ByteSize};
+
+use crate::replication_cli::Target;
+use report::{DrillReport, Phase, Rpo};
+use sites::{replicated_buckets, BucketPair, Site};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DrillArgs {
+    /// The source (primary) region's endpoint.
+    #[arg(long)]
+    pub source: String,
+    /// The target (secondary) region's endpoint.
+    #[arg(long)]
+    pub target: String,
+    /// Root credentials of the source.
+    #[arg(long, env = "MERIDIAN_SOURCE_ACCESS_KEY")]
+    pub source_access_key: String,
+    #[arg(long, env = "MERIDIAN_SOURCE_SECRET_KEY", hide_env_values = true)]
+    pub source_secret_key: String,
+    /// Root credentials of the target (default: the source's).
+    #[arg(long, env = "MERIDIAN_TARGET_ACCESS_KEY")]
+    pub target_access_key: Option<String>,
+    #[arg(long, env = "MERIDIAN_TARGET_SECRET_KEY", hide_env_values = true)]
+    pub target_secret_key: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Only this source bucket (default: every bucket replicated to the target).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Workload: changes per second and how long.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Workload object size.
+    #[arg(long, default_value = "64KiB")]
+    pub object_size: ByteSize,
+    /// Keep the workload's objects afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Outage: a shell command that cuts the link (default: pause the source's replication).
+    #[arg(long)]
+    pub cut_command: Option<String>,
+    /// Outage: a shell command that restores it (default: resume).
+    #[arg(long)]
+    pub restore_command: Option<String>,
+    /// Longest wait for replication to catch up, in each phase.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub timeout: Duration,
+    /// Compare listings only (ids, ETags, sizes, markers), not checksums, metadata and tags.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+#[derive(clap::Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Compare both regions version for version; change nothing.
+    Verify,
+    /// Planned failover and failback: fence, drain, promote, fail back, verify, unfence.
+    Failover,
+    /// Unplanned outage: cut the link, measure RPO and RTO, restore, resync, verify.
+    Outage,
+}
+
+/// Progress on a terminal (a spinner line) or as plain lines every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .expect("valid template"),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Progress {
+            bar,
+            last: std::cell::Cell::new(Instant::now() - Duration::from_secs(60)),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(line.to_owned()),
+            None if self.last.get().elapsed() >= Duration::from_secs(2) => {
+                eprintln!("{line}");
+                self.last.set(Instant::now());
+            }
+            None => {}
+        }
+    }
+
+    fn phase(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run_shell(command: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()?;
+    if !status.success() {
+        bail!("`{command}` failed: {status}");
+    }
+    Ok(())
+}
+
+struct Drill {
+    args: DrillArgs,
+    source: Site,
+    target: Site,
+    /// The names each region gives the other.
+    to_target: String,
+    to_source: Option<String>,
+    pairs: Vec<BucketPair>,
+    report: DrillReport,
+    progress: Progress,
+    run_id: String,
+}
+
+/// Runs a drill; returns whether the regions ended identical.
+pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
+    let source = Site::new(Target {
+        endpoint: args.source.clone(),
+        access_key: args.source_access_key.clone(),
+        secret_key: args.source_secret_key.clone(),
+        region: args.region.clone(),
+    });
+    let target = Site::new(Target {
+        endpoint: args.target.clone(),
+        access_key: args
+            .target_access_key
+            .clone()
+            .unwrap_or_else(|| args.source_access_key.clone()),
+        secret_key: args
+            .target_secret_key
+            .clone()
+            .unwrap_or_else(|| args.source_secret_key.clone()),
+        region: args.region.clone(),
+    });
+    let to_target = source
+        .peer_named_for(target.endpoint())
+        .await
+        .context("reading the source's replication status")?
+        .with_context(|| {
+            format!(
+                "the source has no replication peer at {}",
+                target.endpoint()
+            )
+        })?;
+    let to_source = target
+        .peer_named_for(source.endpoint())
+        .await
+        .unwrap_or(None);
+    let pairs = replicated_buckets(&source, &to_target, args.bucket.as_deref()).await?;
+    if pairs.is_empty() {
+        bail!("the source replicates no bucket to the target");
+    }
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let mut drill = Drill {
+        report: DrillReport::new(&args.mode, &pairs, &run_id),
+        args,
+        source,
+        target,
+        to_target,
+        to_source,
+        pairs,
+        progress: Progress::new(),
+        run_id,
+    };
+    let outcome = match drill.args.mode {
+        Mode::Verify => drill.verify_only().await,
+        Mode::Failover => drill.failover().await,
+        Mode::Outage => drill.outage().await,
+    };
+    drill.progress.done();
+    if let Err(e) = &outcome {
+        drill.report.error = Some(format!("{e:#}"));
+    }
+    print!("{}", drill.report.human());
+    if let Some(path) = &drill.args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&drill.report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    outcome?;
+    Ok(drill.report.identical)
+}
+
+impl Drill {
+    /// Times a phase and records it.
+    fn phase_done(&mut self, name: &str, started: Instant, note: String) {
+        let p = Phase {
+            name: name.to_owned(),
+            seconds: started.elapsed().as_secs_f64(),
+            note,
+        };
+        self.progress
+            .phase(&format!("{:<10} {:>8.2} s  {}", p.name, p.seconds, p.note));
+        self.report.phases.push(p);
+    }
+
+    fn prefix(&self) -> String {
+        format!("meridian-drill/{}/", self.run_id)
+    }
+
+    async fn lag(&mut self) {
+        for (site, label) in [(&self.source, "source"), (&self.target, "target")] {
+            if let Ok(status) = site.status().await {
+                for p in status["peers"].as_array().into_iter().flatten() {
+                    self.report.lag.push(report::Lag {
+                        region: label.to_owned(),
+                        peer: p["peer"].as_str().unwrap_or("?").to_owned(),
+                        pending_versions: p["versions"].as_u64().unwrap_or(0),
+                        pending_bytes: p["bytes"].as_u64().unwrap_or(0),
+                        lag_seconds: p["lag_seconds"].as_f64().unwrap_or(0.0),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Compares the regions (only the workload's prefix when `prefix`), records the result.
+    async fn compare(&mut self, prefix: Option<String>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let progress = &self.progress;
+        let c = verify::compare(
+            &self.source.s3,
+            &self.target.s3,
+            &self.pairs,
+            prefix.as_deref(),
+            !self.args.quick,
+            &|n| progress.say(&format!("verify: {n} versions compared")),
+        )
+        .await?;
+        self.report.identical = c.identical();
+        let note = format!(
+            "{} matching, {} missing, {} extra, {} different",
+            c.matching, c.missing, c.extra, c.different
+        );
+        self.report.verify = Some(c);
+        self.phase_done("verify", started, note);
+        Ok(())
+    }
+
+    async fn verify_only(&mut self) -> anyhow::Result<()> {
+        self.lag().await;
+        self.compare(None).await
+    }
+
+    async fn workload(&mut self) -> anyhow::Result<Vec<workload::Acked>> {
+        let started = Instant::now();
+        let bucket = self.pairs[0].source.clone();
+        let progress = &self.progress;
+        let (acked, w) = workload::write(
+            &self.source.s3,
+            &bucket,
+            &self.prefix(),
+            self.args.rate,
+            self.args.duration,
+            self.args.object_size.0 as usize,
+            &|n| progress.say(&format!("workload: {n} changes written")),
+        )
+        .await;
+        if w.acknowledged == 0 {
+            bail!("the source acknowledged none of the workload's writes");
+        }
+        let note = format!(
+            "{} changes acknowledged ({} bytes), {} failed",
+            w.acknowledged, w.bytes, w.failed
+        );
+        self.report.workload = Some(w);
+        self.phase_done("workload", started, note);
+        Ok(acked)
+    }
+
+    /// Writes and reads on the target as the new primary; returns when the first write
+    /// succeeded.
+    async fn promote(&mut self, since: Instant) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let bucket = self.pairs[0].target.clone();
+        let key = format!("{}promoted", self.prefix());
+        let deadline = Instant::now() + self.args.timeout;
+        loop {
+            match self
+                .target
+                .s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(b"written on the new primary".to_vec().into())
+                .send()
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    self.progress.say(&format!(
+                        "promote: waiting for the target to take writes: {e}"
+                    ));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => bail!("the target never took a write: {e}"),
+            }
+        }
+        self.report.rto_seconds = Some(since.elapsed().as_secs_f64());
+        let read = self
+            .target
+            .s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await?;
+        let body = read.body.collect().await?.into_bytes();
+        if body.as_ref() != b"written on the new primary" {
+            bail!("the target read back something else than it was given");
+        }
+        let note = format!(
+            "the target took a write and served it back; RTO {:.2} s",
+            self.report.rto_seconds.unwrap_or(0.0)
+        );
+        self.phase_done("promote", started, note);
+        Ok(())
+    }
+
+    /// The acknowledged changes the target lacks: the data-loss window.
+    async fn measure_rpo(&mut self, acked: &[workload::Acked], cut: Instant) -> Rpo {
+        let bucket = self.pairs[0].target.clone();
+        let missing = workload::missing_on(&self.target.s3, &bucket, acked).await;
+        let oldest = missing.iter().map(|a| a.at).min();
+        let rpo = Rpo {
+            versions: missing.len() as u64,
+            bytes: missing.iter().map(|a| a.bytes).sum(),
+            seconds: oldest.map_or(0.0, |o| cut.saturating_duration_since(o).as_secs_f64()),
+            examples: missing
+                .iter()
+                .take(10)
+                .map(|a| format!("{}/{} {}", a.bucket, a.key, a.version_id))
+                .collect(),
+        };
+        self.report.rpo = Some(rpo.clone());
+        rpo
+    }
+
+    /// Resync from `from` to the peer it calls `peer`, and wait until that peer has it all.
+    async fn resync(
+        &mut self,
+        from: &Site,
+        peer: &str,
+        buckets: Vec<String>,
+    ) -> anyhow::Result<()> {
+        for b in &buckets {
+            from.admin(
+                "POST",
+                &format!("/_meridian/replication/resync?peer={peer}&bucket={b}"),
+            )
+            .await?;
+        }
+        let deadline = Instant::now() + self.args.timeout;
+        loop {
+            let status = from.status().await?;
+            let p = status["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["peer"] == peer)
+                .cloned()
+                .unwrap_or_default();
+            let walking = p["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|j| j["running"] == true);
+            let pending = p["versions"].as_u64().unwrap_or(0);
+            self.progress.say(&format!(
+                "resync: {pending} versions still to arrive{}",
+                if walking { ", walking" } else { "" }
+            ));
+            if !walking && pending == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the resync to {peer} did not finish within {:?}",
+                    self.args.timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        if self.args.keep {
+            return;
+        }
+        let started = Instant::now();
+        let prefix = self.prefix();
+        let mut removed = 0;
+        for pair in self.pairs.clone() {
+            removed += workload::remove(&self.source.s3, &pair.source, &prefix)
+                .await
+                .unwrap_or(0);
+            removed += workload::remove(&self.target.s3, &pair.target, &prefix)
+                .await
+                .unwrap_or(0);
+        }
+        self.phase_done(
+            "cleanup",
+            started,
+            format!("{removed} workload versions removed from both regions"),
+        );
+    }
+
+    async fn failover(&mut self) -> anyhow::Result<()> {
+        let Some(to_source) = self.to_source.clone() else {
+            bail!("the target has no replication peer at {}: failing back needs the target to replicate to the source", self.source.endpoint());
+        };
+        self.lag().await;
+        let acked = self.workload().await?;
+
+        let started = Instant::now();
+        self.source
+            .admin(
+                "POST",
+                &format!("/_meridian/fence?note=drill-{}", self.run_id),
+            )
+            .await?;
+        let fenced_at = Instant::now();
+        self.phase_done(
+            "fence",
+            started,
+            "the source refuses client writes; replication keeps draining".into(),
+        );
+
+        let outcome = async {
+            let started = Instant::now();
+            let c = self
+                .source
+                .checkpoint(&self.to_target, None, self.args.timeout)
+                .await?;
+            if c["reached"] != true {
+                bail!(
+                    "the target did not catch up within {:?}: {}",
+                    self.args.timeout,
+                    c["pending"]
+                );
+            }
+            let rpo = self.measure_rpo(&acked, fenced_at).await;
+            self.phase_done(
+                "drain",
+                started,
+                format!("the target has everything; RPO {} versions", rpo.versions),
+            );
+
+            self.promote(fenced_at).await?;
+
+            let started = Instant::now();
+            let c = self
+                .target
+                .checkpoint(&to_source, None, self.args.timeout)
+                .await?;
+            if c["reached"] != true {
+                bail!(
+                    "the source did not get the target's writes back within {:?}",
+                    self.args.timeout
+                );
+            }
+            let buckets: Vec<String> = self.pairs.iter().map(|p| p.target.clone()).collect();
+            let target = Site::new(self.target.admin.clone());
+            self.resync(&target, &to_source, buckets).await?;
+            self.phase_done("failback", started, "target -> source resync done".into());
+
+            self.compare(Some(self.prefix())).await
+        }
+        .await;
+
+        let started = Instant::now();
+        let unfenced = self.source.admin("POST", "/_meridian/unfence").await;
+        self.phase_done("unfence", started, "the source takes writes again".into());
+        outcome?;
+        unfenced?;
+        self.cleanup().await;
+        Ok(())
+    }
+
+    async fn outage(&mut self) -> anyhow::Result<()> {
+        self.lag().await;
+        let acked = self.workload().await?;
+
+        let started = Instant::now();
+        match &self.args.cut_command {
+            Some(cmd) => run_shell(cmd)?,
+            None => {
+                self.source
+                    .admin(
+                        "POST",
+                        &format!("/_meridian/replication/pause?peer={}", self.to_target),
+                    )
+                    .await?;
+            }
+        }
+        let cut_at = Instant::now();
+        self.phase_done(
+            "cut",
+            started,
+            match &self.args.cut_command {
+                Some(cmd) => format!("ran `{cmd}`"),
+                None => "paused the source's replication to the target, without draining".into(),
+            },
+        );
+
+        let started = Instant::now();
+        let rpo = self.measure_rpo(&acked, cut_at).await;
+        self.phase_done(
+            "loss",
+            started,
+            format!(
+                "{} acknowledged versions ({} bytes, {:.2} s of writes) did not reach the target",
+                rpo.versions, rpo.bytes, rpo.seconds
+            ),
+        );
+
+        self.promote(cut_at).await?;
+
+        let started = Instant::now();
+        match &self.args.restore_command {
+            Some(cmd) => run_shell(cmd)?,
+            None if self.args.cut_command.is_none() => {
+                self.source
+                    .admin(
+                        "POST",
+                        &format!("/_meridian/replication/resume?peer={}", self.to_target),
+                    )
+                    .await?;
+            }
+            None => {}
+        }
+        if !self.source.ready(self.args.timeout).await {
+            bail!(
+                "the source did not come back within {:?}",
+                self.args.timeout
+            );
+        }
+        let buckets: Vec<String> = self.pairs.iter().map(|p| p.source.clone()).collect();
+        let source = Site::new(self.source.admin.clone());
+        let to_target = self.to_target.clone();
+        self.resync(&source, &to_target, buckets).await?;
+        if let Some(to_source) = self.to_source.clone() {
+            // The target's own writes while it was primary go back to the source.
+            self.target
+                .checkpoint(&to_source, None, self.args.timeout)
+                .await?;
+        }
+        self.phase_done(
+            "restore",
+            started,
+            "link restored; source -> target resync done".into(),
+        );
+
+        self.compare(Some(self.prefix())).await?;
+        self.cleanup().await;
+        Ok(())
+    }
+}
