@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Meridian needs, idempotently:
-#   system: libclang-dev (RocksDB's bindings), python3-venv (client tests)
+#   system: libclang-dev (RocksDB's bindings), python3-venv (client tests), curl and promtool
+#           (Debian's prometheus package) for deploy/
 #   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
 #           and one with s3fs (tests/clients-s3fs/requirements.txt; s3fs pins its own botocore)
 # Usage: scripts/setup.sh [system|python|all]   (default: all)
@@ -24,12 +25,16 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
-        { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q "${missing[@]}" >/dev/null; }
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+        { as_root apt-get update -q >/dev/null &&
+            as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
 system() {
     apt_install libclang-dev
+    # curl drives deploy/local-regions.sh; promtool (Debian's prometheus) checks deploy/prometheus.
+    command -v curl >/dev/null || apt_install curl
+    command -v promtool >/dev/null || apt_install prometheus
     # cargo-nextest is optional (the Makefile falls back to cargo test); pkg-config and a C++
     # compiler come with build-essential, which RocksDB's build needs.
     command -v c++ >/dev/null || apt_install build-essential
