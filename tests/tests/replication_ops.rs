@@ -603,3 +603,91 @@ async fn a_compressed_link_sends_text_in_fewer_bytes_and_stays_exact() {
         "random bytes do not shrink: {sent}"
     );
 }
+
+#[tokio::test]
+async fn a_fenced_region_refuses_client_writes_takes_replicas_and_stays_fenced_across_a_restart() {
+    let mut regions = Regions::start(RegionsOptions::active_active());
+    let (east, west) = (regions.client(0), regions.client(1));
+    versioned_bucket(&east, "shared").await;
+    versioned_bucket(&west, "shared").await;
+    put_rules(
+        &east,
+        "shared",
+        vec![rule_to("west", "shared", "to-west", 1, true)],
+    )
+    .await;
+    put_rules(
+        &west,
+        "shared",
+        vec![rule_to("east", "shared", "to-east", 1, true)],
+    )
+    .await;
+    let before = put(&east, "shared", "before", b"1".to_vec()).await;
+
+    let fence = |endpoint: &str, action: &str| {
+        meridian_tests::raw::send_signed(
+            endpoint,
+            "POST",
+            &format!("/_meridian/{action}"),
+            &[],
+            b"",
+            aws_sigv4::http_request::SignableBody::Bytes(b""),
+            meridian_tests::ACCESS_KEY,
+            meridian_tests::SECRET_KEY,
+        )
+    };
+    let east_endpoint = regions.servers[0].endpoint.clone();
+    assert_eq!(fence(&east_endpoint, "fence").status, 200);
+    let refused = east
+        .put_object()
+        .bucket("shared")
+        .key("during")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        meridian_tests::error_code(&refused).as_deref(),
+        Some("SlowDown")
+    );
+    assert_eq!(meridian_tests::error_status(&refused), Some(503));
+    assert!(
+        east.delete_object()
+            .bucket("shared")
+            .key("before")
+            .send()
+            .await
+            .is_err(),
+        "deletes are writes too"
+    );
+    // Reads go on, and the peer's writes still arrive.
+    assert_eq!(get_bytes(&east, "shared", "before", &before).await, b"1");
+    let from_west = put(&west, "shared", "from-west", b"2".to_vec()).await;
+    checkpoint(&regions.servers[1].endpoint, "east", SETTLE);
+    assert_eq!(
+        replication_status(&east, "shared", "from-west", &from_west)
+            .await
+            .as_deref(),
+        Some("REPLICA")
+    );
+
+    regions.servers[0].stop();
+    regions.servers[0].restart();
+    let east = regions.client(0);
+    let still = east
+        .put_object()
+        .bucket("shared")
+        .key("after-restart")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        meridian_tests::error_code(&still).as_deref(),
+        Some("SlowDown"),
+        "the fence survives a restart"
+    );
+
+    assert_eq!(fence(&east_endpoint, "unfence").status, 200);
+    put(&east, "shared", "after", b"3".to_vec()).await;
+}
