@@ -78,6 +78,12 @@ class Region:
                 if p.name == "meta" or p.name.startswith("disk"):
                     shutil.rmtree(p)
 
+    def close(self):
+        """Stops the region and removes everything it stored."""
+        if self.proc.poll() is None:
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def s3(self):
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ROOT,
                             aws_secret_access_key=SECRET, region_name="us-east-1",
@@ -130,12 +136,12 @@ def status(east):
 
 
 def wait_drained(east, since):
-    """Seconds from `since` until west owes nothing and no job walks."""
-    while True:
-        peer = status(east)["peers"][0]
-        if peer["versions"] == 0 and not any(j["running"] for j in peer["jobs"]):
-            return time.monotonic() - since
-        time.sleep(0.1)
+    """Seconds from `since` until no backfill/resync walks and west has everything (a
+    checkpoint, which costs the servers almost nothing to answer)."""
+    while any(j["running"] for j in status(east)["peers"][0]["jobs"]):
+        time.sleep(0.25)
+    meridian("replication", "checkpoint", "--endpoint", east.endpoint, "--peer", "west", "--timeout", "600s")
+    return time.monotonic() - since
 
 
 def fill(east, name, count, size, threads=16, prefix="obj"):
@@ -158,7 +164,7 @@ def run_lag(args):
                        "--rate", "200", "--duration", "10s", "--saturate", str(args.small),
                        "--large-size", "1GiB"), end="")
     finally:
-        east.stop(); west.stop()
+        east.close(); west.close()
 
 
 def run_rss(args):
@@ -173,7 +179,7 @@ def run_rss(args):
               f"({5 * 1024 / took:.0f} MiB/s end to end); peak RSS east {east.peak_rss_mib():.0f} MiB, "
               f"west {west.peak_rss_mib():.0f} MiB")
     finally:
-        east.stop(); west.stop()
+        east.close(); west.close()
 
 
 def run_backfill_and_resync(args, which):
@@ -201,7 +207,7 @@ def run_backfill_and_resync(args, which):
             print(f"{which:<8} {count} {label} objects ({total_mb:.0f} MB): {took:.2f} s = "
                   f"{count / took:.0f} objects/s, {total_mb / took:.0f} MB/s")
         finally:
-            east.stop(); west.stop()
+            east.close(); west.close()
 
 
 def run_sync(args):
@@ -217,7 +223,7 @@ def run_sync(args):
             print(f"sync     PUT 4 KiB c=8, peer {mode:>5}: {r['ops_per_sec']:.0f} PUT/s, "
                   f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, errors {r['errors']}")
         finally:
-            east.stop(); west.stop()
+            east.close(); west.close()
 
 
 def run_zstd(args):
@@ -243,7 +249,7 @@ def run_zstd(args):
             print(f"zstd     64 MiB of {label}: {wire / 1e6:.1f} MB on the wire "
                   f"({wire / len(data):.3f} of the bytes), replicated in {took:.2f} s")
     finally:
-        east.stop(); west.stop()
+        east.close(); west.close()
 
 
 def meridian_metrics(r):
@@ -266,7 +272,7 @@ def main():
     if not Path(BIN).exists():
         sys.exit(f"{BIN} is missing: cargo build --release -p meridian-gateway --bin meridian")
     for part in args.only.split(","):
-        {"lag": run_lag, "rss-bench": run_rss, "sync": run_sync, "zstd": run_zstd,
+        {"lag": run_lag, "rss": run_rss, "sync": run_sync, "zstd": run_zstd,
          "backfill": lambda a: run_backfill_and_resync(a, "backfill"),
          "resync": lambda a: run_backfill_and_resync(a, "resync")}[part](args)
         sys.stdout.flush()

@@ -4,8 +4,11 @@
 //! - lag: PUTs to the source at a fixed rate; each object is polled on the target (HEAD by
 //!   version id) from the moment its PUT was acknowledged until it is visible there, giving
 //!   commit-to-visible lag percentiles;
-//! - saturation: objects written as fast as `--concurrency` allows; replicated objects per
-//!   second is the count over the time from the first PUT until the last is on the target;
+//! - saturation: with sending paused (admin API; needs root credentials of the source),
+//!   `--saturate` objects are written, then sending resumes and a checkpoint times how long
+//!   the peer takes to have them all: replicated objects per second with replication the
+//!   only work. Without admin access, the objects are written and replicated at once, and the
+//!   time until the last is on the target is reported instead;
 //! - large: one object of `--large-size` written to the source in parts, timed until it is
 //!   visible on the target, next to the same upload made directly to the target (the ratio
 //!   says what replication costs over a plain upload).
@@ -215,6 +218,30 @@ async fn saturation_run(
     body: &bytes::Bytes,
     run_id: &str,
 ) -> anyhow::Result<()> {
+    let admin = crate::replication_cli::Target {
+        endpoint: args.source.clone(),
+        access_key: args.access_key.clone(),
+        secret_key: args.secret_key.clone(),
+        region: args.region.clone(),
+    };
+    let peer = crate::replication_cli::call(&admin, "GET", "/_meridian/replication/status")
+        .await
+        .ok()
+        .and_then(|s| {
+            s["peers"].as_array()?.iter().find_map(|p| {
+                (p["endpoint"].as_str()?.trim_end_matches('/') == args.target.trim_end_matches('/'))
+                    .then(|| p["peer"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        });
+    if let Some(peer) = &peer {
+        crate::replication_cli::call(
+            &admin,
+            "POST",
+            &format!("/_meridian/replication/pause?peer={peer}"),
+        )
+        .await?;
+    }
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut puts = tokio::task::JoinSet::new();
     let started = Instant::now();
@@ -242,7 +269,36 @@ async fn saturation_run(
         }
     }
     let write_time = started.elapsed();
-    // The last acknowledged writes are the last to replicate: wait for each in turn.
+    let n = written.len() as f64;
+    if let Some(peer) = &peer {
+        let drain = Instant::now();
+        crate::replication_cli::call(
+            &admin,
+            "POST",
+            &format!("/_meridian/replication/resume?peer={peer}"),
+        )
+        .await?;
+        let c = crate::replication_cli::call(
+            &admin,
+            "POST",
+            &format!(
+                "/_meridian/replication/checkpoint?peer={peer}&timeout={}",
+                args.timeout.as_secs()
+            ),
+        )
+        .await?;
+        let took = drain.elapsed();
+        println!(
+            "saturate {} objects written at {:.0}/s with sending paused, then drained in {:.2} s = {:.0} replicated objects/s ({})",
+            written.len(),
+            n / write_time.as_secs_f64(),
+            took.as_secs_f64(),
+            n / took.as_secs_f64(),
+            if c["reached"] == true { "checkpoint reached" } else { "checkpoint NOT reached" },
+        );
+        return Ok(());
+    }
+    // No admin access: the last acknowledged writes are the last to replicate.
     let mut missing = 0;
     for (key, version) in written.iter().rev() {
         if visible_at(target, &args.bucket, key, version, args.timeout)
@@ -253,9 +309,8 @@ async fn saturation_run(
         }
     }
     let all = started.elapsed();
-    let n = written.len() as f64;
     println!(
-        "saturate {} objects, {} PUTs in flight: written at {:.0}/s, all on the target after {:.2} s = {:.0} replicated objects/s; {missing} missing",
+        "saturate {} objects, {} PUTs in flight: written at {:.0}/s, all on the target after {:.2} s = {:.0} objects/s written and replicated; {missing} missing",
         written.len(),
         args.concurrency,
         n / write_time.as_secs_f64(),

@@ -296,6 +296,21 @@ impl MetaStore {
         Ok((total, buckets))
     }
 
+    /// Whether `peer` has settled every change committed below outbox sequence `below`: its
+    /// cursor is past them and none of them waits in its retry queue. Cheap (no outbox scan),
+    /// for checkpoints polled often.
+    pub fn peer_reached(&self, peer: &str, below: u64) -> Result<bool, MetaError> {
+        if self.outbox_cursor(peer)? < below {
+            return Ok(false);
+        }
+        let mut waiting = false;
+        self.scan_retries(peer, |r| {
+            waiting |= r.entry.seq < below;
+            !waiting
+        })?;
+        Ok(!waiting)
+    }
+
     /// The upload of this version to `peer` in progress, if one was started.
     pub fn peer_upload(
         &self,

@@ -29,8 +29,9 @@ use crate::transfer::{metadata, Shared};
 const PAGE: usize = 500;
 /// A job waits while the peer owes more than this many changes.
 const MAX_OWED: u64 = 10_000;
-/// HEADs in flight while a resync checks what the peer has.
+/// HEADs in flight while a resync checks what the peer has, and versions being queued.
 const CHECKS_IN_FLIGHT: usize = 16;
+const REQUEUES_IN_FLIGHT: usize = 16;
 
 /// Whether the peer already holds this version of `source_bucket` as it is here: same
 /// ETag, or a delete marker under the same id. Foreign peers are asked for the id they gave
@@ -227,14 +228,24 @@ async fn step(
             send
         }
     };
-    for v in candidates {
-        let (p, b, k, id) = (
-            job.peer.clone(),
-            job.bucket.clone(),
-            v.key.clone(),
-            v.version_id.clone(),
-        );
-        match metadata(&shared.meta, move |m| m.requeue_version(&p, &b, &k, &id)).await? {
+    // Several at once: their synced commits share RocksDB's WAL syncs. The order does not
+    // matter to the peer (versions keep their mtimes and ids).
+    let (peer_name, bucket) = (job.peer.clone(), job.bucket.clone());
+    let requeued: Vec<Result<Requeued, crate::SendError>> = futures::stream::iter(candidates)
+        .map(|v| {
+            let (p, b, k, id) = (
+                peer_name.clone(),
+                bucket.clone(),
+                v.key.clone(),
+                v.version_id.clone(),
+            );
+            async move { metadata(&shared.meta, move |m| m.requeue_version(&p, &b, &k, &id)).await }
+        })
+        .buffered(REQUEUES_IN_FLIGHT)
+        .collect()
+        .await;
+    for r in requeued {
+        match r? {
             Requeued::Queued(size) => {
                 job.queued += 1;
                 job.queued_bytes += size;

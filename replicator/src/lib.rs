@@ -365,12 +365,20 @@ impl Replicator {
         let started = Instant::now();
         h.wakeup.notify_one();
         loop {
+            // Without a bucket the cursor and the retry queue answer cheaply; with one, the
+            // outbox past the cursor is read for that bucket's entries.
             let (name, f) = (peer.to_owned(), status::filter(bucket, Some(below)));
-            let (pending, _) = metadata(&self.shared.meta, move |m| m.peer_backlog(&name, &f))
-                .await
-                .map_err(|e| e.to_string())?;
-            let reached = pending.changes == 0;
+            let reached = metadata(&self.shared.meta, move |m| match f.bucket {
+                None => m.peer_reached(&name, below),
+                Some(_) => m.peer_backlog(&name, &f).map(|(b, _)| b.changes == 0),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             if reached || started.elapsed() >= timeout {
+                let (name, f) = (peer.to_owned(), status::filter(bucket, Some(below)));
+                let (pending, _) = metadata(&self.shared.meta, move |m| m.peer_backlog(&name, &f))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return Ok(CheckpointReport {
                     peer: peer.to_owned(),
                     bucket: bucket.map(str::to_owned),

@@ -23,9 +23,15 @@ use crate::transfer::{metadata, send_change, Sent, Shared};
 
 /// How often the loop looks for due retries and new entries when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The cursor is written at most this often (a change settled but not yet behind the cursor
+/// at a crash is sent again, which the peer ignores).
+const ACK_EVERY: Duration = Duration::from_millis(100);
 /// Outbox entries read per page, and pages read per turn of the loop at most.
 const PAGE: usize = 512;
 const MAX_PAGES_PER_TURN: usize = 16;
+
+/// A finished transfer: the job, how sending went, and whether its outcome is stored.
+type Finished = (Job, Result<Sent, SendError>, Result<(), SendError>);
 
 /// A change to run: fresh from the outbox, or due from the retry queue.
 enum Job {
@@ -54,6 +60,80 @@ fn wanted(entry: &OutboxEntry, peer: &str) -> bool {
         && (entry.kind == OutboxKind::Tags || !matches!(entry.origin, Origin::Replica { .. }))
 }
 
+/// How an attempt is settled: COMPLETED, no longer wanted, or queued for a retry (PENDING
+/// for transient failures, FAILED for those the peer will not fix by itself).
+fn settlement_for(
+    job: &Job,
+    result: &Result<Sent, SendError>,
+    peer: &str,
+    max_backoff: Duration,
+) -> Settlement {
+    let entry = job.entry();
+    let tags_only = entry.kind == OutboxKind::Tags;
+    let retried = match job {
+        Job::Retry(r) => Some(r.clone()),
+        Job::Fresh(_) => None,
+    };
+    match result {
+        Ok(Sent::Done { target_version_id }) => Settlement {
+            status: if tags_only {
+                StatusUpdate::Keep
+            } else {
+                StatusUpdate::Set(PeerStatus::Completed)
+            },
+            target_version_id: target_version_id.clone(),
+            retried,
+            retry: None,
+            forget_upload: true,
+        },
+        Ok(Sent::Skipped(reason)) => {
+            tracing::debug!(%peer, bucket = %entry.bucket, key = %entry.key, version = %entry.version_id, reason, "nothing to replicate");
+            Settlement {
+                status: if tags_only {
+                    StatusUpdate::Keep
+                } else {
+                    StatusUpdate::Remove
+                },
+                target_version_id: None,
+                retried,
+                retry: None,
+                forget_upload: true,
+            }
+        }
+        Err(e) => {
+            let attempts = retried.as_ref().map_or(0, |r| r.attempts) + 1;
+            let delay = backoff::delay(attempts, max_backoff);
+            let permanent = e.class == ErrorClass::Permanent;
+            tracing::warn!(
+                %peer, bucket = %entry.bucket, key = %entry.key, version = %entry.version_id,
+                attempts, retry_in = ?delay, permanent, error = %e,
+                "replication failed; will retry"
+            );
+            let status = match (tags_only, permanent) {
+                (true, _) => StatusUpdate::Keep,
+                (false, true) => StatusUpdate::Set(PeerStatus::Failed {
+                    error: e.message.clone(),
+                    attempts,
+                }),
+                (false, false) => StatusUpdate::Set(PeerStatus::Pending),
+            };
+            Settlement {
+                status,
+                target_version_id: None,
+                retry: Some(RetryRecord {
+                    entry: entry.clone(),
+                    attempts,
+                    next_attempt: now_nanos() + delay.as_nanos() as i64,
+                    last_error: e.message.clone(),
+                    permanent,
+                }),
+                retried,
+                forget_upload: false,
+            }
+        }
+    }
+}
+
 pub(crate) struct Pump {
     pub peer: Arc<Peer>,
     pub shared: Arc<Shared>,
@@ -76,6 +156,9 @@ struct State {
     /// The last failure was the peer being unreachable.
     peer_down: bool,
     next_retry_scan: tokio::time::Instant,
+    /// New outbox entries may exist (a commit woke the loop, or the last page was full).
+    outbox_dirty: bool,
+    next_ack: tokio::time::Instant,
 }
 
 impl State {
@@ -89,6 +172,8 @@ impl State {
             busy_keys: HashSet::new(),
             peer_down: false,
             next_retry_scan: tokio::time::Instant::now(),
+            outbox_dirty: true,
+            next_ack: tokio::time::Instant::now(),
         }
     }
 }
@@ -113,7 +198,7 @@ impl Pump {
         let mut state = State::at(cursor);
         let workers = self.shared.settings.workers;
         let window = workers * 8;
-        let mut running: JoinSet<(Job, Result<Sent, SendError>)> = JoinSet::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
         loop {
             if *self.paused.borrow() {
                 // Transfers in flight are dropped unsettled: their changes are still past the
@@ -139,21 +224,31 @@ impl Pump {
                 }
             };
             self.start_jobs(&mut state, &mut running, workers);
-            self.advance_cursor(&mut state).await;
             let now = tokio::time::Instant::now();
+            if now >= state.next_ack || running.is_empty() {
+                self.advance_cursor(&mut state).await;
+                state.next_ack = now + ACK_EVERY;
+            }
             let next_wake = if more && state.waiting.len() < window {
                 now
             } else {
-                state.next_retry_scan.min(now + IDLE_POLL)
+                state
+                    .next_retry_scan
+                    .min(now + IDLE_POLL)
+                    .min(if running.is_empty() {
+                        now + IDLE_POLL
+                    } else {
+                        state.next_ack
+                    })
             };
             tokio::select! {
                 Some(done) = running.join_next() => match done {
-                    Ok((job, result)) => self.finish(&mut state, job, result).await,
+                    Ok((job, result, settled)) => self.finish(&mut state, job, result, settled).await,
                     Err(e) => tracing::error!(%peer, error = %e, "a replication transfer panicked"),
                 },
-                _ = self.wakeup.notified() => {}
+                _ = self.wakeup.notified() => state.outbox_dirty = true,
                 _ = self.paused.changed() => {}
-                _ = tokio::time::sleep_until(next_wake) => {}
+                _ = tokio::time::sleep_until(next_wake) => state.outbox_dirty = true,
                 _ = shutdown.changed() => {
                     // In-flight transfers are dropped: their changes are still past the
                     // cursor or in the retry queue, and resume after the restart.
@@ -172,12 +267,13 @@ impl Pump {
         // Entries for no peer (or other peers) are stepped over in pages; a bounded number
         // of pages per turn keeps the loop responsive to finished transfers.
         for _ in 0..MAX_PAGES_PER_TURN {
-            if state.waiting.len() >= window {
+            if state.waiting.len() >= window || !state.outbox_dirty {
                 break;
             }
             let (from, limit) = (state.next_read, PAGE);
             let page = metadata(&self.shared.meta, move |m| m.outbox_read(from, limit)).await?;
             more = page.len() == limit;
+            state.outbox_dirty = more;
             for entry in page {
                 state.next_read = entry.seq + 1;
                 if wanted(&entry, &peer) {
@@ -192,9 +288,7 @@ impl Pump {
         // Retries already queued are still in the store until settled: scan again only once
         // they are out of the way, or when the next one may be due.
         let now = tokio::time::Instant::now();
-        if state.waiting.len() < window
-            && (state.retrying.is_empty() || now >= state.next_retry_scan)
-        {
+        if state.waiting.len() < window && now >= state.next_retry_scan {
             let limit = window - state.waiting.len();
             let p = peer.clone();
             let due = metadata(&self.shared.meta, move |m| {
@@ -222,12 +316,7 @@ impl Pump {
 
     /// Starts waiting jobs, in order, while workers are free; a job waits while an earlier
     /// change of the same key is running or waiting.
-    fn start_jobs(
-        &self,
-        state: &mut State,
-        running: &mut JoinSet<(Job, Result<Sent, SendError>)>,
-        workers: usize,
-    ) {
+    fn start_jobs(&self, state: &mut State, running: &mut JoinSet<Finished>, workers: usize) {
         let mut blocked: HashSet<(String, String)> = HashSet::new();
         let mut i = 0;
         while running.len() < workers && i < state.waiting.len() {
@@ -240,93 +329,36 @@ impl Pump {
             let job = state.waiting.remove(i).expect("index in range");
             state.busy_keys.insert(key);
             let (shared, peer) = (self.shared.clone(), self.peer.clone());
+            // The task settles its own outcome, so that settlements of concurrent transfers
+            // share RocksDB's synced writes instead of queueing behind this loop.
             running.spawn(async move {
                 let result = send_change(&shared, &peer, job.entry()).await;
-                (job, result)
+                let settlement =
+                    settlement_for(&job, &result, peer.name(), shared.settings.max_backoff);
+                let (p, entry) = (peer.name().to_owned(), job.entry().clone());
+                let settled = metadata(&shared.meta, move |m| {
+                    m.settle_replication(&p, &entry, settlement)
+                })
+                .await;
+                (job, result, settled)
             });
         }
     }
 
-    /// Records the outcome of a job; a job whose outcome cannot be recorded runs again.
-    async fn finish(&self, state: &mut State, job: Job, result: Result<Sent, SendError>) {
-        let peer = self.peer.name().to_owned();
+    /// Books a finished job; a job whose outcome could not be stored runs again.
+    async fn finish(
+        &self,
+        state: &mut State,
+        job: Job,
+        result: Result<Sent, SendError>,
+        settled: Result<(), SendError>,
+    ) {
         let entry = job.entry().clone();
-        let tags_only = entry.kind == OutboxKind::Tags;
-        let retried = match &job {
-            Job::Retry(r) => Some(r.clone()),
-            Job::Fresh(_) => None,
-        };
-        let settlement = match &result {
-            Ok(Sent::Done { target_version_id }) => Settlement {
-                status: if tags_only {
-                    StatusUpdate::Keep
-                } else {
-                    StatusUpdate::Set(PeerStatus::Completed)
-                },
-                target_version_id: target_version_id.clone(),
-                retried,
-                retry: None,
-                forget_upload: true,
-            },
-            Ok(Sent::Skipped(reason)) => {
-                tracing::debug!(%peer, bucket = %entry.bucket, key = %entry.key, version = %entry.version_id, reason, "nothing to replicate");
-                Settlement {
-                    status: if tags_only {
-                        StatusUpdate::Keep
-                    } else {
-                        StatusUpdate::Remove
-                    },
-                    target_version_id: None,
-                    retried,
-                    retry: None,
-                    forget_upload: true,
-                }
-            }
-            Err(e) => {
-                let attempts = retried.as_ref().map_or(0, |r| r.attempts) + 1;
-                let delay = backoff::delay(attempts, self.shared.settings.max_backoff);
-                let permanent = e.class == ErrorClass::Permanent;
-                tracing::warn!(
-                    %peer, bucket = %entry.bucket, key = %entry.key, version = %entry.version_id,
-                    attempts, retry_in = ?delay, permanent, error = %e,
-                    "replication failed; will retry"
-                );
-                let status = match (tags_only, permanent) {
-                    (true, _) => StatusUpdate::Keep,
-                    (false, true) => StatusUpdate::Set(PeerStatus::Failed {
-                        error: e.message.clone(),
-                        attempts,
-                    }),
-                    (false, false) => StatusUpdate::Set(PeerStatus::Pending),
-                };
-                Settlement {
-                    status,
-                    target_version_id: None,
-                    retry: Some(RetryRecord {
-                        entry: entry.clone(),
-                        attempts,
-                        next_attempt: now_nanos() + delay.as_nanos() as i64,
-                        last_error: e.message.clone(),
-                        permanent,
-                    }),
-                    retried,
-                    forget_upload: false,
-                }
-            }
-        };
-        let (p, e2) = (peer.clone(), entry.clone());
-        let settled = metadata(&self.shared.meta, move |m| {
-            m.settle_replication(&p, &e2, settlement)
-        })
-        .await;
-        if settled.is_ok() {
-            self.account(&entry, &result);
-        }
         state
             .busy_keys
             .remove(&(entry.bucket.clone(), entry.key.clone()));
         if let Err(e) = settled {
-            tracing::error!(%peer, seq = entry.seq, error = %e, "recording a replication outcome failed; the change runs again");
+            tracing::error!(peer = %self.peer.name(), seq = entry.seq, error = %e, "recording a replication outcome failed; the change runs again");
             match job {
                 Job::Fresh(_) => state.waiting.push_front(job),
                 // Still in the retry queue: it is read again when due.
@@ -336,6 +368,7 @@ impl Pump {
             }
             return;
         }
+        self.account(&entry, &result);
         match job {
             Job::Fresh(_) => {
                 state.fresh.remove(&entry.seq);
@@ -343,6 +376,11 @@ impl Pump {
             Job::Retry(_) => {
                 state.retrying.remove(&entry.seq);
             }
+        }
+        if result.is_err() {
+            // Its retry is due after the backoff: look for it then at the latest.
+            let soon = tokio::time::Instant::now() + self.shared.settings.max_backoff;
+            state.next_retry_scan = state.next_retry_scan.min(soon);
         }
         self.note_reachability(state, &result).await;
     }
