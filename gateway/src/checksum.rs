@@ -65,6 +65,11 @@ pub fn to_base64(raw: &[u8]) -> String {
 }
 
 /// Decodes a checksum header value, checking its length for the algorithm.
+/// Any base64 value, whatever its length.
+pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
+    BASE64.decode(value.trim()).ok()
+}
+
 pub fn from_base64(algorithm: &ChecksumAlgorithm, value: &str) -> Option<Vec<u8>> {
     let raw = BASE64.decode(value.trim()).ok()?;
     (raw.len() == digest_len(algorithm)).then_some(raw)

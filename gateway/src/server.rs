@@ -88,6 +88,8 @@ impl Router {
             let started = Instant::now();
             let resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
                 self.admin.handle(req).await
+            } else if let Some(refusal) = presigned_expiry_refusal(req.uri().query()) {
+                refusal
             } else {
                 let bytes_in = content_length(req.headers());
                 let slot = OperationSlot::default();
@@ -207,6 +209,32 @@ fn unquote_etag_element(xml: &[u8]) -> bytes::Bytes {
     out.into()
 }
 
+/// The longest validity a presigned URL may ask for: seven days, as on S3.
+const MAX_PRESIGNED_EXPIRY_SECS: i64 = 604_800;
+
+/// A presigned URL whose `X-Amz-Expires` is negative, not a number or above seven days is
+/// refused (403 AccessDenied) before anything else looks at it, and so is never served.
+fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?;
+    let message = match value.parse::<i64>() {
+        Ok(secs) if (0..=MAX_PRESIGNED_EXPIRY_SECS).contains(&secs) => return None,
+        Ok(secs) if secs < 0 => "X-Amz-Expires must be non-negative",
+        _ => "X-Amz-Expires must be less than a week (in seconds) that is; 604800",
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+    );
+    let mut resp = Response::new(Body::from(xml));
+    *resp.status_mut() = http::StatusCode::FORBIDDEN;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    Some(resp)
+}
+
 pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
     let mut resp = Response::new(Body::from(text.to_owned()));
     *resp.status_mut() = status;
@@ -267,6 +295,26 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presigned_expiry_is_bounded_to_a_week() {
+        for query in [
+            None,
+            Some("list-type=2"),
+            Some("X-Amz-Expires=0"),
+            Some("a=b&X-Amz-Expires=604800&c=d"),
+        ] {
+            assert!(presigned_expiry_refusal(query).is_none(), "{query:?}");
+        }
+        for query in [
+            "X-Amz-Expires=604801",
+            "X-Amz-Expires=-1",
+            "x=1&X-Amz-Expires=soon",
+        ] {
+            let resp = presigned_expiry_refusal(Some(query)).expect(query);
+            assert_eq!(resp.status(), http::StatusCode::FORBIDDEN);
+        }
+    }
 
     #[test]
     fn the_attributes_etag_loses_its_quotes_and_nothing_else_changes() {

@@ -93,26 +93,31 @@ impl MetaStore {
     }
 
     /// Deletes a bucket and its configuration documents; `Err(BucketNotEmpty)` while any
-    /// version, delete marker or multipart upload remains, `Err(NoSuchBucket)` if absent.
+    /// version or delete marker remains, `Err(NoSuchBucket)` if absent. Multipart uploads in
+    /// progress are aborted in the same batch (as S3 does), their parts queued for reclaim.
     pub fn delete_bucket(&self, name: &str) -> Result<(), MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_exclusive(name);
         self.require_bucket(name)?;
         let prefix = keys::bucket_prefix(name);
-        for cf in [schema::HISTORY, schema::UPLOADS] {
-            let it = inner.iter_prefix(cf, &prefix);
-            it.status()
-                .map_err(MetaError::db("checking that a bucket is empty"))?;
-            if it.valid() {
-                return Err(MetaError::BucketNotEmpty {
-                    bucket: name.to_owned(),
-                });
-            }
+        let it = inner.iter_prefix(schema::HISTORY, &prefix);
+        it.status()
+            .map_err(MetaError::db("checking that a bucket is empty"))?;
+        if it.valid() {
+            return Err(MetaError::BucketNotEmpty {
+                bucket: name.to_owned(),
+            });
         }
         let mut batch = WriteBatch::default();
+        // The exclusive bucket lock keeps part writes and completions out while this runs.
+        for upload in self.bucket_uploads(name)? {
+            let parts = self.all_parts(name, &upload.key, &upload.upload_id)?;
+            self.remove_upload(&mut batch, &upload, parts, &[]);
+        }
         batch.delete_cf(inner.cf(schema::BUCKETS), name.as_bytes());
         let end = keys::successor(&prefix).expect("a bucket prefix ends with a terminator");
         batch.delete_range_cf(inner.cf(schema::BUCKET_CONFIGS), &prefix, &end);
+        batch.delete_range_cf(inner.cf(schema::COMPLETED_UPLOADS), &prefix, &end);
         inner.commit(batch, None, "deleting a bucket")?;
         Ok(())
     }

@@ -42,7 +42,8 @@ pub use listing::{
     ListObjectsPage, ListObjectsQuery, ListVersionsPage, ListVersionsQuery, ObjectSummary,
 };
 pub use multipart::{
-    ListPartsPage, ListUploadsPage, ListUploadsQuery, PartRecord, UploadRecord, MAX_PART_NUMBER,
+    CompletedUpload, ListPartsPage, ListUploadsPage, ListUploadsQuery, PartRecord, UploadRecord,
+    MAX_PART_NUMBER,
 };
 pub use outbox::{OutboxEntry, OutboxKind};
 pub use reclaim::ReclaimEntry;

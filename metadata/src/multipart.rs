@@ -52,6 +52,18 @@ pub struct PartRecord {
     pub storage: Vec<u8>,
 }
 
+/// What is kept of a completed upload for a while, so that a repeated
+/// CompleteMultipartUpload (a client retrying after a lost response) gets the same answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompletedUpload {
+    pub completed: Nanos,
+    pub version_id: String,
+    pub etag: String,
+    /// The parts the object was made of: number and ETag, ascending.
+    pub parts: Vec<(u32, String)>,
+}
+
 /// A page of ListParts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListPartsPage {
@@ -216,7 +228,7 @@ impl MetaStore {
     }
 
     /// Every part of an upload, ascending.
-    fn all_parts(
+    pub(crate) fn all_parts(
         &self,
         bucket: &str,
         key: &str,
@@ -237,7 +249,7 @@ impl MetaStore {
 
     /// Adds the removal of an upload and all its parts to `batch`, queueing the storage of
     /// every part not in `keep` for reclaim.
-    fn remove_upload(
+    pub(crate) fn remove_upload(
         &self,
         batch: &mut WriteBatch,
         upload: &UploadRecord,
@@ -296,7 +308,26 @@ impl MetaStore {
         }
         let _key = inner.locks.key(bucket, key);
         let mut batch = WriteBatch::default();
+        let etag = new.etag.clone();
         let planned = self.plan_version(&b, key, new, &mut batch)?;
+        let completed = CompletedUpload {
+            completed: crate::version_id::now_nanos(),
+            version_id: match &planned {
+                Planned::Commit { record, .. } => record.version_id.clone(),
+                Planned::Duplicate(existing) => existing.version_id.clone(),
+            },
+            etag,
+            parts: used_parts
+                .iter()
+                .filter_map(|n| parts.iter().find(|p| p.number == *n))
+                .map(|p| (p.number, p.etag.clone()))
+                .collect(),
+        };
+        batch.put_cf(
+            inner.cf(schema::COMPLETED_UPLOADS),
+            schema::upload_key(bucket, key, upload_id),
+            codec::encode(&completed),
+        );
         self.remove_upload(&mut batch, &upload, parts, used_parts);
         let version = match planned {
             Planned::Commit { record, draft, .. } => {
@@ -309,6 +340,61 @@ impl MetaStore {
             }
         };
         Ok(PutOutcome { version })
+    }
+
+    /// What was kept of a completed upload, `Ok(None)` if it was never completed here or its
+    /// record has expired.
+    pub fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<CompletedUpload>, MetaError> {
+        Ok(self
+            .inner
+            .get_record(
+                schema::COMPLETED_UPLOADS,
+                &schema::upload_key(bucket, key, upload_id),
+            )?
+            .map(|(c, _)| c))
+    }
+
+    /// Forgets completed uploads finished before `older_than`; returns how many.
+    pub fn expire_completed_uploads(&self, older_than: Nanos) -> Result<usize, MetaError> {
+        let inner = &self.inner;
+        let mut it = inner.iter(schema::COMPLETED_UPLOADS, &[], None);
+        let mut batch = WriteBatch::default();
+        let mut expired = 0;
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            let (c, _): (CompletedUpload, _) = codec::decode(schema::COMPLETED_UPLOADS, k, v)?;
+            if c.completed < older_than {
+                batch.delete_cf(inner.cf(schema::COMPLETED_UPLOADS), k);
+                expired += 1;
+            }
+            it.next();
+        }
+        it.status()
+            .map_err(MetaError::db("expiring completed uploads"))?;
+        if expired > 0 {
+            inner.commit(batch, None, "expiring completed uploads")?;
+        }
+        Ok(expired)
+    }
+
+    /// Every upload in progress in a bucket.
+    pub(crate) fn bucket_uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, MetaError> {
+        let mut it = self
+            .inner
+            .iter_prefix(schema::UPLOADS, &keys::bucket_prefix(bucket));
+        let mut uploads = Vec::new();
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            uploads.push(codec::decode(schema::UPLOADS, k, v)?.0);
+            it.next();
+        }
+        it.status().map_err(MetaError::db("reading uploads"))?;
+        Ok(uploads)
     }
 
     /// Removes an upload and its parts; their storage goes to the reclaim queue in the same

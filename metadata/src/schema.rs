@@ -13,6 +13,7 @@
 //! | `uploads`         | `esc(bucket) esc(key) esc(upload id)`            | `UploadRecord` |
 //! | `uploads_by_time` | initiated(i64) `esc(bucket) esc(key) esc(upload id)` | empty |
 //! | `parts`           | `esc(bucket) esc(key) esc(upload id)` part(u32)  | `PartRecord` |
+//! | `completed_uploads` | `esc(bucket) esc(key) esc(upload id)`          | `CompletedUpload`, kept a day to answer a repeated completion |
 //! | `outbox`          | seq(u64)                                         | `OutboxEntry` |
 //! | `outbox_cursors`  | peer name                                        | u64 BE: first unacknowledged seq |
 //! | `reclaim`         | seq(u64)                                         | `ReclaimRecord` |
@@ -44,9 +45,10 @@ pub const RECLAIM: &str = "reclaim";
 pub const REPLICATION_RETRY: &str = "replication_retry";
 pub const REPLICATION_UPLOADS: &str = "replication_uploads";
 pub const REPLICATION_JOBS: &str = "replication_jobs";
+pub const COMPLETED_UPLOADS: &str = "completed_uploads";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -62,10 +64,11 @@ pub const ALL: [&str; 15] = [
     REPLICATION_RETRY,
     REPLICATION_UPLOADS,
     REPLICATION_JOBS,
+    COMPLETED_UPLOADS,
 ];
 
 /// Column families read mostly by point lookups: they get bloom filters.
-pub const POINT_LOOKUP: [&str; 8] = [
+pub const POINT_LOOKUP: [&str; 9] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -74,14 +77,15 @@ pub const POINT_LOOKUP: [&str; 8] = [
     OUTBOX_CURSORS,
     PARTS,
     REPLICATION_UPLOADS,
+    COMPLETED_UPLOADS,
 ];
 
 /// Schema version of this build, stored under `meta/"schema"`. Version 2 added the
 /// replication column families (`replication_retry`, `replication_uploads`,
-/// `replication_jobs`) and the `peers`
-/// and `size` of outbox entries; a version 1 database is upgraded in place at open (the new
-/// column families start empty, old outbox entries name no peers).
-pub const SCHEMA_VERSION: u32 = 2;
+/// `replication_jobs`) and the `peers` and `size` of outbox entries; version 3 added
+/// `completed_uploads`. An older database is upgraded in place at open (the new column
+/// families start empty, old outbox entries name no peers).
+pub const SCHEMA_VERSION: u32 = 3;
 pub const META_SCHEMA: &[u8] = b"schema";
 /// Lowest outbox sequence the next entry may take (survives trimming the outbox empty).
 pub const META_OUTBOX_FLOOR: &[u8] = b"outbox_floor";

@@ -57,23 +57,62 @@ pub fn send_signed_as(
     access_key: &str,
     secret_key: &str,
 ) -> RawResponse {
+    let mut pending = open_signed(
+        address,
+        host,
+        method,
+        path_and_query,
+        headers,
+        body.len(),
+        payload,
+        (access_key, secret_key),
+        SystemTime::now(),
+    );
+    pending.write(body);
+    pending.finish()
+}
+
+/// A request whose head is sent and whose body is still being written.
+pub struct PendingRequest {
+    stream: std::net::TcpStream,
+}
+
+impl PendingRequest {
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write body");
+    }
+
+    /// Reads the response (the body must be complete).
+    pub fn finish(mut self) -> RawResponse {
+        let mut response = Vec::new();
+        self.stream
+            .read_to_end(&mut response)
+            .expect("read response");
+        parse_response(&response)
+    }
+}
+
+/// Connects to `address` and sends the head of a request signed at `time`, whose body of
+/// `content_length` bytes the caller then writes, as slowly as a test needs.
+#[allow(clippy::too_many_arguments)]
+pub fn open_signed(
+    address: &str,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+    content_length: usize,
+    payload: SignableBody<'_>,
+    (access_key, secret_key): (&str, &str),
+    time: SystemTime,
+) -> PendingRequest {
     let host = host.to_owned();
     let url = format!("http://{host}{path_and_query}");
     let mut all: Vec<(String, String)> = vec![("host".into(), host.clone())];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
 
     let identity = Credentials::new(access_key, secret_key, None, None, "raw").into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(crate::REGION)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .expect("signing params")
-        .into();
+    let params = signing_params(&identity, time).into();
     let signable = SignableRequest::new(
         method,
         &url,
@@ -94,15 +133,11 @@ pub fn send_signed_as(
         wire.push_str(&format!("{}: {}\r\n", k, v.to_str().expect("ASCII header")));
     }
     wire.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+        "content-length: {content_length}\r\nconnection: close\r\n\r\n"
     ));
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     stream.write_all(wire.as_bytes()).expect("write head");
-    stream.write_all(body).expect("write body");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
-    parse_response(&response)
+    PendingRequest { stream }
 }
 
 fn signing_params(
@@ -236,4 +271,50 @@ pub fn aws_chunked(data: &[u8], chunk: usize, trailers: &[(&str, &str)]) -> Vec<
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// A presigned URL's path and query for `method path`, valid for `expires` from `time`, signed
+/// with the test root's keys. The signer itself sets no upper bound on `expires`.
+pub fn presign(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    expires: std::time::Duration,
+    time: SystemTime,
+) -> String {
+    let host = endpoint.trim_start_matches("http://");
+    let url = format!("http://{host}{path}");
+    let identity = Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "raw").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = aws_sigv4::http_request::SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(crate::REGION)
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .expect("signing params")
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        &url,
+        [("host", host)].into_iter(),
+        SignableBody::UnsignedPayload,
+    )
+    .expect("signable request");
+    let (instructions, _) = sign(signable, &params).expect("signing").into_parts();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .body(())
+        .expect("request");
+    instructions.apply_to_request_http1x(&mut request);
+    request
+        .uri()
+        .path_and_query()
+        .expect("a path")
+        .as_str()
+        .to_owned()
 }

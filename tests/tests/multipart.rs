@@ -204,7 +204,7 @@ async fn parts_uploaded_out_of_order_assemble_into_one_object() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(error_status(&err), Some(416));
+    assert_eq!(error_code(&err).as_deref(), Some("InvalidPartNumber"));
     // The upload is gone once completed.
     let err = s3
         .list_parts()

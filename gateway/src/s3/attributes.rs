@@ -15,10 +15,13 @@ impl MeridianS3 {
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let input = req.input;
+        // One header may list several attributes, comma-separated (boto3 sends
+        // `ObjectParts,Checksum,ETag,ObjectSize`), or the header may repeat.
         let wanted: Vec<&str> = input
             .object_attributes
             .iter()
-            .map(ObjectAttributes::as_str)
+            .flat_map(|a| a.as_str().split(','))
+            .map(str::trim)
             .collect();
         if wanted.is_empty() {
             return Err(s3_error!(

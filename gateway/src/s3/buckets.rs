@@ -41,6 +41,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let who = principal(&req)?.clone();
         let input = req.input;
+        super::acl::check_new_bucket_acl(&input)?;
         if input.object_lock_enabled_for_bucket == Some(true) {
             return Err(s3_error!(NotImplemented, "Object Lock is not supported"));
         }

@@ -6,7 +6,7 @@ use meridian_metadata::{Precondition, VersionRecord};
 use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{s3_error, S3Result};
 
-use super::convert::{nanos, whole_seconds};
+use super::convert::{format_http_date, nanos, timestamp, whole_seconds};
 use crate::storage::Store;
 
 /// Read preconditions of GetObject/HeadObject (and, with `copy_source` set, the
@@ -39,10 +39,20 @@ impl ReadConditions<'_> {
         };
         let not_modified = || {
             if copy_source {
-                failed()
-            } else {
-                s3_error!(NotModified)
+                return failed();
             }
+            // A 304 still describes what the client has (RFC 9110 15.4.5).
+            let mut headers = http::HeaderMap::new();
+            let etag = format!("\"{}\"", record.etag);
+            let modified = format_http_date(&timestamp(record.mtime));
+            for (name, value) in [("etag", etag), ("last-modified", modified)] {
+                if let Ok(v) = http::HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            }
+            let mut err = s3_error!(NotModified);
+            err.set_headers(headers);
+            err
         };
 
         match self.if_match {

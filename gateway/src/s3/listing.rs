@@ -143,10 +143,13 @@ impl MeridianS3 {
         let owner = owner_of(&bucket);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(enc.encode(input.prefix.unwrap_or_default())),
+            // ListObjects (v1) echoes the prefix unencoded even with encoding-type=url (unlike
+            // v2 and ListObjectVersions); clients decode only the other fields.
+            prefix: Some(input.prefix.unwrap_or_default()),
             marker: Some(enc.encode(input.marker.unwrap_or_default())),
             max_keys: Some(max as i32),
-            delimiter: enc.encode_opt(input.delimiter),
+            // An empty delimiter is no delimiter, and S3 does not echo it.
+            delimiter: enc.encode_opt(input.delimiter.filter(|d| !d.is_empty())),
             is_truncated: Some(page.is_truncated),
             next_marker: if page.is_truncated {
                 enc.encode_opt(page.next_marker)
@@ -195,7 +198,8 @@ impl MeridianS3 {
             prefix: Some(enc.encode(input.prefix.unwrap_or_default())),
             max_keys: Some(max as i32),
             key_count: Some(key_count),
-            delimiter: enc.encode_opt(input.delimiter),
+            // An empty delimiter is no delimiter, and S3 does not echo it.
+            delimiter: enc.encode_opt(input.delimiter.filter(|d| !d.is_empty())),
             continuation_token: input.continuation_token,
             start_after: enc.encode_opt(input.start_after),
             is_truncated: Some(page.is_truncated),
@@ -285,7 +289,8 @@ impl MeridianS3 {
             key_marker: Some(enc.encode(input.key_marker.unwrap_or_default())),
             version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
             max_keys: Some(max as i32),
-            delimiter: enc.encode_opt(input.delimiter),
+            // An empty delimiter is no delimiter, and S3 does not echo it.
+            delimiter: enc.encode_opt(input.delimiter.filter(|d| !d.is_empty())),
             is_truncated: Some(page.is_truncated),
             next_key_marker: if page.is_truncated {
                 enc.encode_opt(page.next_key_marker)

@@ -71,7 +71,9 @@ impl ChecksumClaim {
         let declared = declared.map(convert::parse_dto_algorithm).transpose()?;
 
         if let Some((algorithm, value)) = given.into_iter().next() {
-            let raw = checksum::from_base64(&algorithm, value).ok_or_else(|| {
+            // A base64 value of the wrong length cannot match what the body gives: that is a
+            // mismatch (BadDigest, from `verify`), as S3 answers; only non-base64 is invalid.
+            let raw = checksum::decode_base64(value).ok_or_else(|| {
                 s3_error!(
                     InvalidRequest,
                     "Value for x-amz-checksum-{} header is invalid.",
@@ -295,6 +297,7 @@ impl MeridianS3 {
         let trailers = req.trailing_headers.clone();
         let headers = req.headers;
         let mut input = req.input;
+        super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
         let bucket = self.bucket(&input.bucket).await?;
         let replica = self.replica_of(&headers, &bucket)?;
 

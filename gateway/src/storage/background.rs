@@ -129,8 +129,20 @@ pub async fn expire_uploads_once(
         }
         store.wake_reclaimer();
     }
+    let forget_before = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
+        - COMPLETED_UPLOAD_MEMORY.as_nanos() as i64;
+    let forgotten = store
+        .meta(move |m| m.expire_completed_uploads(forget_before))
+        .await?;
+    if forgotten > 0 {
+        tracing::debug!(forgotten, "forgot completed multipart uploads");
+    }
     Ok(aborted)
 }
+
+/// How long a completed upload is remembered, so that a repeated CompleteMultipartUpload
+/// gets its first answer again.
+const COMPLETED_UPLOAD_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Verifies every shard on every disk (and heals what it can), then deletes orphaned shards,
 /// once per `interval`, starting one interval after start-up; `interval` zero disables it.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use meridian_metadata::{DeleteOptions, MetaError, UploadRecord, VersioningState};
+use meridian_metadata::{DeleteOptions, MetaError, PartRecord, UploadRecord, VersioningState};
 
 use crate::support::{bucket_record, make_bucket, put, TestStore};
 
@@ -41,7 +41,7 @@ fn buckets_are_listed_by_name() {
 }
 
 #[test]
-fn bucket_delete_requires_no_versions_markers_or_uploads() {
+fn bucket_delete_requires_no_versions_or_markers_and_aborts_uploads() {
     let s = TestStore::new();
     make_bucket(&s, "b", VersioningState::Enabled);
     let v = put(&s, "b", "k", "a");
@@ -70,11 +70,23 @@ fn bucket_delete_requires_no_versions_markers_or_uploads() {
         ..Default::default()
     };
     s.create_upload(upload).unwrap();
-    assert!(matches!(
-        s.delete_bucket("b"),
-        Err(MetaError::BucketNotEmpty { .. })
-    ));
-    s.abort_upload("b", "k", "u1").unwrap();
+    let part = PartRecord {
+        number: 1,
+        storage: b"part-layout".to_vec(),
+        ..Default::default()
+    };
+    s.put_part("b", "k", "u1", part).unwrap();
+    let reclaim_before = s.reclaim_pending(100).unwrap().len();
+    // Only an upload in progress is left: the delete aborts it, as S3 does.
+    s.delete_bucket("b").unwrap();
+    assert_eq!(s.reclaim_pending(100).unwrap().len(), reclaim_before + 1);
+    make_bucket(&s, "b", VersioningState::Enabled);
+    assert_eq!(s.get_upload("b", "k", "u1").unwrap(), None);
+    assert!(s
+        .list_uploads("b", &Default::default())
+        .unwrap()
+        .uploads
+        .is_empty());
     s.delete_bucket("b").unwrap();
     assert_eq!(s.get_bucket("b").unwrap(), None);
     assert!(matches!(

@@ -130,6 +130,17 @@ fn complete_commits_the_version_and_removes_the_upload_in_one_step() {
         s.complete_upload("b", "k", "u1", &[1], new),
         Err(MetaError::NoSuchUpload { .. })
     ));
+    // What a repeated completion is answered from.
+    let done = s.completed_upload("b", "k", "u1").unwrap().unwrap();
+    assert_eq!(
+        (done.version_id.as_str(), done.etag.as_str()),
+        (v.version_id.as_str(), "abc-2")
+    );
+    let part_etags: Vec<u32> = done.parts.iter().map(|(n, _)| *n).collect();
+    assert_eq!(part_etags, [1, 3]);
+    assert_eq!(s.expire_completed_uploads(done.completed).unwrap(), 0);
+    assert_eq!(s.expire_completed_uploads(done.completed + 1).unwrap(), 1);
+    assert_eq!(s.completed_upload("b", "k", "u1").unwrap(), None);
     s.delete_object("b", "k", Some(&v.version_id), Default::default())
         .unwrap();
     s.delete_bucket("b").unwrap();

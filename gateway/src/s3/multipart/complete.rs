@@ -12,9 +12,6 @@ impl MeridianS3 {
         let mut input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
         let replica = self.replica_of(&req.headers, &bucket)?;
-        let upload = self
-            .upload(&input.bucket, &input.key, &input.upload_id)
-            .await?;
         let requested: Vec<CompletedPart> = input
             .multipart_upload
             .take()
@@ -23,6 +20,20 @@ impl MeridianS3 {
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "The XML you provided was not well-formed or did not validate against our published schema"));
         }
+        let requested = latest_per_part(&requested)?;
+        let upload = match self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+        {
+            Ok(upload) => upload,
+            Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
+                return self
+                    .repeated_completion(&input, &requested, versioned(&bucket))
+                    .await?
+                    .ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
         let precondition = check_write_preconditions(
             &self.store,
             &input.bucket,
@@ -103,10 +114,21 @@ impl MeridianS3 {
             input.key.clone(),
             input.upload_id.clone(),
         );
-        let outcome = self
+        let outcome = match self
             .store
             .meta(move |m| m.complete_upload(&b, &k, &u, &used, new))
-            .await?;
+            .await
+        {
+            Ok(outcome) => outcome,
+            // Another completion of this upload committed first.
+            Err(StoreError::Meta(MetaError::NoSuchUpload { .. })) => {
+                return self
+                    .repeated_completion(&input, &requested, versioned(&bucket))
+                    .await?
+                    .ok_or_else(|| s3_error!(NoSuchUpload, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.store.wake_reclaimer();
         if let Some(r) = &replica {
             note_existing(&outcome.version, r, &new_etag);
@@ -115,21 +137,65 @@ impl MeridianS3 {
         self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
             .await;
         let record = outcome.version;
-        let fields = ChecksumFields::of(record.checksum.as_ref());
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            e_tag: Some(convert::etag(&record.etag)),
-            version_id: convert::reported_version_id(&record, versioned(&bucket)),
-            checksum_crc32: fields.crc32,
-            checksum_crc32c: fields.crc32c,
-            checksum_crc64nvme: fields.crc64nvme,
-            checksum_sha1: fields.sha1,
-            checksum_sha256: fields.sha256,
-            checksum_type: fields.checksum_type,
-            ..Default::default()
-        }))
+        Ok(completion_output(
+            &input,
+            &record.etag,
+            convert::reported_version_id(&record, versioned(&bucket)),
+            record.checksum.as_ref(),
+        ))
+    }
+
+    /// A completion repeated after the upload was completed (an SDK retrying after a lost
+    /// response) gets the first answer again when it names the same parts; another part list
+    /// is `InvalidPart`. `Ok(None)` when nothing is known of the upload.
+    async fn repeated_completion(
+        &self,
+        input: &CompleteMultipartUploadInput,
+        requested: &[&CompletedPart],
+        versioned: bool,
+    ) -> S3Result<Option<S3Response<CompleteMultipartUploadOutput>>> {
+        let (b, k, u) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        let Some(done) = self
+            .store
+            .meta(move |m| m.completed_upload(&b, &k, &u))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let same_parts = requested.len() == done.parts.len()
+            && requested
+                .iter()
+                .zip(&done.parts)
+                .all(|(r, (number, etag))| {
+                    r.part_number == Some(*number as i32)
+                        && r.e_tag
+                            .as_ref()
+                            .is_none_or(|e| e.value().trim_matches('"') == etag)
+                });
+        if !same_parts {
+            return Err(invalid_part());
+        }
+        let (b, k, v) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            done.version_id.clone(),
+        );
+        let record = self
+            .store
+            .meta(move |m| m.get_version(&b, &k, Some(&v)))
+            .await?
+            .filter(|r| r.etag == done.etag);
+        let version_id = versioned.then(|| done.version_id.clone());
+        Ok(Some(completion_output(
+            input,
+            &done.etag,
+            version_id,
+            record.as_ref().and_then(|r| r.checksum.as_ref()),
+        )))
     }
 
     /// Every stored part of an upload, in part-number order.
@@ -155,28 +221,66 @@ impl MeridianS3 {
     }
 }
 
-/// Checks the client's part list against what was uploaded: ascending numbers, matching
-/// ETags (and checksums when given), every part but the last at least 5 MiB.
+fn completion_output(
+    input: &CompleteMultipartUploadInput,
+    etag: &str,
+    version_id: Option<String>,
+    checksum: Option<&Checksum>,
+) -> S3Response<CompleteMultipartUploadOutput> {
+    let fields = ChecksumFields::of(checksum);
+    S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        e_tag: Some(convert::etag(etag)),
+        version_id,
+        checksum_crc32: fields.crc32,
+        checksum_crc32c: fields.crc32c,
+        checksum_crc64nvme: fields.crc64nvme,
+        checksum_sha1: fields.sha1,
+        checksum_sha256: fields.sha256,
+        checksum_type: fields.checksum_type,
+        ..Default::default()
+    })
+}
+
+fn invalid_part() -> s3s::S3Error {
+    s3_error!(
+        InvalidPart,
+        "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
+    )
+}
+
+/// The client's part list with numbers checked and ascending. A part named twice in a row
+/// (a resent part whose both responses the client recorded) counts once, as its last entry:
+/// the upload that finished last is the part's data.
+fn latest_per_part(requested: &[CompletedPart]) -> S3Result<Vec<&CompletedPart>> {
+    let mut out: Vec<&CompletedPart> = Vec::with_capacity(requested.len());
+    let mut previous = 0;
+    for r in requested {
+        let number = check_part_number(r.part_number.ok_or_else(invalid_part)?)?;
+        if number < previous {
+            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
+        }
+        if number == previous {
+            out.pop();
+        }
+        previous = number;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Checks the client's part list (from [`latest_per_part`]) against what was uploaded:
+/// matching ETags (and checksums when given), every part but the last at least 5 MiB.
 fn choose_parts(
-    requested: &[CompletedPart],
+    requested: &[&CompletedPart],
     stored: &[PartRecord],
     algorithm: Option<&ChecksumAlgorithm>,
 ) -> S3Result<Vec<PartRecord>> {
-    let invalid_part = || {
-        s3_error!(
-            InvalidPart,
-            "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
-        )
-    };
     let mut chosen = Vec::with_capacity(requested.len());
-    let mut previous = 0;
     for r in requested {
-        let number = r.part_number.ok_or_else(invalid_part)?;
-        let number = check_part_number(number)?;
-        if number <= previous {
-            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. The parts list must be specified in order by part number."));
-        }
-        previous = number;
+        let number = check_part_number(r.part_number.ok_or_else(invalid_part)?)?;
         let part = stored
             .iter()
             .find(|p| p.number == number)
@@ -290,32 +394,33 @@ mod tests {
         }
     }
 
+    fn choose(requested: &[CompletedPart], stored: &[PartRecord]) -> S3Result<Vec<PartRecord>> {
+        choose_parts(&latest_per_part(requested)?, stored, None)
+    }
+
     #[test]
     fn parts_must_ascend_match_and_be_big_enough() {
         let stored = vec![part(1, MIN_PART_SIZE), part(2, MIN_PART_SIZE), part(3, 10)];
-        let ok = choose_parts(
+        let ok = choose(
             &[completed(1, &stored[0].etag), completed(3, &stored[2].etag)],
             &stored,
-            None,
         )
         .unwrap();
         assert_eq!(ok.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 3]);
 
-        let err = choose_parts(
+        let err = choose(
             &[completed(2, &stored[1].etag), completed(1, &stored[0].etag)],
             &stored,
-            None,
         )
         .unwrap_err();
         assert_eq!(err.code().as_str(), "InvalidPartOrder");
-        let err = choose_parts(&[completed(1, "ffff")], &stored, None).unwrap_err();
+        let err = choose(&[completed(1, "ffff")], &stored).unwrap_err();
         assert_eq!(err.code().as_str(), "InvalidPart");
-        let err = choose_parts(&[completed(4, "x")], &stored, None).unwrap_err();
+        let err = choose(&[completed(4, "x")], &stored).unwrap_err();
         assert_eq!(err.code().as_str(), "InvalidPart");
-        let err = choose_parts(
+        let err = choose(
             &[completed(3, &stored[2].etag), completed(4, "x")],
             &[part(3, 10), part(4, 10)],
-            None,
         )
         .unwrap_err();
         assert!(matches!(
@@ -323,15 +428,35 @@ mod tests {
             "EntityTooSmall" | "InvalidPart"
         ));
         let small_first = vec![part(1, 10), part(2, 10)];
-        let err = choose_parts(
+        let err = choose(
             &[
                 completed(1, &small_first[0].etag),
                 completed(2, &small_first[1].etag),
             ],
             &small_first,
-            None,
         )
         .unwrap_err();
         assert_eq!(err.code().as_str(), "EntityTooSmall");
+    }
+
+    #[test]
+    fn a_part_named_twice_counts_as_its_last_entry() {
+        let stored = vec![part(1, MIN_PART_SIZE), part(2, 10)];
+        let ok = choose(
+            &[
+                completed(1, "stale-etag-of-an-overwritten-upload"),
+                completed(1, &stored[0].etag),
+                completed(2, &stored[1].etag),
+            ],
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(ok.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+        let err = choose(
+            &[completed(1, &stored[0].etag), completed(1, "stale")],
+            &stored,
+        )
+        .unwrap_err();
+        assert_eq!(err.code().as_str(), "InvalidPart");
     }
 }

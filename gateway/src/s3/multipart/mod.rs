@@ -7,11 +7,11 @@ mod complete;
 mod listing;
 
 use meridian_metadata::{
-    Checksum, ChecksumAlgorithm, ChecksumType, ListUploadsQuery, NewVersion, ObjectPart,
+    Checksum, ChecksumAlgorithm, ChecksumType, ListUploadsQuery, MetaError, NewVersion, ObjectPart,
     PartRecord, UploadRecord,
 };
 use s3s::dto::*;
-use s3s::{s3_error, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
@@ -137,6 +137,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let owner = principal(&req)?.access_key.clone();
         let input = req.input;
+        super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
         self.bucket(&input.bucket).await?;
         reject_encryption_requests(
             input.sse_customer_algorithm.as_deref(),
