@@ -11,25 +11,24 @@
 //! gateway's own `bench pipeline` reuses [`Report`] and [`OpTally`] for its figures.
 
 mod args;
-mod client;
+pub mod client;
 mod driver;
 mod error;
 mod objects;
 mod payload;
 mod report;
 mod run;
-mod sigv4;
 mod stats;
 mod units;
 mod workloads;
-mod xml;
+pub mod xml;
 
 pub use args::{
     ArgsError, CommonArgs, DeleteArgs, GetArgs, ListArgs, MixedArgs, MultipartArgs, PrepareArgs,
     PutArgs,
 };
 pub use error::OpError;
-pub use payload::Payload;
+pub use payload::{Payload, PayloadBody};
 pub use report::{LatencyMs, OpReport, Report, Settings};
 pub use stats::OpTally;
 pub use units::{parse_duration, ByteSize, UnitError};

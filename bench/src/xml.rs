@@ -1,67 +1,96 @@
-//! The little XML the bench reads from S3 responses: an error's `<Code>`/`<Message>`, an
-//! `<UploadId>`, and a ListObjectsV2 page's key count and continuation token. S3 emits these
-//! as flat, namespace-free elements, so plain substring search is exact enough and costs
-//! nothing next to the request itself.
+//! The little XML the bench reads from S3 responses — an error's `<Code>`/`<Message>`, an
+//! `<UploadId>`, a ListObjectsV2 page's truncation, token and key count — read with
+//! quick-xml in one pass per document, and escaping for the few documents it sends.
 
-/// The unescaped text of the first `<tag>...</tag>` in `doc`.
-pub fn first_text(doc: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = doc.find(&open)? + open.len();
-    let end = start + doc[start..].find(&close)?;
-    Some(unescape(&doc[start..end]))
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// What the bench needs of a ListObjectsV2 page.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListSummary {
+    pub is_truncated: bool,
+    pub next_token: Option<String>,
+    /// `<Contents>` entries: the keys on the page.
+    pub keys: u64,
 }
 
-/// How many `<tag>` elements `doc` contains.
-pub fn count_elements(doc: &str, tag: &str) -> u64 {
-    doc.matches(&format!("<{tag}>")).count() as u64
-}
-
-/// Reverses XML's five predefined entities and numeric character references.
-pub fn unescape(text: &str) -> String {
-    if !text.contains('&') {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest.find(';') else { break };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .map(|hex| u32::from_str_radix(hex, 16))
-                .or_else(|| entity.strip_prefix('#').map(|dec| dec.parse::<u32>()))
-                .and_then(|n| n.ok())
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
+/// Reads `doc` once, calling `on_element(reader, name)` at every start tag; the callback may
+/// consume the element's text with [`text_of`]. A malformed document ends the walk early:
+/// the bench then reports what it found (an unreadable error body still has a status).
+fn walk<'a>(doc: &'a str, mut on_element: impl FnMut(&mut Reader<&'a [u8]>, &[u8]) -> bool) {
+    let mut reader = Reader::from_str(doc);
+    // S3 writes well-formed documents; matching every end tag to its start would only cost.
+    reader.config_mut().check_end_names = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(start)) => {
+                let name = start.local_name();
+                if !on_element(&mut reader, name.as_ref()) {
+                    return;
+                }
             }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
+            Ok(Event::Eof) | Err(_) => return,
+            Ok(_) => {}
         }
     }
-    out.push_str(rest);
-    out
+}
+
+/// The unescaped text of the element whose start tag `name` was just read.
+fn text_of(reader: &mut Reader<&[u8]>, name: &[u8]) -> Option<String> {
+    let raw = reader.read_text(quick_xml::name::QName(name)).ok()?;
+    let raw = raw.decode().ok()?;
+    quick_xml::escape::unescape(&raw)
+        .ok()
+        .map(|text| text.into_owned())
+}
+
+/// The unescaped text of the first `<tag>` element in `doc`.
+pub fn first_text(doc: &str, tag: &str) -> Option<String> {
+    let mut found = None;
+    walk(doc, |reader, name| {
+        if name == tag.as_bytes() {
+            found = text_of(reader, name);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// An S3 error document's `Code` and `Message`.
+pub fn error_fields(doc: &str) -> (Option<String>, Option<String>) {
+    let (mut code, mut message) = (None, None);
+    walk(doc, |reader, name| {
+        match name {
+            b"Code" => code = text_of(reader, name),
+            b"Message" => message = text_of(reader, name),
+            _ => {}
+        }
+        code.is_none() || message.is_none()
+    });
+    (code, message)
+}
+
+/// Truncation, continuation token and key count of a ListObjectsV2 page.
+pub fn list_summary(doc: &str) -> ListSummary {
+    let mut summary = ListSummary::default();
+    walk(doc, |reader, name| {
+        match name {
+            b"Contents" => summary.keys += 1,
+            b"IsTruncated" => {
+                summary.is_truncated = text_of(reader, name).is_some_and(|t| t == "true")
+            }
+            b"NextContinuationToken" => summary.next_token = text_of(reader, name),
+            _ => {}
+        }
+        true
+    });
+    summary
 }
 
 /// Escapes text for use inside an XML element.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    quick_xml::escape::escape(text).into_owned()
 }
 
 #[cfg(test)]
@@ -73,31 +102,39 @@ mod tests {
 
     #[test]
     fn error_code_and_message_are_read_and_unescaped() {
-        assert_eq!(first_text(ERROR, "Code").as_deref(), Some("NoSuchKey"));
         assert_eq!(
-            first_text(ERROR, "Message").as_deref(),
-            Some("The key <k> does not exist")
+            error_fields(ERROR),
+            (
+                Some("NoSuchKey".to_owned()),
+                Some("The key <k> does not exist".to_owned())
+            )
         );
         assert_eq!(first_text(ERROR, "Resource"), None);
+        assert_eq!(error_fields("not xml at all"), (None, None));
     }
 
     #[test]
-    fn list_pages_yield_key_count_and_token() {
+    fn list_pages_yield_truncation_key_count_and_token() {
         let page = "<ListBucketResult><IsTruncated>true</IsTruncated>\
-            <Contents><Key>a</Key></Contents><Contents><Key>b&amp;c</Key></Contents>\
+            <Contents><Key>a</Key></Contents><Contents><Key>b&amp;c</Key><Size>1</Size></Contents>\
             <NextContinuationToken>t&amp;1</NextContinuationToken></ListBucketResult>";
-        assert_eq!(count_elements(page, "Contents"), 2);
         assert_eq!(
-            first_text(page, "NextContinuationToken").as_deref(),
-            Some("t&1")
+            list_summary(page),
+            ListSummary {
+                is_truncated: true,
+                next_token: Some("t&1".into()),
+                keys: 2
+            }
         );
+        let last = "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>";
+        assert_eq!(list_summary(last), ListSummary::default());
     }
 
     #[test]
-    fn numeric_references_decode_and_stray_ampersands_survive() {
-        assert_eq!(unescape("a&#65;&#x42;c"), "aABc");
-        assert_eq!(unescape("fish & chips"), "fish & chips");
-        assert_eq!(unescape("&bogus;"), "&bogus;");
+    fn upload_ids_and_numeric_references_decode() {
+        let doc = "<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>\
+            <UploadId>a&#65;&#x42;c</UploadId></InitiateMultipartUploadResult>";
+        assert_eq!(first_text(doc, "UploadId").as_deref(), Some("aABc"));
         assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }
 }
