@@ -110,6 +110,10 @@ case_run() {
 # 8 in flight, read back as 8 parallel 16 MiB ranges.
 case_run put-64MiB put --bucket bench-large --size 64MiB --concurrency 4 --keys 8 --duration "$duration"
 case_run get-64MiB get --bucket bench-large --size 64MiB --concurrency 4 --keys 8 --duration "$duration"
+# Single-part PUTs around it: 1 MiB at concurrency 8, and 1 GiB whole (what `aws s3 cp` of a
+# model file below the multipart threshold of a tuned client sends).
+case_run put-1MiB put --bucket bench-mid --size 1MiB --concurrency 8 --keys 256 --duration "$duration"
+case_run put-1GiB put --bucket bench-whole --size 1GiB --concurrency 1 --keys 2 --count "$large_count"
 case_run multipart-1GiB multipart --bucket bench-huge --size 1GiB --part-size 16MiB --part-concurrency 8 \
     --concurrency 1 --keys 2 --count "$large_count"
 case_run get-1GiB get --bucket bench-huge --size 1GiB --ranged --part-size 16MiB --part-concurrency 8 \
@@ -153,6 +157,8 @@ def ceiling(op):
 AIMS = {
     "put-64MiB": ("put", ("ratio", 0.75)),
     "get-64MiB": ("get", ("ratio", 0.8)),
+    "put-1MiB": ("put", None),
+    "put-1GiB": ("put", None),
     "multipart-1GiB": ("put", ("ratio", 0.75)),
     "get-1GiB": ("get", ("ratio", 0.8)),
     "put-4KiB": ("put", ("ops_per_sec", 3000)),

@@ -39,9 +39,18 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
     recycled.unwrap_or_else(|| vec![0u8; len])
 }
 
-/// An empty buffer with room for `capacity` bytes, for filling with `extend_from_slice`.
+/// An empty buffer with room for `capacity` bytes, for filling with `extend_from_slice`
+/// (a fresh one is not zeroed first: every byte will be written).
 pub(crate) fn take_empty(capacity: usize) -> Vec<u8> {
-    let mut buf = take(capacity);
+    let recycled = {
+        let mut pool = pool().lock().expect("buffer pool poisoned");
+        let buf = pool.free.get_mut(&capacity).and_then(Vec::pop);
+        if buf.is_some() {
+            pool.bytes -= capacity;
+        }
+        buf
+    };
+    let mut buf = recycled.unwrap_or_else(|| Vec::with_capacity(capacity));
     buf.clear();
     buf
 }

@@ -118,8 +118,9 @@ impl ObjectWriter {
             if self.fill.len() == stripe {
                 let mut data = std::mem::take(&mut self.fill);
                 data.resize(full_stripe, 0);
+                // Back to the pool once the encoder and every shard writer are done with it.
                 self.send_stripe(Stripe {
-                    data: data.into(),
+                    data: buffer_pool::into_bytes(data),
                     block_len: block,
                 })
                 .await?;

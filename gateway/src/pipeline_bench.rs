@@ -1,6 +1,6 @@
 //! `meridian bench pipeline`: the ceiling an S3 server on this machine can reach. It pushes
-//! the same bytes through the exact PUT path without HTTP — the hashers (MD5, SHA-256, the
-//! default CRC64NVME), the erasure writer to real disks, the synced metadata commit — and
+//! the same bytes through the exact PUT path without HTTP — the hashers (MD5 and the default
+//! CRC64NVME), the erasure writer to real disks, the synced metadata commit — and
 //! reads them back through the GET path (the erasure reader with checksum verification).
 //! HTTP figures from `meridian bench` are quoted as ratios to these.
 
@@ -200,7 +200,7 @@ async fn put_one(
     let new = NewVersion {
         size: ingested.size,
         etag: hex::encode(ingested.md5),
-        content_sha256: Some(ingested.sha256.to_vec()),
+        content_sha256: ingested.content_sha256(),
         storage: storage.clone(),
         ..NewVersion::default()
     };

@@ -362,7 +362,7 @@ impl MeridianS3 {
             size: ingested.size,
             etag: hex::encode(ingested.md5),
             checksum: stored_checksum(&ingested),
-            content_sha256: Some(ingested.sha256.to_vec()),
+            content_sha256: ingested.content_sha256(),
             headers: convert::headers_of(
                 input.content_type.map(|m| m.to_string()),
                 input.content_encoding,
