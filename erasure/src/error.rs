@@ -64,6 +64,8 @@ pub enum ErasureError {
         succeeded: usize,
         /// What went wrong with each failed shard.
         details: String,
+        /// At least one shard failed because its disk is full.
+        storage_full: bool,
     },
     /// Stored bytes failed validation (a format file or an encoded descriptor).
     #[error("corrupt {what}: {reason}")]

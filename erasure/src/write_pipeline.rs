@@ -128,6 +128,8 @@ enum ShardMsg {
 pub(crate) struct WriteStatus {
     failures: Mutex<Vec<(usize, String)>>,
     aborted: AtomicBool,
+    /// A shard failed because its disk is full.
+    storage_full: AtomicBool,
 }
 
 impl WriteStatus {
@@ -205,6 +207,11 @@ impl WritePipeline {
             .send(EncoderMsg::Stripe(stripe))
             .await
             .map_err(|_| "the encoder stopped".to_string())
+    }
+
+    /// Whether a shard failed because its disk is full.
+    pub fn storage_full(&self) -> bool {
+        self.status.storage_full.load(Ordering::Relaxed)
     }
 
     /// Shards that have failed so far, with reasons.
@@ -342,10 +349,10 @@ impl ShardWriter {
                 ShardMsg::Stripe(encoded) => {
                     if let (Ok(f), false) = (&mut file, self.status.aborted()) {
                         if let Err(e) = write_frame(f, encoded.block(self.shard)) {
-                            file = Err(self.failed(format!(
-                                "write to {} failed: {e}",
-                                target.staging.display()
-                            )));
+                            file = Err(self.failed_io(
+                                format!("write to {} failed", target.staging.display()),
+                                &e,
+                            ));
                         }
                     }
                 }
@@ -397,7 +404,8 @@ impl ShardWriter {
                 f.write_all(&self.plan.header(self.shard, 0).encode())
                     .map(|()| f)
             });
-        created.map_err(|e| self.failed(format!("cannot create {}: {e}", target.staging.display())))
+        created
+            .map_err(|e| self.failed_io(format!("cannot create {}", target.staging.display()), &e))
     }
 
     /// Writes the final header (with the object size) and syncs per durability.
@@ -409,7 +417,15 @@ impl ShardWriter {
                 Durability::Fsync => file.sync_data(),
                 Durability::NoSync => Ok(()),
             });
-        result.map_err(|e| self.failed(format!("cannot seal {}: {e}", target.staging.display())))
+        result.map_err(|e| self.failed_io(format!("cannot seal {}", target.staging.display()), &e))
+    }
+
+    /// Records an I/O failure, noting a full disk.
+    fn failed_io(&self, what: String, e: &std::io::Error) -> String {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            self.status.storage_full.store(true, Ordering::Relaxed);
+        }
+        self.failed(format!("{what}: {e}"))
     }
 
     fn failed(&self, reason: String) -> String {

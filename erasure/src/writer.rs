@@ -29,7 +29,11 @@ pub struct WriteOutcome {
 /// Why a writer can no longer succeed.
 enum Broken {
     IdentityTooLong(usize),
-    Quorum { succeeded: usize, details: String },
+    Quorum {
+        succeeded: usize,
+        details: String,
+        storage_full: bool,
+    },
 }
 
 /// A streaming write of one new object. Dropping it without `finish()` discards everything
@@ -160,7 +164,7 @@ impl ObjectWriter {
         let sealed_ok: Vec<bool> = sealed.iter().map(Result::is_ok).collect();
         if count(&sealed_ok) < self.write_quorum() {
             pipeline.commit(&vec![false; sealed.len()]).await;
-            return Err(self.quorum_error(count(&sealed_ok), &sealed));
+            return Err(self.quorum_error(count(&sealed_ok), &sealed, pipeline.storage_full()));
         }
         // Scrub must not see (and "heal") a half-renamed object, nor report it unrecoverable.
         let _guard = self.set.locks.lock(self.plan.data_id).await;
@@ -168,7 +172,11 @@ impl ObjectWriter {
         let committed_ok: Vec<bool> = committed.iter().map(Result::is_ok).collect();
         if count(&committed_ok) < self.write_quorum() {
             self.remove_committed(&committed_ok).await;
-            return Err(self.quorum_error(count(&committed_ok), &committed));
+            return Err(self.quorum_error(
+                count(&committed_ok),
+                &committed,
+                pipeline.storage_full(),
+            ));
         }
         let missing_shards: Vec<usize> = (0..committed_ok.len())
             .filter(|&s| !committed_ok[s])
@@ -202,16 +210,19 @@ impl ObjectWriter {
             self.broken = Some(Broken::Quorum {
                 succeeded: 0,
                 details: reason,
+                storage_full: pipeline.storage_full(),
             });
             return self.check_usable();
         }
         let failures = pipeline.failures();
+        let storage_full = pipeline.storage_full();
         let total = self.plan.targets.len();
         if total - failures.len() < self.write_quorum() {
             let details = describe(failures.iter().map(|(s, r)| (*s, r.as_str())));
             self.broken = Some(Broken::Quorum {
                 succeeded: total - failures.len(),
                 details,
+                storage_full,
             });
         }
         self.check_usable()
@@ -223,11 +234,16 @@ impl ObjectWriter {
             Some(Broken::IdentityTooLong(len)) => Err(ErasureError::InvalidConfig(format!(
                 "identity of {len} bytes exceeds the {MAX_IDENTITY_LEN} bytes a shard header holds"
             ))),
-            Some(Broken::Quorum { succeeded, details }) => Err(ErasureError::WriteQuorum {
+            Some(Broken::Quorum {
+                succeeded,
+                details,
+                storage_full,
+            }) => Err(ErasureError::WriteQuorum {
                 data_id: self.plan.data_id,
                 needed: self.write_quorum(),
                 succeeded: *succeeded,
                 details: details.clone(),
+                storage_full: *storage_full,
             }),
         }
     }
@@ -240,7 +256,12 @@ impl ObjectWriter {
         }
     }
 
-    fn quorum_error(&self, succeeded: usize, results: &[Result<(), String>]) -> ErasureError {
+    fn quorum_error(
+        &self,
+        succeeded: usize,
+        results: &[Result<(), String>],
+        storage_full: bool,
+    ) -> ErasureError {
         let failures = results
             .iter()
             .enumerate()
@@ -250,6 +271,7 @@ impl ObjectWriter {
             needed: self.write_quorum(),
             succeeded,
             details: describe(failures),
+            storage_full,
         }
     }
 

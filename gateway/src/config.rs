@@ -42,6 +42,10 @@ pub struct Config {
     /// Every shard on every disk is verified (and healed) this often; "0s" disables it.
     #[serde(with = "duration_str")]
     pub scrub_interval: Duration,
+    /// Shards nothing references are deleted by the scrub once they are this old (a write in
+    /// flight commits its version milliseconds after its shards land).
+    #[serde(with = "duration_str")]
+    pub orphan_grace: Duration,
     /// Replication outbox entries are kept this long while no peer needs them.
     #[serde(with = "duration_str")]
     pub outbox_retention: Duration,
@@ -132,6 +136,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             scrub_interval: Duration::from_secs(7 * 24 * 3600),
+            orphan_grace: crate::storage::orphans::ORPHAN_GRACE,
             outbox_retention: Duration::from_secs(24 * 3600),
             peers: Vec::new(),
             replication: ReplicationSettings::default(),

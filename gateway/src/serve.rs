@@ -26,6 +26,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    if let Some(ms) = std::env::var("MERIDIAN_FAULT_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        // Fault injection (tests of regions whose clocks disagree): versions are stamped
+        // with a skewed clock.
+        tracing::warn!(
+            offset_ms = ms,
+            "MERIDIAN_FAULT_CLOCK_OFFSET_MS: this node's version clock is skewed on purpose"
+        );
+        meridian_metadata::set_clock_offset(ms.saturating_mul(1_000_000));
+    }
+
     let store = Store::open(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = [
@@ -45,6 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(background::run_scrubber(
             store.clone(),
             config.scrub_interval,
+            config.orphan_grace,
             stop_rx.clone(),
         )),
     ];

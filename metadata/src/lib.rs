@@ -58,7 +58,7 @@ pub use replication::{
 pub use replication_jobs::{JobKind, ReplicationJob, Requeued};
 pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};
-pub use version_id::{new_upload_id, new_version_id, now_nanos};
+pub use version_id::{new_upload_id, new_version_id, now_nanos, set_clock_offset};
 pub use versions::MAX_KEY_LEN;
 
 #[cfg(test)]

@@ -24,12 +24,22 @@ pub const MAX_VERSION_ID_LEN: usize = 1024;
 
 static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
 
-/// The current time in nanoseconds since the Unix epoch.
+/// Added to the system clock by [`now_nanos`]: zero unless a fault-injection test skews this
+/// process's clock ([`set_clock_offset`]).
+static CLOCK_OFFSET_NANOS: AtomicI64 = AtomicI64::new(0);
+
+/// Skews the clock this process stamps versions with, by `nanos` (negative: behind). For
+/// fault-injection tests of regions whose clocks disagree; nothing else should call it.
+pub fn set_clock_offset(nanos: i64) {
+    CLOCK_OFFSET_NANOS.store(nanos, Ordering::Relaxed);
+}
+
+/// The current time in nanoseconds since the Unix epoch (plus any injected clock offset).
 pub fn now_nanos() -> Nanos {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    d.as_nanos() as Nanos
+    d.as_nanos() as Nanos + CLOCK_OFFSET_NANOS.load(Ordering::Relaxed)
 }
 
 /// A new version id whose timestamp is at least `at` (nanoseconds) and greater than that of

@@ -19,7 +19,7 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart,
 };
 use base64::Engine;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, PeerUpload, VersionRecord};
 
 use crate::body::exact_body;
@@ -351,13 +351,41 @@ impl Sender<'_> {
             .cloned()
             .collect();
         let sdk_trailer = split.then(|| algorithm.clone()).flatten();
-        let sent: Vec<UploadedPart> = futures::stream::iter(todo)
-            .map(|p| self.upload_part(record, &upload_id, p, sdk_trailer.as_ref()))
+        // When a part fails (a reset link), the parts already in flight still finish — they
+        // land on the peer and the retry finds them with ListParts — but no new part starts.
+        // Cancelling them would throw away their progress: on a link that resets every few
+        // parts' worth of bytes, no part would ever complete.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let outcomes: Vec<Option<Result<UploadedPart, SendError>>> = futures::stream::iter(todo)
+            .map(|p| {
+                let (failed, upload_id, trailer) = (&failed, &upload_id, sdk_trailer.as_ref());
+                async move {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return None;
+                    }
+                    let sent = self.upload_part(record, upload_id, p, trailer).await;
+                    if sent.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some(sent)
+                }
+            })
             .buffer_unordered(PART_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for p in sent {
-            uploaded.insert(p.number, p);
+            .collect()
+            .await;
+        let mut first_error = None;
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                Ok(p) => {
+                    uploaded.insert(p.number, p);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
 
         let completed: Vec<CompletedPart> = parts

@@ -11,6 +11,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::Client;
 
+pub mod fault_proxy;
 pub mod raw;
 pub mod regions;
 

@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 
+use crate::fault_proxy::FaultProxy;
 use crate::{free_port, ServerOptions, TestServer};
 
 /// The user each region's peers replicate as (`access = "replicate"` on every bucket).
@@ -56,6 +57,10 @@ pub struct RegionsOptions {
     pub extra: String,
     /// Lines added to every `[[peers]]` entry (e.g. `bandwidth = "20MB/s"`).
     pub peer_extra: String,
+    /// Every link goes through a [`FaultProxy`] (see [`Regions::proxy`]).
+    pub proxied: bool,
+    /// Environment variables for one region: `(region, name, value)`.
+    pub env: Vec<(usize, String, String)>,
 }
 
 impl RegionsOptions {
@@ -68,6 +73,8 @@ impl RegionsOptions {
             erasure: "4+2".into(),
             extra: String::new(),
             peer_extra: String::new(),
+            proxied: false,
+            env: Vec::new(),
         }
     }
 
@@ -83,11 +90,32 @@ impl RegionsOptions {
 /// Running regions; region `i` is `servers[i]`, named `NAMES[i]`.
 pub struct Regions {
     pub servers: Vec<TestServer>,
+    /// With `proxied`: the proxy of each link, in `options.links` order.
+    proxies: Vec<(Link, FaultProxy)>,
 }
 
 impl Regions {
     pub fn start(options: RegionsOptions) -> Regions {
         let ports: Vec<u16> = (0..options.count).map(|_| free_port()).collect();
+        let proxies: Vec<(Link, FaultProxy)> = if options.proxied {
+            options
+                .links
+                .iter()
+                .map(|l| {
+                    let target = std::net::SocketAddr::from(([127, 0, 0, 1], ports[l.to]));
+                    (*l, FaultProxy::start(target))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let endpoint_of = |link: &Link| match proxies
+            .iter()
+            .find(|(l, _)| l.from == link.from && l.to == link.to)
+        {
+            Some((_, proxy)) => format!("http://{}", proxy.addr()),
+            None => format!("http://127.0.0.1:{}", ports[link.to]),
+        };
         let servers = (0..options.count)
             .map(|i| {
                 let mut config = options.extra.clone();
@@ -99,10 +127,10 @@ impl Regions {
                 ));
                 for link in options.links.iter().filter(|l| l.from == i) {
                     config.push_str(&format!(
-                        "[[peers]]\nname = \"{}\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"{}\"\n\
+                        "[[peers]]\nname = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
                          access_key = \"{}\"\nsecret_key = \"{}\"\nkind = \"{}\"\n{}\n",
                         NAMES[link.to],
-                        ports[link.to],
+                        endpoint_of(link),
                         crate::REGION,
                         if link.foreign { crate::ACCESS_KEY } else { REPLICATOR_KEY },
                         if link.foreign { crate::SECRET_KEY } else { REPLICATOR_SECRET },
@@ -118,11 +146,25 @@ impl Regions {
                     erasure: options.erasure.clone(),
                     extra_config: config,
                     port: Some(ports[i]),
-                    ..ServerOptions::default()
+                    env: options
+                        .env
+                        .iter()
+                        .filter(|(r, _, _)| *r == i)
+                        .map(|(_, k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 })
             })
             .collect();
-        Regions { servers }
+        Regions { servers, proxies }
+    }
+
+    /// The proxy on the link `from` -> `to` (regions started with `proxied`).
+    pub fn proxy(&self, from: usize, to: usize) -> &FaultProxy {
+        self.proxies
+            .iter()
+            .find(|(l, _)| l.from == from && l.to == to)
+            .map(|(_, p)| p)
+            .expect("a proxied link")
     }
 
     pub fn client(&self, i: usize) -> Client {

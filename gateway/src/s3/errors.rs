@@ -68,6 +68,16 @@ fn meta_error(e: MetaError) -> S3Error {
 
 fn erasure_error(e: ErasureError) -> S3Error {
     match e {
+        e @ ErasureError::WriteQuorum {
+            storage_full: true, ..
+        } => {
+            tracing::error!(error = %e, "write quorum lost: disks full");
+            custom_error(
+                "InsufficientStorage",
+                http::StatusCode::INSUFFICIENT_STORAGE,
+                "Not enough free space on the disks to store the object.",
+            )
+        }
         e @ ErasureError::WriteQuorum { .. } => {
             tracing::error!(error = %e, "write quorum lost");
             s3_error!(

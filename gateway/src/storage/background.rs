@@ -146,7 +146,12 @@ const COMPLETED_UPLOAD_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Verifies every shard on every disk (and heals what it can), then deletes orphaned shards,
 /// once per `interval`, starting one interval after start-up; `interval` zero disables it.
-pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_scrubber(
+    store: Store,
+    interval: Duration,
+    orphan_grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if interval.is_zero() {
         return;
     }
@@ -178,7 +183,7 @@ pub async fn run_scrubber(store: Store, interval: Duration, mut shutdown: watch:
             ),
             Err(e) => tracing::error!(error = %e, "scrub failed"),
         }
-        match super::orphans::collect_orphans(&store, super::orphans::ORPHAN_GRACE).await {
+        match super::orphans::collect_orphans(&store, orphan_grace).await {
             Ok(r) if r.deleted > 0 => {
                 m.orphans_deleted.inc_by(r.deleted);
                 tracing::warn!(?r, "deleted orphaned shards")
