@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::Client;
 
 pub mod fault_proxy;
+pub mod load;
 pub mod raw;
 pub mod regions;
 

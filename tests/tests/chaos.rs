@@ -14,6 +14,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use md5::Digest;
 use meridian_tests::fault_proxy::Faults;
+use meridian_tests::load::{
+    abort_uploads, kill_and_restart, objects_needed, objects_on_disk, spawn_load, Acked,
+};
 use meridian_tests::regions::{
     all_versions, checkpoint, put_rules, rule_to, status_json, versioned_bucket, wait_for,
     wait_identical, Listed, Regions, RegionsOptions,
@@ -309,128 +312,6 @@ async fn a_30s_blackhole_under_steady_load_never_blocks_writes_and_converges_aft
     }
 }
 
-/// What the load generator of the kill loop had acknowledged.
-#[derive(Default)]
-struct Acked {
-    versions: BTreeSet<(String, String)>,
-    attempts: u64,
-    failures: u64,
-}
-
-const SMALL: usize = 1000;
-const MEDIUM: usize = 300 * 1024;
-const PART1: usize = 5 * MIB;
-const PART2: usize = 200 * 1024;
-
-/// One operation of the mixed load on a region: small or erasure-coded PUTs, a two-part
-/// multipart upload, or a delete marker, on a handful of keys so versions pile up.
-async fn one_op(s3: &Client, bucket: &str, n: u64) -> Result<Option<(String, String)>, String> {
-    let key = format!("k{}", n % 12);
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    match n % 20 {
-        0..=9 => s3
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(pattern(SMALL, n).into())
-            .send()
-            .await
-            .map(|o| o.version_id().map(|v| (key.clone(), v.to_owned())))
-            .map_err(|e| err(&e)),
-        10..=14 => s3
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(pattern(MEDIUM, n).into())
-            .send()
-            .await
-            .map(|o| o.version_id().map(|v| (key.clone(), v.to_owned())))
-            .map_err(|e| err(&e)),
-        15 => {
-            let id = s3
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| err(&e))?
-                .upload_id()
-                .unwrap_or_default()
-                .to_owned();
-            let mut parts = Vec::new();
-            for (i, size) in [PART1, PART2].into_iter().enumerate() {
-                let etag = s3
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(&key)
-                    .upload_id(&id)
-                    .part_number(i as i32 + 1)
-                    .body(pattern(size, n + i as u64).into())
-                    .send()
-                    .await
-                    .map_err(|e| err(&e))?
-                    .e_tag()
-                    .unwrap_or_default()
-                    .to_owned();
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(i as i32 + 1)
-                        .e_tag(etag)
-                        .build(),
-                );
-            }
-            s3.complete_multipart_upload()
-                .bucket(bucket)
-                .key(&key)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|o| o.version_id().map(|v| (key.clone(), v.to_owned())))
-                .map_err(|e| err(&e))
-        }
-        _ => s3
-            .delete_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .map(|o| o.version_id().map(|v| (key.clone(), v.to_owned())))
-            .map_err(|e| err(&e)),
-    }
-}
-
-/// Committed shard files (`.shard`) on the region's first disk: one per erasure-coded
-/// object, since a 4+2 object has a shard on every disk.
-fn objects_on_disk(server: &TestServer) -> usize {
-    let data = server.disk_dir(0).join("data");
-    let Ok(dirs) = std::fs::read_dir(&data) else {
-        return 0;
-    };
-    dirs.flatten()
-        .filter_map(|d| std::fs::read_dir(d.path()).ok())
-        .flat_map(|files| files.flatten())
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".shard"))
-        .count()
-}
-
-/// Erasure-coded objects a listing's versions need: a SMALL body is inline, a MEDIUM one is
-/// one object, a two-part upload is one object per part; markers need none.
-fn objects_needed(listed: &[Listed]) -> usize {
-    listed
-        .iter()
-        .map(|v| match v.size.map(|s| s as usize) {
-            Some(MEDIUM) => 1,
-            Some(s) if s == PART1 + PART2 => 2,
-            _ => 0,
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kill9_cycles_under_mixed_active_active_load_lose_and_duplicate_nothing() {
     let bucket = "killed";
@@ -446,42 +327,7 @@ async fn twenty_kill9_cycles_under_mixed_active_active_load_lose_and_duplicate_n
     let endpoints: Vec<String> = regions.servers.iter().map(|s| s.endpoint.clone()).collect();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for (r, endpoint) in endpoints.iter().enumerate() {
-        for worker in 0..2u64 {
-            let s3 = meridian_tests::s3_client(
-                endpoint,
-                meridian_tests::ACCESS_KEY,
-                meridian_tests::SECRET_KEY,
-            );
-            let (acked, stop) = (acked.clone(), stop.clone());
-            load.push(tokio::spawn(async move {
-                let mut n = (r as u64) * 1_000_000 + worker * 100_000;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let outcome = one_op(&s3, bucket, n).await;
-                    let failed = {
-                        let mut a = acked.lock().unwrap();
-                        a.attempts += 1;
-                        match outcome {
-                            Ok(Some(v)) => {
-                                a.versions.insert(v);
-                                false
-                            }
-                            Ok(None) => false,
-                            Err(_) => {
-                                a.failures += 1;
-                                true
-                            }
-                        }
-                    };
-                    if failed {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }));
-        }
-    }
+    let load = spawn_load(&endpoints, bucket, 2, stop.clone(), acked.clone());
 
     let mut rng_state = 0x2545_F491u64;
     for cycle in 0..20 {
@@ -490,16 +336,7 @@ async fn twenty_kill9_cycles_under_mixed_active_active_load_lose_and_duplicate_n
         rng_state ^= rng_state >> 7;
         rng_state ^= rng_state << 17;
         let victim = (rng_state % 2) as usize;
-        let mut server = regions.servers.remove(victim);
-        let server = tokio::task::spawn_blocking(move || {
-            server.kill9();
-            std::thread::sleep(Duration::from_millis(200));
-            server.restart();
-            server
-        })
-        .await
-        .unwrap();
-        regions.servers.insert(victim, server);
+        kill_and_restart(&mut regions, victim).await;
         eprintln!("cycle {cycle}: killed and restarted region {victim}");
     }
     stop.store(true, Ordering::Relaxed);
@@ -518,23 +355,8 @@ async fn twenty_kill9_cycles_under_mixed_active_active_load_lose_and_duplicate_n
 
     let (east, west) = (regions.client(0), regions.client(1));
     // Uploads a kill interrupted are abandoned, as a client that died would leave them.
-    for s3 in [&east, &west] {
-        let uploads = s3
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        for u in uploads.uploads() {
-            let _ = s3
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(u.key().unwrap_or_default())
-                .upload_id(u.upload_id().unwrap_or_default())
-                .send()
-                .await;
-        }
-    }
+    abort_uploads(&east, bucket).await;
+    abort_uploads(&west, bucket).await;
     checkpoint(&endpoints[0], "west", Duration::from_secs(300));
     checkpoint(&endpoints[1], "east", Duration::from_secs(300));
     let listed = wait_identical(&east, &west, bucket, Duration::from_secs(120)).await;
