@@ -335,3 +335,72 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output
     }
     child.wait_with_output().expect("collecting output")
 }
+
+/// Starts a multipart upload of `bucket/key`; returns its id.
+pub async fn create_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    s3.create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("CreateMultipartUpload")
+        .upload_id()
+        .expect("an upload id")
+        .to_owned()
+}
+
+/// Uploads part `n` of an upload; returns its ETag.
+pub async fn upload_part(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    n: i32,
+    data: &[u8],
+) -> String {
+    s3.upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(n)
+        .body(data.to_vec().into())
+        .send()
+        .await
+        .expect("UploadPart")
+        .e_tag()
+        .expect("an ETag")
+        .to_owned()
+}
+
+/// The CompleteMultipartUpload body naming `(part number, ETag)` pairs.
+pub fn completed_parts(parts: &[(i32, &str)]) -> aws_sdk_s3::types::CompletedMultipartUpload {
+    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts
+                .iter()
+                .map(|(n, e)| {
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(*n)
+                        .e_tag(*e)
+                        .build()
+                })
+                .collect(),
+        ))
+        .build()
+}
+
+/// The whole body of the latest version of `bucket/key`.
+pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("GetObject")
+        .body
+        .collect()
+        .await
+        .expect("the body")
+        .into_bytes()
+        .to_vec()
+}

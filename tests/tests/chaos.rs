@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use md5::Digest;
 use meridian_tests::fault_proxy::Faults;
@@ -21,7 +20,10 @@ use meridian_tests::regions::{
     all_versions, checkpoint, put_rules, rule_to, status_json, versioned_bucket, wait_for,
     wait_identical, Listed, Regions, RegionsOptions,
 };
-use meridian_tests::{error_code, error_status, pattern, ServerOptions, TestServer};
+use meridian_tests::{
+    completed_parts, create_upload, error_code, error_status, pattern, upload_part, ServerOptions,
+    TestServer,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -52,43 +54,21 @@ async fn setup(options: RegionsOptions, bucket: &str) -> Regions {
 /// Uploads `size` bytes of `pattern(.., seed)` as a multipart object with `part` sized parts.
 async fn multipart(s3: &Client, bucket: &str, key: &str, size: usize, part: usize, seed: u64) {
     let data = pattern(size, seed);
-    let id = s3
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
-    let mut parts = Vec::new();
+    let id = create_upload(s3, bucket, key).await;
+    let mut etags = Vec::new();
     for (i, chunk) in data.chunks(part).enumerate() {
-        let n = i as i32 + 1;
-        let etag = s3
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&id)
-            .part_number(n)
-            .body(chunk.to_vec().into())
-            .send()
-            .await
-            .unwrap()
-            .e_tag()
-            .unwrap()
-            .to_owned();
-        parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+        etags.push(upload_part(s3, bucket, key, &id, i as i32 + 1, chunk).await);
     }
+    let list: Vec<(i32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as i32 + 1, e.as_str()))
+        .collect();
     s3.complete_multipart_upload()
         .bucket(bucket)
         .key(key)
         .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
+        .multipart_upload(completed_parts(&list))
         .send()
         .await
         .unwrap();

@@ -14,7 +14,10 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use aws_sigv4::http_request::SignableBody;
 use meridian_tests::raw::{self, RawResponse};
-use meridian_tests::{error_code, error_status, pattern, TestServer, ACCESS_KEY, SECRET_KEY};
+use meridian_tests::{
+    completed_parts, create_upload, error_code, error_status, pattern, read_object, upload_part,
+    TestServer, ACCESS_KEY, SECRET_KEY,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -36,58 +39,6 @@ async fn versioned(s3: &Client, bucket: &str) {
         .send()
         .await
         .unwrap();
-}
-
-async fn create(s3: &Client, bucket: &str, key: &str) -> String {
-    s3.create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned()
-}
-
-async fn upload(s3: &Client, bucket: &str, key: &str, id: &str, n: i32, data: &[u8]) -> String {
-    s3.upload_part()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .part_number(n)
-        .body(data.to_vec().into())
-        .send()
-        .await
-        .unwrap()
-        .e_tag()
-        .unwrap()
-        .to_owned()
-}
-
-fn parts(list: &[(i32, &str)]) -> CompletedMultipartUpload {
-    CompletedMultipartUpload::builder()
-        .set_parts(Some(
-            list.iter()
-                .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(*e).build())
-                .collect(),
-        ))
-        .build()
-}
-
-async fn read(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    s3.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes()
-        .to_vec()
 }
 
 fn signed_get(server: &TestServer, path: &str, headers: &[(&str, String)]) -> RawResponse {
@@ -134,9 +85,9 @@ fn shard_files(server: &TestServer) -> usize {
 #[tokio::test]
 async fn deleting_a_bucket_aborts_its_incomplete_uploads_and_reclaims_their_parts() {
     let (server, s3) = setup("cleanup").await;
-    let id = create(&s3, "cleanup", "weights.bin").await;
-    upload(&s3, "cleanup", "weights.bin", &id, 1, &pattern(5 * MIB, 1)).await;
-    upload(&s3, "cleanup", "weights.bin", &id, 2, &pattern(MIB, 2)).await;
+    let id = create_upload(&s3, "cleanup", "weights.bin").await;
+    upload_part(&s3, "cleanup", "weights.bin", &id, 1, &pattern(5 * MIB, 1)).await;
+    upload_part(&s3, "cleanup", "weights.bin", &id, 2, &pattern(MIB, 2)).await;
     assert!(shard_files(&server) > 0);
 
     s3.delete_bucket().bucket("cleanup").send().await.unwrap();
@@ -173,9 +124,9 @@ async fn deleting_a_bucket_aborts_its_incomplete_uploads_and_reclaims_their_part
 async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid() {
     let (_server, s3) = setup("retry").await;
     versioned(&s3, "retry").await;
-    let id = create(&s3, "retry", "model").await;
-    let e1 = upload(&s3, "retry", "model", &id, 1, &pattern(5 * MIB, 1)).await;
-    let e2 = upload(&s3, "retry", "model", &id, 2, &pattern(1000, 2)).await;
+    let id = create_upload(&s3, "retry", "model").await;
+    let e1 = upload_part(&s3, "retry", "model", &id, 1, &pattern(5 * MIB, 1)).await;
+    let e2 = upload_part(&s3, "retry", "model", &id, 2, &pattern(1000, 2)).await;
     let complete = || {
         s3.complete_multipart_upload()
             .bucket("retry")
@@ -183,13 +134,13 @@ async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid
             .upload_id(&id)
     };
     let first = complete()
-        .multipart_upload(parts(&[(1, &e1), (2, &e2)]))
+        .multipart_upload(completed_parts(&[(1, &e1), (2, &e2)]))
         .send()
         .await
         .unwrap();
     // The SDK retrying after a lost response.
     let again = complete()
-        .multipart_upload(parts(&[(1, &e1), (2, &e2)]))
+        .multipart_upload(completed_parts(&[(1, &e1), (2, &e2)]))
         .send()
         .await
         .unwrap();
@@ -205,7 +156,7 @@ async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid
     assert_eq!(versions.versions().len(), 1, "no second version was made");
 
     let err = complete()
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap_err();
@@ -216,7 +167,7 @@ async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid
         .bucket("retry")
         .key("model")
         .upload_id("never-existed")
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap_err();
@@ -226,7 +177,7 @@ async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid
 #[tokio::test]
 async fn of_two_overlapping_uploads_of_a_part_the_last_to_finish_wins() {
     let (server, s3) = setup("resend").await;
-    let id = create(&s3, "resend", "k").await;
+    let id = create_upload(&s3, "resend", "k").await;
     let a = vec![b'A'; 64 * 1024];
     let b = vec![b'B'; 64 * 1024];
     // Upload A starts first and stalls half-way through its body...
@@ -245,7 +196,7 @@ async fn of_two_overlapping_uploads_of_a_part_the_last_to_finish_wins() {
     );
     slow.write(&a[..a.len() / 2]);
     // ...while upload B of the same part runs to completion...
-    let etag_b = upload(&s3, "resend", "k", &id, 1, &b).await;
+    let etag_b = upload_part(&s3, "resend", "k", &id, 1, &b).await;
     // ...and then A finishes, last.
     slow.write(&a[a.len() / 2..]);
     let resp = slow.finish();
@@ -258,11 +209,11 @@ async fn of_two_overlapping_uploads_of_a_part_the_last_to_finish_wins() {
         .bucket("resend")
         .key("k")
         .upload_id(&id)
-        .multipart_upload(parts(&[(1, &etag_b), (1, &etag_a)]))
+        .multipart_upload(completed_parts(&[(1, &etag_b), (1, &etag_a)]))
         .send()
         .await
         .unwrap();
-    assert_eq!(read(&s3, "resend", "k").await, a);
+    assert_eq!(read_object(&s3, "resend", "k").await, a);
 }
 
 #[tokio::test]
@@ -504,14 +455,14 @@ async fn a_part_number_beyond_the_objects_parts_is_invalid_part_number() {
         .send()
         .await
         .unwrap();
-    let id = create(&s3, "partnum", "multi").await;
-    let e1 = upload(&s3, "partnum", "multi", &id, 1, &pattern(5 * MIB, 1)).await;
-    let e2 = upload(&s3, "partnum", "multi", &id, 2, &pattern(10, 2)).await;
+    let id = create_upload(&s3, "partnum", "multi").await;
+    let e1 = upload_part(&s3, "partnum", "multi", &id, 1, &pattern(5 * MIB, 1)).await;
+    let e2 = upload_part(&s3, "partnum", "multi", &id, 2, &pattern(10, 2)).await;
     s3.complete_multipart_upload()
         .bucket("partnum")
         .key("multi")
         .upload_id(&id)
-        .multipart_upload(parts(&[(1, &e1), (2, &e2)]))
+        .multipart_upload(completed_parts(&[(1, &e1), (2, &e2)]))
         .send()
         .await
         .unwrap();
@@ -569,14 +520,14 @@ async fn writes_to_an_unversioned_bucket_report_no_version_id() {
         .await
         .unwrap();
     assert_eq!(copy.version_id(), None);
-    let id = create(&s3, "plain", "m").await;
-    let e1 = upload(&s3, "plain", "m", &id, 1, b"part").await;
+    let id = create_upload(&s3, "plain", "m").await;
+    let e1 = upload_part(&s3, "plain", "m", &id, 1, b"part").await;
     let done = s3
         .complete_multipart_upload()
         .bucket("plain")
         .key("m")
         .upload_id(&id)
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap();
@@ -915,30 +866,30 @@ async fn completions_honour_if_none_match_and_if_match() {
         .send()
         .await
         .unwrap();
-    let id = create(&s3, "cas", "taken").await;
-    let e1 = upload(&s3, "cas", "taken", &id, 1, b"second").await;
+    let id = create_upload(&s3, "cas", "taken").await;
+    let e1 = upload_part(&s3, "cas", "taken", &id, 1, b"second").await;
     let err = s3
         .complete_multipart_upload()
         .bucket("cas")
         .key("taken")
         .upload_id(&id)
         .if_none_match("*")
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap_err();
     assert_eq!(error_status(&err), Some(412));
-    assert_eq!(read(&s3, "cas", "taken").await, b"first");
+    assert_eq!(read_object(&s3, "cas", "taken").await, b"first");
 
-    let id = create(&s3, "cas", "missing").await;
-    let e1 = upload(&s3, "cas", "missing", &id, 1, b"data").await;
+    let id = create_upload(&s3, "cas", "missing").await;
+    let e1 = upload_part(&s3, "cas", "missing", &id, 1, b"data").await;
     let err = s3
         .complete_multipart_upload()
         .bucket("cas")
         .key("missing")
         .upload_id(&id)
         .if_match("\"0123456789abcdef0123456789abcdef\"")
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap_err();
@@ -949,7 +900,7 @@ async fn completions_honour_if_none_match_and_if_match() {
         .key("missing")
         .upload_id(&id)
         .if_none_match("*")
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap();
@@ -961,16 +912,16 @@ async fn completions_honour_if_none_match_and_if_match() {
         .send()
         .await
         .unwrap();
-    let id = create(&s3, "cas", "taken").await;
-    let e1 = upload(&s3, "cas", "taken", &id, 1, b"third").await;
+    let id = create_upload(&s3, "cas", "taken").await;
+    let e1 = upload_part(&s3, "cas", "taken", &id, 1, b"third").await;
     s3.complete_multipart_upload()
         .bucket("cas")
         .key("taken")
         .upload_id(&id)
         .if_match(current.e_tag().unwrap())
-        .multipart_upload(parts(&[(1, &e1)]))
+        .multipart_upload(completed_parts(&[(1, &e1)]))
         .send()
         .await
         .unwrap();
-    assert_eq!(read(&s3, "cas", "taken").await, b"third");
+    assert_eq!(read_object(&s3, "cas", "taken").await, b"third");
 }

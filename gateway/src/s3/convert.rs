@@ -202,6 +202,29 @@ impl ChecksumFields {
     }
 }
 
+/// An output struct with its six checksum fields taken from a [`ChecksumFields`] (the S3
+/// outputs that report a stored checksum share the field names), the fields given, and the
+/// rest default.
+macro_rules! with_checksum_fields {
+    ($ty:ident { $($field:ident: $value:expr),* $(,)? }, $fields:expr) => {{
+        let f: $crate::s3::convert::ChecksumFields = $fields;
+        // Some outputs (CopyObjectResult) have no fields beyond the ones named.
+        #[allow(clippy::needless_update)]
+        let output = $ty {
+            $($field: $value,)*
+            checksum_crc32: f.crc32,
+            checksum_crc32c: f.crc32c,
+            checksum_crc64nvme: f.crc64nvme,
+            checksum_sha1: f.sha1,
+            checksum_sha256: f.sha256,
+            checksum_type: f.checksum_type,
+            ..Default::default()
+        };
+        output
+    }};
+}
+pub(crate) use with_checksum_fields;
+
 /// `x-amz-version-id` is only reported by buckets that have ever had versioning.
 pub fn reported_version_id(record: &VersionRecord, versioned_bucket: bool) -> Option<String> {
     versioned_bucket.then(|| record.version_id.clone())

@@ -204,18 +204,14 @@ impl MeridianS3 {
         let record = self
             .commit_version(&input.bucket, &input.key, new, ingested, None)
             .await?;
-        let fields = ChecksumFields::of(record.checksum.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(convert::etag(&record.etag)),
-                last_modified: Some(convert::timestamp(record.mtime)),
-                checksum_crc32: fields.crc32,
-                checksum_crc32c: fields.crc32c,
-                checksum_crc64nvme: fields.crc64nvme,
-                checksum_sha1: fields.sha1,
-                checksum_sha256: fields.sha256,
-                checksum_type: fields.checksum_type,
-            }),
+            copy_object_result: Some(convert::with_checksum_fields!(
+                CopyObjectResult {
+                    e_tag: Some(convert::etag(&record.etag)),
+                    last_modified: Some(convert::timestamp(record.mtime)),
+                },
+                ChecksumFields::of(record.checksum.as_ref())
+            )),
             copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
             version_id: convert::reported_version_id(&record, versioned(&target_bucket)),
             ..Default::default()

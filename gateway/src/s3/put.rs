@@ -381,18 +381,13 @@ impl MeridianS3 {
             .commit_version(&input.bucket, &input.key, new, ingested, replica.as_ref())
             .await?;
 
-        let fields = ChecksumFields::of(record.checksum.as_ref());
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(convert::etag(&record.etag)),
-            version_id: convert::reported_version_id(&record, versioned(&bucket)),
-            checksum_crc32: fields.crc32,
-            checksum_crc32c: fields.crc32c,
-            checksum_crc64nvme: fields.crc64nvme,
-            checksum_sha1: fields.sha1,
-            checksum_sha256: fields.sha256,
-            checksum_type: fields.checksum_type,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(convert::with_checksum_fields!(
+            PutObjectOutput {
+                e_tag: Some(convert::etag(&record.etag)),
+                version_id: convert::reported_version_id(&record, versioned(&bucket)),
+            },
+            ChecksumFields::of(record.checksum.as_ref())
+        )))
     }
 
     /// Commits a version whose data is already durable: a local one with PENDING for the

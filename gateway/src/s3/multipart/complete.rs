@@ -227,21 +227,16 @@ fn completion_output(
     version_id: Option<String>,
     checksum: Option<&Checksum>,
 ) -> S3Response<CompleteMultipartUploadOutput> {
-    let fields = ChecksumFields::of(checksum);
-    S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
-        key: Some(input.key.clone()),
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
-        e_tag: Some(convert::etag(etag)),
-        version_id,
-        checksum_crc32: fields.crc32,
-        checksum_crc32c: fields.crc32c,
-        checksum_crc64nvme: fields.crc64nvme,
-        checksum_sha1: fields.sha1,
-        checksum_sha256: fields.sha256,
-        checksum_type: fields.checksum_type,
-        ..Default::default()
-    })
+    S3Response::new(convert::with_checksum_fields!(
+        CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            e_tag: Some(convert::etag(etag)),
+            version_id: version_id,
+        },
+        ChecksumFields::of(checksum)
+    ))
 }
 
 fn invalid_part() -> s3s::S3Error {
