@@ -6,7 +6,8 @@
 # SIGKILLed and restarted every 10-30 s, for DURATION (e.g. 900s, 15m, 1h). Then both sides
 # must converge; the report gives versions written, acknowledged, replicated, lost (must be
 # 0), duplicated (must be 0), replication lag p50/p99/max and the number of restarts. Exits
-# non-zero if anything was lost or duplicated.
+# non-zero if anything was lost or duplicated. Every version is kept: budget about 2.5 GB of
+# free disk (in $TMPDIR) per minute of soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -55,6 +55,11 @@ pub struct Config {
     pub replication: ReplicationSettings,
     /// Anyone may read `/_meridian/metrics`, signed or not (for scrapers that cannot sign).
     pub metrics_public: bool,
+    /// A plain-HTTP listener answering only `/_meridian/health/live` and `.../ready`, for
+    /// load balancers that cannot speak TLS to the S3 listener.
+    pub health_address: Option<SocketAddr>,
+    /// HTTPS on the S3 listener (`[tls]`: `cert` and `key` PEM files).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +146,8 @@ impl Default for Config {
             peers: Vec::new(),
             replication: ReplicationSettings::default(),
             metrics_public: false,
+            health_address: None,
+            tls: None,
         }
     }
 }

@@ -19,3 +19,4 @@ pub mod s3;
 pub mod serve;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -223,6 +223,7 @@ async fn saturation_run(
         access_key: args.access_key.clone(),
         secret_key: args.secret_key.clone(),
         region: args.region.clone(),
+        ca_file: None,
     };
     let peer = crate::replication_cli::call(&admin, "GET", "/_meridian/replication/status")
         .await

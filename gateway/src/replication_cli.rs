@@ -34,6 +34,10 @@ pub struct Target {
     pub secret_key: String,
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
+    /// PEM file of the CA an `https://` endpoint's certificate must chain to (instead of the
+    /// system roots).
+    #[arg(long, env = "MERIDIAN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Subcommand, Clone, Debug)]
@@ -132,7 +136,7 @@ pub async fn call(target: &Target, method: &str, path_and_query: &str) -> anyhow
         .header("host", &host)
         .body(Full::new(bytes::Bytes::new()))?;
     instructions.apply_to_request_http1x(&mut req);
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    let client = Client::builder(TokioExecutor::new()).build(https_connector(target)?);
     let resp = client
         .request(req)
         .await
@@ -152,6 +156,20 @@ pub async fn call(target: &Target, method: &str, path_and_query: &str) -> anyhow
         );
     }
     Ok(value)
+}
+
+/// A connector for `http://` and `https://` endpoints; HTTPS is verified against
+/// `--ca-file` or the system roots.
+fn https_connector(
+    target: &Target,
+) -> anyhow::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
+{
+    let tls = crate::tls::client_config(target.ca_file.as_deref())?;
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
 }
 
 fn encode(v: &str) -> String {

@@ -95,16 +95,63 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let router = Router::new(builder.build(), admin);
 
+    let certs = match &config.tls {
+        Some(tls) => Some(crate::tls::Certificates::load(tls)?),
+        None => None,
+    };
+    tokio::spawn(reload_on_sighup(certs.clone()));
+    let tls = match &certs {
+        Some(certs) => Some(tokio_rustls::TlsAcceptor::from(certs.server_config()?)),
+        None => None,
+    };
+
+    // One shutdown signal for every listener.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    let shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let health = match config.health_address {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await?;
+            let address = listener.local_addr()?;
+            println!("meridian health on http://{address}");
+            Some(tokio::spawn(server::serve(
+                listener,
+                router.health_only(),
+                None,
+                shutdown(shutdown_rx.clone()),
+                config.shutdown_grace,
+            )))
+        }
+        None => None,
+    };
+
     let listener = TcpListener::bind(config.address).await?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts wait for this line (and read the port from it when binding port 0).
     println!(
-        "meridian listening on http://{address} (region {}, erasure {}+{}, root user {root_user})",
+        "meridian listening on {scheme}://{address} (region {}, erasure {}+{}, root user {root_user})",
         config.region, config.erasure.data_shards, config.erasure.parity_shards
     );
-    tracing::info!(%address, data = %config.data_dir.display(), "serving S3");
+    tracing::info!(%address, data = %config.data_dir.display(), tls = tls.is_some(), "serving S3");
 
-    server::serve(listener, router, shutdown_signal(), config.shutdown_grace).await;
+    server::serve(
+        listener,
+        router,
+        tls,
+        shutdown(shutdown_rx),
+        config.shutdown_grace,
+    )
+    .await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
 
     let _ = stop_tx.send(true);
     for task in background.into_iter().chain(replication_workers) {
@@ -113,6 +160,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reads the certificate and key again; a pair that does not load is refused and the
+/// current one kept. Without TLS it changes nothing (and does not stop the server).
+async fn reload_on_sighup(certs: Option<Arc<crate::tls::Certificates>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+    while hup.recv().await.is_some() {
+        let Some(certs) = &certs else {
+            tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
+            continue;
+        };
+        match certs.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

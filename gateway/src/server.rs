@@ -69,6 +69,8 @@ pub struct Router {
     s3: S3Service,
     admin: AdminApi,
     ids: Arc<RequestIds>,
+    /// Answer only the health probes (the plain-HTTP health listener).
+    health_only: bool,
 }
 
 impl Router {
@@ -77,6 +79,15 @@ impl Router {
             s3,
             admin,
             ids: Arc::new(RequestIds::new()),
+            health_only: false,
+        }
+    }
+
+    /// The same router answering only `/_meridian/health/*` (404 for everything else).
+    pub fn health_only(&self) -> Router {
+        Router {
+            health_only: true,
+            ..self.clone()
         }
     }
 
@@ -86,7 +97,13 @@ impl Router {
         let fixups = Fixups::of(&req);
         async move {
             let started = Instant::now();
-            let resp = if req.uri().path().starts_with(AdminApi::PREFIX) {
+            let resp = if self.health_only && !req.uri().path().starts_with(AdminApi::HEALTH_PREFIX)
+            {
+                plain(
+                    http::StatusCode::NOT_FOUND,
+                    "only health probes are served here\n",
+                )
+            } else if req.uri().path().starts_with(AdminApi::PREFIX) {
                 self.admin.handle(req).await
             } else if let Some(refusal) = presigned_expiry_refusal(req.uri().query()) {
                 refusal
@@ -245,10 +262,23 @@ pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
     resp
 }
 
-/// Serves until `shutdown` resolves, then waits up to `grace` for in-flight requests.
+/// What the router knows of the connection a request came on (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    pub remote: std::net::SocketAddr,
+    /// Came over TLS (`aws:SecureTransport`).
+    pub secure: bool,
+}
+
+/// A client that opens a connection and never finishes its TLS handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then waits up to `grace` for in-flight requests. With
+/// `tls`, every connection is a TLS one (a handshake that fails or stalls drops it).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -258,7 +288,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (stream, remote) = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -269,12 +299,21 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
-                let service = hyper::service::service_fn(move |req| router.clone().handle(req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let Some(acceptor) = tls else {
+                        let conn = Connection { remote, secure: false };
+                        return serve_connection(&builder, watcher, TokioIo::new(stream), router, conn).await;
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = Connection { remote, secure: true };
+                            serve_connection(&builder, watcher, TokioIo::new(stream), router, conn).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
                 });
             }
@@ -289,6 +328,27 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; abandoning remaining connections"),
+    }
+}
+
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    router: Router,
+    conn: Connection,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(conn);
+        router.clone().handle(req)
+    });
+    let served = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    if let Err(e) = watcher.watch(served).await {
+        tracing::debug!(remote = %conn.remote, error = %e, "connection ended with an error");
     }
 }
 

@@ -55,6 +55,10 @@ pub struct PeerConfig {
     /// Compress bodies on the wire when that saves bytes (Meridian peers only).
     #[serde(default)]
     pub compression: Compression,
+    /// PEM file of the CA (or CAs) an `https://` peer's certificate must chain to, instead
+    /// of the system roots (a private CA between regions).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Compression of bodies sent to a peer.
@@ -100,7 +104,40 @@ impl PeerConfig {
             sync_timeout: default_sync_timeout(),
             proxy_reads: true,
             compression: Compression::None,
+            ca_file: None,
         }
+    }
+
+    /// The CA certificates in `ca_file`, PEM, checked to hold at least one certificate.
+    pub fn read_ca_file(&self) -> Result<Option<Vec<u8>>, PeerConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            invalid(format!(
+                "peer {:?}: ca_file {}: {e}",
+                self.name,
+                path.display()
+            ))
+        })?;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                invalid(format!(
+                    "peer {:?}: ca_file {}: {e}",
+                    self.name,
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(invalid(format!(
+                "peer {:?}: ca_file {} holds no CERTIFICATE",
+                self.name,
+                path.display()
+            )));
+        }
+        Ok(Some(pem))
     }
 }
 
@@ -289,6 +326,13 @@ pub fn validate_peers(peers: &[PeerConfig], listen: SocketAddr) -> Result<(), Pe
                 p.name
             )));
         }
+        if p.ca_file.is_some() && !p.endpoint.starts_with("https://") {
+            return Err(invalid(format!(
+                "peer {:?}: ca_file is for https:// endpoints, and {} is not one",
+                p.name, p.endpoint
+            )));
+        }
+        p.read_ca_file()?;
     }
     Ok(())
 }
@@ -303,6 +347,26 @@ mod tests {
 
     fn listen() -> SocketAddr {
         "127.0.0.1:9000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates_and_go_with_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = peer("west", "https://west.example:9000");
+        p.ca_file = Some(dir.path().join("missing.pem"));
+        let err = validate_peers(std::slice::from_ref(&p), listen()).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        p.ca_file = Some(empty);
+        let err = validate_peers(std::slice::from_ref(&p), listen()).unwrap_err();
+        assert!(err.to_string().contains("holds no CERTIFICATE"), "{err}");
+
+        let mut plain = peer("west", "http://west.example:9000");
+        plain.ca_file = Some(dir.path().join("missing.pem"));
+        let err = validate_peers(&[plain], listen()).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
     }
 
     #[test]

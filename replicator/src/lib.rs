@@ -48,7 +48,7 @@ pub use config::{
 };
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;
-pub use peer::DestinationCheck;
+pub use peer::{https_client_trusting, DestinationCheck};
 pub use rules::{Change, ReplicationConfig, RuleError, Target};
 pub use rules_cache::RulesCache;
 pub use source::{BoxError, ObjectBytes, ObjectSource};

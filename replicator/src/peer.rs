@@ -74,8 +74,18 @@ impl Peer {
                 StalledStreamProtectionConfig::enabled()
                     .grace_period(STALL_GRACE)
                     .build(),
-            )
-            .build();
+            );
+        let sdk = match config.read_ca_file() {
+            Ok(Some(pem)) => sdk.http_client(https_client_trusting(pem)),
+            Ok(None) => sdk,
+            Err(e) => {
+                // Checked at start-up; a file changed since then trusts nothing, and says so
+                // in every failure.
+                tracing::error!(peer = %config.name, error = %e, "peer CA file unusable");
+                sdk.http_client(https_client_trusting(Vec::new()))
+            }
+        };
+        let sdk = sdk.build();
         Peer {
             throttle: config.bandwidth.map(|rate| Arc::new(Throttle::new(rate))),
             config,
@@ -123,6 +133,23 @@ impl Peer {
             }
         }
     }
+}
+
+/// An HTTPS client for the AWS SDK that trusts only the CA certificates in `pem` (a
+/// private CA between regions, or a tool talking to a region).
+pub fn https_client_trusting(pem: Vec<u8>) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::empty().with_pem_certificate(pem);
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a TLS context from a trust store");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https()
 }
 
 /// Settings of a call without a data body: bounded in time, no checksum the replicator did

@@ -1,5 +1,8 @@
 """Fixtures for the client tests: a real `meridian serve` on 127.0.0.1 with an ephemeral
-port and temporary disks, plus boto3 and aws CLI configured for it."""
+port and temporary disks, plus boto3 and aws CLI configured for it.
+
+With MERIDIAN_CLIENT_TLS=1 the server speaks HTTPS with a certificate from a CA made for the
+run, and boto3 and the aws CLI verify against that CA (the same tests, over TLS)."""
 
 import os
 import subprocess
@@ -10,21 +13,43 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, Server
+from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, Server, PrivateCA
+
+TLS = os.environ.get("MERIDIAN_CLIENT_TLS") == "1"
 
 
 @pytest.fixture(scope="session")
-def server():
-    s = Server()
+def test_ca():
+    if not TLS:
+        return None
+    ca = PrivateCA()
+    # For the clients tests make themselves (presigned URLs through requests, SigV4 clients).
+    os.environ["AWS_CA_BUNDLE"] = str(ca.ca_file)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca.ca_file)
+    return ca
+
+
+@pytest.fixture(scope="session")
+def server(test_ca):
+    s = Server(extra_config=test_ca.config() if test_ca else "")
+    if test_ca:
+        assert s.endpoint.startswith("https://"), s.endpoint
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="session")
-def s3(server):
+def verify(test_ca):
+    """What boto3's `verify` should be: the run's CA file over TLS, else the default."""
+    return str(test_ca.ca_file) if test_ca else None
+
+
+@pytest.fixture(scope="session")
+def s3(server, verify):
     return boto3.client(
         "s3",
         endpoint_url=server.endpoint,
+        verify=verify,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         region_name=REGION,
@@ -40,7 +65,7 @@ def bucket(s3):
 
 
 @pytest.fixture(scope="session")
-def aws(server, tmp_path_factory):
+def aws(server, verify, tmp_path_factory):
     """Runs the real aws CLI against the server; returns (returncode, stdout, stderr)."""
     home = tmp_path_factory.mktemp("aws-home")
     env = {
@@ -57,7 +82,8 @@ def aws(server, tmp_path_factory):
     aws_bin = os.path.join(os.path.dirname(sys.executable), "aws")
 
     def run(*args, check=True):
-        p = subprocess.run([aws_bin, "--endpoint-url", server.endpoint, *args],
+        tls = ["--ca-bundle", verify] if verify else []
+        p = subprocess.run([aws_bin, "--endpoint-url", server.endpoint, *tls, *args],
                            capture_output=True, text=True, env=env, timeout=600)
         if check and p.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

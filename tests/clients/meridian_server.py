@@ -30,6 +30,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PrivateCA:
+    """A private CA made for the test (trustme) and a server certificate it issued for
+    localhost and 127.0.0.1, written as PEM files; `ca_file` is what clients trust."""
+
+    def __init__(self):
+        import trustme
+        self.dir = Path(tempfile.mkdtemp(prefix="meridian-ca-"))
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.ca_file = self.dir / "ca.pem"
+        self.cert_file = self.dir / "server.pem"
+        self.key_file = self.dir / "server.key"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.private_key_pem.write_to_path(str(self.key_file))
+        with open(self.cert_file, "wb") as f:
+            for blob in cert.cert_chain_pems:
+                f.write(blob.bytes())
+
+    def config(self) -> str:
+        """The `[tls]` table for a server using this certificate."""
+        return f'[tls]\ncert = "{self.cert_file}"\nkey = "{self.key_file}"\n'
+
+
 class Server:
     def __init__(self, erasure: str = "4+2", extra_config: str = "", port: int = 0):
         self.dir = Path(tempfile.mkdtemp(prefix="meridian-client-"))
@@ -66,7 +89,7 @@ class Server:
             self.proc.kill()
             raise RuntimeError("meridian did not start: " + (self.dir / "server.log").read_text())
         # A restart keeps the port, so clients made before it keep working.
-        self.address = self.endpoint.removeprefix("http://")
+        self.address = self.endpoint.split("://", 1)[1]
 
     def kill(self):
         """SIGKILL, keeping the data: `restart()` brings it back on the same port."""

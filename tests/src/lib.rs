@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod load;
 pub mod raw;
 pub mod regions;
+pub mod tls;
 
 pub const ACCESS_KEY: &str = "meridian-test-root";
 pub const SECRET_KEY: &str = "meridian-test-root-secret";
@@ -32,6 +33,8 @@ pub struct ServerOptions {
     /// Listen on this port instead of an ephemeral one (servers that must know each other's
     /// endpoints before they start: see [`free_port`]).
     pub port: Option<u16>,
+    /// Serve HTTPS with this certificate; clients trust `ca_pem`.
+    pub tls: Option<(tls::ServerCert, String)>,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +44,7 @@ impl Default for ServerOptions {
             extra_config: String::new(),
             env: Vec::new(),
             port: None,
+            tls: None,
         }
     }
 }
@@ -125,11 +129,17 @@ impl TestServer {
         };
         let address = self
             .endpoint
-            .strip_prefix("http://")
-            .map_or(first, str::to_owned);
+            .split_once("://")
+            .map_or(first, |(_, address)| address.to_owned());
         // Extra settings first: top-level keys must precede the [root] table.
+        let tls = self
+            .options
+            .tls
+            .as_ref()
+            .map(|(cert, _)| cert.config())
+            .unwrap_or_default();
         let config = format!(
-            "shutdown_grace = \"5s\"\n{}\n[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n",
+            "shutdown_grace = \"5s\"\n{}\n{tls}[root]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n",
             self.options.extra_config
         );
         std::fs::write(self.config_path(), config).expect("writing test config");
@@ -253,7 +263,10 @@ impl TestServer {
     }
 
     pub fn client_for(&self, access_key: &str, secret_key: &str) -> Client {
-        s3_client(&self.endpoint, access_key, secret_key)
+        match &self.options.tls {
+            Some((_, ca_pem)) => tls::https_client(&self.endpoint, ca_pem, access_key, secret_key),
+            None => s3_client(&self.endpoint, access_key, secret_key),
+        }
     }
 }
 

@@ -26,11 +26,22 @@ pub const PART1: usize = 5 * MIB;
 pub const PART2: usize = 200 * 1024;
 
 /// One operation of the mixed load on a region: small or erasure-coded PUTs, a two-part
-/// multipart upload, or a delete marker, on a handful of keys so versions pile up.
-pub async fn one_op(s3: &Client, bucket: &str, n: u64) -> Result<Option<(String, String)>, String> {
+/// multipart upload, or a delete marker, on a handful of keys so versions pile up. One
+/// operation in 20 would be a multipart upload; only one in `20 * multipart_one_in` is (the
+/// others are erasure-coded PUTs), which bounds the disk a long run fills.
+pub async fn one_op(
+    s3: &Client,
+    bucket: &str,
+    n: u64,
+    multipart_one_in: u64,
+) -> Result<Option<(String, String)>, String> {
     let key = format!("k{}", n % 12);
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    match n % 20 {
+    let slot = match n % 20 {
+        15 if !(n / 20).is_multiple_of(multipart_one_in.max(1)) => 10,
+        slot => slot,
+    };
+    match slot {
         0..=9 => s3
             .put_object()
             .bucket(bucket)
@@ -141,6 +152,7 @@ pub fn spawn_load(
     endpoints: &[String],
     bucket: &'static str,
     per_region: u64,
+    multipart_one_in: u64,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acked: std::sync::Arc<std::sync::Mutex<Acked>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -153,7 +165,7 @@ pub fn spawn_load(
                 let mut n = (r as u64) * 1_000_000_000 + worker * 100_000_000;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     n += 1;
-                    let outcome = one_op(&s3, bucket, n).await;
+                    let outcome = one_op(&s3, bucket, n, multipart_one_in).await;
                     let failed = {
                         let mut a = acked.lock().unwrap();
                         a.attempts += 1;

@@ -61,6 +61,9 @@ pub struct RegionsOptions {
     pub proxied: bool,
     /// Environment variables for one region: `(region, name, value)`.
     pub env: Vec<(usize, String, String)>,
+    /// Every region serves HTTPS with this certificate (clients trust the CA PEM given),
+    /// and peers are `https://` endpoints. Each peer's `ca_file` goes in `peer_extra`.
+    pub tls: Option<(crate::tls::ServerCert, String)>,
 }
 
 impl RegionsOptions {
@@ -75,6 +78,7 @@ impl RegionsOptions {
             peer_extra: String::new(),
             proxied: false,
             env: Vec::new(),
+            tls: None,
         }
     }
 
@@ -109,12 +113,17 @@ impl Regions {
         } else {
             Vec::new()
         };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let endpoint_of = |link: &Link| match proxies
             .iter()
             .find(|(l, _)| l.from == link.from && l.to == link.to)
         {
-            Some((_, proxy)) => format!("http://{}", proxy.addr()),
-            None => format!("http://127.0.0.1:{}", ports[link.to]),
+            Some((_, proxy)) => format!("{scheme}://{}", proxy.addr()),
+            None => format!("{scheme}://127.0.0.1:{}", ports[link.to]),
         };
         let servers = (0..options.count)
             .map(|i| {
@@ -146,6 +155,7 @@ impl Regions {
                     erasure: options.erasure.clone(),
                     extra_config: config,
                     port: Some(ports[i]),
+                    tls: options.tls.clone(),
                     env: options
                         .env
                         .iter()
@@ -395,7 +405,13 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str, version_id: &st
 
 /// Runs `meridian replication ARGS` against `endpoint` as root; returns (success, stdout).
 pub fn replication_cli(endpoint: &str, args: &[&str]) -> (bool, String) {
+    replication_cli_with(endpoint, args, &[])
+}
+
+/// [`replication_cli`] with extra environment variables (`MERIDIAN_CA_FILE`).
+pub fn replication_cli_with(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = std::process::Command::new(crate::meridian_binary());
+    cmd.envs(env.iter().copied());
     cmd.arg("replication")
         .args(args)
         .args(["--endpoint", endpoint])

@@ -307,7 +307,7 @@ async fn twenty_kill9_cycles_under_mixed_active_active_load_lose_and_duplicate_n
     let endpoints: Vec<String> = regions.servers.iter().map(|s| s.endpoint.clone()).collect();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let load = spawn_load(&endpoints, bucket, 2, stop.clone(), acked.clone());
+    let load = spawn_load(&endpoints, bucket, 2, 1, stop.clone(), acked.clone());
 
     let mut rng_state = 0x2545_F491u64;
     for cycle in 0..20 {

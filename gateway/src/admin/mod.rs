@@ -70,6 +70,7 @@ pub(crate) fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
 
 impl AdminApi {
     pub const PREFIX: &'static str = "/_meridian/";
+    pub const HEALTH_PREFIX: &'static str = "/_meridian/health/";
 
     pub fn new(
         store: Store,

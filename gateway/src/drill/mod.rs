@@ -52,6 +52,10 @@ pub struct DrillArgs {
     pub target_secret_key: Option<String>,
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
+    /// PEM file of the CA the regions' `https://` certificates chain to (instead of the
+    /// system roots).
+    #[arg(long, env = "MERIDIAN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Only this source bucket (default: every bucket replicated to the target).
     #[arg(long)]
     pub bucket: Option<String>,
@@ -174,7 +178,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         access_key: args.source_access_key.clone(),
         secret_key: args.source_secret_key.clone(),
         region: args.region.clone(),
-    });
+        ca_file: args.ca_file.clone(),
+    })?;
     let target = Site::new(Target {
         endpoint: args.target.clone(),
         access_key: args
@@ -186,7 +191,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
             .clone()
             .unwrap_or_else(|| args.source_secret_key.clone()),
         region: args.region.clone(),
-    });
+        ca_file: args.ca_file.clone(),
+    })?;
     let to_target = source
         .peer_named_for(target.endpoint())
         .await
@@ -519,7 +525,7 @@ impl Drill {
                 );
             }
             let buckets: Vec<String> = self.pairs.iter().map(|p| p.target.clone()).collect();
-            let target = Site::new(self.target.admin.clone());
+            let target = Site::new(self.target.admin.clone())?;
             self.resync(&target, &to_source, buckets).await?;
             self.phase_done("failback", started, "target -> source resync done".into());
 
@@ -595,7 +601,7 @@ impl Drill {
             );
         }
         let buckets: Vec<String> = self.pairs.iter().map(|p| p.source.clone()).collect();
-        let source = Site::new(self.source.admin.clone());
+        let source = Site::new(self.source.admin.clone())?;
         let to_target = self.to_target.clone();
         self.resync(&source, &to_target, buckets).await?;
         if let Some(to_source) = self.to_source.clone() {

@@ -16,7 +16,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(admin: Target) -> Site {
+    pub fn new(admin: Target) -> anyhow::Result<Site> {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(admin.region.clone()))
@@ -35,12 +35,19 @@ impl Site {
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(Duration::from_secs(60))
                     .build(),
-            )
-            .build();
-        Site {
+            );
+        let config = match &admin.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
+                config.http_client(meridian_replicator::https_client_trusting(pem))
+            }
+            None => config,
+        };
+        Ok(Site {
             admin,
-            s3: Client::from_conf(config),
-        }
+            s3: Client::from_conf(config.build()),
+        })
     }
 
     pub fn endpoint(&self) -> &str {
