@@ -193,9 +193,24 @@ fn require_read_of_copy_source(principal: &Principal, source_bucket: &str) -> S3
 #[async_trait::async_trait]
 impl S3Access for AccessPolicy {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let operation = cx.s3_op().name().to_owned();
-        if let Some(slot) = cx.extensions_mut().get::<crate::server::OperationSlot>() {
-            slot.set(&operation);
+        let slot = cx
+            .extensions_mut()
+            .get::<crate::server::RequestSlot>()
+            .cloned();
+        if let Some(slot) = &slot {
+            let (bucket, key) = match cx.s3_path() {
+                S3Path::Root => (None, None),
+                S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+                S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+            };
+            let operation = cx.s3_op().name().to_owned();
+            let principal = cx.credentials().map(|c| c.access_key.clone());
+            slot.update(|facts| {
+                facts.operation = Some(operation);
+                facts.principal = principal;
+                facts.bucket = bucket;
+                facts.key = key;
+            });
         }
         let principal = self.principal_of(cx)?;
         let need = need_of(cx.s3_op().name());

@@ -60,6 +60,8 @@ pub struct Config {
     pub health_address: Option<SocketAddr>,
     /// HTTPS on the S3 listener (`[tls]`: `cert` and `key` PEM files).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The audit log (`[audit]`); off when absent.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +150,7 @@ impl Default for Config {
             metrics_public: false,
             health_address: None,
             tls: None,
+            audit: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `gateway` is the only crate where S3 semantics meet storage.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod checksum;
 pub mod config;

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub scrub_unrecoverable: IntCounter,
     pub orphans_deleted: IntCounter,
     pub replica_conflicts: IntCounter,
+    pub audit_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -89,6 +90,7 @@ impl Metrics {
             scrub_unrecoverable: counter(&registry, "meridian_scrub_unrecoverable_objects_total", "Objects scrubs found with too few good shards to repair"),
             orphans_deleted: counter(&registry, "meridian_storage_orphans_deleted_total", "Orphaned shard sets deleted by the collector"),
             replica_conflicts: counter(&registry, "meridian_replication_conflicts_total", "Replica writes naming a version id held here with other content (the local one was kept)"),
+            audit_dropped: counter(&registry, "meridian_audit_dropped_total", "Audit log lines dropped because the writer fell behind (its queue was full)"),
             registry,
         }
     }

@@ -93,7 +93,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fence,
         config.metrics_public,
     );
-    let router = Router::new(builder.build(), admin);
+    let audit = match &config.audit {
+        Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
+        None => None,
+    };
+    let router = Router::new(builder.build(), admin, audit);
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),

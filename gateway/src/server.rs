@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -41,22 +41,31 @@ impl RequestIds {
     }
 }
 
-/// Where the access hook writes the S3 operation s3s resolved for a request, so the router
-/// can label its metrics (the router only sees HTTP).
+/// What the access hook learned of a request (the S3 operation s3s resolved, the verified
+/// principal, bucket and key), for the router's metrics and audit line: the router itself
+/// only sees HTTP.
 #[derive(Clone, Default)]
-pub struct OperationSlot(Arc<OnceLock<String>>);
+pub struct RequestSlot(Arc<Mutex<RequestFacts>>);
 
-impl OperationSlot {
-    pub fn set(&self, name: &str) {
-        let _ = self.0.set(name.to_owned());
+#[derive(Clone, Debug, Default)]
+pub struct RequestFacts {
+    pub operation: Option<String>,
+    pub principal: Option<String>,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+}
+
+impl RequestSlot {
+    pub fn update(&self, f: impl FnOnce(&mut RequestFacts)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn name(&self) -> &str {
-        self.0.get().map_or("unknown", String::as_str)
+    fn facts(&self) -> RequestFacts {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-fn content_length(headers: &http::HeaderMap) -> u64 {
+pub(crate) fn content_length(headers: &http::HeaderMap) -> u64 {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -71,15 +80,17 @@ pub struct Router {
     ids: Arc<RequestIds>,
     /// Answer only the health probes (the plain-HTTP health listener).
     health_only: bool,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl Router {
-    pub fn new(s3: S3Service, admin: AdminApi) -> Router {
+    pub fn new(s3: S3Service, admin: AdminApi, audit: Option<crate::audit::AuditLog>) -> Router {
         Router {
             s3,
             admin,
             ids: Arc::new(RequestIds::new()),
             health_only: false,
+            audit,
         }
     }
 
@@ -97,6 +108,14 @@ impl Router {
         let fixups = Fixups::of(&req);
         async move {
             let started = Instant::now();
+            let arrived = SystemTime::now();
+            let audit = match &self.audit {
+                Some(log) if !self.health_only && crate::audit::is_audited(req.uri().path()) => {
+                    Some((log.clone(), crate::audit::Pending::of(&req, arrived)))
+                }
+                _ => None,
+            };
+            let slot = RequestSlot::default();
             let resp = if self.health_only && !req.uri().path().starts_with(AdminApi::HEALTH_PREFIX)
             {
                 plain(
@@ -109,7 +128,6 @@ impl Router {
                 refusal
             } else {
                 let bytes_in = content_length(req.headers());
-                let slot = OperationSlot::default();
                 let mut req = req.map(Body::from);
                 req.extensions_mut().insert(slot.clone());
                 let resp = match self.s3.call(req).await {
@@ -120,7 +138,7 @@ impl Router {
                     }
                 };
                 crate::metrics::global().request(
-                    slot.name(),
+                    slot.facts().operation.as_deref().unwrap_or("unknown"),
                     resp.status(),
                     started.elapsed().as_secs_f64(),
                     bytes_in,
@@ -144,6 +162,9 @@ impl Router {
                 );
             } else {
                 tracing::debug!(status = resp.status().as_u16(), "done");
+            }
+            if let Some((log, pending)) = audit {
+                resp = pending.attach(resp, slot.facts(), request_id, started, log);
             }
             Ok(resp)
         }
