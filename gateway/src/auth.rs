@@ -1,19 +1,20 @@
 //! Who may do what: the users from the config, the secret-key lookup s3s uses to verify
 //! signatures, and the access hook that every request passes through.
 //!
-//! The hook denies by default: s3s calls it for unsigned requests too, and a request
-//! without valid credentials never reaches storage.
+//! The hook denies by default: s3s calls it for unsigned requests too, and one reaches
+//! storage only where a bucket policy allows everyone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::{CopyObjectInput, UploadPartCopyInput};
+use s3s::dto::{CopyObjectInput, DeleteObjectsInput, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Request, S3Result};
 
 use crate::config::{Access, Config, GrantConfig};
+use crate::policy::{action_of, resource_of, Decision, Policies, Policy, RequestContext};
 
 /// An authenticated caller, put into the request's extensions by the access hook.
 #[derive(Debug, Clone)]
@@ -152,27 +153,144 @@ fn need_of(operation: &str) -> Need {
     }
 }
 
-/// The access hook: authenticated principals with a grant on the bucket, nothing else;
-/// while the region is fenced, no client writes.
+/// The access hook. A request is allowed when nothing denies it explicitly (a bucket
+/// policy's Deny) and something allows it: a grant of the signed principal, or the bucket's
+/// policy (which alone can let anonymous requests in). While the region is fenced, no
+/// client writes.
 #[derive(Clone)]
 pub struct AccessPolicy {
     users: Users,
     fence: Option<crate::fence::Fence>,
+    /// Where bucket policies are read from, and their cache.
+    policies: Option<(meridian_metadata::MetaStore, Policies)>,
+}
+
+impl Principal {
+    /// The caller of an unsigned request: no grants, allowed only what a bucket policy
+    /// allows everyone.
+    pub fn anonymous() -> Principal {
+        Principal {
+            access_key: "anonymous".into(),
+            is_root: false,
+            metrics: false,
+            grants: Arc::new([]),
+        }
+    }
+}
+
+/// What a policy check knows of the request beyond principal, action and resource.
+#[derive(Clone, Copy, Default)]
+struct Facts<'a> {
+    secure: bool,
+    source_ip: Option<std::net::IpAddr>,
+    prefix: Option<&'a str>,
 }
 
 impl AccessPolicy {
-    pub fn new(users: Users, fence: Option<crate::fence::Fence>) -> AccessPolicy {
-        AccessPolicy { users, fence }
+    pub fn new(
+        users: Users,
+        fence: Option<crate::fence::Fence>,
+        policies: Option<(meridian_metadata::MetaStore, Policies)>,
+    ) -> AccessPolicy {
+        AccessPolicy {
+            users,
+            fence,
+            policies,
+        }
     }
 
-    fn principal_of(&self, cx: &S3AccessContext<'_>) -> S3Result<Principal> {
+    /// The signed principal; `None` for an unsigned request.
+    fn principal_of(&self, cx: &S3AccessContext<'_>) -> S3Result<Option<Principal>> {
         let Some(credentials) = cx.credentials() else {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
+            return Ok(None);
         };
         self.users
             .principal(&credentials.access_key)
             .cloned()
+            .map(Some)
             .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
+    }
+
+    /// The bucket's policy, if it has one (parsed once, then cached until it changes).
+    fn policy(&self, bucket: &str) -> Option<Arc<Policy>> {
+        let (meta, policies) = self.policies.as_ref()?;
+        if let Some(cached) = policies.cached(bucket) {
+            return cached;
+        }
+        let policy = match meta.get_bucket_config(bucket, crate::policy::DOCUMENT) {
+            Ok(Some(doc)) => {
+                match Policy::parse(&String::from_utf8_lossy(&doc), bucket, &|_| true) {
+                    Ok(p) => Some(Arc::new(p)),
+                    Err(e) => {
+                        // Stored policies were checked; an unreadable one denies nothing it
+                        // should not allow: it allows nothing either.
+                        tracing::error!(bucket, error = %e, "stored bucket policy unreadable; ignored");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        policies.remember(bucket, policy.clone());
+        policy
+    }
+
+    /// The bucket policy's decision on `action` by `signer` (`None`: anonymous) on
+    /// `bucket`/`key`.
+    fn decide(
+        &self,
+        signer: Option<&Principal>,
+        action: &str,
+        bucket: &str,
+        key: Option<&str>,
+        version_id: Option<&str>,
+        facts: Facts<'_>,
+    ) -> Decision {
+        let Some(policy) = self.policy(bucket) else {
+            return Decision::NoOpinion;
+        };
+        let tags = match (key, policy.needs_object_tags()) {
+            (Some(key), true) => self.policies.as_ref().and_then(|(meta, _)| {
+                meta.get_version(bucket, key, version_id)
+                    .ok()
+                    .flatten()
+                    .filter(|v| !v.is_delete_marker)
+                    .map(|v| v.tags)
+            }),
+            _ => None,
+        };
+        policy.evaluate(&RequestContext {
+            principal: signer.map(|p| p.access_key.as_str()),
+            action,
+            resource: resource_of(bucket, key),
+            secure: facts.secure,
+            source_ip: facts.source_ip,
+            prefix: facts.prefix,
+            object_tags: tags.as_deref(),
+        })
+    }
+
+    /// Reading the source of a copy: the source bucket's policy, then the grants.
+    fn may_read_copy_source(
+        &self,
+        principal: &Principal,
+        signed: bool,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        facts: Facts<'_>,
+    ) -> bool {
+        let action = if version_id.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        let signer = signed.then_some(principal);
+        match self.decide(signer, action, bucket, Some(key), version_id, facts) {
+            Decision::Deny => false,
+            Decision::Allow => true,
+            Decision::NoOpinion => signed && principal.can_read(bucket),
+        }
     }
 }
 
@@ -182,12 +300,28 @@ fn principal_in<T>(req: &S3Request<T>) -> S3Result<&Principal> {
         .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
 }
 
-fn require_read_of_copy_source(principal: &Principal, source_bucket: &str) -> S3Result<()> {
-    if principal.can_read(source_bucket) {
-        Ok(())
-    } else {
-        Err(s3_error!(AccessDenied, "Access Denied"))
+fn facts_in<T>(req: &S3Request<T>) -> Facts<'static> {
+    let conn = req.extensions.get::<crate::server::Connection>();
+    Facts {
+        secure: conn.is_some_and(|c| c.secure),
+        source_ip: conn.map(|c| c.remote.ip()),
+        prefix: None,
     }
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn denied() -> s3s::S3Error {
+    s3_error!(AccessDenied, "Access Denied")
 }
 
 #[async_trait::async_trait]
@@ -197,35 +331,76 @@ impl S3Access for AccessPolicy {
             .extensions_mut()
             .get::<crate::server::RequestSlot>()
             .cloned();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        let operation = cx.s3_op().name().to_owned();
+        let operation = operation.as_str();
         if let Some(slot) = &slot {
-            let (bucket, key) = match cx.s3_path() {
-                S3Path::Root => (None, None),
-                S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
-                S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
-            };
-            let operation = cx.s3_op().name().to_owned();
             let principal = cx.credentials().map(|c| c.access_key.clone());
+            let (b, k) = (bucket.clone(), key.clone());
             slot.update(|facts| {
-                facts.operation = Some(operation);
+                facts.operation = Some(operation.to_owned());
                 facts.principal = principal;
-                facts.bucket = bucket;
-                facts.key = key;
+                facts.bucket = b;
+                facts.key = k;
             });
         }
-        let principal = self.principal_of(cx)?;
-        let need = need_of(cx.s3_op().name());
-        let allowed = match (cx.s3_path(), need) {
-            (_, Need::Authenticated) => true,
-            (S3Path::Root, _) => principal.is_root,
-            (S3Path::Bucket { bucket } | S3Path::Object { bucket, .. }, Need::Read) => {
-                principal.can_read(bucket)
-            }
-            (S3Path::Bucket { bucket } | S3Path::Object { bucket, .. }, _) => {
-                principal.can_write(bucket)
+        let signed = self.principal_of(cx)?;
+        let is_signed = signed.is_some();
+        let principal = signed.unwrap_or_else(Principal::anonymous);
+        let need = need_of(operation);
+        let granted = is_signed
+            && match (&bucket, need) {
+                (_, Need::Authenticated) => true,
+                (None, _) => principal.is_root,
+                (Some(bucket), Need::Read) => principal.can_read(bucket),
+                (Some(bucket), _) => principal.can_write(bucket),
+            };
+        let query = cx.uri().query();
+        let version_id = query_value(query, "versionId");
+        let prefix = query_value(query, "prefix");
+        let conn = cx
+            .extensions_mut()
+            .get::<crate::server::Connection>()
+            .copied();
+        let facts = Facts {
+            secure: conn.is_some_and(|c| c.secure),
+            source_ip: conn.map(|c| c.remote.ip()),
+            prefix: prefix.as_deref(),
+        };
+        let decision = match (&bucket, action_of(operation, version_id.is_some())) {
+            // DeleteObjects is decided per key, in its own hook below.
+            (Some(_), _) if operation == "DeleteObjects" => Decision::NoOpinion,
+            (Some(bucket), Some(action)) => self.decide(
+                is_signed.then_some(&principal),
+                action,
+                bucket,
+                key.as_deref(),
+                version_id.as_deref(),
+                facts,
+            ),
+            _ => Decision::NoOpinion,
+        };
+        // Root can always manage a bucket's policy, so a policy cannot lock everyone out.
+        let policy_management = principal.is_root
+            && matches!(
+                operation,
+                "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy"
+            );
+        let allowed = match decision {
+            Decision::Deny => policy_management,
+            Decision::Allow => true,
+            Decision::NoOpinion => {
+                granted
+                    || (operation == "DeleteObjects"
+                        && bucket.as_deref().is_some_and(|b| self.policy(b).is_some()))
             }
         };
         if !allowed {
-            return Err(s3_error!(AccessDenied, "Access Denied"));
+            return Err(denied());
         }
         let replica = meridian_replicator::headers::is_replica_request(cx.headers());
         if need == Need::Write && !replica && self.fence.as_ref().is_some_and(|f| f.is_up()) {
@@ -237,35 +412,105 @@ impl S3Access for AccessPolicy {
         // Replica headers make the server keep a version id, mtime and ETag it did not
         // compute: only root and replication users may send them, whatever the operation.
         if replica {
-            let may = match cx.s3_path() {
-                S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
-                    principal.can_replicate(bucket)
-                }
-                S3Path::Root => principal.is_root,
-            };
+            let may = is_signed
+                && match &bucket {
+                    Some(bucket) => principal.can_replicate(bucket),
+                    None => principal.is_root,
+                };
             if !may {
                 tracing::warn!(principal = %principal.access_key, "replica headers from a principal without the replicate grant; refused");
-                return Err(s3_error!(AccessDenied, "Access Denied"));
+                return Err(denied());
             }
         }
+        cx.extensions_mut().insert(Signed(is_signed));
         cx.extensions_mut().insert(principal);
         Ok(())
     }
 
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
-        if let s3s::dto::CopySource::Bucket { bucket, .. } = &req.input.copy_source {
-            require_read_of_copy_source(principal_in(req)?, bucket)?;
+        if let s3s::dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = &req.input.copy_source
+        {
+            let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
+            if !self.may_read_copy_source(
+                principal_in(req)?,
+                signed,
+                bucket,
+                key,
+                version_id.as_deref(),
+                facts_in(req),
+            ) {
+                return Err(denied());
+            }
         }
         Ok(())
     }
 
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
-        if let s3s::dto::CopySource::Bucket { bucket, .. } = &req.input.copy_source {
-            require_read_of_copy_source(principal_in(req)?, bucket)?;
+        if let s3s::dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = &req.input.copy_source
+        {
+            let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
+            if !self.may_read_copy_source(
+                principal_in(req)?,
+                signed,
+                bucket,
+                key,
+                version_id.as_deref(),
+                facts_in(req),
+            ) {
+                return Err(denied());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key of a batch delete is decided as its own DeleteObject: one denied key
+    /// denies the request.
+    async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
+        let principal = principal_in(req)?;
+        let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
+        let bucket = &req.input.bucket;
+        let granted = signed && principal.can_write(bucket);
+        let facts = facts_in(req);
+        for object in &req.input.delete.objects {
+            let version_id = object.version_id.as_deref();
+            let action = if version_id.is_some() {
+                "s3:DeleteObjectVersion"
+            } else {
+                "s3:DeleteObject"
+            };
+            let decision = self.decide(
+                signed.then_some(principal),
+                action,
+                bucket,
+                Some(&object.key),
+                version_id,
+                facts,
+            );
+            let allowed = match decision {
+                Decision::Deny => false,
+                Decision::Allow => true,
+                Decision::NoOpinion => granted,
+            };
+            if !allowed {
+                return Err(denied());
+            }
         }
         Ok(())
     }
 }
+
+/// Whether the request was signed (an extension beside the [`Principal`], which is the
+/// anonymous one otherwise).
+#[derive(Clone, Copy, Debug)]
+struct Signed(bool);
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ pub mod fence;
 pub mod host;
 pub mod metrics;
 pub mod pipeline_bench;
+pub mod policy;
 pub mod replication_bench;
 pub mod replication_cli;
 pub mod s3;

@@ -74,15 +74,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let replication_workers = replicator.spawn(stop_rx.clone());
 
     let users = Users::from_config(&config);
+    let policies = crate::policy::Policies::default();
     let mut builder = S3ServiceBuilder::new(MeridianS3::new(
         store.clone(),
         config.region.clone(),
         replicator.clone(),
+        policies.clone(),
+        users.clone(),
     ));
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     let fence = crate::fence::Fence::load(store.meta.clone())?;
-    builder.set_access(AccessPolicy::new(users.clone(), Some(fence.clone())));
+    builder.set_access(AccessPolicy::new(
+        users.clone(),
+        Some(fence.clone()),
+        Some((store.meta.clone(), policies)),
+    ));
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
     ))));

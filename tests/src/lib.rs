@@ -417,3 +417,29 @@ pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .into_bytes()
         .to_vec()
 }
+
+/// An unsigned HTTP/1.1 request (a PUT carries 4 bytes); the status and the whole response.
+pub fn anonymous_request(endpoint: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let body = if method == "PUT" { "data" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writing the request");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let response = String::from_utf8_lossy(&raw).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}

@@ -44,7 +44,7 @@ async fn unsigned_requests_are_denied() {
         ("PUT", "/shared/new"),
         ("DELETE", "/shared/secret"),
     ] {
-        let req = http_request(&server.endpoint, method, path);
+        let req = meridian_tests::anonymous_request(&server.endpoint, method, path);
         assert_eq!(req.0, 403, "{method} {path} unsigned must be denied");
         assert!(!req.1.contains("classified"));
         assert!(req.1.contains("AccessDenied"), "{}", req.1);
@@ -69,22 +69,6 @@ async fn unsigned_requests_are_denied() {
 }
 
 /// A minimal HTTP/1.1 client so the request is exactly what we say (no signing).
-fn http_request(endpoint: &str, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let body = if method == "PUT" { "data" } else { "" };
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
-
 #[tokio::test]
 async fn wrong_secret_and_unknown_key_are_rejected() {
     let server = server_with_users();
@@ -228,11 +212,11 @@ async fn presigned_get_works_until_it_expires() {
         .unwrap();
     let uri = presigned.uri().to_owned();
     let path = uri.trim_start_matches(&server.endpoint).to_owned();
-    let (status, body) = http_request(&server.endpoint, "GET", &path);
+    let (status, body) = meridian_tests::anonymous_request(&server.endpoint, "GET", &path);
     assert_eq!(status, 200, "{body}");
     assert!(body.ends_with("presigned"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (status, body) = http_request(&server.endpoint, "GET", &path);
+    let (status, body) = meridian_tests::anonymous_request(&server.endpoint, "GET", &path);
     assert_eq!(status, 403);
     assert!(body.contains("AccessDenied") && !body.ends_with("presigned"));
 }

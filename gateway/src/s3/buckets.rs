@@ -65,7 +65,9 @@ impl MeridianS3 {
             region: self.region.clone(),
             versioning: VersioningState::Unversioned,
         };
-        match self.store.meta(move |m| m.create_bucket(record)).await {
+        let created = self.store.meta(move |m| m.create_bucket(record)).await;
+        self.policies.forget(&input.bucket);
+        match created {
             Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) })),
             Err(crate::storage::StoreError::Meta(MetaError::BucketExists { owner, .. })) if owner == who.access_key => {
                 Err(s3_error!(
@@ -97,6 +99,7 @@ impl MeridianS3 {
         self.store.meta(move |m| m.delete_bucket(&n)).await?;
         // Its configuration documents went with it.
         self.replicator.rules().invalidate(&name);
+        self.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 

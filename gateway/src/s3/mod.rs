@@ -13,6 +13,7 @@ mod errors;
 mod get;
 mod listing;
 mod multipart;
+mod policy;
 mod proxy;
 mod put;
 mod replica;
@@ -33,14 +34,26 @@ pub struct MeridianS3 {
     store: Store,
     region: String,
     replicator: Replicator,
+    /// The buckets' parsed policies, shared with the access hook.
+    policies: crate::policy::Policies,
+    /// Principals a bucket policy may name.
+    users: crate::auth::Users,
 }
 
 impl MeridianS3 {
-    pub fn new(store: Store, region: String, replicator: Replicator) -> MeridianS3 {
+    pub fn new(
+        store: Store,
+        region: String,
+        replicator: Replicator,
+        policies: crate::policy::Policies,
+        users: crate::auth::Users,
+    ) -> MeridianS3 {
         MeridianS3 {
             store,
             region,
             replicator,
+            policies,
+            users,
         }
     }
 
@@ -292,5 +305,29 @@ impl S3 for MeridianS3 {
         req: S3Request<DeleteBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
         self.delete_bucket_ownership_controls_impl(req).await
+    }
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        self.put_bucket_policy_impl(req).await
+    }
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.get_bucket_policy_impl(req).await
+    }
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.delete_bucket_policy_impl(req).await
+    }
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        self.get_bucket_policy_status_impl(req).await
     }
 }

@@ -1,0 +1,81 @@
+//! Bucket policies: Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus. A policy is parsed
+//! and checked before it is stored (`MalformedPolicy` otherwise, nothing stored), kept as
+//! the document the client sent, and evaluated by the access hook (`crate::policy`).
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result};
+
+use super::MeridianS3;
+use crate::policy::{Policy, DOCUMENT};
+
+impl MeridianS3 {
+    pub(super) async fn put_bucket_policy_impl(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let users = self.users.clone();
+        Policy::parse(&input.policy, &input.bucket, &|key| {
+            users.principal(key).is_some()
+        })
+        .map_err(|e| s3s::S3Error::with_message(s3s::S3ErrorCode::MalformedPolicy, e.0))?;
+        let (name, doc) = (input.bucket.clone(), input.policy.into_bytes());
+        self.store
+            .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))
+            .await?;
+        self.policies.forget(&input.bucket);
+        Ok(S3Response::new(PutBucketPolicyOutput {}))
+    }
+
+    pub(super) async fn get_bucket_policy_impl(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        let name = req.input.bucket;
+        let doc = self
+            .store
+            .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
+            .await?
+            .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
+        Ok(S3Response::new(GetBucketPolicyOutput {
+            policy: Some(String::from_utf8_lossy(&doc).into_owned()),
+        }))
+    }
+
+    pub(super) async fn delete_bucket_policy_impl(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        let name = req.input.bucket;
+        let n = name.clone();
+        self.store
+            .meta(move |m| m.delete_bucket_config(&n, DOCUMENT))
+            .await?;
+        self.policies.forget(&name);
+        // s3s answers 204 No Content, as S3 does.
+        Ok(S3Response::new(DeleteBucketPolicyOutput {}))
+    }
+
+    pub(super) async fn get_bucket_policy_status_impl(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        let name = req.input.bucket.clone();
+        let doc = self
+            .store
+            .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
+            .await?
+            .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
+        let text = String::from_utf8_lossy(&doc);
+        // Stored policies were checked when stored; principals since removed from the
+        // config simply match nobody.
+        let policy = Policy::parse(&text, &req.input.bucket, &|_| true)
+            .map_err(|e| s3_error!(InternalError, "stored bucket policy unreadable: {}", e.0))?;
+        Ok(S3Response::new(GetBucketPolicyStatusOutput {
+            policy_status: Some(PolicyStatus {
+                is_public: Some(policy.is_public()),
+            }),
+        }))
+    }
+}
