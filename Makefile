@@ -50,9 +50,10 @@ else
 	cargo test --workspace --no-fail-fast
 endif
 
+# The client suites, then the boto3, aws CLI and conformance suites again over HTTPS (a CA
+# made for the run), then s3fs.
 client-test: build setup-python
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q tests/clients
-	# The boto3, aws CLI and conformance suites again, over HTTPS with a CA made for the run.
 	MERIDIAN_CLIENT_TLS=1 MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q \
 		tests/clients/test_boto3.py tests/clients/test_aws_cli.py tests/clients/test_conformance.py
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_S3FS_VENV)/bin/python -m pytest -q tests/clients-s3fs

@@ -37,6 +37,7 @@ fn main() {
     let n = iterations();
     let client = S3Client::new(&ClientConfig {
         endpoint: "http://127.0.0.1:9000".into(),
+        ca_file: None,
         access_key: "AKIAIOSFODNN7EXAMPLE".into(),
         secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
         region: "us-east-1".into(),

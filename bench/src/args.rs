@@ -17,13 +17,17 @@ const DEFAULT_KEYS_MAX: u64 = 1000;
 /// Options shared by every workload.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CommonArgs {
-    /// S3 endpoint, http://HOST:PORT (path-style requests).
+    /// S3 endpoint, http://HOST:PORT or https://HOST:PORT (path-style requests).
     #[arg(
         long,
         env = "MERIDIAN_BENCH_ENDPOINT",
         default_value = "http://127.0.0.1:9000"
     )]
     pub endpoint: String,
+    /// PEM file of the CA an https:// endpoint's certificate chains to (default: the system
+    /// roots).
+    #[arg(long, env = "MERIDIAN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Access key id.
     #[arg(long, env = "AWS_ACCESS_KEY_ID")]
     pub access_key: String,
@@ -201,6 +205,7 @@ impl CommonArgs {
         };
         let settings = Settings {
             endpoint: self.endpoint.clone(),
+            ca_file: self.ca_file.clone(),
             region: self.region.clone(),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,8 +31,10 @@ use crate::xml;
 /// Where and as whom to connect.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `http://host:port`, optionally with a path prefix.
+    /// `http://host:port` or `https://host:port`, optionally with a path prefix.
     pub endpoint: String,
+    /// For `https://`: the CA to trust instead of the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub access_key: String,
     pub secret_key: String,
     pub region: String,
@@ -58,8 +61,8 @@ pub struct ListPage {
 
 /// An S3 client bound to one endpoint, credential and bucket. Cheap to share behind an `Arc`.
 pub struct S3Client {
-    http: Client<HttpConnector, PayloadBody>,
-    /// `http://host:port` plus any path prefix of the endpoint, without a trailing `/`.
+    http: Client<HttpsConnector<HttpConnector>, PayloadBody>,
+    /// `http(s)://host:port` plus any path prefix of the endpoint, without a trailing `/`.
     base_uri: String,
     host: String,
     identity: Identity,
@@ -75,15 +78,10 @@ impl S3Client {
             reason: reason.into(),
         };
         let uri: http::Uri = config.endpoint.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported by the bench client; use http://",
-                ))
-            }
-            _ => return Err(bad("expected http://host:port")),
-        }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
+            _ => return Err(bad("expected http://host:port or https://host:port")),
+        };
         let host = uri
             .authority()
             .ok_or_else(|| bad("no host"))?
@@ -95,13 +93,21 @@ impl S3Client {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = crate::tls::client_config(config.ca_file.as_deref())
+            .map_err(|e| bad(&e.to_string()))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_connections.max(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Ok(S3Client {
             http,
-            base_uri: format!("http://{host}{base_path}"),
+            base_uri: format!("{scheme}://{host}{base_path}"),
             host,
             identity: Credentials::new(
                 &config.access_key,
@@ -560,6 +566,7 @@ mod tests {
     fn config(endpoint: &str) -> ClientConfig {
         ClientConfig {
             endpoint: endpoint.into(),
+            ca_file: None,
             access_key: "ak".into(),
             secret_key: "sk".into(),
             region: "us-east-1".into(),
@@ -576,11 +583,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn https_and_garbage_endpoints_are_refused_with_a_reason() {
-        let https = S3Client::new(&config("https://s3.amazonaws.com"))
-            .err()
-            .unwrap();
-        assert!(https.to_string().contains("https"), "{https}");
+    async fn https_endpoints_are_taken_and_garbage_refused_with_a_reason() {
+        let https = S3Client::new(&config("https://s3.amazonaws.com")).unwrap();
+        assert_eq!(https.base_uri, "https://s3.amazonaws.com");
+        let missing_ca = S3Client::new(&ClientConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..config("https://127.0.0.1:9000")
+        })
+        .err()
+        .unwrap();
+        assert!(
+            missing_ca.to_string().contains("/nonexistent/ca.pem"),
+            "{missing_ca}"
+        );
+        assert!(S3Client::new(&config("ftp://127.0.0.1:9000")).is_err());
         assert!(S3Client::new(&config("not a url")).is_err());
         assert!(S3Client::new(&config("127.0.0.1:9000")).is_err());
     }

@@ -19,6 +19,7 @@ mod payload;
 mod report;
 mod run;
 mod stats;
+pub mod tls;
 mod units;
 mod workloads;
 pub mod xml;

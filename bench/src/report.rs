@@ -15,6 +15,9 @@ use crate::stats::OpTally;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub endpoint: String,
+    /// The CA an `https://` endpoint was verified against, when not the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     pub region: String,
     pub bucket: String,
     /// Keys are `<prefix>obj-<index>`.

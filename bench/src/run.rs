@@ -80,6 +80,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<Report> {
     let s = &plan.settings;
     let client = S3Client::new(&ClientConfig {
         endpoint: s.endpoint.clone(),
+        ca_file: s.ca_file.clone(),
         access_key: plan.access_key.clone(),
         secret_key: plan.secret_key.clone(),
         region: s.region.clone(),
@@ -269,6 +270,7 @@ async fn populate(ctx: &Arc<Ctx>, plan: &Plan) -> anyhow::Result<()> {
 pub(crate) fn test_ctx() -> Ctx {
     let client = S3Client::new(&ClientConfig {
         endpoint: "http://127.0.0.1:1".into(),
+        ca_file: None,
         access_key: "ak".into(),
         secret_key: "sk".into(),
         region: "us-east-1".into(),

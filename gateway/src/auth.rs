@@ -270,6 +270,30 @@ impl AccessPolicy {
         })
     }
 
+    /// A copy (CopyObject, UploadPartCopy) must be allowed to read its source.
+    fn check_copy_source(
+        &self,
+        extensions: &http::Extensions,
+        source: &s3s::dto::CopySource,
+    ) -> S3Result<()> {
+        let s3s::dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Ok(());
+        };
+        let principal = extensions.get::<Principal>().ok_or_else(denied)?;
+        let signed = extensions.get::<Signed>().is_some_and(|s| s.0);
+        let facts = facts_of(extensions);
+        if self.may_read_copy_source(principal, signed, bucket, key, version_id.as_deref(), facts) {
+            Ok(())
+        } else {
+            Err(denied())
+        }
+    }
+
     /// Reading the source of a copy: the source bucket's policy, then the grants.
     fn may_read_copy_source(
         &self,
@@ -300,8 +324,8 @@ fn principal_in<T>(req: &S3Request<T>) -> S3Result<&Principal> {
         .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
 }
 
-fn facts_in<T>(req: &S3Request<T>) -> Facts<'static> {
-    let conn = req.extensions.get::<crate::server::Connection>();
+fn facts_of(extensions: &http::Extensions) -> Facts<'static> {
+    let conn = extensions.get::<crate::server::Connection>();
     Facts {
         secure: conn.is_some_and(|c| c.secure),
         source_ip: conn.map(|c| c.remote.ip()),
@@ -428,47 +452,11 @@ impl S3Access for AccessPolicy {
     }
 
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
-        if let s3s::dto::CopySource::Bucket {
-            bucket,
-            key,
-            version_id,
-        } = &req.input.copy_source
-        {
-            let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
-            if !self.may_read_copy_source(
-                principal_in(req)?,
-                signed,
-                bucket,
-                key,
-                version_id.as_deref(),
-                facts_in(req),
-            ) {
-                return Err(denied());
-            }
-        }
-        Ok(())
+        self.check_copy_source(&req.extensions, &req.input.copy_source)
     }
 
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
-        if let s3s::dto::CopySource::Bucket {
-            bucket,
-            key,
-            version_id,
-        } = &req.input.copy_source
-        {
-            let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
-            if !self.may_read_copy_source(
-                principal_in(req)?,
-                signed,
-                bucket,
-                key,
-                version_id.as_deref(),
-                facts_in(req),
-            ) {
-                return Err(denied());
-            }
-        }
-        Ok(())
+        self.check_copy_source(&req.extensions, &req.input.copy_source)
     }
 
     /// Every key of a batch delete is decided as its own DeleteObject: one denied key
@@ -478,7 +466,7 @@ impl S3Access for AccessPolicy {
         let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
         let bucket = &req.input.bucket;
         let granted = signed && principal.can_write(bucket);
-        let facts = facts_in(req);
+        let facts = facts_of(&req.extensions);
         for object in &req.input.delete.objects {
             let version_id = object.version_id.as_deref();
             let action = if version_id.is_some() {

@@ -110,7 +110,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),
         None => None,
     };
-    tokio::spawn(reload_on_sighup(certs.clone()));
+    // Installed before the server says it listens: a SIGHUP from then on never kills it.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(reload_on_sighup(hup, certs.clone()));
     let tls = match &certs {
         Some(certs) => Some(tokio_rustls::TlsAcceptor::from(certs.server_config()?)),
         None => None,
@@ -175,9 +177,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// SIGHUP reads the certificate and key again; a pair that does not load is refused and the
 /// current one kept. Without TLS it changes nothing (and does not stop the server).
-async fn reload_on_sighup(certs: Option<Arc<crate::tls::Certificates>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    certs: Option<Arc<crate::tls::Certificates>>,
+) {
     while hup.recv().await.is_some() {
         let Some(certs) = &certs else {
             tracing::info!("SIGHUP: no [tls] configured, nothing to reload");

@@ -106,30 +106,7 @@ fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 /// A TLS client configuration trusting the CA certificates in `ca_file`, or the system
 /// roots without one (for the command-line tools that talk to a server).
-pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in read_chain(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "a system root certificate could not be read");
-            }
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
+pub use meridian_bench::tls::client_config;
 
 #[cfg(test)]
 mod tests {

@@ -278,7 +278,16 @@ impl Drop for TestServer {
 
 /// A path-style aws-sdk-s3 client without retries (so tests see every error).
 pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
-    let config = aws_sdk_s3::Config::builder()
+    Client::from_conf(client_config(endpoint, access_key, secret_key).build())
+}
+
+/// The settings of [`s3_client`], for clients that change some of them.
+pub fn client_config(
+    endpoint: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
@@ -291,8 +300,6 @@ pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
             "meridian-tests",
         ))
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.

@@ -198,6 +198,15 @@ pub async fn versioned_bucket(client: &Client, bucket: &str) {
         .unwrap();
 }
 
+/// `bucket`, versioned, on `from` and `to`, with one rule on `from` sending every change
+/// (delete markers too) to `to`, which `from` knows as `peer`.
+pub async fn replicated_bucket(from: &Client, to: &Client, peer: &str, bucket: &str) {
+    for s3 in [from, to] {
+        versioned_bucket(s3, bucket).await;
+    }
+    put_rules(from, bucket, vec![rule_to(peer, bucket, "all", 1, true)]).await;
+}
+
 /// A rule sending every key of the bucket (delete markers too, unless `markers` is false) to
 /// `bucket` on peer `peer`.
 pub fn rule_to(

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::Client;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -116,22 +115,8 @@ pub fn https_client(endpoint: &str, ca_pem: &str, access_key: &str, secret_key: 
                 .expect("TLS context"),
         )
         .build_https();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(crate::REGION))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .http_client(http)
-        .credentials_provider(Credentials::new(
-            access_key,
-            secret_key,
-            None,
-            None,
-            "meridian-tests",
-        ))
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
+    let config = crate::client_config(endpoint, access_key, secret_key).http_client(http);
+    Client::from_conf(config.build())
 }
 
 /// A rustls client configuration trusting only `ca_pem`, offering `alpn`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use meridian_tests::regions::{
-    put_rules, replication_cli, rule_to, versioned_bucket, wait_identical, Regions, RegionsOptions,
+    replicated_bucket, replication_cli, versioned_bucket, wait_identical, Regions, RegionsOptions,
 };
 use meridian_tests::{error_code, pattern, ServerOptions, TestServer};
 use serde_json::Value;
@@ -254,15 +254,7 @@ async fn replicas_name_the_region_they_came_from() {
         ..RegionsOptions::one_way(2)
     });
     let (east, west) = (regions.client(0), regions.client(1));
-    for s3 in [&east, &west] {
-        versioned_bucket(s3, "models").await;
-    }
-    put_rules(
-        &east,
-        "models",
-        vec![rule_to("west", "models", "all", 1, true)],
-    )
-    .await;
+    replicated_bucket(&east, &west, "west", "models").await;
     east.put_object()
         .bucket("models")
         .key("w")

@@ -219,3 +219,33 @@ fn wrong_credentials_exit_non_zero_with_the_s3_error() {
         run.stderr()
     );
 }
+
+#[test]
+fn the_bench_drives_an_https_endpoint_trusting_the_ca_it_is_given() {
+    let ca = meridian_tests::tls::TestCa::new("bench");
+    let server = TestServer::start_with(meridian_tests::ServerOptions {
+        tls: Some((ca.issue(), ca.ca_pem().to_owned())),
+        ..meridian_tests::ServerOptions::default()
+    });
+    let ca_file = ca.ca_file();
+    let trusted = bench(
+        &server,
+        &format!(
+            "put --bucket bench-tls --size 64KiB --count 8 --ca-file {}",
+            ca_file.display()
+        ),
+    );
+    trusted.assert_clean();
+    assert_eq!(trusted.u64("/ops"), 8);
+    let get = bench(
+        &server,
+        &format!(
+            "get --bucket bench-tls --size 64KiB --count 8 --verify --no-prepare --ca-file {}",
+            ca_file.display()
+        ),
+    );
+    get.assert_clean();
+    // Without the CA the server's certificate does not verify: nothing is written.
+    let untrusted = bench(&server, "put --bucket bench-tls --size 1KiB --count 2");
+    assert!(!untrusted.succeeded(), "{}", untrusted.stderr());
+}

@@ -596,24 +596,7 @@ async fn presigned_urls_longer_than_a_week_or_negative_are_refused_and_skew_is_d
     let week = Duration::from_secs(7 * 24 * 3600);
     let path = raw::presign(&server.endpoint, "GET", "/presign/k", week, now);
     // A presigned URL carries its signature in the query: fetch it with no other credentials.
-    let plain = |path: &str| -> (u16, String) {
-        use std::io::{Read, Write};
-        let addr = server.endpoint.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, response)
-    };
+    let plain = |path: &str| meridian_tests::anonymous_request(&server.endpoint, "GET", path);
     let (status, body) = plain(&path);
     assert_eq!(status, 200, "a week is allowed: {body}");
     assert!(body.ends_with("secret"));

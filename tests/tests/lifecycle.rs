@@ -1,27 +1,12 @@
 //! The server's life: health probes, graceful shutdown on SIGTERM that lets in-flight
 //! requests finish, and a restart that finds everything.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use meridian_tests::{pattern, ServerOptions, TestServer};
 
 fn http_get(endpoint: &str, path: &str) -> (u16, String) {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
+    meridian_tests::anonymous_request(endpoint, "GET", path)
 }
 
 #[tokio::test]

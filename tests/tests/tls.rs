@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use meridian_tests::regions::{
-    self, put_rules, rule_to, versioned_bucket, wait_identical, Regions, RegionsOptions,
-};
+use meridian_tests::regions::{self, replicated_bucket, wait_identical, Regions, RegionsOptions};
 use meridian_tests::tls::{rustls_client, TestCa};
 use meridian_tests::{
     completed_parts, create_upload, free_port, pattern, read_object, upload_part, ServerOptions,
@@ -278,15 +276,7 @@ async fn regions_replicate_over_https_with_a_private_ca() {
         ..RegionsOptions::one_way(2)
     });
     let (east, west) = (regions.client(0), regions.client(1));
-    for s3 in [&east, &west] {
-        versioned_bucket(s3, "models").await;
-    }
-    put_rules(
-        &east,
-        "models",
-        vec![rule_to("west", "models", "all", 1, true)],
-    )
-    .await;
+    replicated_bucket(&east, &west, "west", "models").await;
 
     for i in 0..20u64 {
         east.put_object()
@@ -331,15 +321,7 @@ async fn a_peer_certificate_from_another_ca_is_refused_and_the_versions_stay_pen
         ..RegionsOptions::one_way(2)
     });
     let (east, west) = (regions.client(0), regions.client(1));
-    for s3 in [&east, &west] {
-        versioned_bucket(s3, "models").await;
-    }
-    put_rules(
-        &east,
-        "models",
-        vec![rule_to("west", "models", "all", 1, true)],
-    )
-    .await;
+    replicated_bucket(&east, &west, "west", "models").await;
     let mut first_version = String::new();
     for i in 0..5u64 {
         let put = east

@@ -53,16 +53,8 @@ impl MeridianS3 {
 
         let checksum = want(ObjectAttributes::CHECKSUM)
             .then(|| ChecksumFields::of(record.checksum.as_ref()))
-            .and_then(|f| {
-                f.checksum_type.is_some().then_some(Checksum {
-                    checksum_crc32: f.crc32,
-                    checksum_crc32c: f.crc32c,
-                    checksum_crc64nvme: f.crc64nvme,
-                    checksum_sha1: f.sha1,
-                    checksum_sha256: f.sha256,
-                    checksum_type: f.checksum_type,
-                })
-            });
+            .filter(|f| f.checksum_type.is_some())
+            .map(|f| convert::with_checksum_fields!(Checksum {}, f));
 
         let object_parts = if want(ObjectAttributes::OBJECT_PARTS) && !record.parts.is_empty() {
             let max = input

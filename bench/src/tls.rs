@@ -1,0 +1,38 @@
+//! TLS for clients of an `https://` endpoint (the bench client, and the admin and drill
+//! tools): rustls with aws-lc-rs, verifying against a given CA or the system roots.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+/// A client configuration trusting the CA certificates in `ca_file` (PEM), or the system
+/// roots without one. TLS 1.2 and 1.3.
+pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("CA file {}: no CERTIFICATE in the file", path.display());
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
