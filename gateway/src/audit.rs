@@ -150,7 +150,8 @@ const BATCH_BYTES: usize = 64 * 1024;
 fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: usize) {
     // A small rotation size rotates at least every batch.
     let batch_limit = BATCH_BYTES.min(max_size.max(1));
-    let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    let mut line = Vec::with_capacity(512);
     let mut failing = false;
     let mut write = |batch: &mut Vec<u8>, sink: &mut Box<dyn Write + Send>| {
         match sink.write_all(batch) {
@@ -166,14 +167,16 @@ fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: u
     while let Ok(first) = rx.recv() {
         // Everything queued goes out before the flush.
         for entry in std::iter::once(first).chain(rx.try_iter()) {
-            let before = batch.len();
-            match serde_json::to_writer(&mut batch, &entry) {
-                Ok(()) => batch.push(b'\n'),
-                Err(_) => batch.truncate(before),
+            line.clear();
+            if serde_json::to_writer(&mut line, &entry).is_err() {
+                continue;
             }
-            if batch.len() >= batch_limit {
+            line.push(b'\n');
+            // A batch never grows past the limit (unless one line alone does).
+            if !batch.is_empty() && batch.len() + line.len() > batch_limit {
                 write(&mut batch, &mut sink);
             }
+            batch.extend_from_slice(&line);
         }
         if !batch.is_empty() {
             write(&mut batch, &mut sink);
