@@ -2,9 +2,12 @@
 # Starts N Meridian regions on loopback, each a peer of every other (active-active), with a
 # replication user on each — the quickest way to try geo-replication and `meridian drill`.
 #
-#   deploy/local-regions.sh N [--bucket NAME]   start regions 1..N (ports BASE+1..BASE+N);
+#   deploy/local-regions.sh N [--bucket NAME] [--tls]
+#                                               start regions 1..N (ports BASE+1..BASE+N);
 #                                               --bucket creates NAME on every region,
-#                                               versioned, replicated to every other region
+#                                               versioned, replicated to every other region;
+#                                               --tls serves HTTPS with a CA made for the
+#                                               regions (DIR/tls/ca.pem), peers included
 #   deploy/local-regions.sh stop                stop them (their data stays)
 #   deploy/local-regions.sh clean               stop them and delete their data
 #
@@ -36,18 +39,21 @@ stop_all() {
     done
 }
 
+scheme=http
 # s3 METHOD PORT PATH [BODY]: a SigV4-signed S3 request as root, with curl.
 s3() {
     local method="$1" port="$2" path="$3" body="${4:-}"
-    curl -fsS -X "$method" --aws-sigv4 "aws:amz:us-east-1:s3" --user "$root_user:$root_password" \
+    local tls=()
+    [ "$scheme" = https ] && tls=(--cacert "$dir/tls/ca.pem")
+    curl -fsS "${tls[@]}" -X "$method" --aws-sigv4 "aws:amz:us-east-1:s3" --user "$root_user:$root_password" \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        ${body:+--data-binary "$body"} "http://127.0.0.1:$port$path" >/dev/null
+        ${body:+--data-binary "$body"} "$scheme://127.0.0.1:$port$path" >/dev/null
 }
 
 case "${1:-}" in
     stop) stop_all; exit 0 ;;
     clean) stop_all; rm -rf "$dir"; exit 0 ;;
-    ''|-h|--help) sed -n '2,16p' "$0"; exit 2 ;;
+    ''|-h|--help) sed -n '2,19p' "$0"; exit 2 ;;
 esac
 
 n="$1"; shift
@@ -55,6 +61,7 @@ bucket=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --bucket) bucket="$2"; shift 2 ;;
+        --tls) scheme=https; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -67,6 +74,10 @@ fi
 
 stop_all
 mkdir -p "$dir"
+abs_dir="$(cd "$dir" && pwd)"
+if [ "$scheme" = https ] && [ ! -e "$dir/tls/cert.pem" ]; then
+    "$bin" tls-certs --dir "$abs_dir/tls" >/dev/null
+fi
 for i in $(seq 1 "$n"); do
     rdir="$dir/region$i"
     mkdir -p "$rdir"
@@ -74,6 +85,11 @@ for i in $(seq 1 "$n"); do
         echo "region = \"region$i\""
         echo 'shutdown_grace = "5s"'
         echo 'metrics_public = true'
+        if [ "$scheme" = https ]; then
+            echo '[tls]'
+            echo "cert = \"$abs_dir/tls/cert.pem\""
+            echo "key = \"$abs_dir/tls/key.pem\""
+        fi
         echo '[root]'
         echo "access_key = \"$root_user\""
         echo "secret_key = \"$root_password\""
@@ -85,7 +101,8 @@ for i in $(seq 1 "$n"); do
             [ "$j" = "$i" ] && continue
             echo '[[peers]]'
             echo "name = \"region$j\""
-            echo "endpoint = \"http://127.0.0.1:$((base + j))\""
+            echo "endpoint = \"$scheme://127.0.0.1:$((base + j))\""
+            [ "$scheme" = https ] && echo "ca_file = \"$abs_dir/tls/ca.pem\""
             echo "access_key = \"$peer_user\""
             echo "secret_key = \"$peer_password\""
         done
@@ -131,9 +148,10 @@ fi
 
 echo "$n regions running (data in $dir; stop with: $0 stop)"
 for i in $(seq 1 "$n"); do
-    echo "  region$i  http://127.0.0.1:$((base + i))"
+    echo "  region$i  $scheme://127.0.0.1:$((base + i))"
 done
 echo "root credentials: $root_user / $root_password (each region); replication user: $peer_user"
 [ -n "$bucket" ] && echo "bucket $bucket: versioned on every region, replicated to every other"
+[ "$scheme" = https ] && echo "HTTPS: trust $abs_dir/tls/ca.pem (aws --ca-bundle, MERIDIAN_CA_FILE for meridian drill|replication|bench)"
 echo "try: export AWS_ACCESS_KEY_ID=$root_user AWS_SECRET_ACCESS_KEY=$root_password"
 exit 0

@@ -29,6 +29,9 @@ enum Command {
     Replication(meridian_gateway::replication_cli::ReplicationCommand),
     /// A disaster-recovery drill between two regions: verify, failover or outage.
     Drill(meridian_gateway::drill::DrillArgs),
+    /// Write a private CA and a server certificate for trying HTTPS locally (not for
+    /// production).
+    TlsCerts(meridian_gateway::tls::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -96,6 +99,10 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::FAILURE
                 })
+            }
+            Command::TlsCerts(args) => {
+                meridian_gateway::tls::write_local_certs(&args)?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Replication(command) => {
                 let ok = meridian_gateway::replication_cli::run(command).await?;

@@ -39,10 +39,16 @@ fn the_prometheus_files_pass_promtool_and_the_lag_alert_fires() {
 struct LocalRegions {
     dir: tempfile::TempDir,
     base: u16,
+    /// Started with `--tls`.
+    tls: bool,
 }
 
 impl LocalRegions {
     fn start(n: u16, bucket: &str) -> LocalRegions {
+        Self::start_with(n, bucket, false)
+    }
+
+    fn start_with(n: u16, bucket: &str, tls: bool) -> LocalRegions {
         let dir = tempfile::tempdir().unwrap();
         // Consecutive free ports above a random base.
         let base = loop {
@@ -51,11 +57,13 @@ impl LocalRegions {
                 break base;
             }
         };
-        let regions = LocalRegions { dir, base };
-        let out = output_within(
-            regions.script().args([&n.to_string(), "--bucket", bucket]),
-            Duration::from_secs(120),
-        );
+        let regions = LocalRegions { dir, base, tls };
+        let mut script = regions.script();
+        script.args([&n.to_string(), "--bucket", bucket]);
+        if tls {
+            script.arg("--tls");
+        }
+        let out = output_within(&mut script, Duration::from_secs(120));
         assert!(
             out.status.success(),
             "local-regions.sh failed:\n{}{}",
@@ -64,7 +72,7 @@ impl LocalRegions {
         );
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
-            said.contains(&format!("region1  http://127.0.0.1:{}", base + 1)),
+            said.contains(&format!("region1  {}", regions.endpoint(1))),
             "{said}"
         );
         regions
@@ -81,7 +89,13 @@ impl LocalRegions {
     }
 
     fn endpoint(&self, i: u16) -> String {
-        format!("http://127.0.0.1:{}", self.base + i)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.base + i)
+    }
+
+    /// The CA the regions' certificates chain to (with `--tls`).
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
     }
 }
 
@@ -115,8 +129,11 @@ fn drill(regions: &LocalRegions, mode: &str, json: &Path) -> serde_json::Value {
         "60s",
         "--json",
     ])
-    .arg(json)
-    .arg(mode);
+    .arg(json);
+    if regions.tls {
+        cmd.arg("--ca-file").arg(regions.ca_file());
+    }
+    cmd.arg(mode);
     let out = output_within(&mut cmd, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -199,6 +216,21 @@ fn local_regions_and_the_drill_in_all_three_modes() {
             );
         }
     }
+}
+
+#[test]
+fn local_regions_over_https_fail_over_and_verify() {
+    let regions = LocalRegions::start_with(2, "tls-data", true);
+    let out = tempfile::tempdir().unwrap();
+    let failover = drill(&regions, "failover", &out.path().join("failover.json"));
+    assert_eq!(failover["identical"], true);
+    assert_eq!(failover["rpo"]["versions"], 0);
+    assert!(failover["verify"]["matching"].as_u64().unwrap() >= 40);
+    let config = std::fs::read_to_string(regions.dir.path().join("region1/meridian.toml")).unwrap();
+    assert!(
+        config.contains("[tls]") && config.contains("endpoint = \"https://"),
+        "{config}"
+    );
 }
 
 fn metric_names(text: &str) -> Vec<String> {
