@@ -59,6 +59,10 @@ pub struct PeerConfig {
     /// of the system roots (a private CA between regions).
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Do not verify an `https://` peer's certificate (a lab, a migration). Logged as a
+    /// warning at every start; never a default.
+    #[serde(default)]
+    pub tls_insecure: bool,
 }
 
 /// Compression of bodies sent to a peer.
@@ -105,6 +109,7 @@ impl PeerConfig {
             proxy_reads: true,
             compression: Compression::None,
             ca_file: None,
+            tls_insecure: false,
         }
     }
 
@@ -332,6 +337,18 @@ pub fn validate_peers(peers: &[PeerConfig], listen: SocketAddr) -> Result<(), Pe
                 p.name, p.endpoint
             )));
         }
+        if p.tls_insecure && !p.endpoint.starts_with("https://") {
+            return Err(invalid(format!(
+                "peer {:?}: tls_insecure is for https:// endpoints, and {} is not one",
+                p.name, p.endpoint
+            )));
+        }
+        if p.tls_insecure && p.ca_file.is_some() {
+            return Err(invalid(format!(
+                "peer {:?}: tls_insecure and ca_file contradict each other; keep one",
+                p.name
+            )));
+        }
         p.read_ca_file()?;
     }
     Ok(())
@@ -365,6 +382,20 @@ mod tests {
 
         let mut plain = peer("west", "http://west.example:9000");
         plain.ca_file = Some(dir.path().join("missing.pem"));
+        let err = validate_peers(&[plain], listen()).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn tls_insecure_is_for_https_and_not_with_a_ca_file() {
+        let mut p = peer("west", "https://west.example:9000");
+        p.tls_insecure = true;
+        validate_peers(std::slice::from_ref(&p), listen()).unwrap();
+        p.ca_file = Some("/etc/ca.pem".into());
+        let err = validate_peers(std::slice::from_ref(&p), listen()).unwrap_err();
+        assert!(err.to_string().contains("contradict"), "{err}");
+        let mut plain = peer("west", "http://west.example:9000");
+        plain.tls_insecure = true;
         let err = validate_peers(&[plain], listen()).unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
     }

@@ -22,6 +22,7 @@ mod compress;
 pub mod config;
 mod error;
 pub mod headers;
+mod insecure;
 mod jobs;
 mod metrics;
 mod peer;

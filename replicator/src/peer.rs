@@ -76,6 +76,14 @@ impl Peer {
                     .build(),
             );
         let sdk = match config.read_ca_file() {
+            _ if config.tls_insecure => {
+                tracing::warn!(
+                    peer = %config.name,
+                    endpoint = %config.endpoint,
+                    "tls_insecure: this peer's certificate is NOT verified; anyone on the path can pose as it"
+                );
+                sdk.http_client(crate::insecure::unverified_https_client(CONNECT_TIMEOUT))
+            }
             Ok(Some(pem)) => sdk.http_client(https_client_trusting(pem)),
             Ok(None) => sdk,
             Err(e) => {

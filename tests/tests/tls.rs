@@ -371,6 +371,44 @@ async fn a_peer_certificate_from_another_ca_is_refused_and_the_versions_stay_pen
 }
 
 #[tokio::test]
+async fn a_peer_marked_tls_insecure_is_reached_unverified_and_warned_about() {
+    let ca = TestCa::new("a");
+    let regions = Regions::start(RegionsOptions {
+        tls: Some((ca.issue(), ca.ca_pem().to_owned())),
+        peer_extra: "tls_insecure = true".into(),
+        ..RegionsOptions::one_way(2)
+    });
+    let (east, west) = (regions.client(0), regions.client(1));
+    replicated_bucket(&east, &west, "west", "models").await;
+    for i in 0..3u64 {
+        east.put_object()
+            .bucket("models")
+            .key(format!("k{i}"))
+            .body(ByteStream::from(pattern(200_000, i)))
+            .send()
+            .await
+            .unwrap();
+    }
+    let id = create_upload(&east, "models", "big").await;
+    let e1 = upload_part(&east, "models", "big", &id, 1, &pattern(5 << 20, 9)).await;
+    east.complete_multipart_upload()
+        .bucket("models")
+        .key("big")
+        .upload_id(&id)
+        .multipart_upload(completed_parts(&[(1, &e1)]))
+        .send()
+        .await
+        .unwrap();
+    let versions = wait_identical(&east, &west, "models", Duration::from_secs(120)).await;
+    assert_eq!(versions.len(), 4);
+    let log = regions.servers[0].log();
+    assert!(
+        log.contains("tls_insecure") && log.contains("NOT verified"),
+        "no warning in the log:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn sighup_without_tls_changes_nothing() {
     let server = TestServer::start();
     unsafe {
