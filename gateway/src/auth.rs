@@ -459,14 +459,16 @@ impl S3Access for AccessPolicy {
         self.check_copy_source(&req.extensions, &req.input.copy_source)
     }
 
-    /// Every key of a batch delete is decided as its own DeleteObject: one denied key
-    /// denies the request.
+    /// Every key of a batch delete is decided as its own DeleteObject. As on S3, the keys
+    /// denied are answered with an AccessDenied entry each and the others are deleted: the
+    /// handler reads the denied ones from [`DeniedDeletes`].
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let principal = principal_in(req)?;
         let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
         let bucket = &req.input.bucket;
         let granted = signed && principal.can_write(bucket);
         let facts = facts_of(&req.extensions);
+        let mut denied = std::collections::HashSet::new();
         for object in &req.input.delete.objects {
             let version_id = object.version_id.as_deref();
             let action = if version_id.is_some() {
@@ -488,10 +490,22 @@ impl S3Access for AccessPolicy {
                 Decision::NoOpinion => granted,
             };
             if !allowed {
-                return Err(denied());
+                denied.insert((object.key.clone(), object.version_id.clone()));
             }
         }
+        req.extensions.insert(DeniedDeletes(Arc::new(denied)));
         Ok(())
+    }
+}
+
+/// The keys (and version ids) of a DeleteObjects request its caller may not delete.
+#[derive(Clone, Debug, Default)]
+pub struct DeniedDeletes(pub Arc<std::collections::HashSet<(String, Option<String>)>>);
+
+impl DeniedDeletes {
+    pub fn contains(&self, key: &str, version_id: Option<&str>) -> bool {
+        self.0
+            .contains(&(key.to_owned(), version_id.map(str::to_owned)))
     }
 }
 

@@ -76,12 +76,14 @@ def test_a_deny_delete_policy_stops_every_delete(plain):
                        "Resource": "arn:aws:s3:::checkpoints/*"}],
     }))
     for call in (lambda: s3.delete_object(Bucket="checkpoints", Key="step-100.pt"),
-                 lambda: s3.delete_object(Bucket="checkpoints", Key="step-100.pt", VersionId=v),
-                 lambda: s3.delete_objects(Bucket="checkpoints",
-                                           Delete={"Objects": [{"Key": "step-100.pt"}]})):
+                 lambda: s3.delete_object(Bucket="checkpoints", Key="step-100.pt", VersionId=v)):
         with pytest.raises(ClientError) as e:
             call()
         assert code(e) == "AccessDenied"
+    # A batch answers per key, as on S3.
+    out = s3.delete_objects(Bucket="checkpoints", Delete={"Objects": [{"Key": "step-100.pt"}]})
+    assert [(e["Key"], e["Code"]) for e in out["Errors"]] == [("step-100.pt", "AccessDenied")]
+    assert "Deleted" not in out
     versions = s3.list_object_versions(Bucket="checkpoints")
     assert [x["VersionId"] for x in versions.get("Versions", [])] == [v]
     assert "DeleteMarkers" not in versions

@@ -282,16 +282,18 @@ async fn an_explicit_deny_beats_every_grant_and_root_can_still_remove_it() {
     root.create_bucket().bucket("data").send().await.unwrap();
     put(&writer, "data", "ckpt/step-1000.pt", b"weights").await;
     put(&writer, "data", "ckpt/step-2000.pt", b"weights").await;
+    put(&writer, "data", "scratch/a", b"tmp").await;
+    put(&writer, "data", "scratch/b", b"tmp").await;
     set_policy(
         &root,
         "data",
-        r#"{"Version": "2012-10-17", "Statement": [{"Sid": "NoDeletes", "Effect": "Deny",
+        r#"{"Version": "2012-10-17", "Statement": [{"Sid": "KeepCheckpoints", "Effect": "Deny",
             "Principal": "*", "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
-            "Resource": "arn:aws:s3:::data/*"}]}"#,
+            "Resource": "arn:aws:s3:::data/ckpt/*"}]}"#,
     )
     .await;
 
-    for s3 in [&root, &writer] {
+    for (s3, scratch) in [(&root, "scratch/a"), (&writer, "scratch/b")] {
         let err = s3
             .delete_object()
             .bucket("data")
@@ -300,27 +302,38 @@ async fn an_explicit_deny_beats_every_grant_and_root_can_still_remove_it() {
             .await
             .unwrap_err();
         assert_eq!(error_code(&err).as_deref(), Some("AccessDenied"));
-        let err = s3
+        // A batch is decided key by key, as on S3: the denied key is reported, the other
+        // one deleted.
+        let ids = ["ckpt/step-2000.pt", scratch]
+            .map(|k| ObjectIdentifier::builder().key(k).build().unwrap());
+        let out = s3
             .delete_objects()
             .bucket("data")
             .delete(
                 Delete::builder()
-                    .objects(
-                        ObjectIdentifier::builder()
-                            .key("ckpt/step-2000.pt")
-                            .build()
-                            .unwrap(),
-                    )
+                    .set_objects(Some(ids.to_vec()))
                     .build()
                     .unwrap(),
             )
             .send()
             .await
-            .unwrap_err();
-        assert_eq!(error_code(&err).as_deref(), Some("AccessDenied"));
+            .unwrap();
+        let errors: Vec<_> = out
+            .errors()
+            .iter()
+            .map(|e| (e.key().unwrap(), e.code().unwrap()))
+            .collect();
+        assert_eq!(errors, [("ckpt/step-2000.pt", "AccessDenied")]);
+        let deleted: Vec<_> = out.deleted().iter().map(|d| d.key().unwrap()).collect();
+        assert_eq!(deleted, [scratch]);
     }
     let listed = root.list_objects_v2().bucket("data").send().await.unwrap();
-    assert_eq!(listed.key_count(), Some(2), "nothing was deleted");
+    let keys: Vec<_> = listed.contents().iter().map(|o| o.key().unwrap()).collect();
+    assert_eq!(
+        keys,
+        ["ckpt/step-1000.pt", "ckpt/step-2000.pt"],
+        "checkpoints kept"
+    );
     // Writing is not denied.
     put(&writer, "data", "ckpt/step-3000.pt", b"weights").await;
 

@@ -147,6 +147,12 @@ impl MeridianS3 {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        // Keys the access hook found a policy denies (none when no policy applies).
+        let denied = req
+            .extensions
+            .get::<crate::auth::DeniedDeletes>()
+            .cloned()
+            .unwrap_or_default();
         let input = req.input;
         self.bucket(&input.bucket).await?;
         let objects = input.delete.objects;
@@ -161,11 +167,17 @@ impl MeridianS3 {
         // synced writes' time, not a thousand. `buffered` keeps the answers in request order.
         let bucket = input.bucket.as_str();
         let outcomes: Vec<_> = futures::stream::iter(objects)
-            .map(|object| async move {
-                let outcome = self
-                    .delete_one(bucket, &object.key, object.version_id.as_deref())
-                    .await;
-                (object, outcome)
+            .map(|object| {
+                let denied = &denied;
+                async move {
+                    let outcome = if denied.contains(&object.key, object.version_id.as_deref()) {
+                        Err(s3_error!(AccessDenied, "Access Denied"))
+                    } else {
+                        self.delete_one(bucket, &object.key, object.version_id.as_deref())
+                            .await
+                    };
+                    (object, outcome)
+                }
             })
             .buffered(DELETE_CONCURRENCY)
             .collect()
