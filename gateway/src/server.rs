@@ -65,6 +65,13 @@ impl RequestSlot {
     }
 }
 
+/// An HTTP/1 request with a body (HTTP/2 streams end on their own).
+fn http1_with_body<B>(req: &Request<B>) -> bool {
+    req.version() < http::Version::HTTP_2
+        && (content_length(req.headers()) > 0
+            || req.headers().contains_key(http::header::TRANSFER_ENCODING))
+}
+
 pub(crate) fn content_length(headers: &http::HeaderMap) -> u64 {
     headers
         .get(http::header::CONTENT_LENGTH)
@@ -106,6 +113,7 @@ impl Router {
         let request_id = self.ids.next();
         let span = tracing::info_span!("request", id = %request_id, method = %req.method(), path = %req.uri().path());
         let fixups = Fixups::of(&req);
+        let may_leave_body_unread = http1_with_body(&req);
         async move {
             let started = Instant::now();
             let arrived = SystemTime::now();
@@ -147,12 +155,19 @@ impl Router {
                 resp
             };
             let mut resp = fixups.apply(resp).await;
+            let refused = resp.status().is_client_error() || resp.status().is_server_error();
             let headers = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 headers.insert("x-amz-request-id", v.clone());
                 headers.insert("x-amz-id-2", v);
             }
             headers.insert(http::header::SERVER, HeaderValue::from_static("Meridian"));
+            // A refusal may come before the request body was read (507 on full disks, 403):
+            // the connection then cannot carry another request, and saying so keeps clients
+            // from sending their next one into a socket the server is closing.
+            if may_leave_body_unread && refused {
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             // s3s logs every error, a client's 404 included, at ERROR; its target is off by
             // default and server-side failures are reported here instead.
             if resp.status().is_server_error() {

@@ -21,12 +21,14 @@ TLS = os.environ.get("MERIDIAN_CLIENT_TLS") == "1"
 @pytest.fixture(scope="session")
 def test_ca():
     if not TLS:
-        return None
+        yield None
+        return
     ca = PrivateCA()
     # For the clients tests make themselves (presigned URLs through requests, SigV4 clients).
     os.environ["AWS_CA_BUNDLE"] = str(ca.ca_file)
     os.environ["REQUESTS_CA_BUNDLE"] = str(ca.ca_file)
-    return ca
+    yield ca
+    ca.cleanup()
 
 
 @pytest.fixture(scope="session")

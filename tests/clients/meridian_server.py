@@ -48,6 +48,9 @@ class PrivateCA:
             for blob in cert.cert_chain_pems:
                 f.write(blob.bytes())
 
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def config(self) -> str:
         """The `[tls]` table for a server using this certificate."""
         return f'[tls]\ncert = "{self.cert_file}"\nkey = "{self.key_file}"\n'

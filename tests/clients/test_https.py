@@ -25,6 +25,7 @@ def tls():
     assert server.endpoint.startswith("https://"), server.endpoint
     yield server, ca
     server.stop()
+    ca.cleanup()
 
 
 def client(server, verify):

@@ -37,6 +37,7 @@ def tls():
     s = Server(extra_config=ca.config())
     yield s, ca
     s.stop()
+    ca.cleanup()
 
 
 def test_public_read_prefix_for_unsigned_clients(plain):

@@ -456,7 +456,7 @@ async fn full_disks_refuse_writes_with_insufficient_storage_keep_reads_and_recov
     assert_eq!(
         error_status(&err),
         Some(404),
-        "nothing of the refused write is stored"
+        "nothing of the refused write is stored (and the connection the refusal closed is not reused): {err:?}"
     );
     // Reads keep working, byte for byte.
     for (i, data) in stored.iter().enumerate() {
