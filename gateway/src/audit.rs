@@ -77,10 +77,17 @@ pub struct Entry {
     pub secure: bool,
 }
 
+/// What the writer thread is sent.
+enum Message {
+    Line(Box<Entry>),
+    /// Write out what is queued, flush, answer, and stop.
+    Close(std::sync::mpsc::Sender<()>),
+}
+
 /// The queue's sending end; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Entry>,
+    tx: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
     /// The second of the last "lines dropped" warning (one per second at most).
     warned: Arc<AtomicU64>,
@@ -124,7 +131,7 @@ impl AuditLog {
 
     /// Queues a line; never waits.
     pub fn record(&self, entry: Entry) {
-        match self.tx.try_send(entry) {
+        match self.tx.try_send(Message::Line(Box::new(entry))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -147,7 +154,18 @@ impl AuditLog {
 /// call each, and the rotation check between them).
 const BATCH_BYTES: usize = 64 * 1024;
 
-fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: usize) {
+impl AuditLog {
+    /// At shutdown, once requests are done: everything queued is written and flushed before
+    /// this returns (or after 5 s). Lines recorded later are dropped and counted.
+    pub fn close(&self) {
+        let (ack, acked) = std::sync::mpsc::channel();
+        if self.tx.send(Message::Close(ack)).is_ok() {
+            let _ = acked.recv_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+fn write_lines(rx: Receiver<Message>, mut sink: Box<dyn Write + Send>, max_size: usize) {
     // A small rotation size rotates at least every batch.
     let batch_limit = BATCH_BYTES.min(max_size.max(1));
     let mut batch = Vec::with_capacity(BATCH_BYTES);
@@ -165,8 +183,16 @@ fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: u
         batch.clear();
     };
     while let Ok(first) = rx.recv() {
+        let mut closing = None;
         // Everything queued goes out before the flush.
-        for entry in std::iter::once(first).chain(rx.try_iter()) {
+        for message in std::iter::once(first).chain(rx.try_iter()) {
+            let entry = match message {
+                Message::Line(entry) => entry,
+                Message::Close(ack) => {
+                    closing = Some(ack);
+                    break;
+                }
+            };
             line.clear();
             if serde_json::to_writer(&mut line, &entry).is_err() {
                 continue;
@@ -182,6 +208,10 @@ fn write_lines(rx: Receiver<Entry>, mut sink: Box<dyn Write + Send>, max_size: u
             write(&mut batch, &mut sink);
         }
         let _ = sink.flush();
+        if let Some(ack) = closing {
+            let _ = ack.send(());
+            return;
+        }
         // Let lines gather: a writer that wakes for every line costs each request a thread
         // wake-up (measured: 15-20 % of a small GET on two cores); one that sleeps between
         // batches costs them a queue push.
@@ -433,7 +463,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         // A writer that never drains: stderr is fine, the queue of one fills at once.
-        let (tx, _rx) = sync_channel(1);
+        let (tx, _rx) = sync_channel::<Message>(1);
         let log = AuditLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),

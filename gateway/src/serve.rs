@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,
     };
-    let router = Router::new(builder.build(), admin, audit);
+    let router = Router::new(builder.build(), admin, audit.clone());
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),
@@ -164,6 +164,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     if let Some(health) = health {
         let _ = health.await;
+    }
+    // The requests are done: their audit lines go to disk before the process ends.
+    if let Some(audit) = audit {
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     }
 
     let _ = stop_tx.send(true);

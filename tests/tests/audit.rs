@@ -248,6 +248,35 @@ async fn the_file_rotates_by_size_and_keeps_the_configured_count() {
 }
 
 #[tokio::test]
+async fn lines_of_the_last_requests_are_written_before_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut server = TestServer::start_with(ServerOptions {
+        extra_config: format!("[audit]\npath = \"{}\"\n", path.display()),
+        ..ServerOptions::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("last").send().await.unwrap();
+    for i in 0..20 {
+        s3.put_object()
+            .bucket("last")
+            .key(format!("k{i}"))
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    // SIGTERM at once: the writer is mid-gather, and must still write everything.
+    assert!(server.stop().success());
+    let lines = read_file(&path);
+    let puts = lines
+        .iter()
+        .filter(|l| l["operation"] == "PutObject")
+        .count();
+    assert_eq!(puts, 20, "{lines:#?}");
+}
+
+#[tokio::test]
 async fn replicas_name_the_region_they_came_from() {
     let regions = Regions::start(RegionsOptions {
         extra: "[audit]\npath = \"-\"\n".into(),
