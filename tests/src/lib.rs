@@ -425,6 +425,71 @@ pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// A multipart upload of `parts` whose client sends `algorithm` checksums (of
+/// `checksum_type`, when given), completed with each part's ETag and checksum; the parts'
+/// answers, in order.
+pub async fn checksummed_multipart(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    algorithm: aws_sdk_s3::types::ChecksumAlgorithm,
+    checksum_type: Option<aws_sdk_s3::types::ChecksumType>,
+    parts: &[Vec<u8>],
+) -> Vec<aws_sdk_s3::operation::upload_part::UploadPartOutput> {
+    let id = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .checksum_algorithm(algorithm.clone())
+        .set_checksum_type(checksum_type)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_owned();
+    let mut answers = Vec::new();
+    let mut done = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let out = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(i as i32 + 1)
+            .checksum_algorithm(algorithm.clone())
+            .body(data.clone().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(out.e_tag().unwrap())
+                .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+                .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_owned))
+                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_owned))
+                .set_checksum_sha1(out.checksum_sha1().map(str::to_owned))
+                .set_checksum_sha256(out.checksum_sha256().map(str::to_owned))
+                .build(),
+        );
+        answers.push(out);
+    }
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    answers
+}
+
 /// An unsigned HTTP/1.1 request (a PUT carries 4 bytes); the status and the whole response.
 pub fn anonymous_request(endpoint: &str, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};

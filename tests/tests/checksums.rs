@@ -2,14 +2,13 @@
 //! mismatches rejected with nothing stored, checksums returned with checksum mode, composite
 //! and full-object multipart checksums, and GetObjectAttributes.
 
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    ObjectAttributes,
-};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, ObjectAttributes};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use meridian_tests::raw::{aws_chunked, send_signed};
-use meridian_tests::{error_code, error_status, pattern, TestServer, ACCESS_KEY, SECRET_KEY};
+use meridian_tests::{
+    checksummed_multipart, error_code, error_status, pattern, TestServer, ACCESS_KEY, SECRET_KEY,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -204,67 +203,19 @@ async fn trailer_checksums_are_verified() {
     );
 }
 
-async fn multipart(
-    s3: &Client,
-    key: &str,
-    alg: ChecksumAlgorithm,
-    kind: Option<ChecksumType>,
-    parts: &[Vec<u8>],
-) -> String {
-    let id = s3
-        .create_multipart_upload()
-        .bucket("cks")
-        .key(key)
-        .checksum_algorithm(alg.clone())
-        .set_checksum_type(kind)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
-    let mut done = Vec::new();
-    for (i, data) in parts.iter().enumerate() {
-        let out = s3
-            .upload_part()
-            .bucket("cks")
-            .key(key)
-            .upload_id(&id)
-            .part_number(i as i32 + 1)
-            .checksum_algorithm(alg.clone())
-            .body(data.clone().into())
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            CompletedPart::builder()
-                .part_number(i as i32 + 1)
-                .e_tag(out.e_tag().unwrap())
-                .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
-                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_owned))
-                .build(),
-        );
-    }
-    s3.complete_multipart_upload()
-        .bucket("cks")
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    id
-}
-
 #[tokio::test]
 async fn composite_multipart_checksums_and_object_attributes() {
     let (_server, s3) = setup().await;
     let parts = vec![pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(12345, 3)];
-    multipart(&s3, "composite", ChecksumAlgorithm::Crc32, None, &parts).await;
+    checksummed_multipart(
+        &s3,
+        "cks",
+        "composite",
+        ChecksumAlgorithm::Crc32,
+        None,
+        &parts,
+    )
+    .await;
 
     let mut concat = Vec::new();
     for p in &parts {
@@ -328,8 +279,9 @@ async fn composite_multipart_checksums_and_object_attributes() {
 async fn full_object_crc64nvme_multipart_checksum_is_the_whole_objects_crc() {
     let (_server, s3) = setup().await;
     let parts = vec![pattern(5 * MIB + 1, 4), pattern(777, 5)];
-    multipart(
+    checksummed_multipart(
         &s3,
+        "cks",
         "full",
         ChecksumAlgorithm::Crc64Nvme,
         Some(ChecksumType::FullObject),

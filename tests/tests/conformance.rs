@@ -7,16 +7,15 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::types::{
-    BucketCannedAcl, ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload,
-    CompletedPart, ObjectAttributes, ObjectCannedAcl, ObjectOwnership, OwnershipControls,
-    OwnershipControlsRule, Permission,
+    BucketCannedAcl, ChecksumAlgorithm, ChecksumMode, ChecksumType, ObjectAttributes,
+    ObjectCannedAcl, ObjectOwnership, OwnershipControls, OwnershipControlsRule, Permission,
 };
 use aws_sdk_s3::Client;
 use aws_sigv4::http_request::SignableBody;
 use meridian_tests::raw::{self, RawResponse};
 use meridian_tests::{
-    completed_parts, create_upload, error_code, error_status, pattern, read_object, upload_part,
-    TestServer, ACCESS_KEY, SECRET_KEY,
+    checksummed_multipart, completed_parts, create_upload, error_code, error_status, pattern,
+    read_object, upload_part, TestServer, ACCESS_KEY, SECRET_KEY,
 };
 
 const MIB: usize = 1 << 20;
@@ -219,57 +218,19 @@ async fn of_two_overlapping_uploads_of_a_part_the_last_to_finish_wins() {
 #[tokio::test]
 async fn a_part_of_a_full_object_upload_reports_the_objects_checksum_type() {
     let (_server, s3) = setup("crc").await;
-    let id = s3
-        .create_multipart_upload()
-        .bucket("crc")
-        .key("k")
-        .checksum_algorithm(ChecksumAlgorithm::Crc32)
-        .checksum_type(ChecksumType::FullObject)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
-    let mut etags = Vec::new();
-    let mut part_crcs = Vec::new();
-    for (n, data) in [(1, pattern(5 * MIB, 1)), (2, pattern(4096, 2))] {
-        let out = s3
-            .upload_part()
-            .bucket("crc")
-            .key("k")
-            .upload_id(&id)
-            .part_number(n)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .body(data.into())
-            .send()
-            .await
-            .unwrap();
-        etags.push(out.e_tag().unwrap().to_owned());
-        part_crcs.push(out.checksum_crc32().unwrap().to_owned());
-    }
-    s3.complete_multipart_upload()
-        .bucket("crc")
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(
-                    (0..2)
-                        .map(|i| {
-                            CompletedPart::builder()
-                                .part_number(i as i32 + 1)
-                                .e_tag(&etags[i])
-                                .checksum_crc32(&part_crcs[i])
-                                .build()
-                        })
-                        .collect(),
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let parts = checksummed_multipart(
+        &s3,
+        "crc",
+        "k",
+        ChecksumAlgorithm::Crc32,
+        Some(ChecksumType::FullObject),
+        &[pattern(5 * MIB, 1), pattern(4096, 2)],
+    )
+    .await;
+    let part_crcs: Vec<String> = parts
+        .iter()
+        .map(|p| p.checksum_crc32().unwrap().to_owned())
+        .collect();
     let whole = s3
         .head_object()
         .bucket("crc")
@@ -341,50 +302,15 @@ async fn checksums_that_do_not_match_the_body_are_bad_digest_and_store_nothing()
 #[tokio::test]
 async fn object_attributes_named_together_are_all_returned() {
     let (_server, s3) = setup("attrs").await;
-    let id = s3
-        .create_multipart_upload()
-        .bucket("attrs")
-        .key("k")
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_owned();
-    let mut completed = Vec::new();
-    for (n, data) in [(1, pattern(5 * MIB, 1)), (2, pattern(10, 2))] {
-        let out = s3
-            .upload_part()
-            .bucket("attrs")
-            .key("k")
-            .upload_id(&id)
-            .part_number(n)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .body(data.into())
-            .send()
-            .await
-            .unwrap();
-        completed.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap())
-                .checksum_sha256(out.checksum_sha256().unwrap())
-                .build(),
-        );
-    }
-    s3.complete_multipart_upload()
-        .bucket("attrs")
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    checksummed_multipart(
+        &s3,
+        "attrs",
+        "k",
+        ChecksumAlgorithm::Sha256,
+        None,
+        &[pattern(5 * MIB, 1), pattern(10, 2)],
+    )
+    .await;
     // The SDK joins the list into one header, as boto3 does.
     let out = s3
         .get_object_attributes()
