@@ -383,29 +383,37 @@ impl S3Access for AccessPolicy {
                 (Some(bucket), Need::Read) => principal.can_read(bucket),
                 (Some(bucket), _) => principal.can_write(bucket),
             };
-        let query = cx.uri().query();
-        let version_id = query_value(query, "versionId");
-        let prefix = query_value(query, "prefix");
-        let conn = cx
-            .extensions_mut()
-            .get::<crate::server::Connection>()
-            .copied();
-        let facts = Facts {
-            secure: conn.is_some_and(|c| c.secure),
-            source_ip: conn.map(|c| c.remote.ip()),
-            prefix: prefix.as_deref(),
-        };
-        let decision = match (&bucket, action_of(operation, version_id.is_some())) {
+        // Without a bucket policy (the common case) the grants alone decide, and nothing
+        // below is computed.
+        let has_policy = bucket.as_deref().is_some_and(|b| self.policy(b).is_some());
+        let decision = match (&bucket, has_policy) {
             // DeleteObjects is decided per key, in its own hook below.
-            (Some(_), _) if operation == "DeleteObjects" => Decision::NoOpinion,
-            (Some(bucket), Some(action)) => self.decide(
-                is_signed.then_some(&principal),
-                action,
-                bucket,
-                key.as_deref(),
-                version_id.as_deref(),
-                facts,
-            ),
+            (Some(_), true) if operation == "DeleteObjects" => Decision::NoOpinion,
+            (Some(bucket), true) => {
+                let query = cx.uri().query();
+                let version_id = query_value(query, "versionId");
+                let prefix = query_value(query, "prefix");
+                let conn = cx
+                    .extensions_mut()
+                    .get::<crate::server::Connection>()
+                    .copied();
+                let facts = Facts {
+                    secure: conn.is_some_and(|c| c.secure),
+                    source_ip: conn.map(|c| c.remote.ip()),
+                    prefix: prefix.as_deref(),
+                };
+                match action_of(operation, version_id.is_some()) {
+                    Some(action) => self.decide(
+                        is_signed.then_some(&principal),
+                        action,
+                        bucket,
+                        key.as_deref(),
+                        version_id.as_deref(),
+                        facts,
+                    ),
+                    None => Decision::NoOpinion,
+                }
+            }
             _ => Decision::NoOpinion,
         };
         // Root can always manage a bucket's policy, so a policy cannot lock everyone out.
@@ -417,11 +425,7 @@ impl S3Access for AccessPolicy {
         let allowed = match decision {
             Decision::Deny => policy_management,
             Decision::Allow => true,
-            Decision::NoOpinion => {
-                granted
-                    || (operation == "DeleteObjects"
-                        && bucket.as_deref().is_some_and(|b| self.policy(b).is_some()))
-            }
+            Decision::NoOpinion => granted || (operation == "DeleteObjects" && has_policy),
         };
         if !allowed {
             return Err(denied());
@@ -466,6 +470,10 @@ impl S3Access for AccessPolicy {
         let principal = principal_in(req)?;
         let signed = req.extensions.get::<Signed>().is_some_and(|s| s.0);
         let bucket = &req.input.bucket;
+        if self.policy(bucket).is_none() {
+            // The grants decided, in `check`.
+            return Ok(());
+        }
         let granted = signed && principal.can_write(bucket);
         let facts = facts_of(&req.extensions);
         let mut denied = std::collections::HashSet::new();
