@@ -7,19 +7,24 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+/// The certificates in a PEM file (at least one); errors name the file as `what`.
+pub fn read_certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{what} {}: no CERTIFICATE in the file", path.display());
+    }
+    Ok(certs)
+}
+
 /// A client configuration trusting the CA certificates in `ca_file` (PEM), or the system
 /// roots without one. TLS 1.2 and 1.3.
 pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                anyhow::bail!("CA file {}: no CERTIFICATE in the file", path.display());
-            }
-            for cert in certs {
+            for cert in read_certificates(path, "CA file")? {
                 roots
                     .add(cert)
                     .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;

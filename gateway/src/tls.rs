@@ -92,16 +92,7 @@ fn read_pair(config: &TlsConfig, provider: &CryptoProvider) -> anyhow::Result<Ce
 }
 
 fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("TLS certificate {}: {e}", path.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!(
-            "TLS certificate {}: no CERTIFICATE in the file",
-            path.display()
-        );
-    }
-    Ok(chain)
+    meridian_bench::tls::read_certificates(path, "TLS certificate")
 }
 
 /// A TLS client configuration trusting the CA certificates in `ca_file`, or the system
