@@ -97,6 +97,9 @@ impl MeridianS3 {
         let name = req.input.bucket;
         let n = name.clone();
         self.store.meta(move |m| m.delete_bucket(&n)).await?;
+        // Parts of the uploads it aborted were queued for reclaim: delete them now, not at
+        // the reclaimer's next idle poll (30 s).
+        self.store.wake_reclaimer();
         // Its configuration documents went with it.
         self.replicator.rules().invalidate(&name);
         self.policies.forget(&name);
