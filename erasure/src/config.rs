@@ -12,14 +12,28 @@ pub const MAX_STRIPE_SIZE: usize = 64 * 1024 * 1024;
 /// Largest supported number of disks (`k + m`).
 pub const MAX_DISKS: usize = 16;
 
-/// Durability of shard writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Durability of writes: of shard files here, and of the metadata commits the store makes with
+/// them. Written `"fsync"` or `"none"` in configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// `finish()` returns only after the shard files and their directory entries are fsynced.
     #[default]
     Fsync,
     /// Leave flushing to the OS: faster, but a power loss may lose recently finished objects.
+    #[serde(rename = "none")]
     NoSync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "none" => Ok(Durability::NoSync),
+            _ => Err(format!("expected fsync or none, got {s:?}")),
+        }
+    }
 }
 
 /// How to open a [`crate::DiskSet`].

@@ -5,26 +5,17 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use uuid::Uuid;
 
 use crate::damage::DamageHub;
 use crate::durable_fs::remove_if_present;
 use crate::health::check_disk;
 use crate::object_lock::ObjectLocks;
-use crate::open::{io_error, open_disks, Disk};
+use crate::open::{io_error, open_disks};
+use crate::set_state::SetInner;
 use crate::{
     DamageReport, DataId, DiskHealth, DiskSetConfig, ErasureError, HealReport, ObjectDescriptor,
     ObjectReader, ObjectWriter, ScrubReport,
 };
-
-/// State shared by all clones of a [`DiskSet`] and by its writers, readers and healers.
-pub(crate) struct SetInner {
-    pub config: DiskSetConfig,
-    pub set_id: Uuid,
-    pub disks: Vec<Disk>,
-    pub damage: DamageHub,
-    pub locks: ObjectLocks,
-}
 
 /// An open set of disks. Cheap to clone; all clones share the same state. Open one `DiskSet`
 /// per set of directories per process: opening sweeps staging, which would destroy the

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::codec::codec;
-use crate::disk_set::SetInner;
 use crate::durable_fs::{commit_file, remove_if_present};
+use crate::set_state::SetInner;
 use crate::shard_format::{write_frame, ShardHeader};
 use crate::shard_source::{ShardFault, ShardSource};
 use crate::{Durability, ErasureError, ObjectDescriptor};

@@ -7,8 +7,8 @@ use std::fs;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::disk_set::SetInner;
 use crate::scrub::list_data_ids;
+use crate::set_state::SetInner;
 use crate::shard_format::ShardHeader;
 use crate::DataId;
 

@@ -45,6 +45,7 @@ mod object_lock;
 mod open;
 mod reader;
 mod scrub;
+mod set_state;
 mod shard_format;
 mod shard_source;
 mod write_pipeline;

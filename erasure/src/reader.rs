@@ -19,8 +19,8 @@ use futures::{future, stream, Stream, StreamExt};
 
 use crate::buffer_pool;
 use crate::codec::{codec, Codec};
-use crate::disk_set::SetInner;
 use crate::geometry::Geometry;
+use crate::set_state::SetInner;
 use crate::shard_source::{ShardFault, ShardSource};
 use crate::{DamageReport, ErasureError, ObjectDescriptor};
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::descriptor::placement_for;
 use crate::disk_layout::data_id_of_shard_file;
-use crate::disk_set::SetInner;
 use crate::heal::heal_locked;
+use crate::set_state::SetInner;
 use crate::shard_format::{ShardHeader, SHARD_FORMAT_VERSION};
 use crate::{DataId, ErasureError, ObjectDescriptor};
 

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use crate::checksum::crc32c;
-use crate::disk_set::SetInner;
 use crate::geometry::{Geometry, FRAME_CRC_LEN};
+use crate::set_state::SetInner;
 use crate::shard_format::ShardHeader;
 use crate::ObjectDescriptor;
 

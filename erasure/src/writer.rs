@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 
 use crate::buffer_pool;
-use crate::disk_set::SetInner;
 use crate::durable_fs::remove_if_present;
 use crate::geometry::block_size_for;
+use crate::set_state::SetInner;
 use crate::shard_format::MAX_IDENTITY_LEN;
 use crate::write_pipeline::{ShardTarget, Stripe, WritePipeline, WritePlan};
 use crate::{descriptor::placement_for, DataId, ErasureError, ObjectDescriptor};

@@ -23,6 +23,7 @@ mod listing;
 mod locks;
 mod multipart;
 mod outbox;
+mod outbox_entry;
 mod reclaim;
 mod record;
 mod replication;
@@ -45,12 +46,11 @@ pub use multipart::{
     CompletedUpload, ListPartsPage, ListUploadsPage, ListUploadsQuery, PartRecord, UploadRecord,
     MAX_PART_NUMBER,
 };
-pub use outbox::{OutboxEntry, OutboxKind};
-pub use reclaim::ReclaimEntry;
+pub use outbox_entry::{OutboxEntry, OutboxKind};
 pub use record::{
     ChangeSource, Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome, Nanos,
     NewVersion, ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome,
-    ReplicationState, Storage, VersionRecord, NULL_VERSION_ID,
+    ReclaimEntry, ReplicationState, Storage, VersionRecord, NULL_VERSION_ID,
 };
 pub use replication::{
     BacklogFilter, PeerBacklog, PeerUpload, RetryRecord, Settlement, StatusUpdate,

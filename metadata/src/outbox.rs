@@ -1,161 +1,15 @@
 //! The replication outbox: one entry per committed change, keyed by a monotonically increasing
 //! sequence number and written in the same WriteBatch as the change, so nothing acknowledged
-//! can be missed by the replicator.
-//!
-//! Sequence numbers are handed out before the batch is written, so concurrent commits may land
-//! out of order. The [`Sequencer`] tracks the numbers still in flight and readers only see
-//! entries below the lowest of them: a reader never observes seq N+1 while N may still appear.
-//! A failed commit releases its number, leaving a gap that readers simply step over.
+//! can be missed by the replicator. Entries and their sequence numbers are in
+//! `outbox_entry`; this is the queue: reading, acknowledging, trimming.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
-
-use rocksdb::{WriteBatch, DB};
-use serde::{Deserialize, Serialize};
+use rocksdb::WriteBatch;
 
 use crate::codec;
 use crate::error::MetaError;
-use crate::record::{Nanos, Origin};
+use crate::outbox_entry::OutboxEntry;
 use crate::schema;
-use crate::store::{last_u64_key, MetaStore};
-
-/// What kind of change an outbox entry announces.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum OutboxKind {
-    /// A new object version.
-    #[default]
-    Put,
-    /// A new delete marker.
-    DeleteMarker,
-    /// Removal of one version (or marker) by version id.
-    DeleteVersion,
-    /// The tags of a version were replaced.
-    Tags,
-}
-
-/// One committed change, in commit order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OutboxEntry {
-    pub seq: u64,
-    pub bucket: String,
-    pub key: String,
-    pub version_id: String,
-    pub kind: OutboxKind,
-    /// When the change was committed.
-    pub committed: Nanos,
-    /// Who made the change: replicas (`Origin::Replica`) must not be replicated again.
-    pub origin: Origin,
-    /// The peers whose replication rules matched when the change was committed (its
-    /// version's PENDING statuses). Empty for changes no peer takes.
-    pub peers: Vec<String>,
-    /// Size of the version's data (0 for markers, tag changes and removals): what a peer
-    /// still owes in bytes.
-    pub size: u64,
-}
-
-impl OutboxEntry {
-    /// Whether `peer` has to take this change.
-    pub fn is_for(&self, peer: &str) -> bool {
-        self.peers.iter().any(|p| p == peer)
-    }
-}
-
-/// The parts of an outbox entry the change itself decides.
-pub(crate) struct OutboxDraft {
-    pub bucket: String,
-    pub key: String,
-    pub version_id: String,
-    pub kind: OutboxKind,
-    pub origin: Origin,
-    pub peers: Vec<String>,
-    pub size: u64,
-}
-
-/// Hands out sequence numbers and knows which are still being committed.
-pub(crate) struct Sequencer {
-    state: Mutex<SequencerState>,
-    cursors: Mutex<()>,
-}
-
-struct SequencerState {
-    next: u64,
-    in_flight: BTreeSet<u64>,
-}
-
-/// A sequence number being committed; released (committed or not) when dropped.
-pub(crate) struct Ticket<'a> {
-    seq: u64,
-    sequencer: &'a Sequencer,
-}
-
-impl Ticket<'_> {
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.sequencer.lock().in_flight.remove(&self.seq);
-    }
-}
-
-impl Sequencer {
-    pub fn new(next: u64) -> Self {
-        Sequencer {
-            state: Mutex::new(SequencerState {
-                next,
-                in_flight: BTreeSet::new(),
-            }),
-            cursors: Mutex::new(()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SequencerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn begin(&self) -> Ticket<'_> {
-        let mut s = self.lock();
-        let seq = s.next;
-        s.next += 1;
-        s.in_flight.insert(seq);
-        Ticket {
-            seq,
-            sequencer: self,
-        }
-    }
-
-    /// Every sequence number below this one is settled (committed or abandoned).
-    pub fn watermark(&self) -> u64 {
-        let s = self.lock();
-        s.in_flight.first().copied().unwrap_or(s.next)
-    }
-}
-
-/// The first sequence number to hand out after opening `db`: past the last entry and past
-/// everything ever trimmed.
-pub(crate) fn next_sequence_at_open(db: &DB) -> Result<u64, MetaError> {
-    let after_last = last_u64_key(db, schema::OUTBOX)?.map_or(1, |s| s + 1);
-    let meta = db
-        .cf_handle(schema::META)
-        .expect("meta column family exists");
-    let floor = db
-        .get_cf(meta, schema::META_OUTBOX_FLOOR)
-        .map_err(MetaError::db("reading the outbox floor"))?;
-    let floor = match floor {
-        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-            MetaError::corrupt(
-                schema::META,
-                schema::META_OUTBOX_FLOOR,
-                "outbox floor is not 8 bytes",
-            )
-        })?),
-        None => 1,
-    };
-    Ok(after_last.max(floor))
-}
+use crate::store::MetaStore;
 
 impl MetaStore {
     /// Entries with `seq >= from`, in commit order, at most `limit`. Never returns an entry
@@ -265,24 +119,5 @@ fn next_sequence_floor(store: &MetaStore) -> Result<u64, MetaError> {
             )
         })?)),
         None => Ok(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Sequencer;
-
-    #[test]
-    fn watermark_stays_below_the_oldest_sequence_in_flight() {
-        let s = Sequencer::new(1);
-        assert_eq!(s.watermark(), 1);
-        let (a, b, c) = (s.begin(), s.begin(), s.begin());
-        assert_eq!((a.seq(), b.seq(), c.seq()), (1, 2, 3));
-        drop(b); // 2 committed before 1: still invisible
-        assert_eq!(s.watermark(), 1);
-        drop(a); // 1 settled (committed or failed): 1 and 2 readable, 3 still in flight
-        assert_eq!(s.watermark(), 3);
-        drop(c);
-        assert_eq!(s.watermark(), 4);
     }
 }

@@ -4,29 +4,12 @@
 //! deleting the data leaks nothing; the gateway deletes the data, then acknowledges.
 
 use rocksdb::WriteBatch;
-use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::MetaError;
-use crate::record::{Nanos, Storage};
+use crate::record::{ReclaimEntry, ReclaimRecord};
 use crate::schema;
 use crate::store::MetaStore;
-
-/// Storage waiting to be deleted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReclaimEntry {
-    /// Acknowledge with `reclaim_done(seq)` once the data is gone.
-    pub seq: u64,
-    pub storage: Storage,
-}
-
-/// The stored form of a reclaim entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub(crate) struct ReclaimRecord {
-    pub storage: Storage,
-    pub queued: Nanos,
-}
 
 impl MetaStore {
     /// Up to `limit` entries, oldest first. Entries stay until `reclaim_done`.

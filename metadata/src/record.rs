@@ -266,3 +266,19 @@ pub struct DeleteOutcome {
     /// The removed (or replaced) version; its storage is already queued for reclaim.
     pub removed: Option<VersionRecord>,
 }
+
+/// Storage waiting to be deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReclaimEntry {
+    /// Acknowledge with `reclaim_done(seq)` once the data is gone.
+    pub seq: u64,
+    pub storage: Storage,
+}
+
+/// The stored form of a reclaim entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ReclaimRecord {
+    pub storage: Storage,
+    pub queued: Nanos,
+}

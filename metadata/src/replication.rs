@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
-use crate::outbox::{OutboxEntry, OutboxKind};
+use crate::outbox_entry::{OutboxEntry, OutboxKind};
 use crate::record::{Nanos, PeerStatus};
 use crate::schema;
 use crate::store::MetaStore;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
-use crate::outbox::{OutboxDraft, OutboxKind};
+use crate::outbox_entry::{OutboxDraft, OutboxKind};
 use crate::record::{Nanos, Origin, PeerStatus};
 use crate::schema;
 use crate::store::MetaStore;

@@ -15,8 +15,8 @@ use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
 use crate::locks::Locks;
-use crate::outbox::{OutboxDraft, OutboxEntry, Sequencer};
-use crate::reclaim::ReclaimRecord;
+use crate::outbox_entry::{last_u64_key, OutboxDraft, OutboxEntry, Sequencer};
+use crate::record::ReclaimRecord;
 use crate::record::Storage;
 use crate::schema::{self, VersionSummary};
 use crate::tuning;
@@ -117,7 +117,7 @@ impl MetaStore {
                 )
                 .map_err(MetaError::db("writing the schema version"))?,
         }
-        let next_outbox = crate::outbox::next_sequence_at_open(&db)?;
+        let next_outbox = crate::outbox_entry::next_sequence_at_open(&db)?;
         let next_reclaim = last_u64_key(&db, schema::RECLAIM)?.map_or(1, |s| s + 1);
         let inner = Inner {
             db,
@@ -273,22 +273,5 @@ impl Inner {
             seq.to_be_bytes(),
             codec::encode(&record),
         );
-    }
-}
-
-/// The largest big-endian u64 key of `cf`, if any.
-pub(crate) fn last_u64_key(db: &DB, cf: &'static str) -> Result<Option<u64>, MetaError> {
-    let mut it = db.raw_iterator_cf(db.cf_handle(cf).expect("column family created at open"));
-    it.seek_to_last();
-    it.status()
-        .map_err(MetaError::db("finding the last sequence number"))?;
-    match it.key() {
-        Some(k) => {
-            let bytes: [u8; 8] = k
-                .try_into()
-                .map_err(|_| MetaError::corrupt(cf, k, "sequence key is not 8 bytes"))?;
-            Ok(Some(u64::from_be_bytes(bytes)))
-        }
-        None => Ok(None),
     }
 }

@@ -19,7 +19,7 @@ use crate::bucket::{BucketRecord, VersioningState};
 use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
-use crate::outbox::{OutboxDraft, OutboxKind};
+use crate::outbox_entry::{OutboxDraft, OutboxKind};
 use crate::record::{
     ChangeSource, DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, Precondition,
     PutOutcome, VersionRecord, NULL_VERSION_ID,
