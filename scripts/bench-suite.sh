@@ -24,7 +24,7 @@ out="${BENCH_OUT:-target/bench}"
 if [ -n "${MERIDIAN_BIN:-}" ]; then
     bin="$MERIDIAN_BIN"
 else
-    cargo build --release -p meridian-gateway --bin meridian
+    cargo build --release -p meridian-cli --bin meridian
     bin="$CARGO_TARGET_DIR/release/meridian"
 fi
 

@@ -11,7 +11,7 @@ Runs, each on fresh regions:
   zstd     bytes on the wire for a text dataset and for random bytes over a zstd link
 
 Usage: scripts/replication-bench.py [--only lag,rss,...] [--small N] [--large-gib G]
-Needs the release binary (cargo build --release -p meridian-gateway --bin meridian) and the
+Needs the release binary (cargo build --release -p meridian-cli --bin meridian) and the
 client-test venv (boto3); `make bench` style: figures are printed, nothing is asserted.
 """
 
@@ -270,7 +270,7 @@ def main():
     ap.add_argument("--large-gib", type=float, default=4)
     args = ap.parse_args()
     if not Path(BIN).exists():
-        sys.exit(f"{BIN} is missing: cargo build --release -p meridian-gateway --bin meridian")
+        sys.exit(f"{BIN} is missing: cargo build --release -p meridian-cli --bin meridian")
     for part in args.only.split(","):
         {"lag": run_lag, "rss": run_rss, "sync": run_sync, "zstd": run_zstd,
          "backfill": lambda a: run_backfill_and_resync(a, "backfill"),

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/meridian/target}"
 venv="${MERIDIAN_VENV:-$HOME/.cache/meridian/venv}"
 scripts/setup.sh all >/dev/null
-cargo build --release -p meridian-gateway --bin meridian
+cargo build --release -p meridian-cli --bin meridian
 bin="$CARGO_TARGET_DIR/release/meridian"
 work=$(mktemp -d "${TMPDIR:-/tmp}/meridian-tls-audit-bench.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -1,4 +1,7 @@
-//! The `meridian` command: `serve` runs the S3 server, `bench` drives any S3 endpoint.
+//! The `meridian` command: `serve` runs the S3 server (the gateway); `bench`, `replication`,
+//! `drill` and `tls-certs` are the client tools; `bench pipeline` measures the store alone.
+
+mod pipeline_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,23 +29,23 @@ enum Command {
     Bench(BenchCommand),
     /// Watch and steer replication on a running server: status, checkpoint, pause, resume, resync.
     #[command(subcommand)]
-    Replication(meridian_gateway::replication_cli::ReplicationCommand),
+    Replication(meridian_client::replication::ReplicationCommand),
     /// A disaster-recovery drill between two regions: verify, failover or outage.
-    Drill(meridian_gateway::drill::DrillArgs),
+    Drill(meridian_client::drill::DrillArgs),
     /// Write a private CA and a server certificate for trying HTTPS locally (not for
     /// production).
-    TlsCerts(meridian_gateway::tls::CertsArgs),
+    TlsCerts(meridian_client::certs::CertsArgs),
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// The ceiling: the PUT and GET paths on local disks without HTTP, in MB/s.
-    Pipeline(meridian_gateway::pipeline_bench::PipelineArgs),
+    Pipeline(pipeline_bench::PipelineArgs),
     /// Replication between two live regions: lag at a fixed PUT rate, objects/s when
     /// saturated, and a large object next to a direct upload.
-    Replication(meridian_gateway::replication_bench::ReplicationBenchArgs),
+    Replication(meridian_client::bench::replication::ReplicationBenchArgs),
     #[command(flatten)]
-    Workload(meridian_bench::Workload),
+    Workload(meridian_client::Workload),
 }
 
 #[derive(clap::Args, Default)]
@@ -88,12 +91,12 @@ fn main() -> ExitCode {
                     erasure: args.erasure,
                 };
                 let config = Config::load(args.config.as_deref(), &overrides)?;
-                meridian_gateway::serve::run(config)
+                meridian_gateway::node::run(config)
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
             Command::Drill(args) => {
-                let identical = meridian_gateway::drill::run(args).await?;
+                let identical = meridian_client::drill::run(args).await?;
                 Ok(if identical {
                     ExitCode::SUCCESS
                 } else {
@@ -101,11 +104,11 @@ fn main() -> ExitCode {
                 })
             }
             Command::TlsCerts(args) => {
-                meridian_gateway::tls::write_local_certs(&args)?;
+                meridian_client::certs::write_local_certs(&args)?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Replication(command) => {
-                let ok = meridian_gateway::replication_cli::run(command).await?;
+                let ok = meridian_client::replication::run(command).await?;
                 Ok(if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -114,14 +117,12 @@ fn main() -> ExitCode {
             }
             Command::Bench(command) => {
                 let report = match command {
-                    BenchCommand::Pipeline(args) => {
-                        meridian_gateway::pipeline_bench::run(args).await?
-                    }
+                    BenchCommand::Pipeline(args) => pipeline_bench::run(args).await?,
                     BenchCommand::Replication(args) => {
-                        meridian_gateway::replication_bench::run(args).await?;
+                        meridian_client::bench::replication::run(args).await?;
                         return Ok(ExitCode::SUCCESS);
                     }
-                    BenchCommand::Workload(workload) => meridian_bench::run(workload).await?,
+                    BenchCommand::Workload(workload) => meridian_client::run(workload).await?,
                 };
                 Ok(if report.exit_ok() {
                     ExitCode::SUCCESS

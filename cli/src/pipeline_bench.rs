@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use http_body_util::BodyDataStream;
-use meridian_bench::{ByteSize, OpTally, Payload, Report, Settings};
+use meridian_client::bench::{OpTally, Report, Settings};
+use meridian_client::{ByteSize, Payload};
 use meridian_metadata::{BucketRecord, ChecksumAlgorithm, NewVersion, Storage, VersioningState};
 
-use crate::config::{Config, Durability, ErasureSpec};
-use crate::storage::ingest::{ingest, IngestOptions};
-use crate::storage::Store;
+use meridian_store::config::ErasureSpec;
+use meridian_store::ingest::{ingest, BodyError, IngestOptions};
+use meridian_store::{Durability, Store, StoreConfig};
 
 const BUCKET: &str = "pipeline";
 
@@ -39,7 +40,7 @@ pub struct PipelineArgs {
     pub concurrency: usize,
     /// Fsync shards and metadata as the server does by default (`none` to skip).
     #[arg(long, default_value = "fsync")]
-    pub durability: String,
+    pub durability: Durability,
     /// Compare every byte read with what was written.
     #[arg(long)]
     pub verify: bool,
@@ -54,18 +55,8 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<Report> {
     let dir = tempfile::Builder::new()
         .prefix("meridian-pipeline-")
         .tempdir_in(&args.data)?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.erasure.data_shards = args.erasure.data;
-    config.erasure.parity_shards = args.erasure.parity;
-    config.erasure.durability = match args.durability.as_str() {
-        "fsync" => Durability::Fsync,
-        "none" => Durability::None,
-        other => anyhow::bail!("--durability must be fsync or none, not {other:?}"),
-    };
-    config.validate()?;
+    let mut config = StoreConfig::in_dir(dir.path(), args.erasure.data, args.erasure.parity);
+    config.durability = args.durability;
     let store = Store::open(&config).await?;
     store
         .meta(|m| {
@@ -185,7 +176,7 @@ async fn put_one(
 ) -> anyhow::Result<(String, Storage, Duration)> {
     let started = Instant::now();
     let body = BodyDataStream::new(payload.body(&key, 0, size))
-        .map(|r| r.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { match e {} }));
+        .map(|r| r.map_err(|e| -> BodyError { match e {} }));
     let ingested = ingest(
         &store.disks,
         Box::pin(body),

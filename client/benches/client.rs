@@ -1,5 +1,5 @@
 //! What the load generator spends per request before the network (`cargo bench -p
-//! meridian-bench`): building and SigV4-signing a request, and reading the XML S3 answers
+//! meridian-client`): building and SigV4-signing a request, and reading the XML S3 answers
 //! with (an error document, a 1,000-key ListObjectsV2 page). Printed as ns or µs per
 //! operation; `MERIDIAN_BENCH_ITERS` sets the iterations (default 200,000).
 
@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use http::Method;
-use meridian_bench::client::{ClientConfig, S3Client};
-use meridian_bench::{xml, PayloadBody};
+use meridian_client::s3::{ClientConfig, S3Client};
+use meridian_client::{xml, PayloadBody};
 
 fn iterations() -> u32 {
     std::env::var("MERIDIAN_BENCH_ITERS")

@@ -1,4 +1,4 @@
-//! The bench without the server binary: `cargo run --release -p meridian-bench --example bench
+//! The bench without the server binary: `cargo run --release -p meridian-client --example bench
 //! -- put --endpoint http://127.0.0.1:9000 ...` parses the same options as `meridian bench`.
 
 use std::process::ExitCode;
@@ -12,12 +12,12 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(subcommand)]
-    workload: meridian_bench::Workload,
+    workload: meridian_client::Workload,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match meridian_bench::run(Cli::parse().workload).await {
+    match meridian_client::run(Cli::parse().workload).await {
         Ok(report) if report.exit_ok() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! ceiling: PUTs and parts are drained and acknowledged, GETs return `--size` bytes (zeros),
 //! listings are empty, multipart uploads succeed. Signatures are not checked.
 //!
-//! `cargo run --release -p meridian-bench --example null_s3 -- 127.0.0.1:9900 64KiB`
+//! `cargo run --release -p meridian-client --example null_s3 -- 127.0.0.1:9900 64KiB`
 
 use std::convert::Infallible;
 
@@ -57,7 +57,7 @@ async fn answer(
 async fn main() {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:9900".into());
-    let size: meridian_bench::ByteSize = args
+    let size: meridian_client::ByteSize = args
         .next()
         .unwrap_or_else(|| "64KiB".into())
         .parse()

@@ -7,19 +7,19 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::SignableBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use meridian_bench::parse_duration;
-use serde_json::Value;
+use meridian_api::{
+    ApiError, CheckpointReport, JobReport, PauseState, Pending, ReplicationStatus, ResyncStarted,
+};
+
+use crate::units::parse_duration;
 
 /// Where the server is and who asks.
 #[derive(clap::Args, Clone, Debug)]
-pub struct Target {
+pub struct Endpoint {
     /// The server's endpoint.
     #[arg(
         long,
@@ -38,14 +38,23 @@ pub struct Target {
     /// system roots).
     #[arg(long, env = "MERIDIAN_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// The HTTP client of these calls, made on the first one and reused by the rest (a
+    /// resync or checkpoint polls many times).
+    #[arg(skip)]
+    pub http: std::sync::OnceLock<AdminHttp>,
 }
+
+type AdminHttp = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<bytes::Bytes>,
+>;
 
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum ReplicationCommand {
     /// Pending versions and bytes, lag, failures and jobs, per peer and bucket.
     Status {
         #[command(flatten)]
-        target: Target,
+        target: Endpoint,
         #[arg(long)]
         bucket: Option<String>,
         /// Print the API's JSON instead of a table.
@@ -55,7 +64,7 @@ pub enum ReplicationCommand {
     /// Wait until a peer has everything committed before now; exits 1 if the timeout passes.
     Checkpoint {
         #[command(flatten)]
-        target: Target,
+        target: Endpoint,
         #[arg(long)]
         peer: String,
         #[arg(long)]
@@ -66,21 +75,21 @@ pub enum ReplicationCommand {
     /// Stop sending to a peer (changes keep queuing; nothing is lost).
     Pause {
         #[command(flatten)]
-        target: Target,
+        target: Endpoint,
         #[arg(long)]
         peer: String,
     },
     /// Start sending to a paused peer again.
     Resume {
         #[command(flatten)]
-        target: Target,
+        target: Endpoint,
         #[arg(long)]
         peer: String,
     },
     /// Re-send what a peer lacks (after it lost data), then wait until it has it all.
     Resync {
         #[command(flatten)]
-        target: Target,
+        target: Endpoint,
         #[arg(long)]
         peer: String,
         /// One bucket; by default every bucket with a rule to the peer.
@@ -95,8 +104,13 @@ pub enum ReplicationCommand {
     },
 }
 
-/// A signed request to the admin API; the JSON answer, or the error it carries.
-pub async fn call(target: &Target, method: &str, path_and_query: &str) -> anyhow::Result<Value> {
+/// A signed request to the admin API; its JSON answer as `T` (a `meridian_api` document), or
+/// the error it carries.
+pub async fn call<T: serde::de::DeserializeOwned>(
+    target: &Endpoint,
+    method: &str,
+    path_and_query: &str,
+) -> anyhow::Result<T> {
     let url = format!(
         "{}{}",
         target.endpoint.trim_end_matches('/'),
@@ -107,61 +121,63 @@ pub async fn call(target: &Target, method: &str, path_and_query: &str) -> anyhow
         .authority()
         .context("the endpoint names no host")?
         .to_string();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    let identity = aws_credential_types::Credentials::new(
-        &target.access_key,
-        &target.secret_key,
-        None,
-        None,
-        "cli",
-    )
-    .into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&target.region)
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()?
-        .into();
-    let headers = [("host", host.as_str())];
-    let signable =
-        SignableRequest::new(method, &url, headers.into_iter(), SignableBody::Bytes(b""))?;
-    let (instructions, _) = sign(signable, &params)?.into_parts();
+    let signer = crate::s3::Signer::new(&target.access_key, &target.secret_key, &target.region);
+    let (instructions, _) = signer
+        .sign(
+            crate::s3::s3_signing_settings(),
+            SystemTime::now(),
+            method,
+            &url,
+            [("host", host.as_str())].into_iter(),
+            SignableBody::Bytes(b""),
+        )
+        .map_err(|e| anyhow::anyhow!("signing {method} {url}: {e}"))?;
     let mut req = http::Request::builder()
         .method(method)
         .uri(uri)
         .header("host", &host)
         .body(Full::new(bytes::Bytes::new()))?;
     instructions.apply_to_request_http1x(&mut req);
-    let client = Client::builder(TokioExecutor::new()).build(https_connector(target)?);
+    let client = match target.http.get() {
+        Some(client) => client,
+        None => {
+            let client = Client::builder(TokioExecutor::new()).build(https_connector(target)?);
+            target.http.get_or_init(|| client)
+        }
+    };
     let resp = client
         .request(req)
         .await
         .with_context(|| format!("{method} {url}"))?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
-    let value: Value = serde_json::from_slice(&body).with_context(|| {
+    if !status.is_success() {
+        // The API's own refusals are JSON; those of the S3 layer below it (a bad signature,
+        // access denied) are S3 error documents.
+        let text = String::from_utf8_lossy(&body);
+        let reason = match serde_json::from_slice::<ApiError>(&body) {
+            Ok(e) => e.error,
+            Err(_) => match crate::xml::error_fields(&text) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code,
+                _ => text.into_owned(),
+            },
+        };
+        bail!("{method} {url}: {status}: {reason}");
+    }
+    let value: T = serde_json::from_slice(&body).with_context(|| {
         format!(
             "{method} {url} answered {status}: {}",
             String::from_utf8_lossy(&body)
         )
     })?;
-    if !status.is_success() {
-        bail!(
-            "{method} {url}: {status}: {}",
-            value["error"].as_str().unwrap_or("error")
-        );
-    }
     Ok(value)
 }
 
 /// A connector for `http://` and `https://` endpoints; HTTPS is verified against
 /// `--ca-file` or the system roots.
 fn https_connector(
-    target: &Target,
+    target: &Endpoint,
 ) -> anyhow::Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
 {
     let tls = crate::tls::client_config(target.ca_file.as_deref())?;
@@ -192,7 +208,8 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
             let q = bucket
                 .map(|b| format!("?bucket={}", encode(&b)))
                 .unwrap_or_default();
-            let status = call(&target, "GET", &format!("/_meridian/replication/status{q}")).await?;
+            let status: ReplicationStatus =
+                call(&target, "GET", &format!("/_meridian/replication/status{q}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -210,31 +227,30 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
             if let Some(b) = bucket {
                 q.push_str(&format!("&bucket={}", encode(&b)));
             }
-            let r = call(
+            let r: CheckpointReport = call(
                 &target,
                 "POST",
                 &format!("/_meridian/replication/checkpoint{q}"),
             )
             .await?;
-            let reached = r["reached"].as_bool().unwrap_or(false);
-            if reached {
+            if r.reached {
                 println!(
                     "peer {peer} has everything committed before the checkpoint (waited {:.2} s)",
-                    r["waited_seconds"].as_f64().unwrap_or(0.0)
+                    r.waited_seconds
                 );
             } else {
                 println!(
                     "peer {peer} still lacks {} versions ({}) after {:.0} s; last error: {}",
-                    r["pending"]["versions"],
-                    bytes(r["pending"]["bytes"].as_u64().unwrap_or(0)),
-                    r["waited_seconds"].as_f64().unwrap_or(0.0),
-                    r["pending"]["last_error"].as_str().unwrap_or("none")
+                    r.pending.versions,
+                    bytes(r.pending.bytes),
+                    r.waited_seconds,
+                    r.pending.last_error.as_deref().unwrap_or("none")
                 );
             }
-            Ok(reached)
+            Ok(r.reached)
         }
         ReplicationCommand::Pause { target, peer } => {
-            call(
+            let _: PauseState = call(
                 &target,
                 "POST",
                 &format!("/_meridian/replication/pause?peer={}", encode(&peer)),
@@ -244,7 +260,7 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         ReplicationCommand::Resume { target, peer } => {
-            call(
+            let _: PauseState = call(
                 &target,
                 "POST",
                 &format!("/_meridian/replication/resume?peer={}", encode(&peer)),
@@ -267,18 +283,13 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
             if from_scratch {
                 q.push_str("&from_scratch=true");
             }
-            let started = call(
+            let started: ResyncStarted = call(
                 &target,
                 "POST",
                 &format!("/_meridian/replication/resync{q}"),
             )
             .await?;
-            let buckets: Vec<String> = started["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|j| j["bucket"].as_str().map(str::to_owned))
-                .collect();
+            let buckets: Vec<String> = started.jobs.into_iter().map(|j| j.bucket).collect();
             println!(
                 "resync of {} towards {peer} started",
                 if buckets.is_empty() {
@@ -296,7 +307,7 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
 }
 
 /// Shows a resync until its walks are done and the peer has everything they queued.
-async fn follow_resync(target: &Target, peer: &str, buckets: &[String]) -> anyhow::Result<bool> {
+async fn follow_resync(target: &Endpoint, peer: &str, buckets: &[String]) -> anyhow::Result<bool> {
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new_spinner();
     if terminal {
@@ -310,39 +321,30 @@ async fn follow_resync(target: &Target, peer: &str, buckets: &[String]) -> anyho
     let started = Instant::now();
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
-        let status = call(target, "GET", "/_meridian/replication/status").await?;
-        let report = status["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["peer"] == peer)
-            .cloned()
-            .unwrap_or_default();
-        let jobs: Vec<&Value> = report["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|j| j["kind"] == "resync" && buckets.iter().any(|b| j["bucket"] == b.as_str()))
-            .collect();
-        let sum = |field: &str| {
-            jobs.iter()
-                .map(|j| j[field].as_u64().unwrap_or(0))
-                .sum::<u64>()
+        let status: ReplicationStatus =
+            call(target, "GET", "/_meridian/replication/status").await?;
+        let Some(report) = status.peer(peer) else {
+            bail!("{} has no peer named {peer}", target.endpoint);
         };
-        let walking = jobs.iter().any(|j| j["running"].as_bool().unwrap_or(false));
-        let pending: u64 = report["buckets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| buckets.iter().any(|x| b["bucket"] == x.as_str()))
-            .map(|b| b["versions"].as_u64().unwrap_or(0))
+        let jobs: Vec<&JobReport> = report
+            .jobs
+            .iter()
+            .filter(|j| j.kind == "resync" && buckets.contains(&j.bucket))
+            .collect();
+        let sum = |field: fn(&JobReport) -> u64| jobs.iter().map(|j| field(j)).sum::<u64>();
+        let walking = jobs.iter().any(|j| j.running);
+        let pending: u64 = report
+            .buckets
+            .iter()
+            .filter(|b| buckets.contains(&b.bucket))
+            .map(|b| b.pending.versions)
             .sum();
         let line = format!(
             "scanned {} versions, {} already on {peer}, {} re-sent ({}), {} still to arrive{}",
-            sum("scanned"),
-            sum("skipped"),
-            sum("queued"),
-            bytes(sum("queued_bytes")),
+            sum(|j| j.scanned),
+            sum(|j| j.skipped),
+            sum(|j| j.queued),
+            bytes(sum(|j| j.queued_bytes)),
             pending,
             if walking { " — walking" } else { "" }
         );
@@ -360,10 +362,7 @@ async fn follow_resync(target: &Target, peer: &str, buckets: &[String]) -> anyho
             );
             return Ok(true);
         }
-        if jobs
-            .iter()
-            .any(|j| j["cancelled"].as_bool().unwrap_or(false))
-        {
+        if jobs.iter().any(|j| j.cancelled) {
             bar.finish_and_clear();
             println!("resync cancelled: {line}");
             return Ok(false);
@@ -389,62 +388,48 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// The status JSON as a table: one line per peer, one per bucket with pending work, one per job.
-pub fn status_table(status: &Value) -> String {
+/// The status as a table: one line per peer, one per bucket with pending work, one per job.
+pub fn status_table(status: &ReplicationStatus) -> String {
+    let row = |name: &str, mode: &str, state: &str, v: &Pending| {
+        format!(
+            "{:<12} {:<8} {:<7} {:>9} {:>10} {:>8} {:>8} {:>7}  {}\n",
+            name,
+            mode,
+            state,
+            v.versions,
+            bytes(v.bytes),
+            lag(v.lag_seconds),
+            v.retrying,
+            v.failed,
+            v.last_error.as_deref().unwrap_or("")
+        )
+    };
     let mut out = format!(
         "{:<12} {:<8} {:<7} {:>9} {:>10} {:>8} {:>8} {:>7}  {}\n",
         "PEER", "MODE", "STATE", "PENDING", "BYTES", "LAG", "RETRYING", "FAILED", "LAST ERROR"
     );
-    for p in status["peers"].as_array().into_iter().flatten() {
-        let row = |name: &str, mode: &str, state: &str, v: &Value| {
-            format!(
-                "{:<12} {:<8} {:<7} {:>9} {:>10} {:>8} {:>8} {:>7}  {}\n",
-                name,
-                mode,
-                state,
-                v["versions"].as_u64().unwrap_or(0),
-                bytes(v["bytes"].as_u64().unwrap_or(0)),
-                lag(v["lag_seconds"].as_f64().unwrap_or(0.0)),
-                v["retrying"].as_u64().unwrap_or(0),
-                v["failed"].as_u64().unwrap_or(0),
-                v["last_error"].as_str().unwrap_or("")
-            )
-        };
-        let state = if p["paused"].as_bool().unwrap_or(false) {
-            "paused"
-        } else {
-            "running"
-        };
-        out.push_str(&row(
-            p["peer"].as_str().unwrap_or("?"),
-            p["mode"].as_str().unwrap_or(""),
-            state,
-            p,
-        ));
-        for b in p["buckets"].as_array().into_iter().flatten() {
-            out.push_str(&row(
-                &format!("  {}", b["bucket"].as_str().unwrap_or("?")),
-                "",
-                "",
-                b,
-            ));
+    for p in &status.peers {
+        let state = if p.paused { "paused" } else { "running" };
+        out.push_str(&row(&p.peer, &p.mode, state, &p.pending));
+        for b in &p.buckets {
+            out.push_str(&row(&format!("  {}", b.bucket), "", "", &b.pending));
         }
-        for j in p["jobs"].as_array().into_iter().flatten() {
+        for j in &p.jobs {
             out.push_str(&format!(
                 "  {} {} of {}: scanned {}, queued {} ({}), skipped {}\n",
-                if j["running"].as_bool().unwrap_or(false) {
+                if j.running {
                     "running"
-                } else if j["cancelled"].as_bool().unwrap_or(false) {
+                } else if j.cancelled {
                     "cancelled"
                 } else {
                     "finished"
                 },
-                j["kind"].as_str().unwrap_or("?"),
-                j["bucket"].as_str().unwrap_or("?"),
-                j["scanned"],
-                j["queued"],
-                bytes(j["queued_bytes"].as_u64().unwrap_or(0)),
-                j["skipped"],
+                j.kind,
+                j.bucket,
+                j.scanned,
+                j.queued,
+                bytes(j.queued_bytes),
+                j.skipped,
             ));
         }
     }
@@ -457,14 +442,18 @@ mod tests {
 
     #[test]
     fn the_table_has_a_row_per_peer_bucket_and_job() {
-        let status = serde_json::json!({"peers": [{
-            "peer": "west", "mode": "async", "paused": true, "versions": 3, "bytes": 2048,
+        let status: ReplicationStatus = serde_json::from_value(serde_json::json!({"peers": [{
+            "peer": "west", "endpoint": "http://127.0.0.1:9102", "kind": "meridian",
+            "mode": "async", "paused": true, "versions": 3, "bytes": 2048,
             "lag_seconds": 75.0, "retrying": 1, "failed": 0, "last_error": "connection refused",
+            "sent_versions": 0, "sent_bytes": 0,
             "buckets": [{"bucket": "models", "versions": 3, "bytes": 2048, "lag_seconds": 75.0,
                          "retrying": 1, "failed": 0, "last_error": null}],
             "jobs": [{"kind": "resync", "bucket": "models", "running": true, "cancelled": false,
-                      "scanned": 10, "queued": 3, "queued_bytes": 2048, "skipped": 7}]
-        }]});
+                      "scanned": 10, "queued": 3, "queued_bytes": 2048, "skipped": 7,
+                      "started": 1700000000, "finished": null}]
+        }]}))
+        .unwrap();
         let t = status_table(&status);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");

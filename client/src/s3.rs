@@ -1,15 +1,16 @@
-//! A lean S3 client for load generation: hyper 1 over hyper-util's pooled client (keep-alive,
-//! connections reused across requests), SigV4 header signing with unsigned payloads, and
+//! A lean S3 client, the one every client tool signs with: hyper 1 over hyper-util's pooled
+//! client (keep-alive, connections reused across requests), `http://` or `https://` (rustls,
+//! [`crate::tls`]), SigV4 header signing ([`Signer`]) with unsigned payloads, and
 //! path-style addressing (`http://host:port/bucket/key`), so it works against any S3 endpoint
 //! without DNS tricks. Bodies go out as zero-copy payload slices and GET bodies are streamed
-//! through a checker, never buffered whole. Only `http://` endpoints are supported.
+//! through a checker, never buffered whole.
 
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SigningInstructions, SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -65,10 +66,61 @@ pub struct S3Client {
     /// `http(s)://host:port` plus any path prefix of the endpoint, without a trailing `/`.
     base_uri: String,
     host: String,
-    identity: Identity,
+    signer: Signer,
     signing_settings: SigningSettings,
     bucket: String,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one SigV4 signer of the client tools (over aws-sigv4): the S3 client, the admin API
+/// calls and the end-to-end tests' hand-built requests all sign through it.
+pub struct Signer {
+    identity: Identity,
     region: String,
+}
+
+impl Signer {
+    pub fn new(access_key: &str, secret_key: &str, region: &str) -> Signer {
+        Signer {
+            identity: Credentials::new(access_key, secret_key, None, None, "meridian").into(),
+            region: region.to_owned(),
+        }
+    }
+
+    /// The signing parameters for service `s3` at `time` (also what chunk signatures of a
+    /// streaming body are chained with).
+    pub fn params(
+        &self,
+        settings: SigningSettings,
+        time: SystemTime,
+    ) -> Result<v4::SigningParams<'_, SigningSettings>, BoxError> {
+        Ok(v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("s3")
+            .time(time)
+            .settings(settings)
+            .build()?)
+    }
+
+    /// Signs `method uri` with `headers` (`host` among them) and `body` as `settings` say
+    /// (an Authorization header or presigned query parameters): the instructions to apply to
+    /// the request, and the signature (the seed of a streaming body's chunk signatures).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign<'a>(
+        &self,
+        settings: SigningSettings,
+        time: SystemTime,
+        method: &'a str,
+        uri: &'a str,
+        headers: impl Iterator<Item = (&'a str, &'a str)>,
+        body: SignableBody<'a>,
+    ) -> Result<(SigningInstructions, String), BoxError> {
+        let params = self.params(settings, time)?.into();
+        let signable = SignableRequest::new(method, uri, headers, body)?;
+        Ok(sign(signable, &params)?.into_parts())
+    }
 }
 
 impl S3Client {
@@ -109,17 +161,9 @@ impl S3Client {
             http,
             base_uri: format!("{scheme}://{host}{base_path}"),
             host,
-            identity: Credentials::new(
-                &config.access_key,
-                &config.secret_key,
-                None,
-                None,
-                "meridian-bench",
-            )
-            .into(),
+            signer: Signer::new(&config.access_key, &config.secret_key, &config.region),
             signing_settings: s3_signing_settings(),
             bucket: config.bucket.clone(),
-            region: config.region.clone(),
         })
     }
 
@@ -163,7 +207,7 @@ impl S3Client {
 
     /// The signed request for `method` on `key` (the bucket itself when empty): what every
     /// operation costs before it reaches the network, measured by `cargo bench -p
-    /// meridian-bench`.
+    /// meridian-client`.
     pub fn signed_request(
         &self,
         method: Method,
@@ -188,21 +232,14 @@ impl S3Client {
         if let Some(range) = range {
             headers.push(("range", range));
         }
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(self.signing_settings.clone())
-            .build()?
-            .into();
-        let signable = SignableRequest::new(
+        let (instructions, _) = self.signer.sign(
+            self.signing_settings.clone(),
+            SystemTime::now(),
             method.as_str(),
             &uri,
             headers.iter().copied(),
             SignableBody::UnsignedPayload,
         )?;
-        let (instructions, _) = sign(signable, &params)?.into_parts();
 
         let content_length = body.len();
         let mut request = Request::builder().method(method.clone()).uri(uri);
@@ -281,12 +318,12 @@ impl S3Client {
 
     /// Creates the bucket; succeeds if it already exists and is ours.
     pub async fn create_bucket(&self) -> Result<(), OpError> {
-        let body = if self.region == "us-east-1" {
+        let body = if self.signer.region == "us-east-1" {
             PayloadBody::empty()
         } else {
             PayloadBody::from_bytes(Bytes::from(format!(
                 "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                xml::escape(&self.region)
+                xml::escape(&self.signer.region)
             )))
         };
         match self
@@ -520,7 +557,9 @@ impl S3Client {
 /// How S3 wants requests signed: the path as sent (already URI-encoded once, never
 /// normalised), an `x-amz-content-sha256` header, and bodies as `UNSIGNED-PAYLOAD` so
 /// signing never reads the payload.
-fn s3_signing_settings() -> SigningSettings {
+/// The settings the S3 client signs with: header signatures, `x-amz-content-sha256`, keys
+/// encoded once and not normalised.
+pub fn s3_signing_settings() -> SigningSettings {
     let mut settings = SigningSettings::default();
     settings.percent_encoding_mode = PercentEncodingMode::Single;
     settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;

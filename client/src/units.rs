@@ -1,28 +1,28 @@
-//! Human-friendly sizes and durations on the command line: `64KiB`, `1GiB`, `16MiB`, `5s`,
-//! `500ms`. Parsing is strict (unknown units are errors) and sizes round-trip through
-//! `Display`, so a report can quote back exactly the settings it ran with.
+//! Sizes and durations on the command line, in the grammar the server's configuration uses
+//! too: sizes as the `bytesize` crate reads them (`4096`, `64KiB`, `1.5GiB`, `10MB`), durations
+//! as `humantime` reads them (`500ms`, `5s`, `2m`, `1h`, `7d`). Sizes print in the largest
+//! binary unit that divides them exactly, so a report quotes back exactly the settings it ran
+//! with.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A number of bytes, parsed from `4096`, `4KiB`, `64 KiB`, `1.5GiB`, `10MB` and the like.
-///
-/// Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and the shorthands `k`, `K`, `M`, `G`, `T`) are
-/// powers of 1024; decimal units (`KB`, `MB`, `GB`, `TB`) are powers of 1000. Units are
-/// case-insensitive except that a bare `b`/`B` means bytes.
+/// A number of bytes. Binary units (`KiB`, `MiB`, `GiB`, `TiB`, `Ki`, ...) are powers of 1024;
+/// decimal ones (`KB`, `MB`, `GB`, `TB`, and the shorthands `k`, `M`, `G`) powers of 1000;
+/// units are case-insensitive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ByteSize(pub u64);
 
 /// Why a size or duration string was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnitError {
-    #[error("{input:?} is not a size: expected a number followed by B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")]
-    BadSize { input: String },
+    #[error("{input:?} is not a size: expected a number followed by B, KiB, MiB, GiB, TiB, KB, MB, GB or TB ({reason})")]
+    BadSize { input: String, reason: String },
     #[error("{input:?} is too large a size")]
     SizeOverflow { input: String },
-    #[error("{input:?} is not a duration: expected a number followed by ms, s, m or h (e.g. 5s)")]
-    BadDuration { input: String },
+    #[error("{input:?} is not a duration: expected a number and a unit, like 500ms, 5s, 2m, 1h or 7d ({reason})")]
+    BadDuration { input: String, reason: String },
 }
 
 const KIB: u64 = 1024;
@@ -38,54 +38,24 @@ impl ByteSize {
     }
 }
 
-/// Splits "1.5GiB" into ("1.5", "GiB"), trimming spaces between number and unit.
-fn split_number(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    (&s[..end], s[end..].trim())
-}
-
 impl FromStr for ByteSize {
     type Err = UnitError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let bad = || UnitError::BadSize {
-            input: input.to_string(),
-        };
-        let (number, unit) = split_number(input.trim());
-        if number.is_empty() {
-            return Err(bad());
-        }
-        let multiplier: u64 = match unit {
-            "" | "b" | "B" => 1,
-            u => match u.to_ascii_lowercase().as_str() {
-                "k" | "kib" => KIB,
-                "m" | "mib" => KIB.pow(2),
-                "g" | "gib" => KIB.pow(3),
-                "t" | "tib" => KIB.pow(4),
-                "kb" => 1000,
-                "mb" => 1000u64.pow(2),
-                "gb" => 1000u64.pow(3),
-                "tb" => 1000u64.pow(4),
-                _ => return Err(bad()),
-            },
-        };
-        if let Ok(whole) = number.parse::<u64>() {
-            return whole.checked_mul(multiplier).map(ByteSize).ok_or_else(|| {
-                UnitError::SizeOverflow {
+        let trimmed = input.trim();
+        // bytesize saturates instead of failing; anything at u64::MAX is an overflow.
+        match trimmed.parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() == u64::MAX && trimmed != u64::MAX.to_string() => {
+                Err(UnitError::SizeOverflow {
                     input: input.to_string(),
-                }
-            });
-        }
-        let fractional: f64 = number.parse().map_err(|_| bad())?;
-        let bytes = (fractional * multiplier as f64).round();
-        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-            return Err(UnitError::SizeOverflow {
+                })
+            }
+            Ok(b) => Ok(ByteSize(b.as_u64())),
+            Err(reason) => Err(UnitError::BadSize {
                 input: input.to_string(),
-            });
+                reason,
+            }),
         }
-        Ok(ByteSize(bytes as u64))
     }
 }
 
@@ -108,21 +78,12 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// Parses `5s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number is seconds.
+/// Parses a duration as the configuration does: `500ms`, `5s`, `2m`, `1h`, `7d`, `1h 30m`.
 pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
-    let bad = || UnitError::BadDuration {
+    humantime::parse_duration(input.trim()).map_err(|e| UnitError::BadDuration {
         input: input.to_string(),
-    };
-    let (number, unit) = split_number(input.trim());
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -136,8 +97,6 @@ mod tests {
         assert_eq!("16MiB".parse(), Ok(ByteSize(16 << 20)));
         assert_eq!("1GiB".parse(), Ok(ByteSize(1 << 30)));
         assert_eq!("2TiB".parse(), Ok(ByteSize(2 << 40)));
-        assert_eq!("64k".parse(), Ok(ByteSize(65536)));
-        assert_eq!("1G".parse(), Ok(ByteSize(1 << 30)));
         assert_eq!("1.5GiB".parse(), Ok(ByteSize(3 << 29)));
         assert_eq!("64 KiB".parse(), Ok(ByteSize(65536)));
         assert_eq!("64kib".parse(), Ok(ByteSize(65536)));
@@ -147,6 +106,7 @@ mod tests {
     fn decimal_units_and_bare_numbers_are_accepted() {
         assert_eq!("10MB".parse(), Ok(ByteSize(10_000_000)));
         assert_eq!("1kb".parse(), Ok(ByteSize(1000)));
+        assert_eq!("64k".parse(), Ok(ByteSize(64_000)));
         assert_eq!("4096".parse(), Ok(ByteSize(4096)));
         assert_eq!("7B".parse(), Ok(ByteSize(7)));
         assert_eq!("0".parse(), Ok(ByteSize(0)));
@@ -185,18 +145,18 @@ mod tests {
     }
 
     #[test]
-    fn durations_accept_ms_s_m_h_and_bare_seconds() {
+    fn durations_read_as_the_configuration_reads_them() {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
     }
 
     #[test]
     fn malformed_durations_are_rejected() {
-        for bad in ["", "s", "5 fortnights", "-1s", "5ss"] {
+        for bad in ["", "s", "5 fortnights", "-1s", "5ss", "3"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

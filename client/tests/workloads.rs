@@ -6,7 +6,7 @@ mod support;
 
 use bytes::Bytes;
 use clap::Parser;
-use meridian_bench::{Payload, Report, Workload};
+use meridian_client::{Payload, Report, Workload};
 use support::{TestS3, ACCESS_KEY, SECRET_KEY};
 
 #[derive(Parser)]
@@ -33,7 +33,7 @@ async fn try_bench(server: &TestS3, args: &str) -> anyhow::Result<Report> {
         .map(String::from)
         .collect();
     let cli = Cli::try_parse_from(argv)?;
-    meridian_bench::run(cli.workload).await
+    meridian_client::run(cli.workload).await
 }
 
 fn key(i: u64) -> String {
@@ -256,7 +256,7 @@ async fn a_wrong_secret_key_fails_the_run_with_the_s3_error() {
         server.endpoint
     );
     let cli = Cli::try_parse_from(argv.split_whitespace()).unwrap();
-    let err = meridian_bench::run(cli.workload).await.unwrap_err();
+    let err = meridian_client::run(cli.workload).await.unwrap_err();
     assert!(
         format!("{err:#}").contains("SignatureDoesNotMatch"),
         "{err:#}"

@@ -231,46 +231,27 @@ pub fn is_audited(path: &str) -> bool {
 /// response body has been sent.
 pub struct Pending {
     entry: Entry,
-    admin: bool,
-    /// The access key the request claims to be signed with (admin requests: reported once
-    /// the admin API accepted the signature).
-    claimed: Option<String>,
 }
 
 impl Pending {
     pub fn of<B>(req: &http::Request<B>, arrived: std::time::SystemTime) -> Pending {
-        let conn = req.extensions().get::<crate::server::Connection>();
+        let conn = req.extensions().get::<crate::request::Connection>();
         let header = |name: &str| {
             req.headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let query = req.uri().query().unwrap_or("");
-        let path = req.uri().path();
-        let admin = path.starts_with(crate::admin::AdminApi::PREFIX);
         Pending {
             entry: Entry {
                 time: timestamp(arrived),
                 source: conn.map(|c| c.remote.to_string()).unwrap_or_default(),
                 secure: conn.is_some_and(|c| c.secure),
-                operation: if admin {
-                    format!("admin {} {path}", req.method())
-                } else {
-                    String::new()
-                },
-                version_id: query_value(query, "versionId"),
-                bytes_in: crate::server::content_length(req.headers()),
+                version_id: crate::query::value(req.uri().query(), "versionId"),
+                bytes_in: crate::request::content_length(req.headers()),
                 replica_origin: header(meridian_replicator::headers::REGION),
                 ..Entry::default()
             },
-            admin,
-            claimed: header("authorization")
-                .and_then(|a| claimed_key(&a))
-                .or_else(|| {
-                    query_value(query, "X-Amz-Credential")
-                        .and_then(|c| c.split('/').next().map(str::to_owned))
-                }),
         }
     }
 
@@ -279,7 +260,7 @@ impl Pending {
     pub fn attach(
         mut self,
         resp: http::Response<s3s::Body>,
-        facts: crate::server::RequestFacts,
+        facts: crate::request::RequestFacts,
         request_id: String,
         started: std::time::Instant,
         log: AuditLog,
@@ -291,14 +272,12 @@ impl Pending {
         if parts.status.as_u16() >= 400 {
             e.error_code = body.bytes().and_then(|xml| error_code(&xml));
         }
-        if self.admin {
-            e.principal = self.claimed.filter(|_| parts.status.as_u16() < 400);
-        } else {
-            e.operation = facts.operation.unwrap_or_else(|| "unknown".into());
-            e.principal = facts.principal;
-            e.bucket = facts.bucket;
-            e.key = facts.key;
-        }
+        // The S3 access hook or the admin route filled these in, with the principal whose
+        // signature s3s verified (none for an unsigned or unverifiable request).
+        e.operation = facts.operation.unwrap_or_else(|| "unknown".into());
+        e.principal = facts.principal;
+        e.bucket = facts.bucket;
+        e.key = facts.key;
         if let Some(v) = parts
             .headers
             .get("x-amz-version-id")
@@ -314,23 +293,6 @@ impl Pending {
         };
         http::Response::from_parts(parts, s3s::Body::http_body(body))
     }
-}
-
-/// The access key in a SigV4 `Authorization` header.
-fn claimed_key(authorization: &str) -> Option<String> {
-    let credential = authorization.split("Credential=").nth(1)?;
-    credential.split('/').next().map(str::to_owned)
-}
-
-fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
 }
 
 /// A response body that counts the bytes handed on and writes the audit line at its end.

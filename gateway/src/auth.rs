@@ -1,5 +1,6 @@
-//! Who may do what: the users from the config, the secret-key lookup s3s uses to verify
-//! signatures, and the access hook that every request passes through.
+//! Who may do what: the users (their `[[users]]` configuration is defined here), the
+//! secret-key lookup s3s uses to verify signatures, and the access hook that every request
+//! passes through.
 //!
 //! The hook denies by default: s3s calls it for unsigned requests too, and one reaches
 //! storage only where a bucket policy allows everyone.
@@ -12,9 +13,42 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{CopyObjectInput, DeleteObjectsInput, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Request, S3Result};
+use serde::Deserialize;
 
-use crate::config::{Access, Config, GrantConfig};
-use crate::policy::{action_of, resource_of, Decision, Policies, Policy, RequestContext};
+use crate::bucket_policy::{action_of, resource_of, Decision, Policies, Policy, RequestContext};
+
+/// A `[[users]]` entry: an access key, its secret and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub access_key: String,
+    pub secret_key: String,
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+    /// May read `/_meridian/metrics` (e.g. the user Prometheus scrapes as).
+    #[serde(default)]
+    pub metrics: bool,
+}
+
+/// Access to a bucket, or to the buckets a pattern names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// A bucket name, or a prefix ending in `*` (`"ml-*"`), or `"*"` for every bucket.
+    pub bucket: String,
+    pub access: Access,
+}
+
+/// What a grant allows, each level including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    Read,
+    ReadWrite,
+    /// Read-write, plus writing replicas (`x-meridian-replica-*`): for the user a peer
+    /// region replicates as.
+    Replicate,
+}
 
 /// An authenticated caller, put into the request's extensions by the access hook.
 #[derive(Debug, Clone)]
@@ -72,10 +106,10 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn from_config(config: &Config) -> Users {
-        let (root_key, root_secret, _) = config.root_credentials();
+    /// Root with its key and secret, and the configured users.
+    pub fn new((root_key, root_secret): (String, String), users: &[UserConfig]) -> Users {
         let mut map = HashMap::new();
-        for u in &config.users {
+        for u in users {
             let principal = Principal {
                 access_key: u.access_key.clone(),
                 is_root: false,
@@ -217,7 +251,7 @@ impl AccessPolicy {
         if let Some(cached) = policies.cached(bucket) {
             return cached;
         }
-        let policy = match meta.get_bucket_config(bucket, crate::policy::DOCUMENT) {
+        let policy = match meta.get_bucket_config(bucket, crate::bucket_policy::DOCUMENT) {
             Ok(Some(doc)) => {
                 match Policy::parse(&String::from_utf8_lossy(&doc), bucket, &|_| true) {
                     Ok(p) => Some(Arc::new(p)),
@@ -325,23 +359,12 @@ fn principal_in<T>(req: &S3Request<T>) -> S3Result<&Principal> {
 }
 
 fn facts_of(extensions: &http::Extensions) -> Facts<'static> {
-    let conn = extensions.get::<crate::server::Connection>();
+    let conn = extensions.get::<crate::request::Connection>();
     Facts {
         secure: conn.is_some_and(|c| c.secure),
         source_ip: conn.map(|c| c.remote.ip()),
         prefix: None,
     }
-}
-
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
 }
 
 fn denied() -> s3s::S3Error {
@@ -353,7 +376,7 @@ impl S3Access for AccessPolicy {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let slot = cx
             .extensions_mut()
-            .get::<crate::server::RequestSlot>()
+            .get::<crate::request::RequestSlot>()
             .cloned();
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
@@ -391,11 +414,11 @@ impl S3Access for AccessPolicy {
             (Some(_), true) if operation == "DeleteObjects" => Decision::NoOpinion,
             (Some(bucket), true) => {
                 let query = cx.uri().query();
-                let version_id = query_value(query, "versionId");
-                let prefix = query_value(query, "prefix");
+                let version_id = crate::query::value(query, "versionId");
+                let prefix = crate::query::value(query, "prefix");
                 let conn = cx
                     .extensions_mut()
-                    .get::<crate::server::Connection>()
+                    .get::<crate::request::Connection>()
                     .copied();
                 let facts = Facts {
                     secure: conn.is_some_and(|c| c.secure),
@@ -525,7 +548,12 @@ struct Signed(bool);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UserConfig;
+    use crate::config::{Config, DEV_ROOT_USER};
+
+    fn from_config(config: &Config) -> Users {
+        let (root_key, root_secret, _) = config.root_credentials();
+        Users::new((root_key, root_secret), &config.users)
+    }
 
     fn users() -> Users {
         let mut config = Config::default();
@@ -553,7 +581,7 @@ mod tests {
                 },
             ],
         });
-        Users::from_config(&config)
+        from_config(&config)
     }
 
     #[test]
@@ -585,10 +613,10 @@ mod tests {
                 access: Access::Replicate,
             }],
         });
-        let users = Users::from_config(&config);
+        let users = from_config(&config);
         let peer = users.principal("peer").unwrap();
         assert!(peer.can_read("any") && peer.can_write("any") && peer.can_replicate("any"));
-        let writer = users.principal(crate::config::DEV_ROOT_USER).unwrap();
+        let writer = users.principal(DEV_ROOT_USER).unwrap();
         assert!(writer.can_replicate("any"), "root may write replicas");
         let users = super::tests::users();
         assert!(!users.principal("writer").unwrap().can_replicate("ml-train"));
@@ -597,7 +625,7 @@ mod tests {
     #[test]
     fn root_can_do_everything_and_unknown_keys_are_nobody() {
         let users = users();
-        let root = users.principal(crate::config::DEV_ROOT_USER).unwrap();
+        let root = users.principal(DEV_ROOT_USER).unwrap();
         assert!(root.is_root && root.can_write("anything"));
         assert!(users.principal("stranger").is_none());
     }

@@ -10,6 +10,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use meridian_replicator::{PeerConfig, ReplicationSettings};
+pub use meridian_store::config::ErasureSpec;
+use meridian_store::{Durability, StoreConfig};
+
+pub use crate::auth::{Access, GrantConfig, UserConfig};
 use serde::Deserialize;
 
 /// Credentials printed with a warning when no root user is configured.
@@ -34,20 +38,20 @@ pub struct Config {
     /// Objects smaller than this are stored inside their version record.
     pub inline_threshold: usize,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Multipart uploads initiated longer ago than this are aborted in the background.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub multipart_expiry: Duration,
     /// Every shard on every disk is verified (and healed) this often; "0s" disables it.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub scrub_interval: Duration,
     /// Shards nothing references are deleted by the scrub once they are this old (a write in
     /// flight commits its version milliseconds after its shards land).
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub orphan_grace: Duration,
     /// Replication outbox entries are kept this long while no peer needs them.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub outbox_retention: Duration,
     /// Peer regions this node replicates to (`[[peers]]`).
     pub peers: Vec<PeerConfig>,
@@ -74,15 +78,6 @@ pub struct ErasureConfig {
     pub durability: Durability,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Shards and metadata are fsynced before a write is acknowledged.
-    Fsync,
-    /// Nothing is fsynced: fast, and an acknowledged write can be lost on power failure.
-    None,
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetadataConfig {
@@ -97,37 +92,6 @@ pub struct RootCredentials {
     pub secret_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    pub access_key: String,
-    pub secret_key: String,
-    #[serde(default)]
-    pub grants: Vec<GrantConfig>,
-    /// May read `/_meridian/metrics` (e.g. the user Prometheus scrapes as).
-    #[serde(default)]
-    pub metrics: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantConfig {
-    /// A bucket name, or a prefix ending in `*` (`"ml-*"`), or `"*"` for every bucket.
-    pub bucket: String,
-    pub access: Access,
-}
-
-/// What a grant allows, each level including the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    Read,
-    ReadWrite,
-    /// Read-write, plus writing replicas (`x-meridian-replica-*`): for the user a peer
-    /// region replicates as.
-    Replicate,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -139,11 +103,11 @@ impl Default for Config {
             metadata: MetadataConfig::default(),
             root: RootCredentials::default(),
             users: Vec::new(),
-            inline_threshold: 128 * 1024,
+            inline_threshold: meridian_store::config::DEFAULT_INLINE_THRESHOLD,
             shutdown_grace: Duration::from_secs(30),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             scrub_interval: Duration::from_secs(7 * 24 * 3600),
-            orphan_grace: crate::storage::orphans::ORPHAN_GRACE,
+            orphan_grace: meridian_store::orphans::ORPHAN_GRACE,
             outbox_retention: Duration::from_secs(24 * 3600),
             peers: Vec::new(),
             replication: ReplicationSettings::default(),
@@ -172,31 +136,6 @@ pub struct Overrides {
     pub address: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub erasure: Option<ErasureSpec>,
-}
-
-/// `K+M`, as written on the command line and in `MERIDIAN_ERASURE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErasureSpec {
-    pub data: usize,
-    pub parity: usize,
-}
-
-impl FromStr for ErasureSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (k, m) = s
-            .split_once('+')
-            .ok_or_else(|| format!("expected K+M (like 4+2), got {s:?}"))?;
-        let data = k
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad data shard count in {s:?}"))?;
-        let parity = m
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad parity shard count in {s:?}"))?;
-        Ok(ErasureSpec { data, parity })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,17 +218,7 @@ impl Config {
             self.erasure.parity_shards = spec.parity;
         }
         if let Some(v) = var("MERIDIAN_DURABILITY") {
-            self.erasure.durability = match v.as_str() {
-                "fsync" => Durability::Fsync,
-                "none" => Durability::None,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "MERIDIAN_DURABILITY",
-                        value: v,
-                        reason: "expected fsync or none".into(),
-                    })
-                }
-            };
+            self.erasure.durability = parsed("MERIDIAN_DURABILITY", v)?;
         }
         if let Some(v) = var("MERIDIAN_INLINE_THRESHOLD") {
             self.inline_threshold = parsed("MERIDIAN_INLINE_THRESHOLD", v)?;
@@ -362,6 +291,18 @@ impl Config {
             .collect()
     }
 
+    /// What the store opens: the disks, the erasure layout, the metadata path.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            disks: self.disk_paths(),
+            data_shards: self.erasure.data_shards,
+            parity_shards: self.erasure.parity_shards,
+            metadata_path: self.metadata_path(),
+            durability: self.erasure.durability,
+            inline_threshold: self.inline_threshold,
+        }
+    }
+
     pub fn metadata_path(&self) -> PathBuf {
         self.metadata
             .path
@@ -375,33 +316,6 @@ impl Config {
             (Some(a), Some(s)) => (a.clone(), s.clone(), false),
             _ => (DEV_ROOT_USER.into(), DEV_ROOT_PASSWORD.into(), true),
         }
-    }
-}
-
-/// Durations in the config file are written as `"30s"`, `"15m"`, `"2h"`, `"7d"`.
-pub mod duration_str {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
-    }
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-        let secs = match unit.trim() {
-            "ms" => return Ok(Duration::from_millis(n)),
-            "s" | "" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
-            _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m, h or d)")),
-        };
-        Ok(Duration::from_secs(secs))
     }
 }
 
@@ -526,12 +440,20 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(duration_str::parse("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(
-            duration_str::parse("7d").unwrap(),
-            Duration::from_secs(604800)
-        );
-        assert!(duration_str::parse("7w").is_err());
+    fn durations_read_as_the_command_line_reads_them() {
+        let c: Config = toml::from_str(
+            r#"
+            shutdown_grace = "30s"
+            multipart_expiry = "7d"
+            scrub_interval = "0s"
+            orphan_grace = "1h 30m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.multipart_expiry, Duration::from_secs(604800));
+        assert_eq!(c.scrub_interval, Duration::ZERO);
+        assert_eq!(c.orphan_grace, Duration::from_secs(5400));
+        assert!(toml::from_str::<Config>("shutdown_grace = \"7 fortnights\"").is_err());
     }
 }

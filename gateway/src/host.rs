@@ -3,7 +3,19 @@
 //! domain) is path-style. Ports are ignored.
 
 use s3s::host::{S3Host, VirtualHost};
+use s3s::validation::{AwsNameValidation, NameValidation};
 use s3s::S3Result;
+
+/// Bucket names as AWS validates them, and `_meridian`: the first segment of Meridian's own
+/// endpoints (`/_meridian/...`), which must parse as a path for s3s to hand them to the admin
+/// route. No bucket of that name can be made: the route answers every request for it.
+pub struct BucketNames;
+
+impl NameValidation for BucketNames {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        name == "_meridian" || AwsNameValidation::new().validate_bucket_name(name)
+    }
+}
 
 pub struct Domains {
     domains: Vec<String>,
@@ -46,6 +58,13 @@ fn strip_port(host: &str) -> &str {
 impl S3Host for Domains {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
         Ok(match self.bucket_of(host) {
+            // Allowed in paths only, where the admin route takes it (see [`BucketNames`]).
+            Some((_, bucket)) if bucket.eq_ignore_ascii_case("_meridian") => {
+                return Err(s3s::s3_error!(
+                    InvalidBucketName,
+                    "The specified bucket is not valid."
+                ))
+            }
             Some((domain, bucket)) => {
                 VirtualHost::new(domain).with_bucket(bucket.to_ascii_lowercase())
             }

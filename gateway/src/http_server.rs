@@ -1,10 +1,11 @@
-//! The HTTP server: accepts connections, gives every request an id and a tracing span,
-//! routes `/_meridian/` to the admin endpoints and everything else to the S3 service, and
-//! shuts down gracefully (stop accepting, let in-flight requests finish, bounded wait).
+//! The HTTP server: accepts connections, gives every request an id and a tracing span, hands
+//! it to the S3 service (which routes `/_meridian/` to the admin API, its custom route),
+//! records its metrics and audit line, and shuts down gracefully (stop accepting, let
+//! in-flight requests finish, bounded wait).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admin::AdminApi;
+use crate::request::{content_length, plain, Connection, RequestSlot};
 
 /// Request ids: a per-process random prefix and a counter, unique and cheap.
 struct RequestIds {
@@ -41,30 +43,6 @@ impl RequestIds {
     }
 }
 
-/// What the access hook learned of a request (the S3 operation s3s resolved, the verified
-/// principal, bucket and key), for the router's metrics and audit line: the router itself
-/// only sees HTTP.
-#[derive(Clone, Default)]
-pub struct RequestSlot(Arc<Mutex<RequestFacts>>);
-
-#[derive(Clone, Debug, Default)]
-pub struct RequestFacts {
-    pub operation: Option<String>,
-    pub principal: Option<String>,
-    pub bucket: Option<String>,
-    pub key: Option<String>,
-}
-
-impl RequestSlot {
-    pub fn update(&self, f: impl FnOnce(&mut RequestFacts)) {
-        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    fn facts(&self) -> RequestFacts {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 /// An HTTP/1 request with a body (HTTP/2 streams end on their own).
 fn http1_with_body<B>(req: &Request<B>) -> bool {
     req.version() < http::Version::HTTP_2
@@ -72,18 +50,9 @@ fn http1_with_body<B>(req: &Request<B>) -> bool {
             || req.headers().contains_key(http::header::TRANSFER_ENCODING))
 }
 
-pub(crate) fn content_length(headers: &http::HeaderMap) -> u64 {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[derive(Clone)]
 pub struct Router {
     s3: S3Service,
-    admin: AdminApi,
     ids: Arc<RequestIds>,
     /// Answer only the health probes (the plain-HTTP health listener).
     health_only: bool,
@@ -91,10 +60,9 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(s3: S3Service, admin: AdminApi, audit: Option<crate::audit::AuditLog>) -> Router {
+    pub fn new(s3: S3Service, audit: Option<crate::audit::AuditLog>) -> Router {
         Router {
             s3,
-            admin,
             ids: Arc::new(RequestIds::new()),
             health_only: false,
             audit,
@@ -130,12 +98,11 @@ impl Router {
                     http::StatusCode::NOT_FOUND,
                     "only health probes are served here\n",
                 )
-            } else if req.uri().path().starts_with(AdminApi::PREFIX) {
-                self.admin.handle(req).await
             } else if let Some(refusal) = presigned_expiry_refusal(req.uri().query()) {
                 refusal
             } else {
                 let bytes_in = content_length(req.headers());
+                let admin = req.uri().path().starts_with(AdminApi::PREFIX);
                 let mut req = req.map(Body::from);
                 req.extensions_mut().insert(slot.clone());
                 let resp = match self.s3.call(req).await {
@@ -145,13 +112,16 @@ impl Router {
                         plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
                     }
                 };
-                crate::metrics::global().request(
-                    slot.facts().operation.as_deref().unwrap_or("unknown"),
-                    resp.status(),
-                    started.elapsed().as_secs_f64(),
-                    bytes_in,
-                    content_length(resp.headers()),
-                );
+                // S3 requests only: the admin API's paths are not S3 operations.
+                if !admin {
+                    crate::metrics::global().request(
+                        slot.facts().operation.as_deref().unwrap_or("unknown"),
+                        resp.status(),
+                        started.elapsed().as_secs_f64(),
+                        bytes_in,
+                        content_length(resp.headers()),
+                    );
+                }
                 resp
             };
             let mut resp = fixups.apply(resp).await;
@@ -202,13 +172,10 @@ struct Fixups {
 impl Fixups {
     fn of<B>(req: &Request<B>) -> Fixups {
         let method = req.method();
-        let query = req.uri().query().unwrap_or("");
         Fixups {
             head: method == http::Method::HEAD,
             object_attributes: method == http::Method::GET
-                && query
-                    .split('&')
-                    .any(|pair| pair == "attributes" || pair.starts_with("attributes=")),
+                && crate::query::value(req.uri().query(), "attributes").is_some(),
         }
     }
 
@@ -268,9 +235,7 @@ const MAX_PRESIGNED_EXPIRY_SECS: i64 = 604_800;
 /// A presigned URL whose `X-Amz-Expires` is negative, not a number or above seven days is
 /// refused (403 AccessDenied) before anything else looks at it, and so is never served.
 fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?;
+    let value = crate::query::value(query, "X-Amz-Expires")?;
     let message = match value.parse::<i64>() {
         Ok(secs) if (0..=MAX_PRESIGNED_EXPIRY_SECS).contains(&secs) => return None,
         Ok(secs) if secs < 0 => "X-Amz-Expires must be non-negative",
@@ -286,24 +251,6 @@ fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
         HeaderValue::from_static("application/xml"),
     );
     Some(resp)
-}
-
-pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
-    let mut resp = Response::new(Body::from(text.to_owned()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-/// What the router knows of the connection a request came on (a request extension).
-#[derive(Clone, Copy, Debug)]
-pub struct Connection {
-    pub remote: std::net::SocketAddr,
-    /// Came over TLS (`aws:SecureTransport`).
-    pub secure: bool,
 }
 
 /// A client that opens a connection and never finishes its TLS handshake is dropped after this.

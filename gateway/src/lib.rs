@@ -1,24 +1,23 @@
-//! The `meridian` server: configuration, the HTTP front, Meridian's S3 API on top of s3s,
-//! authentication and access control, and the storage service that joins the erasure-coded
-//! disk set (`meridian-erasure`) with the version metadata (`meridian-metadata`).
+//! The S3 front end of a node: the HTTP server (TLS, the health listener), Meridian's S3 API
+//! on top of s3s, authentication, bucket policies, the fence, the admin API, the audit log and
+//! the metrics endpoint, composed by [`node::run`] with the store (`meridian-store`) and the
+//! replicator (`meridian-replicator`).
 //!
-//! `gateway` is the only crate where S3 semantics meet storage.
+//! `gateway` is the only crate where S3 semantics meet the wire; storage semantics live in the
+//! store below it. It never links the client tools (`meridian-client`).
 
 pub mod admin;
 pub mod audit;
 pub mod auth;
-pub mod checksum;
+pub mod bucket_policy;
 pub mod config;
-pub mod drill;
 pub mod fence;
 pub mod host;
+pub mod http_server;
 pub mod metrics;
-pub mod pipeline_bench;
-pub mod policy;
-pub mod replication_bench;
-pub mod replication_cli;
+pub mod node;
+pub mod query;
+pub mod replication_source;
+pub mod request;
 pub mod s3;
-pub mod serve;
-pub mod server;
-pub mod storage;
 pub mod tls;

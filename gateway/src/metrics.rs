@@ -1,7 +1,7 @@
 //! The server's metrics in one Prometheus registry: S3 requests (count and latency by
-//! operation and status class, body bytes in and out), storage (disks online, heals, scrub
-//! findings, orphans collected, replica conflicts) and, registered by the replicator, the
-//! per-peer replication figures. Served at `GET /_meridian/metrics`.
+//! operation and status class, body bytes in and out), disks online, replica conflicts, audit
+//! lines dropped; the store's own (heals, scrub findings, orphans collected) and, registered
+//! by the replicator, the per-peer replication figures. Served at `GET /_meridian/metrics`.
 
 use std::sync::LazyLock;
 
@@ -18,10 +18,6 @@ pub struct Metrics {
     pub bytes_out: IntCounter,
     pub disks_online: IntGauge,
     pub disks_total: IntGauge,
-    pub heals: IntCounterVec,
-    pub scrub_damaged_shards: IntCounter,
-    pub scrub_unrecoverable: IntCounter,
-    pub orphans_deleted: IntCounter,
     pub replica_conflicts: IntCounter,
     pub audit_dropped: IntCounter,
 }
@@ -67,17 +63,9 @@ impl Metrics {
         registry
             .register(Box::new(request_seconds.clone()))
             .expect("registered once");
-        let heals = IntCounterVec::new(
-            Opts::new("meridian_storage_heals_total", "Objects healed, by outcome"),
-            &["outcome"],
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(heals.clone()))
+        meridian_store::metrics::global()
+            .register(&registry)
             .expect("registered once");
-        for outcome in ["healed", "failed"] {
-            heals.with_label_values(&[outcome]);
-        }
         Metrics {
             requests,
             request_seconds,
@@ -85,10 +73,6 @@ impl Metrics {
             bytes_out: counter(&registry, "meridian_s3_bytes_out_total", "Response body bytes sent (declared lengths)"),
             disks_online: gauge(&registry, "meridian_storage_disks_online", "Disks of the set that are usable"),
             disks_total: gauge(&registry, "meridian_storage_disks", "Disks in the set"),
-            heals,
-            scrub_damaged_shards: counter(&registry, "meridian_scrub_damaged_shards_total", "Damaged shards found by scrubs"),
-            scrub_unrecoverable: counter(&registry, "meridian_scrub_unrecoverable_objects_total", "Objects scrubs found with too few good shards to repair"),
-            orphans_deleted: counter(&registry, "meridian_storage_orphans_deleted_total", "Orphaned shard sets deleted by the collector"),
             replica_conflicts: counter(&registry, "meridian_replication_conflicts_total", "Replica writes naming a version id held here with other content (the local one was kept)"),
             audit_dropped: counter(&registry, "meridian_audit_dropped_total", "Audit log lines dropped because the writer fell behind (its queue was full)"),
             registry,

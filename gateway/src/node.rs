@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use crate::admin::AdminApi;
 use crate::auth::{AccessPolicy, Users};
 use crate::config::Config;
+use crate::http_server::{self, Router};
 use crate::s3::MeridianS3;
-use crate::server::{self, Router};
-use crate::storage::{background, Store};
 use meridian_replicator::Replicator;
+use meridian_store::{background, Store};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (root_user, _, dev_default) = config.root_credentials();
@@ -26,20 +26,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    if let Some(ms) = std::env::var("MERIDIAN_FAULT_CLOCK_OFFSET_MS")
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok())
-    {
-        // Fault injection (tests of regions whose clocks disagree): versions are stamped
-        // with a skewed clock.
-        tracing::warn!(
-            offset_ms = ms,
-            "MERIDIAN_FAULT_CLOCK_OFFSET_MS: this node's version clock is skewed on purpose"
-        );
-        meridian_metadata::set_clock_offset(ms.saturating_mul(1_000_000));
-    }
+    #[cfg(feature = "fault-injection")]
+    skew_clock_from_env();
 
-    let store = Store::open(&config).await?;
+    let store = Store::open(&config.store_config()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = [
         tokio::spawn(background::run_reclaimer(store.clone(), stop_rx.clone())),
@@ -65,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let replicator = Replicator::new(
         store.meta.clone(),
-        Arc::new(store.clone()),
+        Arc::new(crate::replication_source::StoreSource(store.clone())),
         config.peers.clone(),
         config.replication.clone(),
         config.region.clone(),
@@ -73,8 +63,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let replication_workers = replicator.spawn(stop_rx.clone());
 
-    let users = Users::from_config(&config);
-    let policies = crate::policy::Policies::default();
+    let (root_key, root_secret, _) = config.root_credentials();
+    let users = Users::new((root_key, root_secret), &config.users);
+    let policies = crate::bucket_policy::Policies::default();
     let mut builder = S3ServiceBuilder::new(MeridianS3::new(
         store.clone(),
         config.region.clone(),
@@ -93,18 +84,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
     ))));
-    let admin = AdminApi::new(
+    builder.set_validation(crate::host::BucketNames);
+    builder.set_route(AdminApi::new(
         store.clone(),
         replicator.clone(),
         users,
         fence,
         config.metrics_public,
-    );
+    ));
     let audit = match &config.audit {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,
     };
-    let router = Router::new(builder.build(), admin, audit.clone());
+    let router = Router::new(builder.build(), audit.clone());
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),
@@ -133,7 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let listener = TcpListener::bind(address).await?;
             let address = listener.local_addr()?;
             println!("meridian health on http://{address}");
-            Some(tokio::spawn(server::serve(
+            Some(tokio::spawn(http_server::serve(
                 listener,
                 router.health_only(),
                 None,
@@ -154,7 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(%address, data = %config.data_dir.display(), tls = tls.is_some(), "serving S3");
 
-    server::serve(
+    http_server::serve(
         listener,
         router,
         tls,
@@ -177,6 +169,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Fault injection for the tests of regions whose clocks disagree: versions are stamped with
+/// a clock skewed by `MERIDIAN_FAULT_CLOCK_OFFSET_MS`. Only in builds with the
+/// `fault-injection` feature, which the end-to-end tests turn on; a release build of the
+/// binary alone ignores the variable.
+#[cfg(feature = "fault-injection")]
+fn skew_clock_from_env() {
+    if let Some(ms) = std::env::var("MERIDIAN_FAULT_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        tracing::warn!(
+            offset_ms = ms,
+            "MERIDIAN_FAULT_CLOCK_OFFSET_MS: this node's version clock is skewed on purpose"
+        );
+        meridian_metadata::set_clock_offset(ms.saturating_mul(1_000_000));
+    }
 }
 
 /// SIGHUP reads the certificate and key again; a pair that does not load is refused and the

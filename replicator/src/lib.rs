@@ -50,7 +50,7 @@ pub use config::{
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;
 pub use peer::{https_client_trusting, DestinationCheck};
-pub use rules::{Change, ReplicationConfig, RuleError, Target};
+pub use rules::{Change, Delivery, ReplicationConfig, RuleError};
 pub use rules_cache::RulesCache;
 pub use source::{BoxError, ObjectBytes, ObjectSource};
 pub use status::{BucketReport, CheckpointReport, JobReport, PeerReport, Pending};
@@ -300,26 +300,28 @@ impl Replicator {
                 kind: match c.kind {
                     PeerKind::Meridian => "meridian",
                     PeerKind::S3 => "s3",
-                },
+                }
+                .into(),
                 mode: match c.mode {
                     PeerMode::Async => "async",
                     PeerMode::Sync => "sync",
-                },
+                }
+                .into(),
                 paused: *h.paused.borrow(),
-                pending: Pending::of(&total),
+                pending: status::pending_of(&total),
                 sent_versions: h.peer.metrics.sent_versions.get(),
                 sent_bytes: h.peer.metrics.sent_bytes.get(),
                 buckets: by_bucket
                     .iter()
                     .map(|(b, p)| BucketReport {
                         bucket: b.clone(),
-                        pending: Pending::of(p),
+                        pending: status::pending_of(p),
                     })
                     .collect(),
                 jobs: jobs
                     .iter()
                     .filter(|j| j.peer == c.name && bucket.is_none_or(|b| b == j.bucket))
-                    .map(JobReport::of)
+                    .map(status::job_report)
                     .collect(),
             });
         }
@@ -385,7 +387,7 @@ impl Replicator {
                     bucket: bucket.map(str::to_owned),
                     reached,
                     waited_seconds: started.elapsed().as_secs_f64(),
-                    pending: Pending::of(&pending),
+                    pending: status::pending_of(&pending),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -429,7 +431,7 @@ impl Replicator {
             .await
             .map_err(|e| e.to_string())?;
         self.run_job(job.clone());
-        Ok(JobReport::of(&job))
+        Ok(status::job_report(&job))
     }
 
     /// Starts a backfill of `bucket` towards `peer` unless one was ever started (a rule with

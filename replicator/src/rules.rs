@@ -134,7 +134,7 @@ pub enum Change {
 
 /// Where one change goes on one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Delivery {
     pub peer: String,
     pub bucket: String,
     pub rule_id: String,
@@ -243,7 +243,7 @@ impl ReplicationConfig {
     /// For each peer, the winning enabled rule that sends this change there: the matching
     /// rule with the highest priority (the first, in the old schema). A delete marker goes
     /// only where that rule replicates delete markers (always, in the old schema, as on AWS).
-    pub fn targets(&self, key: &str, tags: &[(String, String)], change: Change) -> Vec<Target> {
+    pub fn targets(&self, key: &str, tags: &[(String, String)], change: Change) -> Vec<Delivery> {
         let mut best: Vec<&Rule> = Vec::new();
         for rule in self.rules.iter().filter(|r| r.enabled) {
             let tags_seen: &[(String, String)] = match change {
@@ -267,7 +267,7 @@ impl ReplicationConfig {
                 Change::Version => true,
                 Change::DeleteMarker => r.filter.is_legacy() || r.delete_markers == Some(true),
             })
-            .map(|r| Target {
+            .map(|r| Delivery {
                 peer: r.destination.peer.clone(),
                 bucket: r.destination.bucket.clone(),
                 rule_id: r.id.clone(),
@@ -282,7 +282,7 @@ impl ReplicationConfig {
         key: &str,
         tags: &[(String, String)],
         change: Change,
-    ) -> Option<Target> {
+    ) -> Option<Delivery> {
         self.targets(key, tags, change)
             .into_iter()
             .find(|t| t.peer == peer)

@@ -12,7 +12,7 @@ use crate::config::ReplicationSettings;
 use crate::error::SendError;
 use crate::headers::ReplicaHeaders;
 use crate::peer::{add_headers, control_call, Peer};
-use crate::rules::{Change, Target};
+use crate::rules::{Change, Delivery};
 use crate::rules_cache::RulesCache;
 use crate::source::ObjectSource;
 
@@ -113,7 +113,7 @@ async fn current_target(
     shared: &Shared,
     peer: &Peer,
     record: &VersionRecord,
-) -> Result<Option<Target>, SendError> {
+) -> Result<Option<Delivery>, SendError> {
     let (rules, bucket) = (shared.rules.clone(), record.bucket.clone());
     // The cache answers from memory; a miss reads one small document.
     let rules = tokio::task::spawn_blocking(move || rules.get(&bucket))
@@ -132,7 +132,7 @@ async fn current_target(
 pub(crate) struct Sender<'a> {
     pub shared: &'a Shared,
     pub peer: &'a Peer,
-    pub target: &'a Target,
+    pub target: &'a Delivery,
 }
 
 impl Sender<'_> {

@@ -294,15 +294,11 @@ pub async fn trim_outbox_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::StoreConfig;
     use meridian_metadata::{BucketRecord, NewVersion, VersioningState};
 
     async fn store_with_commits(dir: &std::path::Path, commits: usize) -> Store {
-        let config = Config {
-            data_dir: dir.to_path_buf(),
-            ..Config::default()
-        };
-        let store = Store::open(&config).await.unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir, 4, 2)).await.unwrap();
         store
             .meta(|m| {
                 m.create_bucket(BucketRecord {

@@ -6,36 +6,48 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use crc_fast::CrcAlgorithm;
 use md5::Digest as _;
 use meridian_metadata::ChecksumAlgorithm;
 
 /// An incremental hasher for one of the flexible-checksum algorithms.
 pub enum ChecksumHasher {
-    Crc32(crc32fast::Hasher),
-    Crc32c(u32),
-    Crc64Nvme(crc64fast_nvme::Digest),
+    /// CRC32, CRC32C or CRC64NVME (`crc-fast`, the crate the erasure layer's bitrot checks
+    /// use), and the digest's width in bytes.
+    Crc(crc_fast::Digest, usize),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
 }
 
+/// The `crc-fast` algorithm of a CRC checksum; `None` for the SHAs.
+fn crc_algorithm(algorithm: &ChecksumAlgorithm) -> Option<CrcAlgorithm> {
+    match algorithm {
+        ChecksumAlgorithm::Crc32 => Some(CrcAlgorithm::Crc32IsoHdlc),
+        ChecksumAlgorithm::Crc32c => Some(CrcAlgorithm::Crc32Iscsi),
+        ChecksumAlgorithm::Crc64Nvme => Some(CrcAlgorithm::Crc64Nvme),
+        ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256 => None,
+    }
+}
+
+/// A CRC value as its `width` big-endian bytes.
+fn crc_bytes(value: u64, width: usize) -> Vec<u8> {
+    value.to_be_bytes()[8 - width..].to_vec()
+}
+
 impl ChecksumHasher {
     pub fn new(algorithm: &ChecksumAlgorithm) -> ChecksumHasher {
-        match algorithm {
-            ChecksumAlgorithm::Crc32 => ChecksumHasher::Crc32(crc32fast::Hasher::new()),
-            ChecksumAlgorithm::Crc32c => ChecksumHasher::Crc32c(0),
-            ChecksumAlgorithm::Crc64Nvme => {
-                ChecksumHasher::Crc64Nvme(crc64fast_nvme::Digest::new())
+        match (crc_algorithm(algorithm), algorithm) {
+            (Some(crc), _) => {
+                ChecksumHasher::Crc(crc_fast::Digest::new(crc), digest_len(algorithm))
             }
-            ChecksumAlgorithm::Sha1 => ChecksumHasher::Sha1(sha1::Sha1::new()),
-            ChecksumAlgorithm::Sha256 => ChecksumHasher::Sha256(sha2::Sha256::new()),
+            (None, ChecksumAlgorithm::Sha1) => ChecksumHasher::Sha1(sha1::Sha1::new()),
+            (None, _) => ChecksumHasher::Sha256(sha2::Sha256::new()),
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
         match self {
-            ChecksumHasher::Crc32(h) => h.update(data),
-            ChecksumHasher::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
-            ChecksumHasher::Crc64Nvme(d) => d.write(data),
+            ChecksumHasher::Crc(d, _) => d.update(data),
             ChecksumHasher::Sha1(h) => h.update(data),
             ChecksumHasher::Sha256(h) => h.update(data),
         }
@@ -44,9 +56,7 @@ impl ChecksumHasher {
     /// The digest as big-endian bytes.
     pub fn finish(self) -> Vec<u8> {
         match self {
-            ChecksumHasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
-            ChecksumHasher::Crc32c(c) => c.to_be_bytes().to_vec(),
-            ChecksumHasher::Crc64Nvme(d) => d.sum64().to_be_bytes().to_vec(),
+            ChecksumHasher::Crc(d, width) => crc_bytes(d.finalize(), width),
             ChecksumHasher::Sha1(h) => h.finalize().to_vec(),
             ChecksumHasher::Sha256(h) => h.finalize().to_vec(),
         }
@@ -129,27 +139,17 @@ pub fn combinable(algorithm: &ChecksumAlgorithm) -> bool {
 /// The CRC of the concatenation of several pieces, from each piece's CRC and length.
 /// `None` for algorithms that do not combine.
 pub fn combine_crcs(algorithm: &ChecksumAlgorithm, parts: &[(Vec<u8>, u64)]) -> Option<Vec<u8>> {
-    let (poly, width) = match algorithm {
-        ChecksumAlgorithm::Crc32 => (0xEDB8_8320u64, 32),
-        ChecksumAlgorithm::Crc32c => (0x82F6_3B78u64, 32),
-        ChecksumAlgorithm::Crc64Nvme => (0x9A6C_9329_AC4B_C9B5u64, 64),
-        _ => return None,
-    };
+    let crc = crc_algorithm(algorithm)?;
     let mut acc: Option<u64> = None;
     for (raw, len) in parts {
         let value = be_to_u64(raw)?;
         acc = Some(match acc {
             None => value,
-            Some(prev) => crc_combine(poly, width, prev, value, *len),
+            Some(prev) => crc_fast::checksum_combine(crc, prev, value, *len),
         });
     }
     // A zero-length object with no parts has the CRC of the empty string, which is 0.
-    let v = acc.unwrap_or(0);
-    Some(if width == 32 {
-        (v as u32).to_be_bytes().to_vec()
-    } else {
-        v.to_be_bytes().to_vec()
-    })
+    Some(crc_bytes(acc.unwrap_or(0), digest_len(algorithm)))
 }
 
 fn be_to_u64(raw: &[u8]) -> Option<u64> {
@@ -157,64 +157,6 @@ fn be_to_u64(raw: &[u8]) -> Option<u64> {
         return None;
     }
     Some(raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
-}
-
-/// zlib's crc32_combine, generalised to any reflected CRC of 32 or 64 bits: the CRC of A||B
-/// from crc(A), crc(B) and len(B), by applying len(B) zero bits to crc(A) in GF(2).
-fn crc_combine(poly: u64, width: usize, mut crc1: u64, crc2: u64, mut len2: u64) -> u64 {
-    if len2 == 0 {
-        return crc1;
-    }
-    let mut even = [0u64; 64];
-    let mut odd = [0u64; 64];
-    // The operator for one zero bit.
-    odd[0] = poly;
-    let mut row = 1u64;
-    for item in odd.iter_mut().take(width).skip(1) {
-        *item = row;
-        row <<= 1;
-    }
-    gf2_square(&mut even, &odd, width); // two zero bits
-    gf2_square(&mut odd, &even, width); // four zero bits
-    loop {
-        // Apply len2 bytes' worth of zeros (8 bits per byte), one bit of len2 at a time.
-        gf2_square(&mut even, &odd, width);
-        if len2 & 1 != 0 {
-            crc1 = gf2_times(&even, crc1);
-        }
-        len2 >>= 1;
-        if len2 == 0 {
-            break;
-        }
-        gf2_square(&mut odd, &even, width);
-        if len2 & 1 != 0 {
-            crc1 = gf2_times(&odd, crc1);
-        }
-        len2 >>= 1;
-        if len2 == 0 {
-            break;
-        }
-    }
-    crc1 ^ crc2
-}
-
-fn gf2_times(mat: &[u64; 64], mut vec: u64) -> u64 {
-    let mut sum = 0;
-    let mut i = 0;
-    while vec != 0 {
-        if vec & 1 != 0 {
-            sum ^= mat[i];
-        }
-        vec >>= 1;
-        i += 1;
-    }
-    sum
-}
-
-fn gf2_square(square: &mut [u64; 64], mat: &[u64; 64], width: usize) {
-    for n in 0..width {
-        square[n] = gf2_times(mat, mat[n]);
-    }
 }
 
 /// MD5 of `data`, for ETags and `Content-MD5` checks.

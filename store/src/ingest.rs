@@ -199,7 +199,7 @@ impl BodyHasher {
     }
 }
 
-/// Errors of the client's body stream, as S3 reports them.
+/// What can be wrong with a body while it streams in (S3 reports each differently).
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("the request signature of a chunk does not match")]
@@ -210,30 +210,15 @@ pub enum BodyError {
     Incomplete(String),
 }
 
-impl BodyError {
-    /// s3s keeps its body-stream error types private; their messages are stable and named.
-    fn classify(e: &(dyn std::error::Error + Send + Sync)) -> BodyError {
-        let text = e.to_string();
-        if text.contains("SignatureMismatch") {
-            BodyError::SignatureMismatch
-        } else if text.contains("Sha256Mismatch") {
-            BodyError::ContentSha256Mismatch
-        } else {
-            BodyError::Incomplete(text)
-        }
-    }
-}
-
-type BodyItem = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Streams `body` through the hashers into inline bytes or the erasure writer.
+/// Streams `body` through the hashers into inline bytes or the erasure writer. The caller
+/// says what went wrong with its body as a [`BodyError`]; nothing is kept after an error.
 pub async fn ingest<S>(
     disks: &DiskSet,
     mut body: S,
     opts: IngestOptions,
 ) -> Result<Ingested, StoreError>
 where
-    S: Stream<Item = BodyItem> + Unpin,
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
     let mut hasher = BodyHasher::new(opts.checksum.as_ref());
     let mut inline = BytesMut::new();
@@ -244,7 +229,7 @@ where
 
     let result: Result<(), StoreError> = async {
         while let Some(item) = body.next().await {
-            let chunk = item.map_err(|e| StoreError::Body(BodyError::classify(e.as_ref())))?;
+            let chunk = item.map_err(StoreError::Body)?;
             if chunk.is_empty() {
                 continue;
             }
@@ -303,57 +288,4 @@ where
         checksum: opts.checksum.zip(checksum),
         data,
     })
-}
-
-/// A zstd-compressed body (a replica part sent with `x-meridian-replica-encoding: zstd`) as
-/// the stream of its original bytes. The compressed body is read whole — it is one part or a
-/// small object — then decoded on the blocking pool in 1 MiB chunks through a short queue,
-/// so the decoded bytes are never all in memory. Malformed input ends the stream with an
-/// error, which fails the write like any broken body.
-pub async fn zstd_decoded<S>(
-    mut body: S,
-) -> Result<futures::stream::BoxStream<'static, BodyItem>, StoreError>
-where
-    S: Stream<Item = BodyItem> + Unpin,
-{
-    let mut compressed = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| StoreError::Body(BodyError::classify(e.as_ref())))?;
-        compressed.extend_from_slice(&chunk);
-    }
-    let compressed = compressed.freeze();
-    let (tx, rx) = mpsc::channel::<BodyItem>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let fail = |e: String| BodyError::Incomplete(format!("zstd body: {e}"));
-        let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&compressed[..]) {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(Box::new(fail(e.to_string()))));
-                return;
-            }
-        };
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match decoder.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(Box::new(fail(e.to_string()))));
-                    return;
-                }
-            }
-        }
-    });
-    Ok(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed())
 }

@@ -1,14 +1,23 @@
-//! The storage service: the disk set and the metadata store behind one handle, with the
-//! object write and read paths and the background work that keeps them tidy (reclaiming
-//! shards no version references any more, healing damage readers found).
+//! The storage service of one node: the erasure-coded disk set (`meridian-erasure`) and the
+//! version metadata (`meridian-metadata`) behind one handle, with the object write path
+//! (hashing and erasure coding a body), the read path (a verified byte range), the checksums
+//! S3 objects carry, and the background work that keeps disks tidy (reclaiming shards no
+//! version references any more, healing damage readers found, scrubbing, collecting orphans).
 //!
-//! Nothing here knows HTTP or S3 XML; the `s3` module translates.
+//! Nothing here knows HTTP, s3s or S3 XML: the gateway translates requests into calls on
+//! [`Store`]. Storage semantics that must hold whoever calls — lifecycle expiry, object-lock
+//! enforcement, encryption before erasure coding — belong in this crate.
 
 pub mod background;
+pub mod checksum;
+pub mod config;
 pub mod ingest;
 pub mod layout;
+pub mod metrics;
 pub mod orphans;
 pub mod read;
+
+pub use config::{Durability, StoreConfig};
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -19,7 +28,6 @@ use meridian_erasure::{DiskSet, DiskSetConfig, ErasureError};
 use meridian_metadata::{MetaError, MetaOptions, MetaStore, Storage};
 use tokio::sync::Notify;
 
-use crate::config::{Config, Durability};
 use ingest::{BodyError, IngestedData};
 use layout::{Layout, LayoutError};
 use read::ObjectStream;
@@ -32,7 +40,6 @@ fn lock_disks(
     paths: &[PathBuf],
     held: &mut Vec<(PathBuf, std::fs::File)>,
 ) -> Result<(), StoreError> {
-    use std::os::fd::AsRawFd;
     for path in paths.iter().filter(|p| p.is_dir()) {
         if held.iter().any(|(p, _)| p == path) {
             continue;
@@ -43,12 +50,12 @@ fn lock_disks(
             reason,
         };
         let dir = std::fs::File::open(path).map_err(|e| in_use(e.to_string()))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            return Err(in_use(format!(
-                "locked by another meridian process ({err})"
-            )));
+        match dir.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(in_use("locked by another meridian process".into()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(in_use(e.to_string())),
         }
         held.push((path.clone(), dir));
     }
@@ -88,12 +95,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating on first start) the disks and the metadata store the config names.
-    pub async fn open(config: &Config) -> Result<Store, StoreError> {
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         // Metadata first: RocksDB's lock refuses a second process on the same data before the
         // disk set's start-up sweep could delete a running server's in-flight writes.
-        let meta_path = config.metadata_path();
+        let meta_path = config.metadata_path.clone();
         let opts = MetaOptions {
-            sync_writes: config.erasure.durability == Durability::Fsync,
+            sync_writes: config.durability == Durability::Fsync,
         };
         let path = meta_path.clone();
         let meta = tokio::task::spawn_blocking(move || MetaStore::open(&path, opts))
@@ -106,18 +113,15 @@ impl Store {
             })?;
 
         let mut disk_config = DiskSetConfig::new(
-            config.disk_paths(),
-            config.erasure.data_shards,
-            config.erasure.parity_shards,
+            config.disks.clone(),
+            config.data_shards,
+            config.parity_shards,
         );
-        disk_config.durability = match config.erasure.durability {
-            Durability::Fsync => meridian_erasure::Durability::Fsync,
-            Durability::None => meridian_erasure::Durability::NoSync,
-        };
+        disk_config.durability = config.durability;
         let mut disk_locks = Vec::new();
-        lock_disks(&config.disk_paths(), &mut disk_locks)?;
+        lock_disks(&config.disks, &mut disk_locks)?;
         let disks = DiskSet::open(disk_config).await?;
-        lock_disks(&config.disk_paths(), &mut disk_locks)?;
+        lock_disks(&config.disks, &mut disk_locks)?;
 
         Ok(Store {
             meta,
@@ -211,7 +215,7 @@ impl Store {
         self.reclaim_wakeup.notify_one();
     }
 
-    pub(crate) fn reclaim_wakeup(&self) -> Arc<Notify> {
+    fn reclaim_wakeup(&self) -> Arc<Notify> {
         self.reclaim_wakeup.clone()
     }
 

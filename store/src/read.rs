@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::Stream;
 use meridian_erasure::{DiskSet, ObjectDescriptor, ObjectReader};
-use s3s::stream::{ByteStream, RemainingLength};
 
 use super::layout::{Layout, Segment};
 use super::StoreError;
@@ -25,8 +24,8 @@ enum Piece {
     Erasure(ObjectDescriptor, Range<u64>),
 }
 
-/// A stream of an object's bytes in `[start, end)`. `Sync` because s3s requires response
-/// bodies to be; the lock is never contended (one consumer polls it).
+/// A stream of an object's bytes in `[start, end)`. `Sync` because HTTP response bodies must
+/// be; the lock is never contended (one consumer polls it).
 pub struct ObjectStream {
     inner: Mutex<Inner>,
     remaining: usize,
@@ -83,6 +82,11 @@ impl ObjectStream {
 }
 
 impl ObjectStream {
+    /// Bytes still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
     /// Reads the first chunk ahead, so that an object that cannot be read at all (too few
     /// good shards) is answered with an error status instead of a response that breaks off
     /// after its headers. The chunk is served first when the stream is polled.
@@ -151,23 +155,5 @@ impl Stream for ObjectStream {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, None)
-    }
-}
-
-impl ByteStream for ObjectStream {
-    fn remaining_length(&self) -> RemainingLength {
-        RemainingLength::new_exact(self.remaining)
-    }
-}
-
-/// The replicator reads object data through the same verified path as GET.
-impl meridian_replicator::ObjectSource for super::Store {
-    fn read(
-        &self,
-        storage: &meridian_metadata::Storage,
-        range: Range<u64>,
-    ) -> Result<meridian_replicator::ObjectBytes, meridian_replicator::BoxError> {
-        let stream = super::Store::read(self, storage, range)?;
-        Ok(Box::pin(stream))
     }
 }

@@ -58,6 +58,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Sends `signal` to process `pid` (one of ours, still running).
+pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a process id");
+    rustix::process::kill_process(pid, signal).expect("signalling the server");
+}
+
 /// A running `meridian serve` process and its data directory.
 pub struct TestServer {
     child: Option<Child>,
@@ -83,7 +92,7 @@ pub fn meridian_binary() -> PathBuf {
     let bin = profile_dir.join("meridian");
     assert!(
         bin.exists(),
-        "{} does not exist: build it first (`cargo build -p meridian-gateway`, which `make test` does)",
+        "{} does not exist: build it first (`cargo build -p meridian-cli`, which `make test` does)",
         bin.display()
     );
     bin
@@ -203,6 +212,11 @@ impl TestServer {
         self.child.as_ref().expect("server running").id()
     }
 
+    /// Sends `signal` to the server (SIGTERM to stop, SIGHUP to reload).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        send_signal(self.pid(), signal);
+    }
+
     /// SIGKILL: no chance to clean up, like a power cut for the process.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -214,9 +228,7 @@ impl TestServer {
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
+        send_signal(child.id(), rustix::process::Signal::TERM);
         child.wait().expect("waiting for meridian")
     }
 

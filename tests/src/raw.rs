@@ -1,14 +1,13 @@
-//! Hand-built S3 requests, signed with the AWS SDK's own SigV4 signer, for what no SDK will
-//! send on purpose: aws-chunked bodies whose trailing checksum is wrong, and the like.
+//! Hand-built S3 requests, signed with the client tools' SigV4 signer (`meridian_client::s3::
+//! Signer`, over the AWS SDK's aws-sigv4), for what no SDK will send on purpose: aws-chunked
+//! bodies whose trailing checksum is wrong, and the like.
 
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-};
+use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SigningSettings};
 use aws_sigv4::sign::v4;
+use meridian_client::s3::Signer;
 
 /// A response read off the wire.
 pub struct RawResponse {
@@ -111,16 +110,16 @@ pub fn open_signed(
     let mut all: Vec<(String, String)> = vec![("host".into(), host.clone())];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.clone())));
 
-    let identity = Credentials::new(access_key, secret_key, None, None, "raw").into();
-    let params = signing_params(&identity, time).into();
-    let signable = SignableRequest::new(
-        method,
-        &url,
-        all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        payload,
-    )
-    .expect("signable request");
-    let (instructions, _) = sign(signable, &params).expect("signing").into_parts();
+    let (instructions, _) = Signer::new(access_key, secret_key, crate::REGION)
+        .sign(
+            settings(),
+            time,
+            method,
+            &url,
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            payload,
+        )
+        .expect("signing");
     let mut request = http::Request::builder().method(method).uri(&url);
     for (k, v) in &all {
         request = request.header(k.as_str(), v.as_str());
@@ -140,20 +139,11 @@ pub fn open_signed(
     PendingRequest { stream }
 }
 
-fn signing_params(
-    identity: &aws_smithy_runtime_api::client::identity::Identity,
-    time: SystemTime,
-) -> v4::SigningParams<'_, SigningSettings> {
+/// Header signatures with `x-amz-content-sha256`, as the SDKs send them.
+fn settings() -> SigningSettings {
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    v4::SigningParams::builder()
-        .identity(identity)
-        .region(crate::REGION)
-        .name("s3")
-        .time(time)
-        .settings(settings)
-        .build()
-        .expect("signing params")
+    settings
 }
 
 /// PUTs `data` as a signed aws-chunked body (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`): every
@@ -168,9 +158,9 @@ pub fn put_signed_chunks(
 ) -> RawResponse {
     let host = endpoint.trim_start_matches("http://").to_owned();
     let url = format!("{endpoint}{path}");
-    let identity = Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "raw").into();
+    let signer = Signer::new(crate::ACCESS_KEY, crate::SECRET_KEY, crate::REGION);
     let time = SystemTime::now();
-    let params = signing_params(&identity, time);
+    let params = signer.params(settings(), time).expect("signing params");
 
     // The encoded length must be known up front: it is signed.
     let pieces: Vec<&[u8]> = data.chunks(chunk).chain(std::iter::once(&[][..])).collect();
@@ -187,16 +177,16 @@ pub fn put_signed_chunks(
             data.len().to_string(),
         ),
     ];
-    let signable = SignableRequest::new(
-        "PUT",
-        &url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()),
-    )
-    .expect("signable request");
-    let (instructions, seed) = sign(signable, &signing_params(&identity, time).into())
-        .expect("signing")
-        .into_parts();
+    let (instructions, seed) = signer
+        .sign(
+            settings(),
+            time,
+            "PUT",
+            &url,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()),
+        )
+        .expect("signing");
     let mut request = http::Request::builder().method("PUT").uri(&url);
     for (k, v) in &headers {
         request = request.header(k.as_str(), v.as_str());
@@ -284,27 +274,19 @@ pub fn presign(
 ) -> String {
     let host = endpoint.trim_start_matches("http://");
     let url = format!("http://{host}{path}");
-    let identity = Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "raw").into();
     let mut settings = SigningSettings::default();
     settings.signature_location = aws_sigv4::http_request::SignatureLocation::QueryParams;
     settings.expires_in = Some(expires);
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(crate::REGION)
-        .name("s3")
-        .time(time)
-        .settings(settings)
-        .build()
-        .expect("signing params")
-        .into();
-    let signable = SignableRequest::new(
-        method,
-        &url,
-        [("host", host)].into_iter(),
-        SignableBody::UnsignedPayload,
-    )
-    .expect("signable request");
-    let (instructions, _) = sign(signable, &params).expect("signing").into_parts();
+    let (instructions, _) = Signer::new(crate::ACCESS_KEY, crate::SECRET_KEY, crate::REGION)
+        .sign(
+            settings,
+            time,
+            method,
+            &url,
+            [("host", host)].into_iter(),
+            SignableBody::UnsignedPayload,
+        )
+        .expect("signing");
     let mut request = http::Request::builder()
         .method(method)
         .uri(&url)

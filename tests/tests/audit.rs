@@ -114,6 +114,20 @@ async fn a_scripted_session_is_audited_field_by_field() {
     assert!(anonymous.status.success());
     let (ok, out) = replication_cli(&server.endpoint, &["status", "--json"]);
     assert!(ok, "{out}");
+    // An admin call by a user whose signature is good but who is not root: refused, and the
+    // line names the principal s3s verified.
+    let refused = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "GET",
+        "/_meridian/replication/status",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        "reader",
+        "reader-secret",
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("AccessDenied"), "{}", refused.body);
     // Not audited: probes and scrapes.
     let _ = meridian_tests::output_within(
         std::process::Command::new("curl")
@@ -182,6 +196,11 @@ async fn a_scripted_session_is_audited_field_by_field() {
     });
     assert_eq!(admin_line["principal"], meridian_tests::ACCESS_KEY);
     assert_eq!(admin_line["status"], 200);
+    let refused_line = wait_line(read, "refused admin", |l| {
+        l["operation"] == "admin GET /_meridian/replication/status" && l["status"] == 403
+    });
+    assert_eq!(refused_line["principal"], "reader");
+    assert_eq!(refused_line["error_code"], "AccessDenied");
 
     let all = read();
     assert!(all.iter().all(|l| {

@@ -25,6 +25,37 @@ async fn health_endpoints_report_live_and_ready() {
 }
 
 #[tokio::test]
+async fn the_admin_prefix_is_no_bucket() {
+    let server = TestServer::start();
+    let s3 = server.client();
+    // Path style: the admin route answers for `/_meridian`, root or not.
+    let created = s3.create_bucket().bucket("_meridian").send().await;
+    assert!(created.is_err(), "{created:?}");
+    let (status, _) = meridian_tests::anonymous_request(&server.endpoint, "PUT", "/_meridian");
+    assert_eq!(status, 403);
+    // Virtual-hosted style: refused as an invalid name.
+    let port = server.endpoint.rsplit(':').next().unwrap();
+    let out = meridian_tests::output_within(
+        std::process::Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Host: _meridian.localhost:{port}"),
+            &format!("{}/", server.endpoint),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let buckets = s3.list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().is_empty(), "{buckets:?}");
+}
+
+#[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_restart_finds_everything() {
     let mut server = TestServer::start();
     let s3 = server.client();
@@ -55,10 +86,7 @@ async fn sigterm_finishes_in_flight_requests_and_restart_finds_everything() {
         .unwrap();
     let mut received = Vec::with_capacity(big.len());
     received.extend_from_slice(&out.body.next().await.unwrap().unwrap());
-    let pid = server.pid() as i32;
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
+    server.signal(rustix::process::Signal::TERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Some(chunk) = out.body.next().await {
         received.extend_from_slice(&chunk.unwrap());

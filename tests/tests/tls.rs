@@ -210,9 +210,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
 
     // Renewed in place, then SIGHUP.
     ca.issue_to(&first.cert, &first.key);
-    unsafe {
-        libc::kill(server.pid() as i32, libc::SIGHUP);
-    }
+    server.signal(rustix::process::Signal::HUP);
     wait_for_log(&server, "TLS certificate reloaded", 1);
     let mut after = connect(&server.endpoint, &ca, &[b"http/1.1"]);
     let new_cert = presented(&after);
@@ -226,9 +224,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
 
     // A broken file is refused and the current certificate kept.
     std::fs::write(&first.key, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
-    unsafe {
-        libc::kill(server.pid() as i32, libc::SIGHUP);
-    }
+    server.signal(rustix::process::Signal::HUP);
     wait_for_log(&server, "TLS certificate not reloaded", 1);
     let mut later = connect(&server.endpoint, &ca, &[b"http/1.1"]);
     assert_eq!(presented(&later), new_cert);
@@ -411,9 +407,7 @@ async fn a_peer_marked_tls_insecure_is_reached_unverified_and_warned_about() {
 #[tokio::test]
 async fn sighup_without_tls_changes_nothing() {
     let server = TestServer::start();
-    unsafe {
-        libc::kill(server.pid() as i32, libc::SIGHUP);
-    }
+    server.signal(rustix::process::Signal::HUP);
     wait_for_log(&server, "nothing to reload", 1);
     server.client().list_buckets().send().await.unwrap();
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::report::Settings;
+use crate::bench::report::Settings;
 use crate::units::{parse_duration, ByteSize};
 
 /// How long a run lasts when neither `--duration` nor `--count` is given.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::args::Stop;
+use crate::bench::args::Stop;
+use crate::bench::stats::{OpKind, Progress, Recorder};
 use crate::error::OpError;
-use crate::stats::{OpKind, Progress, Recorder};
 
 /// One kind of operation a workload repeats.
 pub trait Operation: Send + Sync + 'static {

@@ -1,5 +1,5 @@
 //! `meridian bench`: an S3 load generator that drives any S3 endpoint (Meridian, MinIO,
-//! Garage, AWS over plain HTTP) and reports ops/s, MB/s, latency percentiles and errors by
+//! Garage, AWS; HTTP or HTTPS) and reports ops/s, MB/s, latency percentiles and errors by
 //! code, as a table or as JSON.
 //!
 //! It is built to stay out of the way of the server it measures, even on the same two cores:
@@ -7,32 +7,24 @@
 //! bodies that are zero-copy slices of one payload buffer generated per run, and GET bodies
 //! that are streamed and (with `--verify`) compared chunk by chunk, never buffered whole.
 //!
-//! The gateway's `meridian bench <workload>` parses [`Workload`] and calls [`run`]; the
-//! gateway's own `bench pipeline` reuses [`Report`] and [`OpTally`] for its figures.
+//! `meridian bench <workload>` parses [`Workload`] and calls [`run`]; `bench pipeline` (the
+//! store's ceiling) and `bench replication` reuse [`Report`] and [`OpTally`] for their figures.
 
 mod args;
-pub mod client;
 mod driver;
-mod error;
 mod objects;
-mod payload;
+pub mod replication;
 mod report;
 mod run;
 mod stats;
-pub mod tls;
-mod units;
 mod workloads;
-pub mod xml;
 
 pub use args::{
     ArgsError, CommonArgs, DeleteArgs, GetArgs, ListArgs, MixedArgs, MultipartArgs, PrepareArgs,
     PutArgs,
 };
-pub use error::OpError;
-pub use payload::{Payload, PayloadBody};
 pub use report::{LatencyMs, OpReport, Report, Settings};
 pub use stats::OpTally;
-pub use units::{parse_duration, ByteSize, UnitError};
 
 /// A `meridian bench` workload with its options.
 #[derive(clap::Subcommand, Clone, Debug)]

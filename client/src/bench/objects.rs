@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::client::S3Client;
+use crate::bench::stats::{OpKind, Recorder};
 use crate::error::OpError;
 use crate::payload::Payload;
-use crate::stats::{OpKind, Recorder};
+use crate::s3::S3Client;
 
 /// Everything an operation needs; shared by all workers of a run.
 pub struct Ctx {

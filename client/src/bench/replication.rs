@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::units::{parse_duration, ByteSize};
 use aws_sdk_s3::Client;
 use hdrhistogram::Histogram;
-use meridian_bench::{parse_duration, ByteSize};
 use tokio::sync::Semaphore;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -218,25 +218,26 @@ async fn saturation_run(
     body: &bytes::Bytes,
     run_id: &str,
 ) -> anyhow::Result<()> {
-    let admin = crate::replication_cli::Target {
+    let admin = crate::replication::Endpoint {
         endpoint: args.source.clone(),
         access_key: args.access_key.clone(),
         secret_key: args.secret_key.clone(),
         region: args.region.clone(),
         ca_file: None,
+        http: Default::default(),
     };
-    let peer = crate::replication_cli::call(&admin, "GET", "/_meridian/replication/status")
-        .await
-        .ok()
-        .and_then(|s| {
-            s["peers"].as_array()?.iter().find_map(|p| {
-                (p["endpoint"].as_str()?.trim_end_matches('/') == args.target.trim_end_matches('/'))
-                    .then(|| p["peer"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        });
+    let status: Option<meridian_api::ReplicationStatus> =
+        crate::replication::call(&admin, "GET", "/_meridian/replication/status")
+            .await
+            .ok();
+    let peer = status.and_then(|s| {
+        s.peers
+            .into_iter()
+            .find(|p| p.endpoint.trim_end_matches('/') == args.target.trim_end_matches('/'))
+            .map(|p| p.peer)
+    });
     if let Some(peer) = &peer {
-        crate::replication_cli::call(
+        crate::replication::call::<meridian_api::PauseState>(
             &admin,
             "POST",
             &format!("/_meridian/replication/pause?peer={peer}"),
@@ -273,13 +274,13 @@ async fn saturation_run(
     let n = written.len() as f64;
     if let Some(peer) = &peer {
         let drain = Instant::now();
-        crate::replication_cli::call(
+        crate::replication::call::<meridian_api::PauseState>(
             &admin,
             "POST",
             &format!("/_meridian/replication/resume?peer={peer}"),
         )
         .await?;
-        let c = crate::replication_cli::call(
+        let c: meridian_api::CheckpointReport = crate::replication::call(
             &admin,
             "POST",
             &format!(
@@ -295,7 +296,7 @@ async fn saturation_run(
             n / write_time.as_secs_f64(),
             took.as_secs_f64(),
             n / took.as_secs_f64(),
-            if c["reached"] == true { "checkpoint reached" } else { "checkpoint NOT reached" },
+            if c.reached { "checkpoint reached" } else { "checkpoint NOT reached" },
         );
         return Ok(());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::OpTally;
+use crate::bench::stats::OpTally;
 
 /// The settings a run used, quoted back in its report. Fields that only some workloads have
 /// are omitted from the JSON when unset.

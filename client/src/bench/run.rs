@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::args::{CommonArgs, Plan, Stop};
-use crate::client::{ClientConfig, S3Client};
-use crate::driver::{drive, Outcome};
-use crate::objects::Ctx;
+use crate::bench::args::{CommonArgs, Plan, Stop};
+use crate::bench::driver::{drive, Outcome};
+use crate::bench::objects::Ctx;
+use crate::bench::report::Report;
+use crate::bench::stats::OpKind;
+use crate::bench::workloads::{Delete, Get, List, Mixed, Multipart, Populate, Put};
+use crate::bench::Workload;
 use crate::payload::Payload;
-use crate::report::Report;
-use crate::stats::OpKind;
-use crate::workloads::{Delete, Get, List, Mixed, Multipart, Populate, Put};
-use crate::Workload;
+use crate::s3::{ClientConfig, S3Client};
 
 /// The workload-specific part of a run, once its common options are planned.
 enum Spec {
@@ -74,7 +74,7 @@ fn plan(workload: Workload) -> anyhow::Result<(Spec, Plan)> {
     })
 }
 
-/// Runs `workload` to completion; see [`crate::run`].
+/// Runs `workload` to completion; see [`crate::bench::run`].
 pub async fn run(workload: Workload) -> anyhow::Result<Report> {
     let (spec, plan) = plan(workload)?;
     let s = &plan.settings;
@@ -183,7 +183,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<Report> {
 
 fn build_report(
     workload: &str,
-    settings: crate::report::Settings,
+    settings: crate::bench::report::Settings,
     outcome: Outcome,
     primary: &[OpKind],
 ) -> Report {

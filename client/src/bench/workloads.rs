@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::driver::{with_timeout, Operation};
+use crate::bench::driver::{with_timeout, Operation};
+use crate::bench::objects::Ctx;
+use crate::bench::stats::{OpKind, Recorder};
 use crate::error::OpError;
-use crate::objects::Ctx;
-use crate::stats::{OpKind, Recorder};
 
 fn record(
     rec: &mut Recorder,
@@ -271,7 +271,7 @@ mod tests {
     use super::*;
 
     fn mixed(ratio: f64) -> Mixed {
-        let ctx = Arc::new(crate::run::test_ctx());
+        let ctx = Arc::new(crate::bench::run::test_ctx());
         Mixed::new(ctx, ratio)
     }
 

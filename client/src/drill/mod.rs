@@ -25,10 +25,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::units::{parse_duration, ByteSize};
 use anyhow::{bail, Context as _};
-use meridian_bench::{parse_duration, ByteSize};
 
-use crate::replication_cli::Target;
+use crate::replication::Endpoint;
 use report::{DrillReport, Phase, Rpo};
 use sites::{replicated_buckets, BucketPair, Site};
 
@@ -173,14 +173,15 @@ struct Drill {
 
 /// Runs a drill; returns whether the regions ended identical.
 pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
-    let source = Site::new(Target {
+    let source = Site::new(Endpoint {
         endpoint: args.source.clone(),
         access_key: args.source_access_key.clone(),
         secret_key: args.source_secret_key.clone(),
         region: args.region.clone(),
         ca_file: args.ca_file.clone(),
+        http: Default::default(),
     })?;
-    let target = Site::new(Target {
+    let target = Site::new(Endpoint {
         endpoint: args.target.clone(),
         access_key: args
             .target_access_key
@@ -192,6 +193,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
             .unwrap_or_else(|| args.source_secret_key.clone()),
         region: args.region.clone(),
         ca_file: args.ca_file.clone(),
+        http: Default::default(),
     })?;
     let to_target = source
         .peer_named_for(target.endpoint())
@@ -266,13 +268,13 @@ impl Drill {
     async fn lag(&mut self) {
         for (site, label) in [(&self.source, "source"), (&self.target, "target")] {
             if let Ok(status) = site.status().await {
-                for p in status["peers"].as_array().into_iter().flatten() {
+                for p in status.peers {
                     self.report.lag.push(report::Lag {
                         region: label.to_owned(),
-                        peer: p["peer"].as_str().unwrap_or("?").to_owned(),
-                        pending_versions: p["versions"].as_u64().unwrap_or(0),
-                        pending_bytes: p["bytes"].as_u64().unwrap_or(0),
-                        lag_seconds: p["lag_seconds"].as_f64().unwrap_or(0.0),
+                        peer: p.peer,
+                        pending_versions: p.pending.versions,
+                        pending_bytes: p.pending.bytes,
+                        lag_seconds: p.pending.lag_seconds,
                     });
                 }
             }
@@ -409,7 +411,7 @@ impl Drill {
         buckets: Vec<String>,
     ) -> anyhow::Result<()> {
         for b in &buckets {
-            from.admin(
+            from.admin::<meridian_api::ResyncStarted>(
                 "POST",
                 &format!("/_meridian/replication/resync?peer={peer}&bucket={b}"),
             )
@@ -418,19 +420,11 @@ impl Drill {
         let deadline = Instant::now() + self.args.timeout;
         loop {
             let status = from.status().await?;
-            let p = status["peers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["peer"] == peer)
-                .cloned()
-                .unwrap_or_default();
-            let walking = p["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|j| j["running"] == true);
-            let pending = p["versions"].as_u64().unwrap_or(0);
+            let Some(p) = status.peer(peer) else {
+                bail!("{} has no peer named {peer}", from.endpoint());
+            };
+            let walking = p.jobs.iter().any(|j| j.running);
+            let pending = p.pending.versions;
             self.progress.say(&format!(
                 "resync: {pending} versions still to arrive{}",
                 if walking { ", walking" } else { "" }
@@ -479,7 +473,7 @@ impl Drill {
 
         let started = Instant::now();
         self.source
-            .admin(
+            .admin::<meridian_api::FenceState>(
                 "POST",
                 &format!("/_meridian/fence?note=drill-{}", self.run_id),
             )
@@ -497,11 +491,12 @@ impl Drill {
                 .source
                 .checkpoint(&self.to_target, None, self.args.timeout)
                 .await?;
-            if c["reached"] != true {
+            if !c.reached {
                 bail!(
-                    "the target did not catch up within {:?}: {}",
+                    "the target did not catch up within {:?}: {} versions ({} bytes) pending",
                     self.args.timeout,
-                    c["pending"]
+                    c.pending.versions,
+                    c.pending.bytes
                 );
             }
             let rpo = self.measure_rpo(&acked, fenced_at).await;
@@ -518,7 +513,7 @@ impl Drill {
                 .target
                 .checkpoint(&to_source, None, self.args.timeout)
                 .await?;
-            if c["reached"] != true {
+            if !c.reached {
                 bail!(
                     "the source did not get the target's writes back within {:?}",
                     self.args.timeout
@@ -534,7 +529,10 @@ impl Drill {
         .await;
 
         let started = Instant::now();
-        let unfenced = self.source.admin("POST", "/_meridian/unfence").await;
+        let unfenced = self
+            .source
+            .admin::<meridian_api::FenceState>("POST", "/_meridian/unfence")
+            .await;
         self.phase_done("unfence", started, "the source takes writes again".into());
         outcome?;
         unfenced?;
@@ -551,7 +549,7 @@ impl Drill {
             Some(cmd) => run_shell(cmd)?,
             None => {
                 self.source
-                    .admin(
+                    .admin::<meridian_api::PauseState>(
                         "POST",
                         &format!("/_meridian/replication/pause?peer={}", self.to_target),
                     )
@@ -586,7 +584,7 @@ impl Drill {
             Some(cmd) => run_shell(cmd)?,
             None if self.args.cut_command.is_none() => {
                 self.source
-                    .admin(
+                    .admin::<meridian_api::PauseState>(
                         "POST",
                         &format!("/_meridian/replication/resume?peer={}", self.to_target),
                     )

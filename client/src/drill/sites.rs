@@ -5,18 +5,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use aws_sdk_s3::Client;
-use serde_json::Value;
+use meridian_api::{CheckpointReport, ReplicationStatus};
+use serde::de::DeserializeOwned;
 
-use crate::replication_cli::{call, Target};
+use crate::replication::{call, Endpoint};
 
 /// One region.
 pub struct Site {
-    pub admin: Target,
+    pub admin: Endpoint,
     pub s3: Client,
 }
 
 impl Site {
-    pub fn new(admin: Target) -> anyhow::Result<Site> {
+    pub fn new(admin: Endpoint) -> anyhow::Result<Site> {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(admin.region.clone()))
@@ -40,7 +41,7 @@ impl Site {
             Some(path) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?;
-                config.http_client(meridian_replicator::https_client_trusting(pem))
+                config.http_client(crate::tls::sdk_https_client(pem))
             }
             None => config,
         };
@@ -54,12 +55,12 @@ impl Site {
         &self.admin.endpoint
     }
 
-    pub async fn admin(&self, method: &str, path: &str) -> anyhow::Result<Value> {
+    pub async fn admin<T: DeserializeOwned>(&self, method: &str, path: &str) -> anyhow::Result<T> {
         call(&self.admin, method, path).await
     }
 
     /// The replication status of this region.
-    pub async fn status(&self) -> anyhow::Result<Value> {
+    pub async fn status(&self) -> anyhow::Result<ReplicationStatus> {
         self.admin("GET", "/_meridian/replication/status").await
     }
 
@@ -67,12 +68,11 @@ impl Site {
     pub async fn peer_named_for(&self, endpoint: &str) -> anyhow::Result<Option<String>> {
         let status = self.status().await?;
         let wanted = endpoint.trim_end_matches('/');
-        Ok(status["peers"]
-            .as_array()
+        Ok(status
+            .peers
             .into_iter()
-            .flatten()
-            .find(|p| p["endpoint"].as_str().map(|e| e.trim_end_matches('/')) == Some(wanted))
-            .and_then(|p| p["peer"].as_str().map(str::to_owned)))
+            .find(|p| p.endpoint.trim_end_matches('/') == wanted)
+            .map(|p| p.peer))
     }
 
     /// Waits until the peer `peer` has everything this region committed so far.
@@ -81,7 +81,7 @@ impl Site {
         peer: &str,
         bucket: Option<&str>,
         timeout: Duration,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<CheckpointReport> {
         let mut q = format!("?peer={peer}&timeout={}", timeout.as_secs_f64());
         if let Some(b) = bucket {
             q.push_str(&format!("&bucket={b}"));

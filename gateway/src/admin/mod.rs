@@ -7,21 +7,22 @@
 //! - `replication/...`: status, checkpoint, pause/resume, resync — root only (see
 //!   [`replication`]).
 //!
-//! Callers authenticate with a SigV4 header signature, as for S3 (`curl --aws-sigv4`, the
-//! `meridian replication` commands).
+//! Callers authenticate as for S3: the admin API is a custom route of the S3 service
+//! (`s3s::route::S3Route`), so s3s verifies the SigV4 signature (header or presigned) with the
+//! same user table before [`AdminApi::check_access`] sees the verified principal, which it
+//! also hands to the audit log. `curl --aws-sigv4` and `meridian replication ...` sign so.
 
 mod replication;
-pub mod signature;
 
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
+use http::{Method, StatusCode};
 use meridian_replicator::Replicator;
-use s3s::Body;
+use s3s::route::S3Route;
+use s3s::{s3_error, Body, S3Request, S3Response, S3Result};
 
 use crate::auth::{Principal, Users};
 use crate::fence::Fence;
-use crate::server::plain;
-use crate::storage::Store;
+use crate::request::{plain, RequestSlot};
+use meridian_store::Store;
 
 #[derive(Clone)]
 pub struct AdminApi {
@@ -46,26 +47,38 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> http::R
 }
 
 pub(crate) fn error(status: StatusCode, message: &str) -> http::Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
+    json(
+        status,
+        &meridian_api::ApiError {
+            error: message.to_owned(),
+        },
+    )
 }
 
-/// The query parameters of a request, percent-decoded.
-pub(crate) fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+/// The query parameters of a request, decoded.
+pub(crate) fn query(req: &S3Request<Body>) -> Vec<(String, String)> {
+    crate::query::pairs(req.uri.query())
+}
+
+/// Who may call an endpoint.
+#[derive(Debug, PartialEq, Eq)]
+enum Audience {
+    /// Anyone: the health probes, and unknown paths (answered 404).
+    Anyone,
+    /// Root, users with `metrics = true`, or anyone with `metrics_public`.
+    MetricsReaders,
+    Root,
+}
+
+fn audience_of(path: &str) -> Audience {
+    match path {
+        "/_meridian/metrics" => Audience::MetricsReaders,
+        "/_meridian/fence" | "/_meridian/unfence" => Audience::Root,
+        p if p.starts_with("/_meridian/replication/") => Audience::Root,
+        // `/_meridian` itself would be a bucket of that name: nobody may touch it.
+        "/_meridian" => Audience::Root,
+        _ => Audience::Anyone,
+    }
 }
 
 impl AdminApi {
@@ -88,81 +101,44 @@ impl AdminApi {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> http::Response<Body> {
-        let path = req.uri().path().to_owned();
-        let method = req.method().clone();
-        match (method.as_str(), path.as_str()) {
+    async fn handle(&self, req: &S3Request<Body>) -> http::Response<Body> {
+        let path = req.uri.path();
+        match (&req.method, path) {
             // Live: the process answers. Nothing else is checked, so a restart loop is
             // never triggered by a slow disk.
-            ("GET" | "HEAD", "/_meridian/health/live") => plain(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "/_meridian/health/live") => {
+                plain(StatusCode::OK, "ok\n")
+            }
             // Ready: disks and RocksDB usable, writes can reach quorum.
-            ("GET" | "HEAD", "/_meridian/health/ready") => match self.store.readiness().await {
-                Ok(()) => plain(StatusCode::OK, "ready\n"),
-                Err(reason) => {
-                    tracing::warn!(%reason, "not ready");
-                    plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("not ready: {reason}\n"),
-                    )
-                }
-            },
-            ("GET", "/_meridian/metrics") => {
-                match self.caller(&req) {
-                    Ok(p) if self.metrics_public || p.as_ref().is_some_and(|p| p.metrics) => {}
-                    Ok(_) => {
-                        return error(
-                            StatusCode::FORBIDDEN,
-                            "metrics need root, a user with metrics = true, or metrics_public",
+            (&Method::GET | &Method::HEAD, "/_meridian/health/ready") => {
+                match self.store.readiness().await {
+                    Ok(()) => plain(StatusCode::OK, "ready\n"),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "not ready");
+                        plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("not ready: {reason}\n"),
                         )
                     }
-                    Err(resp) => return *resp,
                 }
-                self.metrics().await
             }
-            (_, "/_meridian/fence" | "/_meridian/unfence") => {
-                match self.caller(&req) {
-                    Ok(Some(p)) if p.is_root => {}
-                    Ok(_) => return error(StatusCode::FORBIDDEN, "fencing is for root only"),
-                    Err(resp) => return *resp,
-                }
-                self.fence(&req).await
-            }
-            (_, p) if p.starts_with("/_meridian/replication/") => {
-                match self.caller(&req) {
-                    Ok(Some(p)) if p.is_root => {}
-                    Ok(_) => {
-                        return error(
-                            StatusCode::FORBIDDEN,
-                            "replication administration is for root only",
-                        )
-                    }
-                    Err(resp) => return *resp,
-                }
-                self.replication(&req).await
-            }
+            (&Method::GET, "/_meridian/metrics") => self.metrics().await,
+            (_, "/_meridian/fence" | "/_meridian/unfence") => self.fence(req).await,
+            (_, p) if p.starts_with("/_meridian/replication/") => self.replication(req).await,
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
-    /// The signer of the request; a bad signature is answered at once.
-    fn caller(
-        &self,
-        req: &Request<Incoming>,
-    ) -> Result<Option<Principal>, Box<http::Response<Body>>> {
-        signature::principal_of(req, &self.users).map_err(|e| {
-            tracing::debug!(error = %e, "admin request refused");
-            Box::new(error(StatusCode::FORBIDDEN, &e.to_string()))
-        })
-    }
-
     /// `GET /_meridian/fence` says whether the region is fenced; `POST /_meridian/fence
     /// [?note=...]` puts the fence up, `POST /_meridian/unfence` takes it down.
-    async fn fence(&self, req: &Request<Incoming>) -> http::Response<Body> {
-        let up = match (req.method().as_str(), req.uri().path()) {
+    async fn fence(&self, req: &S3Request<Body>) -> http::Response<Body> {
+        let up = match (req.method.as_str(), req.uri.path()) {
             ("GET", "/_meridian/fence") => {
                 return json(
                     StatusCode::OK,
-                    &serde_json::json!({ "fenced": self.fence.is_up() }),
+                    &meridian_api::FenceState {
+                        fenced: self.fence.is_up(),
+                    },
                 )
             }
             ("POST", "/_meridian/fence") => true,
@@ -175,7 +151,7 @@ impl AdminApi {
             .map_or_else(|| "by an operator".to_owned(), |(_, v)| v);
         let fence = self.fence.clone();
         match tokio::task::spawn_blocking(move || fence.set(up, &note)).await {
-            Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "fenced": up })),
+            Ok(Ok(())) => json(StatusCode::OK, &meridian_api::FenceState { fenced: up }),
             Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
@@ -194,5 +170,87 @@ impl AdminApi {
             http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         resp
+    }
+}
+
+/// The admin endpoints as a route of the S3 service: matched before S3 operations, with the
+/// signature already verified by s3s.
+#[async_trait::async_trait]
+impl S3Route for AdminApi {
+    fn is_match(
+        &self,
+        _method: &Method,
+        uri: &http::Uri,
+        _headers: &http::HeaderMap,
+        _extensions: &mut http::Extensions,
+    ) -> bool {
+        let path = uri.path();
+        path == "/_meridian" || path.starts_with(Self::PREFIX)
+    }
+
+    async fn check_access(&self, req: &mut S3Request<Body>) -> S3Result<()> {
+        let principal: Option<Principal> = match &req.credentials {
+            Some(c) => Some(
+                self.users
+                    .principal(&c.access_key)
+                    .cloned()
+                    .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))?,
+            ),
+            None => None,
+        };
+        let path = req.uri.path();
+        if let Some(slot) = req.extensions.get::<RequestSlot>() {
+            let operation = format!("admin {} {path}", req.method);
+            let signer = principal.as_ref().map(|p| p.access_key.clone());
+            slot.update(|f| {
+                f.operation = Some(operation);
+                f.principal = signer;
+            });
+        }
+        let allowed = match audience_of(path) {
+            Audience::Anyone => true,
+            Audience::MetricsReaders => {
+                self.metrics_public || principal.as_ref().is_some_and(|p| p.metrics)
+            }
+            Audience::Root => principal.as_ref().is_some_and(|p| p.is_root),
+        };
+        if !allowed {
+            let need = match audience_of(path) {
+                Audience::MetricsReaders => {
+                    "metrics need root, a user with metrics = true, or metrics_public"
+                }
+                _ => "this endpoint is for root only",
+            };
+            return Err(s3_error!(AccessDenied, "{need}"));
+        }
+        if let Some(p) = principal {
+            req.extensions.insert(p);
+        }
+        Ok(())
+    }
+
+    async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        let (parts, body) = self.handle(&req).await.into_parts();
+        let mut resp = S3Response::new(body);
+        resp.status = Some(parts.status);
+        resp.headers = parts.headers;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_has_its_audience() {
+        assert_eq!(audience_of("/_meridian/health/live"), Audience::Anyone);
+        assert_eq!(audience_of("/_meridian/health/ready"), Audience::Anyone);
+        assert_eq!(audience_of("/_meridian/nothing"), Audience::Anyone);
+        assert_eq!(audience_of("/_meridian/metrics"), Audience::MetricsReaders);
+        assert_eq!(audience_of("/_meridian/fence"), Audience::Root);
+        assert_eq!(audience_of("/_meridian/unfence"), Audience::Root);
+        assert_eq!(audience_of("/_meridian/replication/status"), Audience::Root);
+        assert_eq!(audience_of("/_meridian"), Audience::Root);
     }
 }

@@ -12,10 +12,9 @@
 
 use std::time::Duration;
 
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
+use http::StatusCode;
 use meridian_metadata::JobKind;
-use s3s::Body;
+use s3s::{Body, S3Request};
 
 use super::{error, json, query, AdminApi};
 
@@ -23,16 +22,13 @@ use super::{error, json, query, AdminApi};
 const MAX_CHECKPOINT: Duration = Duration::from_secs(3600);
 
 impl AdminApi {
-    pub(super) async fn replication(&self, req: &Request<Incoming>) -> http::Response<Body> {
+    pub(super) async fn replication(&self, req: &S3Request<Body>) -> http::Response<Body> {
         let q = query(req);
         let param = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let action = req
-            .uri()
-            .path()
-            .trim_start_matches("/_meridian/replication/");
-        match (req.method().as_str(), action) {
+        let action = req.uri.path().trim_start_matches("/_meridian/replication/");
+        match (req.method.as_str(), action) {
             ("GET", "status") => match self.replicator.status(param("bucket")).await {
-                Ok(peers) => json(StatusCode::OK, &serde_json::json!({ "peers": peers })),
+                Ok(peers) => json(StatusCode::OK, &meridian_api::ReplicationStatus { peers }),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             },
             ("POST", "checkpoint") => {
@@ -41,8 +37,14 @@ impl AdminApi {
                 };
                 let timeout = match param("timeout").map(str::parse::<f64>) {
                     None => Duration::from_secs(60),
-                    Some(Ok(s)) if s >= 0.0 => Duration::from_secs_f64(s).min(MAX_CHECKPOINT),
-                    Some(_) => return error(StatusCode::BAD_REQUEST, "timeout must be seconds"),
+                    // try_from: an infinite, negative or NaN number of seconds is refused.
+                    Some(Ok(s)) => match Duration::try_from_secs_f64(s) {
+                        Ok(d) => d.min(MAX_CHECKPOINT),
+                        Err(_) => return error(StatusCode::BAD_REQUEST, "timeout must be seconds"),
+                    },
+                    Some(Err(_)) => {
+                        return error(StatusCode::BAD_REQUEST, "timeout must be seconds")
+                    }
                 };
                 match self
                     .replicator
@@ -62,7 +64,10 @@ impl AdminApi {
                         tracing::info!(%peer, action, "replication {action}d by an operator");
                         json(
                             StatusCode::OK,
-                            &serde_json::json!({ "peer": peer, "paused": action == "pause" }),
+                            &meridian_api::PauseState {
+                                peer: peer.to_owned(),
+                                paused: action == "pause",
+                            },
                         )
                     }
                     Err(e) => error(StatusCode::NOT_FOUND, &e),
@@ -80,7 +85,11 @@ impl AdminApi {
                 (Some(peer), Some(bucket)) => match self.replicator.cancel_job(peer, bucket) {
                     Ok(()) => json(
                         StatusCode::OK,
-                        &serde_json::json!({ "peer": peer, "bucket": bucket, "cancelled": true }),
+                        &meridian_api::JobCancelled {
+                            peer: peer.to_owned(),
+                            bucket: bucket.to_owned(),
+                            cancelled: true,
+                        },
                     ),
                     Err(e) => error(StatusCode::NOT_FOUND, &e),
                 },
@@ -120,7 +129,10 @@ impl AdminApi {
         tracing::info!(%peer, buckets = ?buckets, from_scratch, "resync started by an operator");
         json(
             StatusCode::OK,
-            &serde_json::json!({ "peer": peer, "jobs": jobs }),
+            &meridian_api::ResyncStarted {
+                peer: peer.to_owned(),
+                jobs,
+            },
         )
     }
 

@@ -9,6 +9,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
 use super::MeridianS3;
+use crate::s3::errors::IntoS3;
 
 /// The bucket configuration document recording that ownership controls were deleted.
 const OWNERSHIP_DOCUMENT: &str = "ownership-controls";
@@ -215,7 +216,8 @@ impl MeridianS3 {
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&name, OWNERSHIP_DOCUMENT))
-            .await?;
+            .await
+            .s3()?;
         if doc.as_deref() == Some(OWNERSHIP_DELETED) {
             return Err(super::errors::custom_error(
                 "OwnershipControlsNotFoundError",
@@ -250,7 +252,8 @@ impl MeridianS3 {
         let name = input.bucket.clone();
         self.store
             .meta(move |m| m.delete_bucket_config(&name, OWNERSHIP_DOCUMENT))
-            .await?;
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketOwnershipControlsOutput {}))
     }
 
@@ -265,7 +268,8 @@ impl MeridianS3 {
             .meta(move |m| {
                 m.put_bucket_config(&name, OWNERSHIP_DOCUMENT, OWNERSHIP_DELETED.to_vec())
             })
-            .await?;
+            .await
+            .s3()?;
         Ok(S3Response::new(DeleteBucketOwnershipControlsOutput {}))
     }
 }

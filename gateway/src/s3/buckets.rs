@@ -6,6 +6,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::convert::{now_nanos, timestamp};
 use super::{principal, MeridianS3};
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     pub(super) async fn list_buckets_impl(
@@ -14,7 +15,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let who = principal(&req)?.clone();
         let prefix = req.input.prefix.clone().unwrap_or_default();
-        let all = self.store.meta(|m| m.list_buckets()).await?;
+        let all = self.store.meta(|m| m.list_buckets()).await.s3()?;
         let buckets = all
             .into_iter()
             .filter(|b| who.can_read(&b.name) && b.name.starts_with(&prefix))
@@ -69,13 +70,13 @@ impl MeridianS3 {
         self.policies.forget(&input.bucket);
         match created {
             Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) })),
-            Err(crate::storage::StoreError::Meta(MetaError::BucketExists { owner, .. })) if owner == who.access_key => {
+            Err(meridian_store::StoreError::Meta(MetaError::BucketExists { owner, .. })) if owner == who.access_key => {
                 Err(s3_error!(
                     BucketAlreadyOwnedByYou,
                     "Your previous request to create the named bucket succeeded and you already own it."
                 ))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(crate::s3::errors::s3_error_of(e)),
         }
     }
 
@@ -96,7 +97,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let name = req.input.bucket;
         let n = name.clone();
-        self.store.meta(move |m| m.delete_bucket(&n)).await?;
+        self.store.meta(move |m| m.delete_bucket(&n)).await.s3()?;
         // Parts of the uploads it aborted were queued for reclaim: delete them now, not at
         // the reclaimer's next idle poll (30 s).
         self.store.wake_reclaimer();
@@ -150,7 +151,8 @@ impl MeridianS3 {
         }
         self.store
             .meta(move |m| m.set_versioning(&name, state))
-            .await?;
+            .await
+            .s3()?;
         Ok(S3Response::new(PutBucketVersioningOutput {}))
     }
 

@@ -7,7 +7,8 @@ use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{s3_error, S3Result};
 
 use super::convert::{format_http_date, nanos, timestamp, whole_seconds};
-use crate::storage::Store;
+use crate::s3::errors::IntoS3;
+use meridian_store::Store;
 
 /// Read preconditions of GetObject/HeadObject (and, with `copy_source` set, the
 /// `x-amz-copy-source-if-*` family, where every failure is 412).
@@ -106,7 +107,8 @@ pub async fn check_write_preconditions(
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let current = store
         .meta(move |m| m.get_version(&b, &k, None))
-        .await?
+        .await
+        .s3()?
         .filter(|r| !r.is_delete_marker);
     let failed = || {
         s3_error!(

@@ -165,7 +165,7 @@ pub fn parse_checksum_type(t: &dto::ChecksumType) -> S3Result<ChecksumType> {
 }
 
 pub fn parse_dto_algorithm(a: &dto::ChecksumAlgorithm) -> S3Result<ChecksumAlgorithm> {
-    crate::checksum::parse_algorithm(a.as_str()).ok_or_else(|| {
+    meridian_store::checksum::parse_algorithm(a.as_str()).ok_or_else(|| {
         s3_error!(
             InvalidRequest,
             "Value for x-amz-checksum-algorithm header is invalid."

@@ -16,8 +16,9 @@ use super::put::{
     check_user_metadata, reject_encryption_requests, shard_identity, stored_checksum,
 };
 use super::{versioned, MeridianS3};
-use crate::storage::ingest::{ingest, IngestOptions, Ingested};
-use crate::storage::{Store, StoreError};
+use crate::s3::errors::IntoS3;
+use meridian_store::ingest::{ingest, BodyError, IngestOptions, Ingested};
+use meridian_store::{Store, StoreError};
 
 /// S3's limit for a single CopyObject (larger objects are copied part by part).
 const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
@@ -45,7 +46,8 @@ impl MeridianS3 {
         let record = self
             .store
             .meta(move |m| m.get_version(&b, &k, v.as_deref()))
-            .await?;
+            .await
+            .s3()?;
         match (record, version_id) {
             (Some(r), Some(_)) if r.is_delete_marker => Err(s3_error!(
                 InvalidRequest,
@@ -68,7 +70,9 @@ impl MeridianS3 {
         checksum: Option<meridian_metadata::ChecksumAlgorithm>,
     ) -> S3Result<Ingested> {
         let expected = range.end - range.start;
-        let body = self.store.read(&source.storage, range)?;
+        let body = futures::StreamExt::map(self.store.read(&source.storage, range).s3()?, |r| {
+            r.map_err(|e| BodyError::Incomplete(e.to_string()))
+        });
         let ingested = ingest(
             &self.store.disks,
             body,
@@ -85,7 +89,8 @@ impl MeridianS3 {
                 StoreError::Internal(format!("reading the copy source failed: {b}"))
             }
             other => other,
-        })?;
+        })
+        .s3()?;
         if ingested.size != expected {
             self.store.discard(ingested.data).await;
             return Err(s3_error!(

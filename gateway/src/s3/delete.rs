@@ -10,7 +10,8 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::MeridianS3;
-use crate::storage::StoreError;
+use crate::s3::errors::IntoS3;
+use meridian_store::StoreError;
 
 /// S3's limit on keys per DeleteObjects request.
 const MAX_KEYS_PER_DELETE: usize = 1000;
@@ -37,7 +38,7 @@ impl MeridianS3 {
             replication,
             ..DeleteOptions::default()
         };
-        Ok(self.delete_with(bucket, key, version_id, opts).await?)
+        self.delete_with(bucket, key, version_id, opts).await.s3()
     }
 
     async fn delete_with(
@@ -132,7 +133,8 @@ impl MeridianS3 {
         };
         let outcome = self
             .delete_with(&input.bucket, &input.key, None, opts)
-            .await?;
+            .await
+            .s3()?;
         if !outcome.delete_marker {
             crate::metrics::global().replica_conflicts.inc();
             tracing::warn!(

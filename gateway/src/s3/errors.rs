@@ -1,32 +1,43 @@
-//! The one place where storage errors become S3 errors.
+//! The one place where storage errors become S3 errors: [`s3_error_of`], and `.s3()?` on a
+//! store result (the orphan rule keeps `?` from converting a store error by itself).
 
 use meridian_erasure::ErasureError;
 use meridian_metadata::MetaError;
-use s3s::{s3_error, S3Error, S3ErrorCode};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 
-use crate::storage::ingest::BodyError;
-use crate::storage::StoreError;
+use meridian_store::ingest::BodyError;
+use meridian_store::StoreError;
 
-impl From<StoreError> for S3Error {
-    fn from(e: StoreError) -> S3Error {
-        match e {
-            StoreError::Meta(e) => meta_error(e),
-            StoreError::Erasure(e) => erasure_error(e),
-            StoreError::Body(BodyError::SignatureMismatch) => s3_error!(
-                SignatureDoesNotMatch,
-                "The request signature we calculated does not match the signature you provided."
-            ),
-            StoreError::Body(BodyError::ContentSha256Mismatch) => custom_error(
-                "XAmzContentSHA256Mismatch",
-                http::StatusCode::BAD_REQUEST,
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            ),
-            StoreError::Body(BodyError::Incomplete(detail)) => {
-                tracing::debug!(%detail, "request body incomplete");
-                s3_error!(IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.")
-            }
-            other => internal(other),
+/// A store result as an S3 result.
+pub(crate) trait IntoS3<T> {
+    fn s3(self) -> S3Result<T>;
+}
+
+impl<T, E: Into<StoreError>> IntoS3<T> for Result<T, E> {
+    fn s3(self) -> S3Result<T> {
+        self.map_err(|e| s3_error_of(e.into()))
+    }
+}
+
+/// The S3 error a store error is answered with.
+pub(crate) fn s3_error_of(e: StoreError) -> S3Error {
+    match e {
+        StoreError::Meta(e) => meta_error(e),
+        StoreError::Erasure(e) => erasure_error(e),
+        StoreError::Body(BodyError::SignatureMismatch) => s3_error!(
+            SignatureDoesNotMatch,
+            "The request signature we calculated does not match the signature you provided."
+        ),
+        StoreError::Body(BodyError::ContentSha256Mismatch) => custom_error(
+            "XAmzContentSHA256Mismatch",
+            http::StatusCode::BAD_REQUEST,
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        ),
+        StoreError::Body(BodyError::Incomplete(detail)) => {
+            tracing::debug!(%detail, "request body incomplete");
+            s3_error!(IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header.")
         }
+        other => internal(other),
     }
 }
 

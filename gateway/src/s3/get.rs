@@ -11,6 +11,7 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use super::conditions::ReadConditions;
 use super::convert::{self, ChecksumFields};
 use super::{versioned, MeridianS3};
+use crate::s3::errors::IntoS3;
 
 /// Which bytes of the object a request wants.
 struct Selection {
@@ -246,7 +247,8 @@ impl MeridianS3 {
         let record = self
             .store
             .meta(move |m| m.get_version(&b, &k, v.as_deref()))
-            .await?;
+            .await
+            .s3()?;
         let record = match (record, version_id) {
             (Some(r), _) => r,
             (None, Some(_)) => {
@@ -322,11 +324,11 @@ impl MeridianS3 {
             }
             Err(e) => return Err(e),
         };
-        let mut body = self.store.read(&record.storage, sel.range.clone())?;
-        body.first_chunk().await?;
+        let mut body = self.store.read(&record.storage, sel.range.clone()).s3()?;
+        body.first_chunk().await.s3()?;
         let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);
         Ok(S3Response::new(object_output!(GetObjectOutput, fields, {
-            body: Some(StreamingBlob::new(body)),
+            body: Some(StreamingBlob::new(super::body::ObjectBody(body))),
             tag_count: tag_count,
         })))
     }

@@ -12,6 +12,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::convert::{self, dto_algorithm};
 use super::MeridianS3;
+use crate::s3::errors::IntoS3;
 
 const DEFAULT_MAX_KEYS: i32 = 1000;
 
@@ -122,7 +123,10 @@ impl MeridianS3 {
             });
         }
         let b = bucket.to_owned();
-        Ok(self.store.meta(move |m| m.list_objects(&b, &query)).await?)
+        self.store
+            .meta(move |m| m.list_objects(&b, &query))
+            .await
+            .s3()
     }
 
     pub(super) async fn list_objects_impl(
@@ -249,7 +253,8 @@ impl MeridianS3 {
             let b = input.bucket.clone();
             self.store
                 .meta(move |m| m.list_versions(&b, &query))
-                .await?
+                .await
+                .s3()?
         };
         let owner = owner_of(&bucket);
         let mut versions = Vec::new();

@@ -4,6 +4,7 @@
 
 mod acl;
 mod attributes;
+mod body;
 mod buckets;
 mod conditions;
 pub mod convert;
@@ -24,9 +25,10 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::auth::Principal;
-use crate::storage::Store;
+use crate::s3::errors::IntoS3;
 use meridian_metadata::{BucketRecord, VersioningState};
 use meridian_replicator::Replicator;
+use meridian_store::Store;
 
 /// The S3 front of one node.
 #[derive(Clone)]
@@ -35,7 +37,7 @@ pub struct MeridianS3 {
     region: String,
     replicator: Replicator,
     /// The buckets' parsed policies, shared with the access hook.
-    policies: crate::policy::Policies,
+    policies: crate::bucket_policy::Policies,
     /// Principals a bucket policy may name.
     users: crate::auth::Users,
 }
@@ -45,7 +47,7 @@ impl MeridianS3 {
         store: Store,
         region: String,
         replicator: Replicator,
-        policies: crate::policy::Policies,
+        policies: crate::bucket_policy::Policies,
         users: crate::auth::Users,
     ) -> MeridianS3 {
         MeridianS3 {
@@ -62,7 +64,8 @@ impl MeridianS3 {
         let n = name.to_owned();
         self.store
             .meta(move |m| m.get_bucket(&n))
-            .await?
+            .await
+            .s3()?
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
     }
 }

@@ -1,12 +1,13 @@
 //! Bucket policies: Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus. A policy is parsed
 //! and checked before it is stored (`MalformedPolicy` otherwise, nothing stored), kept as
-//! the document the client sent, and evaluated by the access hook (`crate::policy`).
+//! the document the client sent, and evaluated by the access hook (`crate::bucket_policy`).
 
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::MeridianS3;
-use crate::policy::{Policy, DOCUMENT};
+use crate::bucket_policy::{Policy, DOCUMENT};
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     pub(super) async fn put_bucket_policy_impl(
@@ -23,7 +24,8 @@ impl MeridianS3 {
         let (name, doc) = (input.bucket.clone(), input.policy.into_bytes());
         self.store
             .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))
-            .await?;
+            .await
+            .s3()?;
         self.policies.forget(&input.bucket);
         Ok(S3Response::new(PutBucketPolicyOutput {}))
     }
@@ -36,7 +38,8 @@ impl MeridianS3 {
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
-            .await?
+            .await
+            .s3()?
             .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
         Ok(S3Response::new(GetBucketPolicyOutput {
             policy: Some(String::from_utf8_lossy(&doc).into_owned()),
@@ -51,7 +54,8 @@ impl MeridianS3 {
         let n = name.clone();
         self.store
             .meta(move |m| m.delete_bucket_config(&n, DOCUMENT))
-            .await?;
+            .await
+            .s3()?;
         self.policies.forget(&name);
         // s3s answers 204 No Content, as S3 does.
         Ok(S3Response::new(DeleteBucketPolicyOutput {}))
@@ -65,7 +69,8 @@ impl MeridianS3 {
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
-            .await?
+            .await
+            .s3()?
             .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
         let text = String::from_utf8_lossy(&doc);
         // Stored policies were checked when stored; principals since removed from the

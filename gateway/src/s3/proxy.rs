@@ -15,7 +15,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::Bytes;
 use futures::Stream;
 use http::{HeaderMap, HeaderValue};
-use meridian_replicator::{PeerKind, Target};
+use meridian_replicator::{Delivery, PeerKind};
 use s3s::dto::*;
 use s3s::stream::{ByteStream as S3ByteStream, RemainingLength};
 use s3s::{S3Error, S3Response, S3Result};
@@ -100,11 +100,11 @@ fn peer_error<E: ProvideErrorMetadata>(
 }
 
 /// The peers a read of `bucket` may be proxied to, with the bucket name there.
-fn candidates(s3: &MeridianS3, bucket: &str) -> Vec<Target> {
+fn candidates(s3: &MeridianS3, bucket: &str) -> Vec<Delivery> {
     let Ok(Some(rules)) = s3.replicator.rules().get(bucket) else {
         return Vec::new();
     };
-    let mut out: Vec<Target> = Vec::new();
+    let mut out: Vec<Delivery> = Vec::new();
     for rule in rules.rules.iter().filter(|r| r.enabled) {
         let d = &rule.destination;
         let eligible = s3
@@ -112,7 +112,7 @@ fn candidates(s3: &MeridianS3, bucket: &str) -> Vec<Target> {
             .peers()
             .any(|p| p.name == d.peer && p.proxy_reads && p.kind == PeerKind::Meridian);
         if eligible && !out.iter().any(|t| t.peer == d.peer) {
-            out.push(Target {
+            out.push(Delivery {
                 peer: d.peer.clone(),
                 bucket: d.bucket.clone(),
                 rule_id: rule.id.clone(),
@@ -268,7 +268,7 @@ impl MeridianS3 {
         Err(local)
     }
 
-    async fn proxy_candidates(&self, bucket: &str) -> Vec<Target> {
+    async fn proxy_candidates(&self, bucket: &str) -> Vec<Delivery> {
         if !self.replicator.has_peers() {
             return Vec::new();
         }

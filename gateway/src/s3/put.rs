@@ -12,11 +12,12 @@ use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
 use super::replica::{apply_replica, note_existing};
 use super::{versioned, MeridianS3};
-use crate::checksum;
-use crate::storage::ingest::{ingest, IngestOptions, Ingested};
-use crate::storage::Store;
+use crate::s3::errors::IntoS3;
 use meridian_replicator::headers::ReplicaHeaders;
 use meridian_replicator::Change;
+use meridian_store::checksum;
+use meridian_store::ingest::{ingest, IngestOptions, Ingested};
+use meridian_store::Store;
 
 /// S3's limit on the total size of user metadata (`x-amz-meta-*` names and values).
 const MAX_USER_METADATA: usize = 2 * 1024;
@@ -258,7 +259,7 @@ impl BodyClaims {
 }
 
 impl MeridianS3 {
-    /// Streams a client's body into storage (hashed with MD5, SHA-256 and `algorithm`) and
+    /// Streams a client's body into storage (hashed with MD5 and `algorithm`, as the store does) and
     /// checks it against what the client claimed; on any mismatch the data is discarded and
     /// the S3 error returned, so nothing is stored.
     pub(super) async fn ingest_verified(
@@ -269,11 +270,9 @@ impl MeridianS3 {
         algorithm: Option<ChecksumAlgorithm>,
         claims: BodyClaims,
     ) -> S3Result<Ingested> {
-        let body = body
-            .map(futures::StreamExt::boxed)
-            .unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        let body = super::body::client_body(body);
         let body = if claims.zstd {
-            crate::storage::ingest::zstd_decoded(body).await?
+            super::body::zstd_decoded(body).await.s3()?
         } else {
             body
         };
@@ -282,7 +281,7 @@ impl MeridianS3 {
             checksum: algorithm,
             inline_threshold: self.store.inline_threshold(),
         };
-        let ingested = ingest(&self.store.disks, body, opts).await?;
+        let ingested = ingest(&self.store.disks, body, opts).await.s3()?;
         if let Err(e) = claims.check(&ingested) {
             self.store.discard(ingested.data).await;
             return Err(e);
@@ -428,7 +427,7 @@ impl MeridianS3 {
             }
             Err(e) => {
                 self.store.discard(ingested.data).await;
-                Err(e.into())
+                Err(crate::s3::errors::s3_error_of(e))
             }
         }
     }

@@ -17,6 +17,7 @@ use s3s::dto::ReplicationStatus;
 use s3s::{s3_error, S3Result};
 
 use super::MeridianS3;
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     /// The replication state a local change commits with: PENDING for each peer a rule of the
@@ -53,7 +54,8 @@ impl MeridianS3 {
         let peers = tokio::task::spawn_blocking(move || r.pending_peers(&b, &k, &t, change))
             .await
             .map_err(|e| s3_error!(InternalError, "replication rules task failed: {e}"))?
-            .map_err(crate::storage::StoreError::from)?;
+            .map_err(meridian_store::StoreError::from)
+            .s3()?;
         Ok(peers)
     }
 

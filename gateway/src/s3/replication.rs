@@ -12,6 +12,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::MeridianS3;
+use crate::s3::errors::IntoS3;
 
 fn rule_error(e: RuleError) -> S3Error {
     let code = S3ErrorCode::from_bytes(e.code.as_bytes()).expect("error codes are UTF-8");
@@ -250,7 +251,8 @@ impl MeridianS3 {
         let (name, doc) = (input.bucket.clone(), config.to_json());
         self.store
             .meta(move |m| m.put_bucket_config(&name, CONFIG_DOCUMENT, doc))
-            .await?;
+            .await
+            .s3()?;
         self.replicator.rules().invalidate(&input.bucket);
         tracing::info!(bucket = %input.bucket, rules = config.rules.len(), "replication configuration stored");
         // Rules with ExistingObjectReplication send what the bucket held before them, once.
@@ -278,7 +280,8 @@ impl MeridianS3 {
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&name, CONFIG_DOCUMENT))
-            .await?
+            .await
+            .s3()?
             .ok_or_else(|| {
                 s3_error!(
                     ReplicationConfigurationNotFoundError,
@@ -304,7 +307,8 @@ impl MeridianS3 {
         let n = name.clone();
         self.store
             .meta(move |m| m.delete_bucket_config(&n, CONFIG_DOCUMENT))
-            .await?;
+            .await
+            .s3()?;
         self.replicator.rules().invalidate(&name);
         tracing::info!(bucket = %name, "replication configuration deleted");
         Ok(S3Response::new(DeleteBucketReplicationOutput {}))
@@ -317,7 +321,8 @@ impl MeridianS3 {
         let found = tokio::task::spawn_blocking(move || replicator.rules().get(&b))
             .await
             .map_err(|e| s3_error!(InternalError, "rules task failed: {e}"))?
-            .map_err(crate::storage::StoreError::from)?;
+            .map_err(meridian_store::StoreError::from)
+            .s3()?;
         Ok(found.is_some())
     }
 }

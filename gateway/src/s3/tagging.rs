@@ -9,6 +9,7 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use super::convert::{self, dto_tags};
 use super::MeridianS3;
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     /// Replaces the tags of a version. A local change goes to the peers whose rules match
@@ -46,7 +47,8 @@ impl MeridianS3 {
         let record = self
             .store
             .meta(move |m| m.set_tags(&b, &k, Some(&v), tags, change))
-            .await?;
+            .await
+            .s3()?;
         if queued {
             self.replicator.changed();
         }

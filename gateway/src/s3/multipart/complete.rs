@@ -3,6 +3,7 @@
 //! parts' segments in order.
 
 use super::*;
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     pub(in crate::s3) async fn complete_multipart_upload_impl(
@@ -67,7 +68,8 @@ impl MeridianS3 {
         for p in &chosen {
             layout.segments.extend(
                 Layout::from_bytes(&p.storage)
-                    .map_err(StoreError::from)?
+                    .map_err(StoreError::from)
+                    .s3()?
                     .segments,
             );
         }
@@ -127,7 +129,7 @@ impl MeridianS3 {
                     .await?
                     .ok_or_else(|| s3_error!(NoSuchUpload, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(crate::s3::errors::s3_error_of(e)),
         };
         self.store.wake_reclaimer();
         if let Some(r) = &replica {
@@ -162,7 +164,8 @@ impl MeridianS3 {
         let Some(done) = self
             .store
             .meta(move |m| m.completed_upload(&b, &k, &u))
-            .await?
+            .await
+            .s3()?
         else {
             return Ok(None);
         };
@@ -187,7 +190,8 @@ impl MeridianS3 {
         let record = self
             .store
             .meta(move |m| m.get_version(&b, &k, Some(&v)))
-            .await?
+            .await
+            .s3()?
             .filter(|r| r.etag == done.etag);
         let version_id = versioned.then(|| done.version_id.clone());
         Ok(Some(completion_output(
@@ -211,7 +215,8 @@ impl MeridianS3 {
             let page = self
                 .store
                 .meta(move |m| m.list_parts(&b, &k, &u, marker, 1000))
-                .await?;
+                .await
+                .s3()?;
             parts.extend(page.parts);
             match page.next_part_number_marker {
                 Some(next) if page.is_truncated => marker = next,

@@ -1,6 +1,7 @@
 //! ListParts and ListMultipartUploads.
 
 use super::*;
+use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
     pub(in crate::s3) async fn list_parts_impl(
@@ -30,7 +31,8 @@ impl MeridianS3 {
         let page = self
             .store
             .meta(move |m| m.list_parts(&b, &k, &u, marker, max as usize))
-            .await?;
+            .await
+            .s3()?;
         let who = Owner {
             id: Some(upload.owner.clone()),
             display_name: Some(upload.owner.clone()),
@@ -110,7 +112,10 @@ impl MeridianS3 {
                 next_upload_id_marker: None,
             }
         } else {
-            self.store.meta(move |m| m.list_uploads(&b, &query)).await?
+            self.store
+                .meta(move |m| m.list_uploads(&b, &query))
+                .await
+                .s3()?
         };
         let uploads = page
             .uploads

@@ -20,11 +20,12 @@ use super::put::{
 };
 use super::replica::{apply_replica, note_existing};
 use super::{principal, versioned, MeridianS3};
-use crate::checksum;
-use crate::storage::ingest::{Ingested, IngestedData};
-use crate::storage::layout::{Layout, Segment};
-use crate::storage::StoreError;
+use crate::s3::errors::IntoS3;
 use meridian_replicator::Change;
+use meridian_store::checksum;
+use meridian_store::ingest::{Ingested, IngestedData};
+use meridian_store::layout::{Layout, Segment};
+use meridian_store::StoreError;
 
 /// S3's part rules.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -89,7 +90,7 @@ impl MeridianS3 {
     async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadRecord> {
         self.bucket(bucket).await?;
         let (b, k, u) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
-        self.store.meta(move |m| m.get_upload(&b, &k, &u)).await?.ok_or_else(|| {
+        self.store.meta(move |m| m.get_upload(&b, &k, &u)).await.s3()?.ok_or_else(|| {
             s3_error!(
                 NoSuchUpload,
                 "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
@@ -126,7 +127,7 @@ impl MeridianS3 {
             }
             Err(e) => {
                 self.store.discard(ingested.data).await;
-                Err(e.into())
+                Err(crate::s3::errors::s3_error_of(e))
             }
         }
     }
@@ -195,7 +196,10 @@ impl MeridianS3 {
             checksum_type,
         };
         let upload_id = upload.upload_id.clone();
-        self.store.meta(move |m| m.create_upload(upload)).await?;
+        self.store
+            .meta(move |m| m.create_upload(upload))
+            .await
+            .s3()?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -329,7 +333,10 @@ impl MeridianS3 {
         let input = req.input;
         self.bucket(&input.bucket).await?;
         let (b, k, u) = (input.bucket, input.key, input.upload_id);
-        self.store.meta(move |m| m.abort_upload(&b, &k, &u)).await?;
+        self.store
+            .meta(move |m| m.abort_upload(&b, &k, &u))
+            .await
+            .s3()?;
         self.store.wake_reclaimer();
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }

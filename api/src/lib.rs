@@ -1,0 +1,158 @@
+//! The JSON documents of Meridian's admin API (`/_meridian/...`): what the server writes and
+//! what `meridian replication`, `meridian drill` and `meridian bench replication` read, as
+//! one set of types, so a field renamed on one side cannot go unnoticed on the other. No
+//! logic and no dependencies beyond serde: the server (through the replicator) and the client
+//! tools both link it.
+
+use serde::{Deserialize, Serialize};
+
+/// Pending work of a peer (or of one of its buckets), as reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub versions: u64,
+    pub bytes: u64,
+    /// Age of the oldest pending change; 0 when nothing is pending.
+    pub lag_seconds: f64,
+    /// Pending changes that failed at least once, and of those, permanently.
+    pub retrying: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// A bucket's share of a peer's pending work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BucketReport {
+    pub bucket: String,
+    #[serde(flatten)]
+    pub pending: Pending,
+}
+
+/// A backfill or resync, as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub bucket: String,
+    /// `backfill` or `resync`.
+    pub kind: String,
+    pub running: bool,
+    pub cancelled: bool,
+    pub scanned: u64,
+    pub queued: u64,
+    pub queued_bytes: u64,
+    pub skipped: u64,
+    /// Unix seconds.
+    pub started: i64,
+    pub finished: Option<i64>,
+}
+
+/// One peer, as reported by `GET /_meridian/replication/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub peer: String,
+    pub endpoint: String,
+    /// `meridian` or `s3`.
+    pub kind: String,
+    /// `async` or `sync`.
+    pub mode: String,
+    pub paused: bool,
+    #[serde(flatten)]
+    pub pending: Pending,
+    /// Since the server started.
+    pub sent_versions: u64,
+    pub sent_bytes: u64,
+    pub buckets: Vec<BucketReport>,
+    pub jobs: Vec<JobReport>,
+}
+
+/// `GET /_meridian/replication/status[?bucket=B]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub peers: Vec<PeerReport>,
+}
+
+impl ReplicationStatus {
+    /// The peer named `peer`.
+    pub fn peer(&self, peer: &str) -> Option<&PeerReport> {
+        self.peers.iter().find(|p| p.peer == peer)
+    }
+}
+
+/// `POST /_meridian/replication/checkpoint`: what the checkpoint found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointReport {
+    pub peer: String,
+    pub bucket: Option<String>,
+    /// The peer has every change committed before the checkpoint was called.
+    pub reached: bool,
+    pub waited_seconds: f64,
+    /// What was still pending of those changes when the checkpoint returned.
+    pub pending: Pending,
+}
+
+/// `POST /_meridian/replication/pause|resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseState {
+    pub peer: String,
+    pub paused: bool,
+}
+
+/// `POST /_meridian/replication/resync`: the jobs started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResyncStarted {
+    pub peer: String,
+    pub jobs: Vec<JobReport>,
+}
+
+/// `POST /_meridian/replication/resync/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCancelled {
+    pub peer: String,
+    pub bucket: String,
+    pub cancelled: bool,
+}
+
+/// `GET|POST /_meridian/fence`, `POST /_meridian/unfence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceState {
+    pub fenced: bool,
+}
+
+/// Any refusal of the admin API itself (the S3 layer below it answers S3 error documents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_report_keeps_its_flattened_pending_figures_on_the_way_back() {
+        let report = PeerReport {
+            peer: "west".into(),
+            endpoint: "http://127.0.0.1:9102".into(),
+            kind: "meridian".into(),
+            mode: "async".into(),
+            paused: false,
+            pending: Pending {
+                versions: 3,
+                bytes: 1024,
+                lag_seconds: 1.5,
+                retrying: 1,
+                failed: 0,
+                last_error: Some("timeout".into()),
+            },
+            sent_versions: 10,
+            sent_bytes: 4096,
+            buckets: vec![],
+            jobs: vec![],
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["versions"], 3,
+            "pending figures sit beside the peer's name"
+        );
+        let back: PeerReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+}
