@@ -280,34 +280,23 @@ impl Config {
         Ok(())
     }
 
-    /// Disk directories in slot order.
-    pub fn disk_paths(&self) -> Vec<PathBuf> {
-        if !self.erasure.disks.is_empty() {
-            return self.erasure.disks.clone();
-        }
-        let n = self.erasure.data_shards + self.erasure.parity_shards;
-        (1..=n)
-            .map(|i| self.data_dir.join(format!("disk{i}")))
-            .collect()
-    }
-
-    /// What the store opens: the disks, the erasure layout, the metadata path.
+    /// What the store opens: the disks (`data_dir/disk1..N` unless listed), the erasure
+    /// layout, the metadata path (`data_dir/meta` unless set).
     pub fn store_config(&self) -> StoreConfig {
-        StoreConfig {
-            disks: self.disk_paths(),
-            data_shards: self.erasure.data_shards,
-            parity_shards: self.erasure.parity_shards,
-            metadata_path: self.metadata_path(),
-            durability: self.erasure.durability,
-            inline_threshold: self.inline_threshold,
+        let mut store = StoreConfig::in_dir(
+            &self.data_dir,
+            self.erasure.data_shards,
+            self.erasure.parity_shards,
+        );
+        if !self.erasure.disks.is_empty() {
+            store.disks = self.erasure.disks.clone();
         }
-    }
-
-    pub fn metadata_path(&self) -> PathBuf {
-        self.metadata
-            .path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("meta"))
+        if let Some(path) = &self.metadata.path {
+            store.metadata_path = path.clone();
+        }
+        store.durability = self.erasure.durability;
+        store.inline_threshold = self.inline_threshold;
+        store
     }
 
     /// Root credentials and whether they are the documented development default.
@@ -327,9 +316,10 @@ mod tests {
     fn default_is_single_node_four_plus_two() {
         let c = Config::default();
         assert_eq!(c.address.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.disk_paths().len(), 6);
-        assert_eq!(c.disk_paths()[0], PathBuf::from("./meridian-data/disk1"));
-        assert_eq!(c.metadata_path(), PathBuf::from("./meridian-data/meta"));
+        let store = c.store_config();
+        assert_eq!(store.disks.len(), 6);
+        assert_eq!(store.disks[0], PathBuf::from("./meridian-data/disk1"));
+        assert_eq!(store.metadata_path, PathBuf::from("./meridian-data/meta"));
         assert!(
             c.root_credentials().2,
             "no root configured means the dev default"
