@@ -80,30 +80,7 @@ where
     let compressed = compressed.freeze();
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(4);
     tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let fail = |e: String| BodyError::Incomplete(format!("zstd body: {e}"));
-        let mut decoder = match ruzstd::decoding::StreamingDecoder::new(&compressed[..]) {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(fail(e.to_string())));
-                return;
-            }
-        };
-        let mut buf = vec![0u8; DECODED_CHUNK];
-        let mut decoded = 0u64;
-        loop {
-            let item = match decoder.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    decoded += n as u64;
-                    if decoded > MAX_DECODED {
-                        Err(fail(format!("decodes to more than {MAX_DECODED} bytes")))
-                    } else {
-                        Ok(Bytes::copy_from_slice(&buf[..n]))
-                    }
-                }
-                Err(e) => Err(fail(e.to_string())),
-            };
+        for item in ZstdChunks::new(&compressed, MAX_DECODED) {
             let last = item.is_err();
             if tx.blocking_send(item).is_err() || last {
                 return;
@@ -116,12 +93,86 @@ where
     .boxed())
 }
 
+/// The decoded chunks of one compressed body, by the C zstd library's streaming decoder. The
+/// body must be whole frames: one that ends inside a frame is an error, not short data.
+struct ZstdChunks<'a> {
+    decoder: zstd_safe::DCtx<'static>,
+    input: zstd_safe::InBuffer<'a>,
+    buf: Vec<u8>,
+    decoded: u64,
+    limit: u64,
+    /// Inside a frame: the decoder has taken input it has not finished decoding.
+    in_frame: bool,
+    done: bool,
+}
+
+impl<'a> ZstdChunks<'a> {
+    /// Decodes `compressed`, failing once it would decode to more than `limit` bytes.
+    fn new(compressed: &'a [u8], limit: u64) -> Self {
+        ZstdChunks {
+            decoder: zstd_safe::DCtx::create(),
+            input: zstd_safe::InBuffer::around(compressed),
+            buf: vec![0u8; DECODED_CHUNK],
+            decoded: 0,
+            limit,
+            in_frame: false,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, e: String) -> Option<Result<Bytes, BodyError>> {
+        self.done = true;
+        Some(Err(BodyError::Incomplete(format!("zstd body: {e}"))))
+    }
+}
+
+impl Iterator for ZstdChunks<'_> {
+    type Item = Result<Bytes, BodyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let at_end = self.input.pos() == self.input.src.len();
+            if at_end && !self.in_frame {
+                self.done = true;
+                return None;
+            }
+            let before = self.input.pos();
+            let mut output = zstd_safe::OutBuffer::around(&mut self.buf[..]);
+            let hint = match self.decoder.decompress_stream(&mut output, &mut self.input) {
+                Ok(hint) => hint,
+                Err(code) => return self.fail(zstd_safe::get_error_name(code).to_owned()),
+            };
+            let n = output.pos();
+            self.in_frame = hint != 0;
+            if n == 0 && self.input.pos() == before && self.in_frame {
+                // No progress and no more input: the body stops inside a frame.
+                return self.fail("the body ends inside a frame".to_owned());
+            }
+            if n == 0 {
+                continue;
+            }
+            self.decoded += n as u64;
+            if self.decoded > self.limit {
+                let limit = self.limit;
+                return self.fail(format!("decodes to more than {limit} bytes"));
+            }
+            return Some(Ok(Bytes::copy_from_slice(&self.buf[..n])));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn compress(data: &[u8]) -> Vec<u8> {
-        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        let mut out = vec![0u8; zstd_safe::compress_bound(data.len())];
+        let n = zstd_safe::compress(&mut out[..], data, 1).unwrap();
+        out.truncate(n);
+        out
     }
 
     async fn decode(compressed: Vec<u8>, chunk: usize) -> Result<Vec<u8>, StoreError> {
@@ -153,16 +204,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn truncated_and_malformed_bodies_never_pass_for_the_original() {
+    async fn truncated_and_malformed_bodies_are_errors() {
         let original = vec![7u8; 100_000];
         let compressed = compress(&original);
         let truncated = compressed[..compressed.len() - 3].to_vec();
-        // Either the decoder notices, or the bytes come out short and the body's checksum
-        // refuses them: never the original bytes.
-        assert!(!matches!(decode(truncated, 4096).await, Ok(d) if d == original));
-        assert!(matches!(
-            decode(b"not zstd at all".to_vec(), 4096).await,
-            Err(StoreError::Body(BodyError::Incomplete(_)))
-        ));
+        for bad in [
+            truncated,
+            b"not zstd at all".to_vec(),
+            Vec::from(&compressed[..4]),
+        ] {
+            assert!(matches!(
+                decode(bad, 4096).await,
+                Err(StoreError::Body(BodyError::Incomplete(_)))
+            ));
+        }
+    }
+
+    #[test]
+    fn frames_follow_one_another_and_a_bomb_stops_at_the_limit() {
+        let mut two = compress(b"first frame, ");
+        two.extend(compress(b"second frame"));
+        let out: Vec<u8> = ZstdChunks::new(&two, 1 << 20)
+            .map(|c| c.unwrap())
+            .flat_map(|c| c.to_vec())
+            .collect();
+        assert_eq!(out, b"first frame, second frame");
+
+        // 64 MiB of zeros compress to a few KiB; decoding stops just past the limit.
+        let bomb = compress(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let mut decoded = 0u64;
+        let mut failed = false;
+        for chunk in ZstdChunks::new(&bomb, 3 << 20) {
+            match chunk {
+                Ok(c) => decoded += c.len() as u64,
+                Err(e) => {
+                    assert!(e.to_string().contains("more than"), "{e}");
+                    failed = true;
+                }
+            }
+        }
+        assert!(failed);
+        assert!(decoded <= 3 << 20);
     }
 }
