@@ -58,8 +58,17 @@ pub enum MetaError {
         reason: String,
     },
     /// The database was written with a schema this build does not understand.
-    #[error("metadata schema version {found} is newer than the supported {supported}")]
-    UnsupportedSchema { found: u32, supported: u32 },
+    #[error(
+        "the metadata at {path} has schema version {found}, written by a newer Meridian; this \
+         binary understands schema versions up to {supported}. Upgrade the binary to the \
+         release that wrote it, or restore the data directory from a backup taken before \
+         the upgrade"
+    )]
+    UnsupportedSchema {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("rocksdb error while {context}: {source}")]
     Db {
         context: String,

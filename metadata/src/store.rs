@@ -67,11 +67,28 @@ impl MetaStore {
     /// newer schema version.
     pub fn open(path: &Path, opts: MetaOptions) -> Result<MetaStore, MetaError> {
         let cache = Cache::new_lru_cache(tuning::BLOCK_CACHE_BYTES);
+        let mut families = tuning::column_families(&cache);
+        // A newer schema may have added column families; RocksDB refuses to open a database
+        // without naming all of them, so open them as they are and let the schema version
+        // below say what is wrong.
+        if let Ok(existing) = DB::list_cf(&rocksdb::Options::default(), path) {
+            for name in existing {
+                if name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+                    && !schema::ALL.contains(&name.as_str())
+                {
+                    families.push(rocksdb::ColumnFamilyDescriptor::new(
+                        name,
+                        rocksdb::Options::default(),
+                    ));
+                }
+            }
+        }
         let db =
-            DB::open_cf_descriptors(&tuning::db_options(), path, tuning::column_families(&cache))
-                .map_err(|source| MetaError::Db {
-                context: format!("opening {}", path.display()),
-                source,
+            DB::open_cf_descriptors(&tuning::db_options(), path, families).map_err(|source| {
+                MetaError::Db {
+                    context: format!("opening {}", path.display()),
+                    source,
+                }
             })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.sync_writes);
@@ -92,6 +109,7 @@ impl MetaStore {
                 })?);
                 if found > schema::SCHEMA_VERSION {
                     return Err(MetaError::UnsupportedSchema {
+                        path: path.display().to_string(),
                         found,
                         supported: schema::SCHEMA_VERSION,
                     });

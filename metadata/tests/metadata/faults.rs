@@ -36,21 +36,35 @@ fn a_corrupt_version_record_is_reported_as_corrupt() {
 }
 
 #[test]
-fn a_database_from_a_newer_schema_is_refused() {
+fn a_database_from_a_newer_schema_is_refused_by_its_version_and_what_to_do() {
     let s = TestStore::new();
     let TestStore { dir, store } = s;
     drop(store);
     {
-        let db = raw_db(dir.path());
+        // What a newer release leaves behind: a higher version and a column family this
+        // binary has never heard of (RocksDB alone would refuse to open without naming it).
+        let mut db = raw_db(dir.path());
         db.put_cf(
             db.cf_handle("meta").unwrap(),
             b"schema",
             99u32.to_be_bytes(),
         )
         .unwrap();
+        db.create_cf("from_the_future", &rocksdb::Options::default())
+            .unwrap();
     }
     match MetaStore::open(dir.path(), MetaOptions::default()) {
-        Err(MetaError::UnsupportedSchema { found: 99, .. }) => {}
+        Err(e @ MetaError::UnsupportedSchema { found: 99, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("schema version 99"), "{text}");
+            assert!(
+                text.contains(&format!("up to {}", meridian_metadata::SCHEMA_VERSION)),
+                "{text}"
+            );
+            assert!(text.contains("Upgrade the binary"), "{text}");
+            assert!(text.contains("restore the data directory"), "{text}");
+            assert!(!text.contains("from_the_future"), "{text}");
+        }
         other => panic!("expected UnsupportedSchema, got {other:?}"),
     }
 }
