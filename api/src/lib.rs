@@ -1,22 +1,76 @@
 //! The JSON documents of Meridian's admin API (`/_meridian/...`): what the server writes and
 //! what `meridian replication`, `meridian drill` and `meridian bench replication` read, as
-//! one set of types, so a field renamed on one side cannot go unnoticed on the other. No
-//! logic and no dependencies beyond serde: the server (through the replicator) and the client
-//! tools both link it.
+//! one set of types, so a field renamed on one side cannot go unnoticed on the other; and
+//! ([`version`]) what a client can observe of an object version, with the one comparison the
+//! replicator, `meridian drill verify` and the tests use. The server (through the replicator)
+//! and the client tools both link it; it holds no server logic.
+
+pub mod version;
+
+/// Request header: answer from this region's own data, never by a read proxied to a peer.
+/// Waits for a replica (`meridian bench replication`, `drill`, tests) set it, so that a
+/// version the target does not hold yet is not counted as arrived.
+pub const NO_PROXY: &str = "x-meridian-no-proxy";
 
 use serde::{Deserialize, Serialize};
 
 /// Pending work of a peer (or of one of its buckets), as reported.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// In JSON the figures are also written under their old names, `versions` and `bytes`, for
+/// one release (deprecated: they read as "no versions" when they mean "nothing pending").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Pending {
-    pub versions: u64,
-    pub bytes: u64,
+    /// Changes (versions, delete markers, tag changes) not yet acknowledged by the peer.
+    pub pending_versions: u64,
+    /// Bytes of the pending versions.
+    pub pending_bytes: u64,
     /// Age of the oldest pending change; 0 when nothing is pending.
     pub lag_seconds: f64,
     /// Pending changes that failed at least once, and of those, permanently.
     pub retrying: u64,
     pub failed: u64,
     pub last_error: Option<String>,
+}
+
+/// [`Pending`] as written: the figures, then their deprecated aliases.
+#[derive(Serialize)]
+struct PendingWire<'a> {
+    pending_versions: u64,
+    pending_bytes: u64,
+    lag_seconds: f64,
+    retrying: u64,
+    failed: u64,
+    last_error: &'a Option<String>,
+    /// Deprecated alias of `pending_versions`.
+    versions: u64,
+    /// Deprecated alias of `pending_bytes`.
+    bytes: u64,
+}
+
+impl Serialize for Pending {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PendingWire {
+            pending_versions: self.pending_versions,
+            pending_bytes: self.pending_bytes,
+            lag_seconds: self.lag_seconds,
+            retrying: self.retrying,
+            failed: self.failed,
+            last_error: &self.last_error,
+            versions: self.pending_versions,
+            bytes: self.pending_bytes,
+        }
+        .serialize(s)
+    }
+}
+
+/// Who paused sending to a peer, and when: kept in the node's metadata, so a paused peer
+/// stays paused across restarts until someone resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedBy {
+    /// The access key of the principal that paused it (`root` for the root key).
+    pub principal: String,
+    /// Unix seconds.
+    pub since: i64,
 }
 
 /// A bucket's share of a peer's pending work.
@@ -54,6 +108,9 @@ pub struct PeerReport {
     /// `async` or `sync`.
     pub mode: String,
     pub paused: bool,
+    /// Who paused it and when, while it is paused.
+    #[serde(default)]
+    pub paused_by: Option<PausedBy>,
     #[serde(flatten)]
     pub pending: Pending,
     /// Since the server started.
@@ -93,6 +150,8 @@ pub struct CheckpointReport {
 pub struct PauseState {
     pub peer: String,
     pub paused: bool,
+    #[serde(default)]
+    pub paused_by: Option<PausedBy>,
 }
 
 /// `POST /_meridian/replication/resync`: the jobs started.
@@ -133,10 +192,14 @@ mod tests {
             endpoint: "http://127.0.0.1:9102".into(),
             kind: "meridian".into(),
             mode: "async".into(),
-            paused: false,
+            paused: true,
+            paused_by: Some(PausedBy {
+                principal: "root".into(),
+                since: 1_700_000_000,
+            }),
             pending: Pending {
-                versions: 3,
-                bytes: 1024,
+                pending_versions: 3,
+                pending_bytes: 1024,
                 lag_seconds: 1.5,
                 retrying: 1,
                 failed: 0,
@@ -149,9 +212,13 @@ mod tests {
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
-            json["versions"], 3,
+            json["pending_versions"], 3,
             "pending figures sit beside the peer's name"
         );
+        assert_eq!(json["pending_bytes"], 1024);
+        assert_eq!(json["versions"], 3, "the deprecated alias is still written");
+        assert_eq!(json["bytes"], 1024);
+        assert_eq!(json["paused_by"]["principal"], "root");
         let back: PeerReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
     }

@@ -241,8 +241,8 @@ pub async fn run(command: ReplicationCommand) -> anyhow::Result<bool> {
             } else {
                 println!(
                     "peer {peer} still lacks {} versions ({}) after {:.0} s; last error: {}",
-                    r.pending.versions,
-                    bytes(r.pending.bytes),
+                    r.pending.pending_versions,
+                    bytes(r.pending.pending_bytes),
                     r.waited_seconds,
                     r.pending.last_error.as_deref().unwrap_or("none")
                 );
@@ -337,7 +337,7 @@ async fn follow_resync(target: &Endpoint, peer: &str, buckets: &[String]) -> any
             .buckets
             .iter()
             .filter(|b| buckets.contains(&b.bucket))
-            .map(|b| b.pending.versions)
+            .map(|b| b.pending.pending_versions)
             .sum();
         let line = format!(
             "scanned {} versions, {} already on {peer}, {} re-sent ({}), {} still to arrive{}",
@@ -392,12 +392,12 @@ fn humanize(d: Duration) -> String {
 pub fn status_table(status: &ReplicationStatus) -> String {
     let row = |name: &str, mode: &str, state: &str, v: &Pending| {
         format!(
-            "{:<12} {:<8} {:<7} {:>9} {:>10} {:>8} {:>8} {:>7}  {}\n",
+            "{:<12} {:<8} {:<7} {:>9} {:>13} {:>8} {:>8} {:>7}  {}\n",
             name,
             mode,
             state,
-            v.versions,
-            bytes(v.bytes),
+            v.pending_versions,
+            bytes(v.pending_bytes),
             lag(v.lag_seconds),
             v.retrying,
             v.failed,
@@ -405,12 +405,26 @@ pub fn status_table(status: &ReplicationStatus) -> String {
         )
     };
     let mut out = format!(
-        "{:<12} {:<8} {:<7} {:>9} {:>10} {:>8} {:>8} {:>7}  {}\n",
-        "PEER", "MODE", "STATE", "PENDING", "BYTES", "LAG", "RETRYING", "FAILED", "LAST ERROR"
+        "{:<12} {:<8} {:<7} {:>9} {:>13} {:>8} {:>8} {:>7}  {}\n",
+        "PEER",
+        "MODE",
+        "STATE",
+        "PENDING",
+        "PENDING-BYTES",
+        "LAG",
+        "RETRYING",
+        "FAILED",
+        "LAST ERROR"
     );
     for p in &status.peers {
         let state = if p.paused { "paused" } else { "running" };
         out.push_str(&row(&p.peer, &p.mode, state, &p.pending));
+        if let Some(by) = &p.paused_by {
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(by.since.max(0) as u64),
+            );
+            out.push_str(&format!("  paused by {} since {since}\n", by.principal));
+        }
         for b in &p.buckets {
             out.push_str(&row(&format!("  {}", b.bucket), "", "", &b.pending));
         }
@@ -444,10 +458,11 @@ mod tests {
     fn the_table_has_a_row_per_peer_bucket_and_job() {
         let status: ReplicationStatus = serde_json::from_value(serde_json::json!({"peers": [{
             "peer": "west", "endpoint": "http://127.0.0.1:9102", "kind": "meridian",
-            "mode": "async", "paused": true, "versions": 3, "bytes": 2048,
+            "mode": "async", "paused": true, "pending_versions": 3, "pending_bytes": 2048,
+            "paused_by": {"principal": "root", "since": 1700000000},
             "lag_seconds": 75.0, "retrying": 1, "failed": 0, "last_error": "connection refused",
             "sent_versions": 0, "sent_bytes": 0,
-            "buckets": [{"bucket": "models", "versions": 3, "bytes": 2048, "lag_seconds": 75.0,
+            "buckets": [{"bucket": "models", "pending_versions": 3, "pending_bytes": 2048, "lag_seconds": 75.0,
                          "retrying": 1, "failed": 0, "last_error": null}],
             "jobs": [{"kind": "resync", "bucket": "models", "running": true, "cancelled": false,
                       "scanned": 10, "queued": 3, "queued_bytes": 2048, "skipped": 7,
@@ -456,14 +471,16 @@ mod tests {
         .unwrap();
         let t = status_table(&status);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].contains("PENDING-BYTES"));
         assert!(
             lines[1].starts_with("west")
                 && lines[1].contains("paused")
                 && lines[1].contains("1m15s")
         );
         assert!(lines[1].contains("connection refused"));
-        assert!(lines[2].contains("models"));
-        assert!(lines[3].contains("running resync of models"));
+        assert_eq!(lines[2], "  paused by root since 2023-11-14T22:13:20Z");
+        assert!(lines[3].contains("models"));
+        assert!(lines[4].contains("running resync of models"));
     }
 }

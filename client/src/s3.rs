@@ -598,6 +598,13 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
     out
 }
 
+/// Makes a request read the region's own data only ([`meridian_api::NO_PROXY`]), for
+/// `customize().mutate_request`: a wait for a replica must not count a read the target
+/// proxies to the source.
+pub fn own_copy_only(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    req.headers_mut().insert(meridian_api::NO_PROXY, "1");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

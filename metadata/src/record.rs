@@ -27,6 +27,8 @@ pub struct ObjectHeaders {
     pub content_language: Option<String>,
     pub cache_control: Option<String>,
     pub expires: Option<String>,
+    /// `x-amz-website-redirect-location`.
+    pub website_redirect: Option<String>,
 }
 
 /// The S3 checksum algorithms (`x-amz-checksum-*`).

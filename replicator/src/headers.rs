@@ -50,7 +50,7 @@ pub fn is_replica_request(headers: &HeaderMap) -> bool {
     headers.keys().any(|name| name.as_str().starts_with(PREFIX))
 }
 
-fn algorithm_name(a: &ChecksumAlgorithm) -> &'static str {
+pub(crate) fn algorithm_name(a: &ChecksumAlgorithm) -> &'static str {
     match a {
         ChecksumAlgorithm::Crc32 => "CRC32",
         ChecksumAlgorithm::Crc32c => "CRC32C",

@@ -53,7 +53,7 @@ pub use peer::{https_client_trusting, DestinationCheck};
 pub use rules::{Change, Delivery, ReplicationConfig, RuleError};
 pub use rules_cache::RulesCache;
 pub use source::{BoxError, ObjectBytes, ObjectSource};
-pub use status::{BucketReport, CheckpointReport, JobReport, PeerReport, Pending};
+pub use status::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport, Pending};
 
 use peer::Peer;
 use pump::Pump;
@@ -65,7 +65,35 @@ type JobSwitches = Mutex<HashMap<(String, String), (u64, watch::Sender<bool>)>>;
 struct PeerHandle {
     peer: Arc<Peer>,
     wakeup: Arc<Notify>,
-    paused: watch::Sender<bool>,
+    /// Who paused sending to the peer, while it is paused.
+    paused: watch::Sender<Option<PausedBy>>,
+}
+
+/// The node setting that holds a peer's pause, so that it outlives the process.
+fn pause_setting(peer: &str) -> String {
+    format!("replication-paused/{peer}")
+}
+
+/// The pause of `peer` kept in the metadata, if any. An unreadable record counts as paused
+/// (by "unknown"): resuming by mistake is the worse error.
+fn stored_pause(meta: &MetaStore, peer: &str) -> Option<PausedBy> {
+    match meta.setting(&pause_setting(peer)) {
+        Ok(None) => None,
+        Ok(Some(raw)) => Some(serde_json::from_slice(&raw).unwrap_or_else(|e| {
+            tracing::error!(%peer, error = %e, "unreadable pause record; the peer stays paused");
+            PausedBy {
+                principal: "unknown".into(),
+                since: 0,
+            }
+        })),
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "reading the pause record failed; the peer starts paused");
+            Some(PausedBy {
+                principal: "unknown".into(),
+                since: 0,
+            })
+        }
+    }
 }
 
 /// The replication side of a node. Cheap to clone.
@@ -98,10 +126,14 @@ impl Replicator {
             .into_iter()
             .map(|config| {
                 let peer_metrics = metrics.peer(&config.name);
+                let paused = stored_pause(&meta, &config.name);
+                if let Some(by) = &paused {
+                    tracing::warn!(peer = %config.name, by = %by.principal, since = by.since, "sending to this peer is paused (resume with `meridian replication resume`)");
+                }
                 PeerHandle {
                     peer: Arc::new(Peer::new(config, streams, peer_metrics)),
                     wakeup: Arc::new(Notify::new()),
-                    paused: watch::channel(false).0,
+                    paused: watch::channel(paused).0,
                 }
             })
             .collect();
@@ -159,6 +191,11 @@ impl Replicator {
             .ok_or_else(|| format!("peer {peer:?} is not configured"))
     }
 
+    /// `Ok` when `peer` is configured; else why not.
+    pub fn handle_exists(&self, peer: &str) -> Result<(), String> {
+        self.handle(peer).map(|_| ())
+    }
+
     /// The configured peers.
     pub fn peers(&self) -> impl Iterator<Item = &PeerConfig> {
         self.peers.iter().map(|h| &h.peer.config)
@@ -205,6 +242,29 @@ impl Replicator {
             .collect())
     }
 
+    /// Whether `bucket` here sends its versions to `dest_bucket` in the region named
+    /// `region` (an enabled rule to a Meridian peer of that region): whether that region may
+    /// read `bucket` through us as a copy of its own (a proxy read). Blocking on a
+    /// rules-cache miss.
+    pub fn replicates_to(
+        &self,
+        bucket: &str,
+        region: &str,
+        dest_bucket: &str,
+    ) -> Result<bool, MetaError> {
+        let Some(rules) = self.shared.rules.get(bucket)? else {
+            return Ok(false);
+        };
+        Ok(rules.rules.iter().filter(|r| r.enabled).any(|r| {
+            r.destination.bucket == dest_bucket
+                && self.peers().any(|p| {
+                    p.name == r.destination.peer
+                        && p.kind == PeerKind::Meridian
+                        && p.region == region
+                })
+        }))
+    }
+
     /// Tells the worker loops that commits queued work for them.
     pub fn changed(&self) {
         for h in self.peers.iter() {
@@ -220,13 +280,35 @@ impl Replicator {
         }
     }
 
-    /// Pauses (or resumes) sending to `peer`: changes keep queuing and nothing is lost; the
-    /// lag shows it. Transfers in flight are abandoned and sent again after the resume.
-    pub fn set_paused(&self, peer: &str, paused: bool) -> Result<(), String> {
+    /// Pauses sending to `peer` (`Some`: who and when) or resumes it (`None`): changes keep
+    /// queuing and nothing is lost; the lag shows it. Transfers in flight are abandoned and
+    /// sent again after the resume. The pause is stored before it takes effect, so a restart
+    /// keeps a paused peer paused; pausing a paused peer keeps the first pause. Returns the
+    /// state now in force.
+    pub async fn set_paused(
+        &self,
+        peer: &str,
+        by: Option<PausedBy>,
+    ) -> Result<Option<PausedBy>, String> {
         let h = self.handle(peer)?;
-        h.paused.send_replace(paused);
+        let current = h.paused.borrow().clone();
+        let next = match (current, by) {
+            (Some(first), Some(_)) => return Ok(Some(first)),
+            (None, None) => return Ok(None),
+            (_, next) => next,
+        };
+        let value = next
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).expect("a pause record serializes"));
+        let name = pause_setting(peer);
+        metadata(&self.shared.meta, move |m| {
+            m.put_setting(&name, value.as_deref())
+        })
+        .await
+        .map_err(|e| format!("storing the pause: {e}"))?;
+        h.paused.send_replace(next.clone());
         h.wakeup.notify_one();
-        Ok(())
+        Ok(next)
     }
 
     /// Waits until every `mode = "sync"` peer among `peers` has the version, verified, or
@@ -307,7 +389,8 @@ impl Replicator {
                     PeerMode::Sync => "sync",
                 }
                 .into(),
-                paused: *h.paused.borrow(),
+                paused: h.paused.borrow().is_some(),
+                paused_by: h.paused.borrow().clone(),
                 pending: status::pending_of(&total),
                 sent_versions: h.peer.metrics.sent_versions.get(),
                 sent_bytes: h.peer.metrics.sent_bytes.get(),
@@ -336,10 +419,10 @@ impl Replicator {
                     let m = &self.metrics;
                     m.pending_versions
                         .with_label_values(&[&r.peer])
-                        .set(r.pending.versions as i64);
+                        .set(r.pending.pending_versions as i64);
                     m.pending_bytes
                         .with_label_values(&[&r.peer])
-                        .set(r.pending.bytes as i64);
+                        .set(r.pending.pending_bytes as i64);
                     m.lag_seconds
                         .with_label_values(&[&r.peer])
                         .set(r.pending.lag_seconds as i64);

@@ -19,6 +19,7 @@ pub struct ReplicationMetrics {
     pub retrying_versions: IntGaugeVec,
     pub failed_versions: IntGaugeVec,
     pub paused: IntGaugeVec,
+    pub paused_since: IntGaugeVec,
     pub sent_versions: IntCounterVec,
     pub sent_bytes: IntCounterVec,
     pub failures: IntCounterVec,
@@ -32,6 +33,7 @@ pub(crate) struct PeerMetrics {
     pub sent_bytes: IntCounter,
     pub latency: Histogram,
     pub paused: IntGauge,
+    pub paused_since: IntGauge,
     failures: IntCounterVec,
     peer: String,
 }
@@ -105,6 +107,11 @@ impl ReplicationMetrics {
                 "meridian_replication_paused",
                 "1 while sending to the peer is paused by an operator",
             ),
+            paused_since: gauge(
+                registry,
+                "meridian_replication_paused_since_seconds",
+                "When sending to the peer was paused (Unix seconds; who paused it is in the status); 0 while sending",
+            ),
             sent_versions: counter(
                 "meridian_replication_sent_versions_total",
                 "Changes verified on the peer",
@@ -144,6 +151,7 @@ impl ReplicationMetrics {
             sent_bytes: self.sent_bytes.with_label_values(&[peer]),
             latency: self.latency.with_label_values(&[peer]),
             paused: self.paused.with_label_values(&[peer]),
+            paused_since: self.paused_since.with_label_values(&[peer]),
             failures: self.failures.clone(),
             peer: peer.to_owned(),
         }

@@ -138,8 +138,8 @@ pub(crate) struct Pump {
     pub peer: Arc<Peer>,
     pub shared: Arc<Shared>,
     pub wakeup: Arc<Notify>,
-    /// True while an operator has paused sending to this peer.
-    pub paused: watch::Receiver<bool>,
+    /// Who paused sending to this peer, while it is paused.
+    pub paused: watch::Receiver<Option<crate::PausedBy>>,
 }
 
 struct State {
@@ -200,19 +200,22 @@ impl Pump {
         let window = workers * 8;
         let mut running: JoinSet<Finished> = JoinSet::new();
         loop {
-            if *self.paused.borrow() {
+            let pause = self.paused.borrow().clone();
+            if let Some(by) = pause {
                 // Transfers in flight are dropped unsettled: their changes are still past the
                 // cursor or in the retry queue, and go out again after the resume.
                 running.abort_all();
                 while running.join_next().await.is_some() {}
                 state = State::at(state.acked);
                 self.peer.metrics.paused.set(1);
-                tracing::info!(%peer, "replication paused");
+                self.peer.metrics.paused_since.set(by.since);
+                tracing::info!(%peer, by = %by.principal, "replication paused");
                 tokio::select! {
-                    _ = self.paused.wait_for(|p| !*p) => {}
+                    _ = self.paused.wait_for(Option::is_none) => {}
                     _ = shutdown.changed() => return,
                 }
                 self.peer.metrics.paused.set(0);
+                self.peer.metrics.paused_since.set(0);
                 tracing::info!(%peer, "replication resumed");
                 continue;
             }

@@ -6,12 +6,12 @@
 
 use meridian_metadata::{now_nanos, BacklogFilter, JobKind, PeerBacklog, ReplicationJob};
 
-pub use meridian_api::{BucketReport, CheckpointReport, JobReport, PeerReport, Pending};
+pub use meridian_api::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport, Pending};
 
 pub(crate) fn pending_of(b: &PeerBacklog) -> Pending {
     Pending {
-        versions: b.changes,
-        bytes: b.bytes,
+        pending_versions: b.changes,
+        pending_bytes: b.bytes,
         lag_seconds: b
             .oldest_committed
             .map_or(0.0, |t| (now_nanos() - t).max(0) as f64 / 1e9),

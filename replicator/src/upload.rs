@@ -29,6 +29,9 @@ use crate::error::SendError;
 use crate::peer::{add_headers, control_call, data_call};
 use crate::transfer::{metadata, Sender, Sent};
 use aws_sdk_s3::primitives::ByteStream;
+use meridian_api::version::{
+    differences, http_date_seconds, Fidelity, ObservedVersion, ABSENT_CONTENT_TYPE,
+};
 
 /// S3's largest single PUT: foreign peers get single-part objects up to this in one piece,
 /// so their ETag stays the MD5.
@@ -160,9 +163,31 @@ macro_rules! with_object_fields {
                 )
                 .ok()
             }))
+            .set_website_redirect_location(h.website_redirect.clone())
             .set_metadata((!metadata.is_empty()).then_some(metadata))
             .set_tagging(tagging_header(&r.tags))
     }};
+}
+
+/// `mutate`, then, for a version stored without a Content-Type, the request's Content-Type
+/// removed: the SDK sends `application/octet-stream` for any body without one, and the replica
+/// must keep the absence (and so report `binary/octet-stream`, as its source does). Runs
+/// before signing, so the signature covers the request as sent; a foreign S3 target keeps
+/// the absence too.
+fn with_absent_type<F>(
+    record: &VersionRecord,
+    mutate: F,
+) -> impl Fn(&mut aws_sdk_s3::config::http::HttpRequest) + Send + Sync + 'static
+where
+    F: Fn(&mut aws_sdk_s3::config::http::HttpRequest) + Send + Sync + 'static,
+{
+    let absent = record.headers.content_type.is_none();
+    move |req| {
+        mutate(req);
+        if absent {
+            req.headers_mut().remove("content-type");
+        }
+    }
 }
 
 /// Tags as the `x-amz-tagging` header: a URL-encoded query string.
@@ -304,7 +329,7 @@ impl Sender<'_> {
         let out = with_object_fields!(request, record)
             .customize()
             .config_override(data_call(false))
-            .mutate_request(add_headers(headers))
+            .mutate_request(with_absent_type(record, add_headers(headers)))
             .send()
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
@@ -494,6 +519,7 @@ impl Sender<'_> {
         let out = with_object_fields!(request, record)
             .customize()
             .config_override(control_call())
+            .mutate_request(with_absent_type(record, |_| {}))
             .send()
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
@@ -639,8 +665,10 @@ impl Sender<'_> {
         })
     }
 
-    /// HEAD with checksum mode: the peer's copy must have the source's size, ETag (when the
-    /// peer keeps it) and checksum before the change counts as done.
+    /// HEAD with checksum mode (and of part 1, for a multipart version on a Meridian peer):
+    /// the peer's copy must be the source's version in every field a client can observe
+    /// ([`meridian_api::version::differences`]) before the change counts as done; a foreign
+    /// peer in the fields it can hold.
     async fn verify(
         &self,
         record: &VersionRecord,
@@ -648,48 +676,50 @@ impl Sender<'_> {
         etag_comparable: bool,
     ) -> Result<(), SendError> {
         let what = self.what("HeadObject", record);
-        let version_id = if self.peer.is_meridian() {
+        let meridian = self.peer.is_meridian();
+        let version_id = if meridian {
             Some(record.version_id.as_str())
         } else {
             target_version_id
         };
-        let out = self
-            .peer
-            .client
-            .head_object()
-            .bucket(&self.target.bucket)
-            .key(&record.key)
-            .set_version_id(version_id.map(str::to_owned))
-            .checksum_mode(ChecksumMode::Enabled)
-            .customize()
-            .config_override(control_call())
-            .send()
+        let head = |part: Option<i32>| {
+            self.peer
+                .client
+                .head_object()
+                .bucket(&self.target.bucket)
+                .key(&record.key)
+                .set_version_id(version_id.map(str::to_owned))
+                .checksum_mode(ChecksumMode::Enabled)
+                .set_part_number(part)
+                .customize()
+                .config_override(control_call())
+                .send()
+        };
+        let whole = head(None)
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
-        let mut differences = Vec::new();
-        let size = out.content_length().unwrap_or(-1);
-        if size != record.size as i64 {
-            differences.push(format!("size {size}, expected {}", record.size));
+        let part1 = if meridian && !record.parts.is_empty() {
+            Some(
+                head(Some(1))
+                    .await
+                    .map_err(|e| SendError::from_sdk(&what, e))?,
+            )
+        } else {
+            None
+        };
+        let observed = ObservedVersion::from_head(&whole, part1.as_ref(), None);
+        let mut expected = expected_of(record);
+        if part1.is_none() {
+            expected.parts_count = None;
         }
-        let etag = out.e_tag().unwrap_or_default().trim_matches('"');
-        if etag_comparable && etag != record.etag {
-            differences.push(format!("ETag {etag}, expected {}", record.etag));
-        }
-        if let Some(c) = &record.checksum {
-            let got = match c.algorithm {
-                ChecksumAlgorithm::Crc32 => out.checksum_crc32(),
-                ChecksumAlgorithm::Crc32c => out.checksum_crc32_c(),
-                ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme(),
-                ChecksumAlgorithm::Sha1 => out.checksum_sha1(),
-                ChecksumAlgorithm::Sha256 => out.checksum_sha256(),
-            };
-            match got {
-                Some(v) if v == c.value => {}
-                // A foreign peer may not report (or keep) checksums of every kind.
-                None if !self.peer.is_meridian() => {}
-                other => differences.push(format!("checksum {other:?}, expected {}", c.value)),
+        let fidelity = if meridian {
+            Fidelity::Exact
+        } else {
+            Fidelity::Foreign {
+                etag: etag_comparable,
             }
-        }
+        };
+        let differences = differences(&expected, &observed, fidelity);
         if differences.is_empty() {
             Ok(())
         } else {
@@ -698,6 +728,53 @@ impl Sender<'_> {
                 differences.join("; ")
             )))
         }
+    }
+}
+
+/// What a client reading `record` from this region observes (as the gateway answers a HEAD
+/// with checksum mode on): what the peer's copy must show.
+fn expected_of(record: &VersionRecord) -> ObservedVersion {
+    let h = &record.headers;
+    let (checksums, checksum_type) = match &record.checksum {
+        Some(c) => (
+            [(
+                crate::headers::algorithm_name(&c.algorithm).to_owned(),
+                c.value.clone(),
+            )]
+            .into(),
+            Some(
+                match c.kind {
+                    ChecksumType::FullObject => "FULL_OBJECT",
+                    ChecksumType::Composite => "COMPOSITE",
+                }
+                .to_owned(),
+            ),
+        ),
+        None => (Default::default(), None),
+    };
+    ObservedVersion {
+        version_id: Some(record.version_id.clone()),
+        size: Some(record.size as i64),
+        etag: Some(record.etag.clone()),
+        last_modified: Some(record.mtime.div_euclid(1_000_000_000)),
+        content_type: Some(
+            h.content_type
+                .clone()
+                .unwrap_or_else(|| ABSENT_CONTENT_TYPE.to_owned()),
+        ),
+        content_encoding: h.content_encoding.clone(),
+        content_disposition: h.content_disposition.clone(),
+        content_language: h.content_language.clone(),
+        cache_control: h.cache_control.clone(),
+        expires: h.expires.as_deref().and_then(http_date_seconds),
+        website_redirect: h.website_redirect.clone(),
+        storage_class: Some("STANDARD".to_owned()),
+        metadata: record.user_metadata.iter().cloned().collect(),
+        checksums,
+        checksum_type,
+        parts_count: (!record.parts.is_empty()).then_some(record.parts.len() as i32),
+        tags: Some(record.tags.clone()),
+        ..ObservedVersion::default()
     }
 }
 

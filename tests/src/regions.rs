@@ -11,6 +11,7 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
+pub use meridian_api::version::{differences, Fidelity, ObservedVersion, ABSENT_CONTENT_TYPE};
 
 use crate::fault_proxy::FaultProxy;
 use crate::{free_port, ServerOptions, TestServer};
@@ -276,7 +277,16 @@ where
     }
 }
 
-/// `x-amz-replication-status` of a version (None when absent or the version is missing).
+pub use meridian_client::s3::own_copy_only;
+
+/// Removes the `Content-Type` the SDK adds to every body, as boto3 and the aws CLI send none
+/// for a file they cannot guess (for `customize().mutate_request`).
+pub fn without_content_type(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    req.headers_mut().remove("content-type");
+}
+
+/// `x-amz-replication-status` of a version as the region itself holds it (None when absent
+/// or when the region does not have the version: a peer's copy, proxied, does not count).
 pub async fn replication_status(
     client: &Client,
     bucket: &str,
@@ -288,11 +298,88 @@ pub async fn replication_status(
         .bucket(bucket)
         .key(key)
         .version_id(version_id)
+        .customize()
+        .mutate_request(own_copy_only)
         .send()
         .await
         .ok()?
         .replication_status()
         .map(|s| s.as_str().to_owned())
+}
+
+/// One version as a client observes it (HEAD with checksum mode, HEAD of part 1 for a
+/// multipart ETag, the tag set), from the region's own data: what replication must keep.
+pub async fn observe(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> ObservedVersion {
+    let head = |part: Option<i32>| {
+        client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version_id)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_part_number(part)
+            .customize()
+            .mutate_request(own_copy_only)
+            .send()
+    };
+    let whole = head(None).await.unwrap();
+    let part1 = match whole.e_tag() {
+        Some(e) if e.contains('-') => Some(head(Some(1)).await.unwrap()),
+        _ => None,
+    };
+    let tags = client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version_id)
+        .send()
+        .await
+        .unwrap()
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    ObservedVersion::from_head(&whole, part1.as_ref(), Some(tags))
+}
+
+/// The replica of `version_id` on `dst` is the source's version in every field a client can
+/// observe (the comparison the replicator and `meridian drill verify` use), and in its bytes.
+pub async fn assert_exact_replica(
+    src: &Client,
+    dst: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) {
+    wait_completed(src, bucket, key, version_id).await;
+    assert_eq!(
+        replication_status(dst, bucket, key, version_id)
+            .await
+            .as_deref(),
+        Some("REPLICA"),
+        "{key}: the target marks it a replica"
+    );
+    let (a, b) = (
+        observe(src, bucket, key, version_id).await,
+        observe(dst, bucket, key, version_id).await,
+    );
+    let d = differences(&a, &b, Fidelity::Exact);
+    assert!(d.is_empty(), "{key}: the replica differs: {d:?}");
+    let (a, b) = (
+        get_bytes(src, bucket, key, version_id).await,
+        get_bytes(dst, bucket, key, version_id).await,
+    );
+    assert!(
+        a == b,
+        "{key}: same bytes ({} vs {} bytes)",
+        a.len(),
+        b.len()
+    );
 }
 
 /// Waits until the source reports the version COMPLETED on every peer.
@@ -401,6 +488,8 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str, version_id: &st
         .bucket(bucket)
         .key(key)
         .version_id(version_id)
+        .customize()
+        .mutate_request(own_copy_only)
         .send()
         .await
         .unwrap()

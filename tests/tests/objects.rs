@@ -134,6 +134,86 @@ async fn standard_headers_and_user_metadata_round_trip() {
 }
 
 #[tokio::test]
+async fn the_website_redirect_is_kept_checked_and_not_copied() {
+    let (_server, s3) = setup("site").await;
+    s3.put_object()
+        .bucket("site")
+        .key("old.html")
+        .body(b"moved".to_vec().into())
+        .website_redirect_location("/new.html")
+        .send()
+        .await
+        .unwrap();
+    let head = s3
+        .head_object()
+        .bucket("site")
+        .key("old.html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.website_redirect_location(), Some("/new.html"));
+    let got = s3
+        .get_object()
+        .bucket("site")
+        .key("old.html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.website_redirect_location(), Some("/new.html"));
+
+    // Neither a relative path nor another scheme: refused, nothing stored.
+    let err = s3
+        .put_object()
+        .bucket("site")
+        .key("bad.html")
+        .body(b"x".to_vec().into())
+        .website_redirect_location("new.html")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("InvalidArgument"));
+    assert!(s3
+        .head_object()
+        .bucket("site")
+        .key("bad.html")
+        .send()
+        .await
+        .is_err());
+
+    // A copy has the redirect its request names, never the source's (as on S3).
+    for (key, redirect) in [
+        ("copy-plain", None),
+        ("copy-named", Some("https://example.com/")),
+    ] {
+        s3.copy_object()
+            .bucket("site")
+            .key(key)
+            .copy_source("site/old.html")
+            .set_website_redirect_location(redirect.map(str::to_owned))
+            .send()
+            .await
+            .unwrap();
+        let head = s3
+            .head_object()
+            .bucket("site")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.website_redirect_location(), redirect, "{key}");
+    }
+    // Changing only the redirect is a change: copying onto itself is allowed.
+    s3.copy_object()
+        .bucket("site")
+        .key("old.html")
+        .copy_source("site/old.html")
+        .website_redirect_location("/newer.html")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn content_md5_is_verified() {
     let (_server, s3) = setup("md5").await;
     let data = b"important bytes".to_vec();

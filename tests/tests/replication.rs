@@ -6,129 +6,19 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, ReplicationRule,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ReplicationRule,
     ReplicationRuleAndOperator, ReplicationRuleFilter, Tag, Tagging,
 };
 use aws_sdk_s3::Client;
 use meridian_tests::pattern;
 use meridian_tests::regions::{
-    all_versions, get_bytes, put_rules, replication_status, rule_to, versioned_bucket,
-    wait_completed, wait_for, wait_identical, Link, Regions, RegionsOptions,
+    all_versions, assert_exact_replica, differences, get_bytes, observe, put_rules,
+    replication_status, rule_to, versioned_bucket, wait_completed, wait_for, wait_identical,
+    Fidelity, Link, Regions, RegionsOptions,
 };
 
 const MIB: usize = 1 << 20;
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// What HEAD with checksum mode says about a version, minus what differs by design
-/// (replication status).
-#[derive(Debug, PartialEq)]
-struct Head {
-    size: Option<i64>,
-    etag: Option<String>,
-    last_modified: Option<String>,
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    metadata: Option<std::collections::HashMap<String, String>>,
-    crc32: Option<String>,
-    crc32c: Option<String>,
-    crc64nvme: Option<String>,
-    sha256: Option<String>,
-    checksum_type: Option<String>,
-    parts: Option<i32>,
-}
-
-async fn head(client: &Client, bucket: &str, key: &str, version_id: &str) -> Head {
-    let h = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .version_id(version_id)
-        .checksum_mode(ChecksumMode::Enabled)
-        .part_number(1)
-        .send()
-        .await
-        .unwrap();
-    let whole = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .version_id(version_id)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
-        .await
-        .unwrap();
-    Head {
-        size: whole.content_length(),
-        etag: whole.e_tag().map(str::to_owned),
-        last_modified: whole.last_modified().map(|t| t.secs().to_string()),
-        content_type: whole.content_type().map(str::to_owned),
-        cache_control: whole.cache_control().map(str::to_owned),
-        content_disposition: whole.content_disposition().map(str::to_owned),
-        metadata: whole.metadata().cloned(),
-        crc32: whole.checksum_crc32().map(str::to_owned),
-        crc32c: whole.checksum_crc32_c().map(str::to_owned),
-        crc64nvme: whole.checksum_crc64_nvme().map(str::to_owned),
-        sha256: whole.checksum_sha256().map(str::to_owned),
-        checksum_type: whole.checksum_type().map(|t| t.as_str().to_owned()),
-        parts: h.parts_count(),
-    }
-}
-
-async fn tags(client: &Client, bucket: &str, key: &str, version_id: &str) -> Vec<(String, String)> {
-    let mut t: Vec<(String, String)> = client
-        .get_object_tagging()
-        .bucket(bucket)
-        .key(key)
-        .version_id(version_id)
-        .send()
-        .await
-        .unwrap()
-        .tag_set()
-        .iter()
-        .map(|t| (t.key().to_owned(), t.value().to_owned()))
-        .collect();
-    t.sort();
-    t
-}
-
-/// The replica of `version_id` on `dst` is the source's version, exactly.
-async fn assert_exact_replica(
-    src: &Client,
-    dst: &Client,
-    bucket: &str,
-    key: &str,
-    version_id: &str,
-) {
-    wait_completed(src, bucket, key, version_id).await;
-    assert_eq!(
-        replication_status(dst, bucket, key, version_id)
-            .await
-            .as_deref(),
-        Some("REPLICA"),
-        "{key}: the target marks it a replica"
-    );
-    assert_eq!(
-        head(src, bucket, key, version_id).await,
-        head(dst, bucket, key, version_id).await,
-        "{key}: same size, ETag, mtime, headers, metadata and checksums"
-    );
-    assert_eq!(
-        tags(src, bucket, key, version_id).await,
-        tags(dst, bucket, key, version_id).await,
-        "{key}: same tags"
-    );
-    let (a, b) = (
-        get_bytes(src, bucket, key, version_id).await,
-        get_bytes(dst, bucket, key, version_id).await,
-    );
-    assert!(
-        a == b,
-        "{key}: same bytes ({} vs {} bytes)",
-        a.len(),
-        b.len()
-    );
-}
 
 /// Two regions, east sending `bucket` to west.
 async fn east_to_west(bucket: &str, markers: bool) -> Regions {
@@ -266,9 +156,16 @@ async fn multipart_with_crc32c_keeps_etag_parts_and_composite_checksum() {
     let v = done.version_id().unwrap().to_owned();
     assert!(done.e_tag().unwrap().ends_with("-8\""));
     assert_exact_replica(&east, &west, "mpu", "weights.bin", &v).await;
-    let h = head(&west, "mpu", "weights.bin", &v).await;
-    assert_eq!(h.parts, Some(8), "the replica has the source's 8 parts");
-    assert!(h.crc32c.unwrap().ends_with("-8"), "composite checksum kept");
+    let h = observe(&west, "mpu", "weights.bin", &v).await;
+    assert_eq!(
+        h.parts_count,
+        Some(8),
+        "the replica has the source's 8 parts"
+    );
+    assert!(
+        h.checksums["CRC32C"].ends_with("-8"),
+        "composite checksum kept"
+    );
     assert_eq!(h.checksum_type.as_deref(), Some("COMPOSITE"));
 }
 
@@ -318,21 +215,25 @@ async fn a_large_single_part_object_is_split_on_the_way_and_keeps_its_etag() {
     )
     .await;
     let (s, t) = (
-        head(&east, "big", "model.bin", &v).await,
-        head(&west, "big", "model.bin", &v).await,
+        observe(&east, "big", "model.bin", &v).await,
+        observe(&west, "big", "model.bin", &v).await,
     );
     assert_eq!(
-        s, t,
+        differences(&s, &t, Fidelity::Exact),
+        Vec::<String>::new(),
         "same ETag (carried over), size, mtime and full-object CRC"
     );
-    assert_eq!(t.etag.as_deref(), Some(etag.as_str()));
     assert_eq!(
-        t.parts, None,
+        Some(format!("\"{}\"", t.etag.as_deref().unwrap())),
+        Some(etag.clone())
+    );
+    assert_eq!(
+        t.parts_count, None,
         "the replica is a single-part object, like its source"
     );
     // The SDK sends its default CRC32 with the upload; the parts' CRC32s combine to it.
     assert!(
-        t.crc32.is_some() && t.checksum_type.as_deref() == Some("FULL_OBJECT"),
+        t.checksums.contains_key("CRC32") && t.checksum_type.as_deref() == Some("FULL_OBJECT"),
         "{t:?}"
     );
     // Stream both and compare digests rather than holding 2 GiB.
@@ -390,8 +291,10 @@ async fn overwrites_and_tag_changes_arrive_in_the_same_order() {
     );
     assert!(listed[0].is_latest);
     wait_for(SETTLE, "the tag change to arrive", || async {
-        (tags(&west, "data", "ckpt/latest", &versions[1]).await
-            == vec![("keep".to_string(), "yes".to_string())])
+        (observe(&west, "data", "ckpt/latest", &versions[1])
+            .await
+            .tags
+            == Some(vec![("keep".to_string(), "yes".to_string())]))
         .then_some(())
     })
     .await;
@@ -794,8 +697,9 @@ async fn a_foreign_s3_target_gets_plain_calls_and_its_own_version_ids() {
         .await
         .unwrap();
     wait_for(SETTLE, "tags on the mapped version", || async {
-        (tags(&west, "data", "k", &target_id).await == vec![("t".to_string(), "1".to_string())])
-            .then_some(())
+        (observe(&west, "data", "k", &target_id).await.tags
+            == Some(vec![("t".to_string(), "1".to_string())]))
+        .then_some(())
     })
     .await;
     east.delete_object()

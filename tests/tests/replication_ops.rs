@@ -244,7 +244,7 @@ async fn a_paused_link_queues_and_reads_are_proxied_meanwhile() {
     let status = status_json(&east_endpoint);
     assert_eq!(status["peers"][0]["paused"], true);
     assert_eq!(
-        status["peers"][0]["versions"], 1,
+        status["peers"][0]["pending_versions"], 1,
         "the change waits: {status}"
     );
 
@@ -313,7 +313,7 @@ async fn a_paused_link_queues_and_reads_are_proxied_meanwhile() {
     );
     let status = status_json(&east_endpoint);
     assert_eq!(status["peers"][0]["paused"], false);
-    assert_eq!(status["peers"][0]["versions"], 0);
+    assert_eq!(status["peers"][0]["pending_versions"], 0);
 }
 
 /// A HEAD as root without the SDK, returning the x-meridian-proxied-from header.
@@ -351,8 +351,8 @@ async fn status_shows_the_backlog_of_a_stopped_peer_and_the_cli_table_names_it()
     let status = status_json(&endpoint);
     let peer = &status["peers"][0];
     assert_eq!(peer["peer"], "west");
-    assert_eq!(peer["versions"], 10);
-    assert_eq!(peer["bytes"], 10_000);
+    assert_eq!(peer["pending_versions"], 10);
+    assert_eq!(peer["pending_bytes"], 10_000);
     assert_eq!(peer["buckets"][0]["bucket"], "data");
     let (ok, table) = replication_cli(&endpoint, &["status"]);
     assert!(ok);
@@ -374,7 +374,7 @@ async fn status_shows_the_backlog_of_a_stopped_peer_and_the_cli_table_names_it()
 
     regions.servers[1].restart();
     checkpoint(&endpoint, "west", SETTLE);
-    assert_eq!(status_json(&endpoint)["peers"][0]["versions"], 0);
+    assert_eq!(status_json(&endpoint)["peers"][0]["pending_versions"], 0);
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ fn spawn_probe(
                         .bucket(BUCKET)
                         .key(&key)
                         .version_id(&version)
+                        .customize()
+                        .mutate_request(meridian_tests::regions::own_copy_only)
                         .send()
                         .await
                         .is_ok();

@@ -2,8 +2,9 @@
 //! live regions. Three measurements, each printed with the command's settings:
 //!
 //! - lag: PUTs to the source at a fixed rate; each object is polled on the target (HEAD by
-//!   version id) from the moment its PUT was acknowledged until it is visible there, giving
-//!   commit-to-visible lag percentiles;
+//!   version id, the target's own copy only: `x-meridian-no-proxy`, status REPLICA) from the
+//!   moment its PUT was acknowledged until the target holds it, giving commit-to-visible lag
+//!   percentiles;
 //! - saturation: with sending paused (admin API; needs root credentials of the source),
 //!   `--saturate` objects are written, then sending resumes and a checkpoint times how long
 //!   the peer takes to have them all: replicated objects per second with replication the
@@ -86,7 +87,13 @@ fn client(endpoint: &str, key: &str, secret: &str, region: &str) -> Client {
     Client::from_conf(config)
 }
 
-/// Polls the target until the version is visible; returns when it was first seen.
+/// How the target is polled, as printed with the results.
+const POLLING: &str = "polling: HEAD by version id on the target every 5 ms, its own copy only \
+(x-meridian-no-proxy, and x-amz-replication-status must be REPLICA: a read the target proxies \
+to the source does not count)";
+
+/// Polls the target until it holds the version itself (a replica, not an answer proxied from
+/// the source); returns when it was first seen.
 async fn visible_at(
     target: &Client,
     bucket: &str,
@@ -101,9 +108,14 @@ async fn visible_at(
             .bucket(bucket)
             .key(key)
             .version_id(version)
+            .customize()
+            .mutate_request(crate::s3::own_copy_only)
             .send()
             .await
-            .is_ok();
+            .is_ok_and(|h| {
+                h.replication_status()
+                    .is_some_and(|s| s.as_str() == "REPLICA")
+            });
         if found {
             return Some(Instant::now());
         }
@@ -146,6 +158,7 @@ pub async fn run(args: ReplicationBenchArgs) -> anyhow::Result<()> {
         "replication bench: {} -> {}, bucket {}, objects of {}",
         args.source, args.target, args.bucket, args.size
     );
+    println!("{POLLING}");
     if args.rate > 0 {
         lag_run(&args, &source, &target, &body, &run_id).await?;
     }
@@ -230,12 +243,21 @@ async fn saturation_run(
         crate::replication::call(&admin, "GET", "/_meridian/replication/status")
             .await
             .ok();
-    let peer = status.and_then(|s| {
+    let report = status.and_then(|s| {
         s.peers
             .into_iter()
             .find(|p| p.endpoint.trim_end_matches('/') == args.target.trim_end_matches('/'))
-            .map(|p| p.peer)
     });
+    if let Some(by) = report.as_ref().and_then(|r| r.paused_by.as_ref()) {
+        // Resuming it afterwards would undo an operator's pause.
+        println!(
+            "saturate skipped: sending to {} was paused by {} and stays paused",
+            report.as_ref().map_or("", |r| r.peer.as_str()),
+            by.principal
+        );
+        return Ok(());
+    }
+    let peer = report.map(|r| r.peer);
     if let Some(peer) = &peer {
         crate::replication::call::<meridian_api::PauseState>(
             &admin,

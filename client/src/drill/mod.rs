@@ -272,8 +272,8 @@ impl Drill {
                     self.report.lag.push(report::Lag {
                         region: label.to_owned(),
                         peer: p.peer,
-                        pending_versions: p.pending.versions,
-                        pending_bytes: p.pending.bytes,
+                        pending_versions: p.pending.pending_versions,
+                        pending_bytes: p.pending.pending_bytes,
                         lag_seconds: p.pending.lag_seconds,
                     });
                 }
@@ -424,7 +424,7 @@ impl Drill {
                 bail!("{} has no peer named {peer}", from.endpoint());
             };
             let walking = p.jobs.iter().any(|j| j.running);
-            let pending = p.pending.versions;
+            let pending = p.pending.pending_versions;
             self.progress.say(&format!(
                 "resync: {pending} versions still to arrive{}",
                 if walking { ", walking" } else { "" }
@@ -495,8 +495,8 @@ impl Drill {
                 bail!(
                     "the target did not catch up within {:?}: {} versions ({} bytes) pending",
                     self.args.timeout,
-                    c.pending.versions,
-                    c.pending.bytes
+                    c.pending.pending_versions,
+                    c.pending.pending_bytes
                 );
             }
             let rpo = self.measure_rpo(&acked, fenced_at).await;

@@ -1,14 +1,16 @@
 //! Comparing two regions version for version. Both buckets' version listings are read page by
 //! page, side by side, a key at a time (memory holds one key's versions, whatever the bucket
 //! size); versions are matched by id. Versions on both sides are compared by ETag, size and
-//! delete-marker flag, then — with HEAD and GetObjectTagging, a few at a time — by checksum,
-//! content type, user metadata and tags.
+//! delete-marker flag, then — with HEAD and GetObjectTagging, a few at a time — field by
+//! field, with the comparison the replicator itself verifies every transfer with
+//! ([`meridian_api::version::differences`]): headers, metadata, checksums, tags, parts.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use aws_sdk_s3::types::ChecksumMode;
 use aws_sdk_s3::Client;
 use futures::StreamExt;
+use meridian_api::version::{differences, Fidelity, ObservedVersion};
 use serde::Serialize;
 
 use super::sites::BucketPair;
@@ -154,29 +156,31 @@ impl Comparison {
     }
 }
 
-/// What a deep comparison looks at for one version.
-#[derive(Debug, PartialEq)]
-struct Details {
-    checksum: Vec<Option<String>>,
-    content_type: Option<String>,
-    metadata: BTreeMap<String, String>,
-    tags: Vec<(String, String)>,
-}
-
+/// One version as a client observes it: HEAD with checksum mode, a HEAD of part 1 for a
+/// multipart ETag, and the tag set.
 async fn details(
     client: &Client,
     bucket: &str,
     key: &str,
     version_id: &str,
-) -> anyhow::Result<Details> {
-    let h = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .version_id(version_id)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
-        .await?;
+) -> anyhow::Result<ObservedVersion> {
+    let head = |part: Option<i32>| {
+        client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version_id)
+            .checksum_mode(ChecksumMode::Enabled)
+            .set_part_number(part)
+            .customize()
+            .mutate_request(crate::s3::own_copy_only)
+            .send()
+    };
+    let whole = head(None).await?;
+    let part1 = match whole.e_tag() {
+        Some(e) if e.contains('-') => Some(head(Some(1)).await?),
+        _ => None,
+    };
     let t = client
         .get_object_tagging()
         .bucket(bucket)
@@ -184,29 +188,16 @@ async fn details(
         .version_id(version_id)
         .send()
         .await?;
-    let mut tags: Vec<(String, String)> = t
+    let tags = t
         .tag_set()
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
         .collect();
-    tags.sort();
-    Ok(Details {
-        checksum: vec![
-            h.checksum_crc32().map(str::to_owned),
-            h.checksum_crc32_c().map(str::to_owned),
-            h.checksum_crc64_nvme().map(str::to_owned),
-            h.checksum_sha1().map(str::to_owned),
-            h.checksum_sha256().map(str::to_owned),
-        ],
-        content_type: h.content_type().map(str::to_owned),
-        metadata: h
-            .metadata()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        tags,
-    })
+    Ok(ObservedVersion::from_head(
+        &whole,
+        part1.as_ref(),
+        Some(tags),
+    ))
 }
 
 /// Compares every version of each bucket pair under `prefix`; `progress` is told how many
@@ -331,13 +322,18 @@ pub async fn compare(
                 .await;
             for (key, vid, x, y) in results {
                 match (x, y) {
-                    (Ok(x), Ok(y)) if x == y => c.matching += 1,
                     (Ok(x), Ok(y)) => {
-                        c.different += 1;
-                        c.note(format!(
-                            "different: {}/{key} {vid}: source {x:?}, target {y:?}",
-                            pair.target
-                        ));
+                        let d = differences(&x, &y, Fidelity::Exact);
+                        if d.is_empty() {
+                            c.matching += 1;
+                        } else {
+                            c.different += 1;
+                            c.note(format!(
+                                "different: {}/{key} {vid}: {}",
+                                pair.target,
+                                d.join("; ")
+                            ));
+                        }
                     }
                     (Err(e), _) | (_, Err(e)) => {
                         c.different += 1;

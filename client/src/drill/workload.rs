@@ -112,14 +112,16 @@ pub async fn write(
     (acked, report)
 }
 
-/// Whether `client`'s region holds this acknowledged change (a delete marker answers HEAD by
-/// version id with 405).
+/// Whether `client`'s region holds this acknowledged change itself — not through a read it
+/// proxies to its peer (a delete marker answers HEAD by version id with 405).
 async fn holds(client: &Client, target_bucket: &str, a: &Acked) -> bool {
     match client
         .head_object()
         .bucket(target_bucket)
         .key(&a.key)
         .version_id(&a.version_id)
+        .customize()
+        .mutate_request(crate::s3::own_copy_only)
         .send()
         .await
     {

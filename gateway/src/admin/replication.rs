@@ -59,18 +59,34 @@ impl AdminApi {
                 let Some(peer) = param("peer") else {
                     return error(StatusCode::BAD_REQUEST, "peer is required");
                 };
-                match self.replicator.set_paused(peer, action == "pause") {
-                    Ok(()) => {
-                        tracing::info!(%peer, action, "replication {action}d by an operator");
+                let by = (action == "pause").then(|| meridian_api::PausedBy {
+                    principal: req
+                        .credentials
+                        .as_ref()
+                        .map_or_else(|| "anonymous".to_owned(), |c| c.access_key.clone()),
+                    since: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                });
+                if self.replicator.handle_exists(peer).is_err() {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("peer {peer:?} is not configured"),
+                    );
+                }
+                match self.replicator.set_paused(peer, by).await {
+                    Ok(state) => {
+                        tracing::info!(%peer, action, by = ?state, "replication {action}d by an operator");
                         json(
                             StatusCode::OK,
                             &meridian_api::PauseState {
                                 peer: peer.to_owned(),
-                                paused: action == "pause",
+                                paused: state.is_some(),
+                                paused_by: state,
                             },
                         )
                     }
-                    Err(e) => error(StatusCode::NOT_FOUND, &e),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
                 }
             }
             ("POST", "resync") => {

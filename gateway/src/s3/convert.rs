@@ -48,22 +48,51 @@ pub fn metadata_pairs(meta: Option<dto::Metadata>) -> Vec<(String, String)> {
     pairs
 }
 
-pub fn headers_of(
+/// The stored headers of a write, from the fields every object-creating input has (the
+/// macro takes PutObjectInput, CreateMultipartUploadInput or CopyObjectInput).
+macro_rules! headers_of {
+    ($input:expr) => {{
+        let i = $input;
+        $crate::s3::convert::headers_from(
+            i.content_type.as_ref().map(|m| m.to_string()),
+            i.content_encoding.clone(),
+            i.content_disposition.clone(),
+            i.content_language.clone(),
+            i.cache_control.clone(),
+            i.expires.as_ref(),
+            i.website_redirect_location.clone(),
+        )
+    }};
+}
+pub(crate) use headers_of;
+
+pub fn headers_from(
     content_type: Option<String>,
     content_encoding: Option<String>,
     content_disposition: Option<String>,
     content_language: Option<String>,
     cache_control: Option<String>,
     expires: Option<&Timestamp>,
-) -> ObjectHeaders {
-    ObjectHeaders {
+    website_redirect: Option<String>,
+) -> S3Result<ObjectHeaders> {
+    if let Some(r) = &website_redirect {
+        let prefixed = r.starts_with('/') || r.starts_with("http://") || r.starts_with("https://");
+        if !prefixed || r.len() > 2048 {
+            return Err(s3s::s3_error!(
+                InvalidArgument,
+                "The website redirect location must have a prefix of 'http://' or 'https://' or '/' and be at most 2 KB."
+            ));
+        }
+    }
+    Ok(ObjectHeaders {
         content_type,
         content_encoding,
         content_disposition,
         content_language,
         cache_control,
         expires: expires.map(format_http_date),
-    }
+        website_redirect,
+    })
 }
 
 pub fn format_http_date(t: &Timestamp) -> String {

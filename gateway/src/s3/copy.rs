@@ -148,27 +148,38 @@ impl MeridianS3 {
         };
         let onto_itself = matches!(&input.copy_source, CopySource::Bucket { bucket, key, .. }
             if **bucket == *input.bucket && **key == *input.key);
-        if onto_itself && !replace_metadata && !replace_tags && input.checksum_algorithm.is_none() {
+        if onto_itself
+            && !replace_metadata
+            && !replace_tags
+            && input.checksum_algorithm.is_none()
+            && input.website_redirect_location.is_none()
+        {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
 
+        // The website redirect is never copied: the copy has the one this request names,
+        // whatever the metadata directive (as S3 does).
         let (headers, user_metadata) = if replace_metadata {
+            let headers = convert::headers_of!(&input)?;
             let meta = convert::metadata_pairs(input.metadata);
             check_user_metadata(&meta)?;
-            let headers = convert::headers_of(
-                input.content_type.map(|m| m.to_string()),
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-            );
             (headers, meta)
         } else {
-            (source.headers.clone(), source.user_metadata.clone())
+            let mut headers = source.headers.clone();
+            headers.website_redirect = convert::headers_from(
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                input.website_redirect_location.clone(),
+            )?
+            .website_redirect;
+            (headers, source.user_metadata.clone())
         };
         let tags = match (replace_tags, input.tagging.as_deref()) {
             (true, Some(t)) => convert::parse_tagging_header(t)?,

@@ -189,6 +189,7 @@ struct ObjectFields {
     content_language: Option<String>,
     cache_control: Option<String>,
     expires: Option<Timestamp>,
+    website_redirect_location: Option<String>,
     e_tag: ETag,
     last_modified: Timestamp,
     metadata: Option<Metadata>,
@@ -213,6 +214,7 @@ macro_rules! object_output {
             content_language: f.content_language,
             cache_control: f.cache_control,
             expires: f.expires,
+            website_redirect_location: f.website_redirect_location,
             e_tag: Some(f.e_tag),
             last_modified: Some(f.last_modified),
             metadata: f.metadata,
@@ -300,6 +302,7 @@ impl MeridianS3 {
             content_language: h.content_language.clone(),
             cache_control: h.cache_control.clone(),
             expires: h.expires.as_deref().and_then(convert::parse_http_date),
+            website_redirect_location: h.website_redirect.clone(),
             e_tag: convert::etag(&record.etag),
             last_modified: convert::timestamp(record.mtime),
             metadata: convert::user_metadata(&record.user_metadata),
@@ -317,6 +320,7 @@ impl MeridianS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
+        self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
         let (record, sel, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
             Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
@@ -338,6 +342,7 @@ impl MeridianS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
+        self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
         let (_, _, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
             Err(e) if super::proxy::may_proxy(&req.headers, &e) => {

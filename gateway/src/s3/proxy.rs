@@ -3,9 +3,17 @@
 //! have arrived yet. The proxied request carries `x-meridian-no-proxy` so the peer never
 //! proxies back, and the answer carries `x-meridian-proxied-from: PEER`.
 //!
+//! Only a peer whose bucket replicates to this one is a copy of it: the proxied request says
+//! which region and bucket it reads for (`x-meridian-proxy-for: REGION/BUCKET`), and the peer
+//! answers only when one of its enabled rules sends that bucket there (else NoSuchKey, as if
+//! it had nothing). So a one-way rule (we send to the peer, it sends nothing back) never
+//! serves the peer's data — possibly stale, possibly never ours — as current here. Regions
+//! are told apart by their `region` names.
+//!
 //! Only true absence is proxied: a key whose latest version here is a delete marker answers
-//! as deleted, and the peer applies its own delete markers too. Peers with
-//! `proxy_reads = false` are never asked.
+//! as deleted (a local NoSuchKey means the key has no history here at all, so no delete
+//! marker of ours is older than what the peer serves), and the peer applies its own delete
+//! markers too. Peers with `proxy_reads = false` are never asked.
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -24,9 +32,11 @@ use super::errors::custom_error;
 use super::MeridianS3;
 
 /// Set on proxied requests: the peer must answer from its own data.
-pub const NO_PROXY: &str = "x-meridian-no-proxy";
+pub use meridian_api::NO_PROXY;
 /// Set on answers served from a peer.
 pub const PROXIED_FROM: &str = "x-meridian-proxied-from";
+/// Set on proxied requests: `REGION/BUCKET` the read is for.
+pub const PROXY_FOR: &str = "x-meridian-proxy-for";
 
 /// Request headers a proxied read carries over (conditions, range, checksum mode).
 const FORWARDED: [&str; 6] = [
@@ -122,8 +132,11 @@ fn candidates(s3: &MeridianS3, bucket: &str) -> Vec<Delivery> {
     out
 }
 
-fn forwarded(headers: &HeaderMap) -> Vec<(&'static str, String)> {
-    let mut out = vec![(NO_PROXY, "1".to_owned())];
+fn forwarded(headers: &HeaderMap, region: &str, bucket: &str) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (NO_PROXY, "1".to_owned()),
+        (PROXY_FOR, format!("{region}/{bucket}")),
+    ];
     for name in FORWARDED {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
             out.push((name, v.to_owned()));
@@ -163,6 +176,7 @@ macro_rules! from_peer {
             content_disposition: o.content_disposition().map(str::to_owned),
             content_language: o.content_language().map(str::to_owned),
             cache_control: o.cache_control().map(str::to_owned),
+            website_redirect_location: o.website_redirect_location().map(str::to_owned),
             e_tag: o.e_tag().map(|e| ETag::Strong(e.trim_matches('"').to_owned())),
             last_modified: timestamp(o.last_modified()),
             metadata: o.metadata().cloned(),
@@ -200,7 +214,7 @@ impl MeridianS3 {
                 .set_version_id(input.version_id.clone())
                 .set_part_number(input.part_number)
                 .customize()
-                .mutate_request(add_headers(forwarded(headers)))
+                .mutate_request(add_headers(forwarded(headers, &self.region, &input.bucket)))
                 .send()
                 .await;
             match answer {
@@ -247,7 +261,7 @@ impl MeridianS3 {
                 .set_version_id(input.version_id.clone())
                 .set_part_number(input.part_number)
                 .customize()
-                .mutate_request(add_headers(forwarded(headers)))
+                .mutate_request(add_headers(forwarded(headers, &self.region, &input.bucket)))
                 .send()
                 .await;
             match answer {
@@ -266,6 +280,45 @@ impl MeridianS3 {
             }
         }
         Err(local)
+    }
+
+    /// On a proxied read (one carrying `x-meridian-proxy-for`): NoSuchKey unless `bucket`
+    /// replicates to the region and bucket the read is for.
+    pub(super) async fn refuse_foreign_proxy(
+        &self,
+        headers: &HeaderMap,
+        bucket: &str,
+    ) -> S3Result<()> {
+        let Some(value) = headers.get(PROXY_FOR) else {
+            return Ok(());
+        };
+        let refused = |why: &str| {
+            Err(s3s::s3_error!(
+                NoSuchKey,
+                "Not served to a proxied read: {why}"
+            ))
+        };
+        let Some((region, dest)) = value.to_str().ok().and_then(|v| v.split_once('/')) else {
+            return refused("malformed x-meridian-proxy-for");
+        };
+        let (r, b, region2, dest2) = (
+            self.replicator.clone(),
+            bucket.to_owned(),
+            region.to_owned(),
+            dest.to_owned(),
+        );
+        let allowed = tokio::task::spawn_blocking(move || r.replicates_to(&b, &region2, &dest2))
+            .await
+            .map_err(|e| s3s::s3_error!(InternalError, "replication rules task failed: {e}"))?
+            .map_err(meridian_store::StoreError::from)
+            .map_err(crate::s3::errors::s3_error_of)?;
+        if allowed {
+            Ok(())
+        } else {
+            refused(&format!(
+                "bucket {bucket} does not replicate to {dest} in region {region}"
+            ))
+        }
     }
 
     async fn proxy_candidates(&self, bucket: &str) -> Vec<Delivery> {

@@ -329,6 +329,7 @@ impl MeridianS3 {
         };
         let user_metadata = convert::metadata_pairs(input.metadata.take());
         check_user_metadata(&user_metadata)?;
+        let object_headers = convert::headers_of!(&input)?;
         let precondition = check_write_preconditions(
             &self.store,
             &input.bucket,
@@ -362,14 +363,7 @@ impl MeridianS3 {
             etag: hex::encode(ingested.md5),
             checksum: stored_checksum(&ingested),
             content_sha256: ingested.content_sha256(),
-            headers: convert::headers_of(
-                input.content_type.map(|m| m.to_string()),
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-            ),
+            headers: object_headers,
             user_metadata,
             tags,
             storage: Store::storage_of(&ingested.data),

@@ -174,6 +174,7 @@ impl MeridianS3 {
             Some(t) => convert::parse_tagging_header(t)?,
             None => Vec::new(),
         };
+        let headers = convert::headers_of!(&input)?;
         let user_metadata = convert::metadata_pairs(input.metadata);
         super::put::check_user_metadata(&user_metadata)?;
         let upload = UploadRecord {
@@ -182,14 +183,7 @@ impl MeridianS3 {
             key: input.key.clone(),
             initiated: convert::now_nanos(),
             owner,
-            headers: convert::headers_of(
-                input.content_type.map(|m| m.to_string()),
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-            ),
+            headers,
             user_metadata,
             tags,
             checksum_algorithm: algorithm.clone(),
