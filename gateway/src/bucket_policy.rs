@@ -412,7 +412,11 @@ fn parse_statement(
             if p.keys().any(|k| k != "AWS") {
                 return malformed("Invalid principal in policy: only AWS principals are supported");
             }
-            let names = strings(&p["AWS"], "Principal")?;
+            let Some(aws) = p.get("AWS") else {
+                // `"Principal": {}`: valid JSON, no principal.
+                return malformed("Invalid principal in policy");
+            };
+            let names = strings(aws, "Principal")?;
             if names.iter().any(|n| n == "*") {
                 Principals::Anyone
             } else {
@@ -722,6 +726,11 @@ mod tests {
             (
                 r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/*"}]}"#,
                 "Principal",
+            ),
+            (
+                // Valid JSON with no principal in it: refused, not a panic.
+                r#"{"Statement":[{"Effect":"Allow","Principal":{},"Action":"s3:GetObject","Resource":"arn:aws:s3:::data/*"}]}"#,
+                "principal",
             ),
             (
                 r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":["mallory"]},"Action":"s3:GetObject","Resource":"arn:aws:s3:::data/*"}]}"#,

@@ -66,6 +66,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// The audit log (`[audit]`); off when absent.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// What one client can hold: connections, header and body time (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +117,7 @@ impl Default for Config {
             health_address: None,
             tls: None,
             audit: None,
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -277,6 +280,7 @@ impl Config {
         self.replication
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

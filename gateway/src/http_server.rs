@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::S3Service;
@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admin::AdminApi;
+use crate::limits::{BodyPace, ConnectionGate, LimitsConfig, PacedBody};
 use crate::request::{content_length, plain, Connection, RequestSlot};
 
 /// Request ids: a per-process random prefix and a counter, unique and cheap.
@@ -53,6 +54,8 @@ fn http1_with_body<B>(req: &Request<B>) -> bool {
 #[derive(Clone)]
 pub struct Router {
     s3: S3Service,
+    /// The pace request bodies must keep.
+    pace: BodyPace,
     ids: Arc<RequestIds>,
     /// Answer only the health probes (the plain-HTTP health listener).
     health_only: bool,
@@ -63,10 +66,16 @@ impl Router {
     pub fn new(s3: S3Service, audit: Option<crate::audit::AuditLog>) -> Router {
         Router {
             s3,
+            pace: BodyPace::of(&LimitsConfig::default()),
             ids: Arc::new(RequestIds::new()),
             health_only: false,
             audit,
         }
+    }
+
+    /// The same router holding request bodies to `pace`.
+    fn with_pace(self, pace: BodyPace) -> Router {
+        Router { pace, ..self }
     }
 
     /// The same router answering only `/_meridian/health/*` (404 for everything else).
@@ -103,7 +112,8 @@ impl Router {
             } else {
                 let bytes_in = content_length(req.headers());
                 let admin = req.uri().path().starts_with(AdminApi::PREFIX);
-                let mut req = req.map(Body::from);
+                let pace = self.pace;
+                let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
                 req.extensions_mut().insert(slot.clone());
                 let resp = match self.s3.call(req).await {
                     Ok(resp) => resp,
@@ -257,15 +267,29 @@ fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then waits up to `grace` for in-flight requests. With
-/// `tls`, every connection is a TLS one (a handshake that fails or stalls drops it).
+/// `tls`, every connection is a TLS one (a handshake that fails or stalls drops it). Every
+/// connection is held to `limits` (see [`crate::limits`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
+    limits: LimitsConfig,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper silently ignores its header-read timeout.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    let router = router.with_pace(BodyPace::of(&limits));
+    let gate = ConnectionGate::new(&limits);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -280,12 +304,24 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let admitted = match gate.admit(remote.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => {
+                        crate::metrics::global()
+                            .connections_refused
+                            .with_label_values(&[refusal.label()])
+                            .inc();
+                        tracing::debug!(%remote, reason = refusal.label(), "connection refused: too many open");
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let _admitted = admitted;
                     let Some(acceptor) = tls else {
                         let conn = Connection { remote, secure: false };
                         return serve_connection(&builder, watcher, TokioIo::new(stream), router, conn).await;
@@ -331,6 +367,11 @@ async fn serve_connection<I>(
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     if let Err(e) = watcher.watch(served).await {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            crate::metrics::global().connections_timed_out.inc();
+        }
         tracing::debug!(remote = %conn.remote, error = %e, "connection ended with an error");
     }
 }

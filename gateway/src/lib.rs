@@ -14,6 +14,7 @@ pub mod config;
 pub mod fence;
 pub mod host;
 pub mod http_server;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod query;

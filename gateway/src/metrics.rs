@@ -20,6 +20,18 @@ pub struct Metrics {
     pub disks_total: IntGauge,
     pub replica_conflicts: IntCounter,
     pub audit_dropped: IntCounter,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounterVec,
+    pub connections_timed_out: IntCounter,
+    pub bodies_cut: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -75,6 +87,22 @@ impl Metrics {
             disks_total: gauge(&registry, "meridian_storage_disks", "Disks in the set"),
             replica_conflicts: counter(&registry, "meridian_replication_conflicts_total", "Replica writes naming a version id held here with other content (the local one was kept)"),
             audit_dropped: counter(&registry, "meridian_audit_dropped_total", "Audit log lines dropped because the writer fell behind (its queue was full)"),
+            connections_open: gauge(&registry, "meridian_connections_open", "Client connections open on the S3 listener"),
+            connections_refused: {
+                let c = counter_vec(&registry, "meridian_connections_refused_total", "Connections closed at accept: over max_connections (total) or max_connections_per_client (per_client)", "reason");
+                for reason in ["total", "per_client"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
+            connections_timed_out: counter(&registry, "meridian_connections_timed_out_total", "Connections closed because a request head took longer than header_timeout (or an idle keep-alive outlived it)"),
+            bodies_cut: {
+                let c = counter_vec(&registry, "meridian_request_bodies_cut_total", "Request bodies cut off: no byte for body_idle_timeout (idle), or slower than min_body_rate (too_slow)", "reason");
+                for reason in ["idle", "too_slow"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             registry,
         }
     }

@@ -131,6 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 None,
                 shutdown(shutdown_rx.clone()),
                 config.shutdown_grace,
+                config.limits.clone(),
             )))
         }
         None => None,
@@ -152,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tls,
         shutdown(shutdown_rx),
         config.shutdown_grace,
+        config.limits.clone(),
     )
     .await;
     if let Some(health) = health {

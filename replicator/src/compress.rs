@@ -3,7 +3,8 @@
 //! with `x-meridian-replica-encoding: zstd`; the peer decompresses it before hashing, so its
 //! checksums are verified against the original bytes as usual. Whether a body is worth it is
 //! judged on its first 256 KiB, so data that does not shrink (compressed weights, media) is
-//! streamed as it is, never buffered.
+//! streamed as it is, never buffered. Bodies above `MAX_COMPRESSED_BODY` (64 MiB; parts of
+//! sources uploaded with huge parts) are always sent as they are.
 
 use std::ops::Range;
 
@@ -66,7 +67,7 @@ pub(crate) async fn compress(
     range: Range<u64>,
 ) -> Result<Option<Compressed>, SendError> {
     let len = range.end - range.start;
-    if len < 1024 {
+    if !(1024..=crate::headers::MAX_COMPRESSED_BODY).contains(&len) {
         return Ok(None);
     }
     let sample = read_all(source, storage, range.start..range.start + len.min(SAMPLE)).await?;

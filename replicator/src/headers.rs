@@ -20,6 +20,10 @@ pub const REGION: &str = "x-meridian-replica-region";
 /// The body is compressed (`zstd`); the receiver decompresses it before anything else.
 pub const ENCODING: &str = "x-meridian-replica-encoding";
 
+/// Largest body sent compressed (and taken compressed): a compressed body is held whole in
+/// memory on both sides, so larger parts go as they are.
+pub const MAX_COMPRESSED_BODY: u64 = 64 << 20;
+
 /// The encoding of a replica body, if it has one: `Ok(true)` for zstd; an unknown encoding
 /// is refused.
 pub fn body_is_zstd(headers: &HeaderMap) -> Result<bool, String> {

@@ -81,6 +81,36 @@ impl PendingRequest {
         self.stream.write_all(bytes).expect("write body");
     }
 
+    /// Writes body bytes; an error once the server has closed the connection.
+    pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads whatever response the server sent before closing (status 0 when it closed
+    /// without one, or reset the connection).
+    pub fn finish_or_closed(mut self) -> RawResponse {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self
+            .stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+        if response.is_empty() {
+            return RawResponse {
+                status: 0,
+                headers: Vec::new(),
+                body: String::new(),
+            };
+        }
+        parse_response(&response)
+    }
+
     /// Reads the response (the body must be complete).
     pub fn finish(mut self) -> RawResponse {
         let mut response = Vec::new();

@@ -17,7 +17,9 @@ use meridian_tests::regions::{
     rule_to, status_json, versioned_bucket, wait_for, without_content_type, Regions,
     RegionsOptions, ABSENT_CONTENT_TYPE,
 };
-use meridian_tests::{error_code, error_status, meridian_binary, output_within, pattern, ACCESS_KEY, SECRET_KEY};
+use meridian_tests::{
+    error_code, error_status, meridian_binary, output_within, pattern, ACCESS_KEY, SECRET_KEY,
+};
 
 const MIB: usize = 1 << 20;
 const SETTLE: Duration = Duration::from_secs(60);

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use meridian_replicator::headers::MAX_COMPRESSED_BODY;
 use meridian_store::ingest::BodyError;
 use meridian_store::read::ObjectStream;
 use meridian_store::StoreError;
@@ -61,8 +62,9 @@ const MAX_DECODED: u64 = 5 << 30;
 const DECODED_CHUNK: usize = 1 << 20;
 
 /// A zstd-compressed body (a replica part sent with `x-meridian-replica-encoding: zstd`) as
-/// the stream of its original bytes. The compressed body is read whole — it is one part or a
-/// small object, compressed by a peer that held it whole too — then decoded on the blocking
+/// the stream of its original bytes. The compressed body is read whole (at most
+/// [`MAX_COMPRESSED_BODY`]: one part or a small object, compressed by a peer that held it
+/// whole too) then decoded on the blocking
 /// pool in 1 MiB chunks through a short queue, so the decoded bytes are never all in memory.
 /// Malformed input, and a body that would decode to more than S3's largest part (a
 /// decompression bomb), end the stream with an error, which fails the write like any broken
@@ -75,7 +77,13 @@ where
 {
     let mut compressed = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        compressed.extend_from_slice(&chunk.map_err(StoreError::Body)?);
+        let chunk = chunk.map_err(StoreError::Body)?;
+        if (compressed.len() + chunk.len()) as u64 > MAX_COMPRESSED_BODY {
+            return Err(StoreError::Body(BodyError::Incomplete(format!(
+                "a compressed replica body is at most {MAX_COMPRESSED_BODY} bytes"
+            ))));
+        }
+        compressed.extend_from_slice(&chunk);
     }
     let compressed = compressed.freeze();
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(4);

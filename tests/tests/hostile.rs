@@ -1,0 +1,271 @@
+//! Clients that attack rather than use: request heads that never end (slowloris), idle
+//! sockets by the hundred, bodies trickled a byte at a time, more connections than allowed,
+//! input that once panicked a handler. Each is cut within its limit, counted in the metrics,
+//! stores nothing, and the server keeps answering others throughout (a health probe and a
+//! real GET within 1 s).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use meridian_tests::{error_code, error_status, ServerOptions, TestServer, ACCESS_KEY, SECRET_KEY};
+
+fn address(server: &TestServer) -> String {
+    server.endpoint.trim_start_matches("http://").to_owned()
+}
+
+/// A server with short limits, so that tests see them act within seconds.
+fn server_with(limits: &str) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        extra_config: format!("[limits]\n{limits}\n"),
+        ..ServerOptions::default()
+    })
+}
+
+/// Whether the server closed `stream` within `limit` (EOF or reset on read).
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A response (408, 400) is fine; the close must follow.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The server still serves others promptly: a health probe and a real GET, each within 1 s.
+async fn responsive(server: &TestServer, _s3: &Client) {
+    // A client of its own: a pooled connection left idle past a short header timeout is
+    // closed by the server, and these clients do not retry.
+    let s3 = server.client();
+    let started = Instant::now();
+    let (code, _) =
+        meridian_tests::anonymous_request(&server.endpoint, "GET", "/_meridian/health/ready");
+    assert_eq!(code, 200);
+    let got = s3
+        .get_object()
+        .bucket("data")
+        .key("present")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"here"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered in {:?}",
+        started.elapsed()
+    );
+}
+
+/// A health probe on a connection of its own; false when the server closed it unanswered.
+fn health_on_a_new_connection(server: &TestServer) -> bool {
+    let Ok(mut s) = TcpStream::connect(address(server)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /_meridian/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+async fn with_data(server: &TestServer) -> Client {
+    let s3 = server.client();
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    s3.put_object()
+        .bucket("data")
+        .key("present")
+        .body(b"here".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    s3
+}
+
+fn metrics(server: &TestServer) -> String {
+    meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "GET",
+        "/_meridian/metrics",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        ACCESS_KEY,
+        SECRET_KEY,
+    )
+    .body
+}
+
+/// The value of a metric line starting with `series`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
+#[tokio::test]
+async fn request_heads_that_never_end_are_cut_and_others_are_served_meanwhile() {
+    let server = server_with("header_timeout = \"2s\"");
+    let s3 = with_data(&server).await;
+    // 300 connections that send half a request head and stall.
+    let mut stalled: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = TcpStream::connect(address(&server)).unwrap();
+            s.write_all(
+                format!("GET /data/present HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ").as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    responsive(&server, &s3).await;
+    // And one that is merely idle between requests (keep-alive).
+    let mut idle = TcpStream::connect(address(&server)).unwrap();
+    idle.write_all(b"GET /_meridian/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    for s in stalled.iter_mut().chain(std::iter::once(&mut idle)) {
+        assert!(
+            closed_within(s, Duration::from_secs(10)),
+            "cut after the header timeout"
+        );
+    }
+    responsive(&server, &s3).await;
+    let m = metrics(&server);
+    assert!(
+        metric(&m, "meridian_connections_timed_out_total") >= 300.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_trickled_a_byte_at_a_time_is_cut_and_stores_nothing() {
+    let server = server_with(
+        "body_idle_timeout = \"10s\"\nmin_body_rate = \"1KiB\"\nbody_rate_window = \"2s\"",
+    );
+    let s3 = with_data(&server).await;
+    let mut request = meridian_tests::raw::open_signed(
+        &address(&server),
+        &address(&server),
+        "PUT",
+        "/data/trickled",
+        &[],
+        1 << 20,
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        (ACCESS_KEY, SECRET_KEY),
+        std::time::SystemTime::now(),
+    );
+    // One byte every 100 ms (10 B/s, against 1 KiB/s) until the server gives up, bounded.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        if request.try_write(b"x").is_err() {
+            break;
+        }
+        sent += 1;
+        if sent % 10 == 0 {
+            responsive(&server, &s3).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = request.finish_or_closed();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cut after about one window, not left to run: {:?}",
+        started.elapsed()
+    );
+    assert_ne!(response.status, 200, "{}", response.body);
+    let err = s3
+        .head_object()
+        .bucket("data")
+        .key("trickled")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_status(&err), Some(404), "nothing stored");
+    let m = metrics(&server);
+    assert!(
+        metric(&m, "meridian_request_bodies_cut_total{reason=\"too_slow\"}") >= 1.0,
+        "{m}"
+    );
+    responsive(&server, &s3).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_client_limit_are_closed_at_once() {
+    let server = server_with("max_connections_per_client = 50");
+    let s3 = with_data(&server).await;
+    // The SDK's pooled connections count too: hold 40 idle sockets, then open more.
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(address(&server)).unwrap())
+        .collect();
+    let mut extra: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(address(&server)).unwrap())
+        .collect();
+    let mut refused = 0;
+    for s in extra.iter_mut() {
+        if closed_within(s, Duration::from_secs(1)) {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 20,
+        "at most 50 open: {refused} of 30 extra closed"
+    );
+    // Freed places are taken again: a new connection is served.
+    drop(held);
+    drop(extra);
+    meridian_tests::regions::wait_for(Duration::from_secs(10), "a place to free up", || async {
+        health_on_a_new_connection(&server).then_some(())
+    })
+    .await;
+    let m = metrics(&server);
+    assert!(
+        metric(
+            &m,
+            "meridian_connections_refused_total{reason=\"per_client\"}"
+        ) >= 20.0,
+        "{m}"
+    );
+    responsive(&server, &s3).await;
+}
+
+#[tokio::test]
+async fn a_policy_with_an_empty_principal_is_malformed_not_a_dropped_connection() {
+    let server = TestServer::start();
+    let s3 = with_data(&server).await;
+    let err = s3
+        .put_bucket_policy()
+        .bucket("data")
+        .policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{},"Action":"s3:GetObject","Resource":"arn:aws:s3:::data/*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("MalformedPolicy"));
+    assert!(
+        s3.get_bucket_policy().bucket("data").send().await.is_err(),
+        "nothing stored"
+    );
+    responsive(&server, &s3).await;
+}
