@@ -167,11 +167,15 @@ pub(crate) fn placement_for(data_id: DataId, disks: usize) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sample() -> ObjectDescriptor {
-        let data_id = DataId::new_v4();
+        descriptor_with_id(DataId::new_v4())
+    }
+
+    /// A 4+2 descriptor of a 5 MiB object with this data id.
+    pub(crate) fn descriptor_with_id(data_id: DataId) -> ObjectDescriptor {
         ObjectDescriptor {
             data_id,
             size: 5 * 1024 * 1024 + 7,

@@ -4,17 +4,15 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedReceiver;
-
-use crate::damage::DamageHub;
+use crate::damage::{DamageHub, DamageReceiver};
 use crate::durable_fs::remove_if_present;
 use crate::health::check_disk;
 use crate::object_lock::ObjectLocks;
 use crate::open::{io_error, open_disks};
 use crate::set_state::SetInner;
 use crate::{
-    DamageReport, DataId, DiskHealth, DiskSetConfig, ErasureError, HealReport, ObjectDescriptor,
-    ObjectReader, ObjectWriter, ScrubReport,
+    DataId, DiskHealth, DiskSetConfig, ErasureError, HealReport, ObjectDescriptor, ObjectReader,
+    ObjectWriter, ScrubReport,
 };
 
 /// An open set of disks. Cheap to clone; all clones share the same state. Open one `DiskSet`
@@ -121,8 +119,9 @@ impl DiskSet {
 
     /// Damage found by readers (missing/short/corrupt shards), for a background healer.
     /// `Some` the first time it is called, `None` afterwards. Reports sent while nobody holds
-    /// the receiver are dropped; reporting never blocks a read.
-    pub fn take_damage_receiver(&self) -> Option<UnboundedReceiver<DamageReport>> {
+    /// the receiver are dropped; reporting never blocks a read; the queue is bounded and holds
+    /// an object once (see [`crate::damage`]).
+    pub fn take_damage_receiver(&self) -> Option<DamageReceiver> {
         self.inner.damage.take_receiver()
     }
 

@@ -30,7 +30,7 @@ mod buffer_pool;
 mod checksum;
 mod codec;
 mod config;
-mod damage;
+pub mod damage;
 mod descriptor;
 mod disk_format;
 mod disk_layout;
@@ -52,7 +52,7 @@ mod write_pipeline;
 mod writer;
 
 pub use config::{DiskSetConfig, Durability, DEFAULT_STRIPE_SIZE, MAX_DISKS, MAX_STRIPE_SIZE};
-pub use damage::DamageReport;
+pub use damage::{DamageReceiver, DamageReport, DAMAGE_QUEUE};
 pub use descriptor::ObjectDescriptor;
 pub use disk_set::DiskSet;
 pub use error::ErasureError;

@@ -136,7 +136,14 @@ impl ObjectRead {
             match tokio::task::spawn_blocking(move || self.read_blocks(stripe, blocks)).await {
                 Ok(result) => result?,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => panic!("stripe read task cancelled: {e}"),
+                // Only a runtime shutting down cancels a blocking task: an error for this
+                // read, not a panic of the process.
+                Err(e) => {
+                    return Err(ErasureError::Io {
+                        path: std::path::PathBuf::from(format!("stripe {stripe}")),
+                        source: std::io::Error::other(format!("stripe read task cancelled: {e}")),
+                    })
+                }
             };
         Ok(bytes.slice((lo - skip) as usize..(hi - skip) as usize))
     }

@@ -251,7 +251,9 @@ impl AccessPolicy {
         if let Some(cached) = policies.cached(bucket) {
             return cached;
         }
-        let policy = match meta.get_bucket_config(bucket, crate::bucket_policy::DOCUMENT) {
+        let policy = match off_the_runtime(|| {
+            meta.get_bucket_config(bucket, crate::bucket_policy::DOCUMENT)
+        }) {
             Ok(Some(doc)) => {
                 match Policy::parse(&String::from_utf8_lossy(&doc), bucket, &|_| true) {
                     Ok(p) => Some(Arc::new(p)),
@@ -285,7 +287,7 @@ impl AccessPolicy {
         };
         let tags = match (key, policy.needs_object_tags()) {
             (Some(key), true) => self.policies.as_ref().and_then(|(meta, _)| {
-                meta.get_version(bucket, key, version_id)
+                off_the_runtime(|| meta.get_version(bucket, key, version_id))
                     .ok()
                     .flatten()
                     .filter(|v| !v.is_delete_marker)
@@ -544,6 +546,19 @@ impl DeniedDeletes {
 /// anonymous one otherwise).
 #[derive(Clone, Copy, Debug)]
 struct Signed(bool);
+
+/// Runs a blocking RocksDB read from inside the (synchronous) access check: on a
+/// multi-threaded runtime the worker hands its other tasks to the rest of the pool first
+/// (`block_in_place`), so a slow read stalls this request only. Elsewhere (a test on a
+/// single-threaded runtime, no runtime) it simply runs.
+fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

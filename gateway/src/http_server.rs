@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admin::AdminApi;
-use crate::limits::{BodyPace, ConnectionGate, LimitsConfig, PacedBody};
+use crate::limits::{Admission, BodyPace, ConnectionGate, LimitsConfig, PacedBody};
 use crate::request::{content_length, plain, Connection, RequestSlot};
 
 /// Request ids: a per-process random prefix and a counter, unique and cheap.
@@ -54,6 +54,8 @@ fn http1_with_body<B>(req: &Request<B>) -> bool {
 #[derive(Clone)]
 pub struct Router {
     s3: S3Service,
+    /// Requests and uploads in flight.
+    admission: Arc<Admission>,
     /// The pace request bodies must keep.
     pace: BodyPace,
     ids: Arc<RequestIds>,
@@ -66,6 +68,7 @@ impl Router {
     pub fn new(s3: S3Service, audit: Option<crate::audit::AuditLog>) -> Router {
         Router {
             s3,
+            admission: Arc::new(Admission::new(&LimitsConfig::default())),
             pace: BodyPace::of(&LimitsConfig::default()),
             ids: Arc::new(RequestIds::new()),
             health_only: false,
@@ -73,9 +76,13 @@ impl Router {
         }
     }
 
-    /// The same router holding request bodies to `pace`.
-    fn with_pace(self, pace: BodyPace) -> Router {
-        Router { pace, ..self }
+    /// The same router under `limits`: the pace of bodies, the requests in flight.
+    fn with_limits(self, limits: &LimitsConfig) -> Router {
+        Router {
+            pace: BodyPace::of(limits),
+            admission: Arc::new(Admission::new(limits)),
+            ..self
+        }
     }
 
     /// The same router answering only `/_meridian/health/*` (404 for everything else).
@@ -112,6 +119,23 @@ impl Router {
             } else {
                 let bytes_in = content_length(req.headers());
                 let admin = req.uri().path().starts_with(AdminApi::PREFIX);
+                // Probes and the admin API are always answered; S3 requests take a place.
+                let upload =
+                    bytes_in > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+                let _admitted = if admin {
+                    None
+                } else {
+                    match self.admission.admit(upload) {
+                        Ok(admitted) => Some(admitted),
+                        Err(limit) => {
+                            crate::metrics::global()
+                                .requests_refused
+                                .with_label_values(&[limit])
+                                .inc();
+                            return Ok(slow_down(&request_id, may_leave_body_unread));
+                        }
+                    }
+                };
                 let pace = self.pace;
                 let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
                 req.extensions_mut().insert(slot.clone());
@@ -263,6 +287,30 @@ fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
     Some(resp)
 }
 
+/// 503 SlowDown with Retry-After: the answer to a request over the admission limits, which
+/// every SDK retries with backoff.
+fn slow_down(request_id: &str, body_unread: bool) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>{request_id}</RequestId></Error>"
+    );
+    let mut resp = Response::new(Body::from(xml));
+    *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amz-request-id", v);
+    }
+    headers.insert(http::header::SERVER, HeaderValue::from_static("Meridian"));
+    if body_unread {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// A client that opens a connection and never finishes its TLS handshake is dropped after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -288,7 +336,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.header_timeout)
         .keep_alive_timeout(limits.header_timeout);
-    let router = router.with_pace(BodyPace::of(&limits));
+    let router = router.with_limits(&limits);
     let gate = ConnectionGate::new(&limits);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

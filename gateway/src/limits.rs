@@ -37,6 +37,12 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Open connections from one client address.
     pub max_connections_per_client: usize,
+    /// Requests in flight (health probes and the admin API aside); beyond this, 503
+    /// SlowDown with Retry-After, which every SDK retries.
+    pub max_requests: usize,
+    /// Of those, requests carrying a body (uploads hold stripe buffers): the bound on the
+    /// memory uploads take together.
+    pub max_uploads: usize,
 }
 
 impl Default for LimitsConfig {
@@ -48,6 +54,8 @@ impl Default for LimitsConfig {
             body_rate_window: Duration::from_secs(30),
             max_connections: 8192,
             max_connections_per_client: 1024,
+            max_requests: 2048,
+            max_uploads: 64,
         }
     }
 }
@@ -60,8 +68,12 @@ impl LimitsConfig {
         {
             return Err("limits: timeouts and the rate window must be above zero".into());
         }
-        if self.max_connections == 0 || self.max_connections_per_client == 0 {
-            return Err("limits: connection limits must be above zero".into());
+        if self.max_connections == 0
+            || self.max_connections_per_client == 0
+            || self.max_requests == 0
+            || self.max_uploads == 0
+        {
+            return Err("limits: connection and request limits must be above zero".into());
         }
         Ok(())
     }
@@ -137,6 +149,50 @@ impl Drop for Admitted {
             }
         }
         crate::metrics::global().connections_open.set(*total as i64);
+    }
+}
+
+/// Requests in flight, and uploads among them.
+pub struct Admission {
+    requests: Arc<tokio::sync::Semaphore>,
+    uploads: Arc<tokio::sync::Semaphore>,
+}
+
+/// A request admitted; dropping it frees its place.
+pub struct AdmittedRequest {
+    _request: tokio::sync::OwnedSemaphorePermit,
+    _upload: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Admission {
+    pub fn new(limits: &LimitsConfig) -> Admission {
+        Admission {
+            requests: Arc::new(tokio::sync::Semaphore::new(limits.max_requests)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads)),
+        }
+    }
+
+    /// A place for a request (`upload`: it carries a body), or the limit it met.
+    pub fn admit(&self, upload: bool) -> Result<AdmittedRequest, &'static str> {
+        let request = self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "requests")?;
+        let upload = if upload {
+            Some(
+                self.uploads
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| "uploads")?,
+            )
+        } else {
+            None
+        };
+        Ok(AdmittedRequest {
+            _request: request,
+            _upload: upload,
+        })
     }
 }
 
@@ -296,6 +352,22 @@ mod tests {
             max_connections_per_client: per_client,
             ..LimitsConfig::default()
         }
+    }
+
+    #[test]
+    fn requests_and_uploads_in_flight_are_bounded_and_freed_on_drop() {
+        let admission = Admission::new(&LimitsConfig {
+            max_requests: 3,
+            max_uploads: 1,
+            ..LimitsConfig::default()
+        });
+        let upload = admission.admit(true).unwrap();
+        assert_eq!(admission.admit(true).err(), Some("uploads"));
+        let _a = admission.admit(false).unwrap();
+        let _b = admission.admit(false).unwrap();
+        assert_eq!(admission.admit(false).err(), Some("requests"));
+        drop(upload);
+        assert!(admission.admit(false).is_ok());
     }
 
     #[test]

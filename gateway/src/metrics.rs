@@ -24,6 +24,7 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub connections_timed_out: IntCounter,
     pub bodies_cut: IntCounterVec,
+    pub requests_refused: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -96,6 +97,13 @@ impl Metrics {
                 c
             },
             connections_timed_out: counter(&registry, "meridian_connections_timed_out_total", "Connections closed because a request head took longer than header_timeout (or an idle keep-alive outlived it)"),
+            requests_refused: {
+                let c = counter_vec(&registry, "meridian_requests_refused_total", "S3 requests answered 503 SlowDown: over max_requests (requests) or max_uploads (uploads) in flight", "reason");
+                for reason in ["requests", "uploads"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             bodies_cut: {
                 let c = counter_vec(&registry, "meridian_request_bodies_cut_total", "Request bodies cut off: no byte for body_idle_timeout (idle), or slower than min_body_rate (too_slow)", "reason");
                 for reason in ["idle", "too_slow"] {

@@ -61,7 +61,14 @@ pub async fn run_healer(store: Store, mut shutdown: watch::Receiver<bool>) {
     let Some(mut reports) = store.disks.take_damage_receiver() else {
         return;
     };
+    let mut dropped = 0;
     loop {
+        // Reports are dropped only while the queue is full, that is while this loop heals.
+        let now_dropped = reports.dropped();
+        crate::metrics::global()
+            .damage_dropped
+            .inc_by(now_dropped - dropped);
+        dropped = now_dropped;
         let report = tokio::select! {
             r = reports.recv() => match r { Some(r) => r, None => return },
             _ = shutdown.changed() => return,

@@ -91,7 +91,12 @@ pub struct Store {
     reclaim_wakeup: Arc<Notify>,
     /// Held for the life of the store: no other process may use these disks.
     _disk_locks: Arc<Vec<(PathBuf, std::fs::File)>>,
+    /// When the disk check of a readiness probe that has not finished began.
+    disk_check: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long a readiness probe waits for the disk check (a probe must answer within 1 s).
+pub const DISK_CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(800);
 
 impl Store {
     /// Opens (creating on first start) the disks and the metadata store the config names.
@@ -129,6 +134,7 @@ impl Store {
             inline_threshold: config.inline_threshold,
             reclaim_wakeup: Arc::new(Notify::new()),
             _disk_locks: Arc::new(disk_locks),
+            disk_check: Arc::default(),
         })
     }
 
@@ -219,11 +225,44 @@ impl Store {
         self.reclaim_wakeup.clone()
     }
 
-    /// Disks and metadata usable: what `/_meridian/health/ready` reports.
+    /// Disks and metadata usable: what `/_meridian/health/ready` reports. Answers within
+    /// [`DISK_CHECK_WAIT`] plus a metadata read even when a disk hangs: the disk check runs on
+    /// the blocking pool, a check still running after the wait makes the store not ready, and
+    /// no second check starts while one hangs (a hung disk does not eat a thread per probe).
     pub async fn readiness(&self) -> Result<(), String> {
-        let bad: Vec<String> = self
-            .disks
-            .disk_health()
+        {
+            let mut running = self.disk_check.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(since) = *running {
+                return Err(format!(
+                    "the disk check started {:.1} s ago has not finished (a disk hangs?)",
+                    since.elapsed().as_secs_f64()
+                ));
+            }
+            *running = Some(std::time::Instant::now());
+        }
+        let (disks, flag) = (self.disks.clone(), self.disk_check.clone());
+        let check = tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "fault-injection")]
+            if let Some(ms) = std::env::var("MERIDIAN_FAULT_DISK_CHECK_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            let health = disks.disk_health();
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            health
+        });
+        let health = match tokio::time::timeout(DISK_CHECK_WAIT, check).await {
+            Ok(Ok(health)) => health,
+            Ok(Err(e)) => return Err(format!("the disk check failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the disk check did not finish within {DISK_CHECK_WAIT:?} (a disk hangs?)"
+                ))
+            }
+        };
+        let bad: Vec<String> = health
             .into_iter()
             .filter(|d| !d.ok)
             .map(|d| {

@@ -10,6 +10,7 @@ pub struct StoreMetrics {
     pub scrub_damaged_shards: IntCounter,
     pub scrub_unrecoverable: IntCounter,
     pub orphans_deleted: IntCounter,
+    pub damage_dropped: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -40,6 +41,10 @@ impl StoreMetrics {
                 "meridian_storage_orphans_deleted_total",
                 "Orphaned shard sets deleted by the collector",
             ),
+            damage_dropped: counter(
+                "meridian_storage_damage_reports_dropped_total",
+                "Damage reports from reads dropped because the heal queue was full (the scrub finds them)",
+            ),
         }
     }
 
@@ -48,7 +53,8 @@ impl StoreMetrics {
         registry.register(Box::new(self.heals.clone()))?;
         registry.register(Box::new(self.scrub_damaged_shards.clone()))?;
         registry.register(Box::new(self.scrub_unrecoverable.clone()))?;
-        registry.register(Box::new(self.orphans_deleted.clone()))
+        registry.register(Box::new(self.orphans_deleted.clone()))?;
+        registry.register(Box::new(self.damage_dropped.clone()))
     }
 }
 

@@ -168,7 +168,7 @@ async fn a_body_trickled_a_byte_at_a_time_is_cut_and_stores_nothing() {
         &address(&server),
         "PUT",
         "/data/trickled",
-        &[],
+        &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD".into())],
         1 << 20,
         aws_sigv4::http_request::SignableBody::UnsignedPayload,
         (ACCESS_KEY, SECRET_KEY),
@@ -268,4 +268,94 @@ async fn a_policy_with_an_empty_principal_is_malformed_not_a_dropped_connection(
         "nothing stored"
     );
     responsive(&server, &s3).await;
+}
+
+#[tokio::test]
+async fn a_hung_disk_check_makes_the_node_unready_within_a_second_not_hung() {
+    // The disk check of the readiness probe sleeps 5 s first: a disk that hangs.
+    let server = TestServer::start_with(ServerOptions {
+        env: vec![("MERIDIAN_FAULT_DISK_CHECK_DELAY_MS".into(), "5000".into())],
+        ..ServerOptions::default()
+    });
+    let s3 = with_data(&server).await;
+    for probe in 0..3 {
+        let started = Instant::now();
+        let (code, body) =
+            meridian_tests::anonymous_request(&server.endpoint, "GET", "/_meridian/health/ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "probe {probe} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("disk check"), "{body}");
+        let (live, _) =
+            meridian_tests::anonymous_request(&server.endpoint, "GET", "/_meridian/health/live");
+        assert_eq!(live, 200);
+    }
+    // Requests are served all the while.
+    let got = s3
+        .get_object()
+        .bucket("data")
+        .key("present")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"here"
+    );
+}
+
+#[tokio::test]
+async fn uploads_over_the_admission_limit_get_slow_down_and_reads_go_on() {
+    let server = server_with("max_uploads = 1");
+    let s3 = with_data(&server).await;
+    // One upload in flight, its body sent slowly but steadily, holds the only place.
+    let body = vec![b'a'; 64 * 1024];
+    let mut held = meridian_tests::raw::open_signed(
+        &address(&server),
+        &address(&server),
+        "PUT",
+        "/data/held",
+        &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD".into())],
+        body.len(),
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        (ACCESS_KEY, SECRET_KEY),
+        std::time::SystemTime::now(),
+    );
+    held.write(&body[..1024]);
+    let err = meridian_tests::regions::wait_for(Duration::from_secs(10), "a SlowDown", || async {
+        s3.put_object()
+            .bucket("data")
+            .key("second")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .err()
+    })
+    .await;
+    assert_eq!(error_code(&err).as_deref(), Some("SlowDown"));
+    assert_eq!(error_status(&err), Some(503));
+    let retry_after = err
+        .raw_response()
+        .and_then(|r| r.headers().get("retry-after"))
+        .map(str::to_owned);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    responsive(&server, &s3).await;
+    let m = metrics(&server);
+    assert!(
+        metric(&m, "meridian_requests_refused_total{reason=\"uploads\"}") >= 1.0,
+        "{m}"
+    );
+
+    held.write(&body[1024..]);
+    assert_eq!(held.finish().status, 200);
+    s3.put_object()
+        .bucket("data")
+        .key("second")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
 }
