@@ -12,13 +12,13 @@ NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 # build, so building the binary alone would compile dozens of crates again after the tests.
 BUILD := cargo build --workspace --all-targets
 
-.PHONY: run test setup setup-system setup-python fmt-check clippy build rust-test client-test run-is-warm bench
+.PHONY: run test setup setup-system setup-python fmt-check clippy build rust-test client-test run-is-warm bench fuzz fuzz-smoke
 
 run: setup-system
 	$(BUILD)
 	$(BIN) serve
 
-test: setup fmt-check clippy build rust-test client-test run-is-warm
+test: setup fmt-check clippy build rust-test client-test fuzz-smoke run-is-warm
 
 setup:
 	scripts/setup.sh all
@@ -60,3 +60,12 @@ client-test: build setup-python
 
 bench: setup
 	scripts/bench-suite.sh
+
+# Every fuzz target (fuzz/) for FUZZ_SECONDS each; `make test` runs each for 20 s so that a
+# parser that learned to panic is caught. Builds in its own target directory (other flags).
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: setup
+	scripts/fuzz.sh 20

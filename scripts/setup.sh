@@ -4,7 +4,7 @@
 #           (Debian's prometheus package) for deploy/
 #   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
 #           and one with s3fs (tests/clients-s3fs/requirements.txt; s3fs pins its own botocore)
-# Usage: scripts/setup.sh [system|python|all]   (default: all)
+# Usage: scripts/setup.sh [system|python|fuzz|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,15 @@ system() {
     command -v c++ >/dev/null || apt_install build-essential
 }
 
+# cargo-fuzz drives the fuzz targets (fuzz/; `make fuzz`, and briefly in `make test`). The
+# version is pinned so a new release cannot change what CI runs.
+fuzz() {
+    if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+        echo "setup: installing cargo-fuzz"
+        cargo install -q --locked cargo-fuzz --version 0.13.2
+    fi
+}
+
 # make_venv DIR REQUIREMENTS: (re)creates DIR with exactly REQUIREMENTS unless it already has them.
 make_venv() {
     local dir="$1" req="$2"
@@ -66,6 +75,7 @@ python() {
 case "$what" in
     system) system ;;
     python) python ;;
-    all) system; python ;;
-    *) echo "usage: $0 [system|python|all]" >&2; exit 2 ;;
+    fuzz) fuzz ;;
+    all) system; python; fuzz ;;
+    *) echo "usage: $0 [system|python|fuzz|all]" >&2; exit 2 ;;
 esac

@@ -64,6 +64,20 @@ pub use scrub::ScrubReport;
 pub use shard_format::{MAX_IDENTITY_LEN, SHARD_FORMAT_VERSION};
 pub use writer::{ObjectWriter, WriteOutcome};
 
+/// Entry points for `fuzz/` (cargo fuzz): the decoders of what is read back from disk.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a shard file header; must never panic, whatever the bytes.
+    pub fn shard_header(bytes: &[u8]) -> bool {
+        crate::shard_format::ShardHeader::decode(bytes).is_ok()
+    }
+
+    /// Decodes an object descriptor (the layout blob of a version); must never panic.
+    pub fn descriptor(bytes: &[u8]) -> bool {
+        crate::ObjectDescriptor::from_bytes(bytes).is_ok()
+    }
+}
+
 /// Identity of one stored object's shards: a random UUID, never derived from the object key.
 pub type DataId = uuid::Uuid;
 

@@ -68,8 +68,28 @@ impl ShardHeader {
 
     /// Reads and verifies the header at the start of `file`. `Err` explains what is wrong.
     pub fn read_from(file: &File) -> Result<ShardHeader, String> {
+        Self::parse(|buf, offset| read_exact_at(file, buf, offset))
+    }
+
+    /// Decodes and verifies a header from the start of `bytes` (the fuzz target's way in).
+    pub fn decode(bytes: &[u8]) -> Result<ShardHeader, String> {
+        Self::parse(|buf, offset| {
+            let start = usize::try_from(offset).map_err(|_| "offset too large".to_string())?;
+            let slice = start
+                .checked_add(buf.len())
+                .and_then(|end| bytes.get(start..end))
+                .ok_or_else(|| "file too short for its header".to_string())?;
+            buf.copy_from_slice(slice);
+            Ok(())
+        })
+    }
+
+    /// The header, read through `read_exact_at(buf, offset)`.
+    fn parse(
+        mut read_exact_at: impl FnMut(&mut [u8], u64) -> Result<(), String>,
+    ) -> Result<ShardHeader, String> {
         let mut prefix = [0u8; FIXED_PREFIX_LEN];
-        read_exact_at(file, &mut prefix, 0)?;
+        read_exact_at(&mut prefix, 0)?;
         if &prefix[..8] != MAGIC {
             return Err("bad magic".into());
         }
@@ -83,7 +103,7 @@ impl ShardHeader {
             return Err(format!("identity length {identity_len} is implausible"));
         }
         let mut rest = vec![0u8; identity_len + 4];
-        read_exact_at(file, &mut rest, FIXED_PREFIX_LEN as u64)?;
+        read_exact_at(&mut rest, FIXED_PREFIX_LEN as u64)?;
         let (identity, crc) = rest.split_at(identity_len);
         let mut hasher_input = prefix.to_vec();
         hasher_input.extend_from_slice(identity);
@@ -153,6 +173,24 @@ mod tests {
         write_frame(&mut file, b"block").unwrap();
         assert_eq!(ShardHeader::read_from(&file).unwrap(), header);
         assert_eq!(file.metadata().unwrap().len(), header.encoded_len() + 4 + 5);
+    }
+
+    #[test]
+    fn decoding_from_bytes_agrees_with_the_file_and_refuses_every_prefix() {
+        let bytes = header().encode();
+        assert_eq!(
+            ShardHeader::decode(&bytes).unwrap().identity,
+            header().identity
+        );
+        for cut in 0..bytes.len() {
+            assert!(ShardHeader::decode(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert_eq!(
+            ShardHeader::decode(&flipped).unwrap_err(),
+            "header checksum mismatch"
+        );
     }
 
     /// Shard files live for years: a version 1 header must keep its exact bytes.

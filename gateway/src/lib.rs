@@ -9,7 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
-pub mod bucket_policy;
+pub use meridian_policy as bucket_policy;
 pub mod config;
 pub mod fence;
 pub mod host;
