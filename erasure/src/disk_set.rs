@@ -15,6 +15,12 @@ use crate::{
     ObjectWriter, ScrubReport,
 };
 
+/// Object writes that may run at once on one disk set.
+pub const MAX_CONCURRENT_WRITES: usize = 64;
+
+/// A place for one object write ([`DiskSet::write_slot`]); dropping it frees the place.
+pub struct WriteSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 /// An open set of disks. Cheap to clone; all clones share the same state. Open one `DiskSet`
 /// per set of directories per process: opening sweeps staging, which would destroy the
 /// in-flight writes of another instance.
@@ -32,6 +38,7 @@ impl DiskSet {
     pub async fn open(config: DiskSetConfig) -> Result<DiskSet, ErasureError> {
         let opened = tokio::task::spawn_blocking(move || {
             open_disks(&config).map(|(set_id, disks)| SetInner {
+                write_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WRITES)),
                 config,
                 set_id,
                 disks,
@@ -66,9 +73,25 @@ impl DiskSet {
         self.inner.config.stripe_size
     }
 
+    /// A place for one object write: at most [`MAX_CONCURRENT_WRITES`] run at once on a
+    /// disk set (each is an encoder thread and one thread per shard), whatever asks for
+    /// them — PUTs, copies, parts, replicas. Waits for a place; hold it until the writer is
+    /// finished or aborted.
+    pub async fn write_slot(&self) -> WriteSlot {
+        WriteSlot(
+            self.inner
+                .write_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the write semaphore is never closed"),
+        )
+    }
+
     /// Starts a streaming write of a new object with a fresh random [`DataId`]. `identity` is
     /// an opaque blob (at most 64 KiB; the caller puts bucket/key/version there) written into
     /// every shard header for disaster recovery.
+    /// Take a [`DiskSet::write_slot`] first when writes can come from anywhere.
     pub fn writer(&self, identity: Vec<u8>) -> ObjectWriter {
         ObjectWriter::start(self.inner.clone(), identity)
     }

@@ -54,7 +54,7 @@ mod writer;
 pub use config::{DiskSetConfig, Durability, DEFAULT_STRIPE_SIZE, MAX_DISKS, MAX_STRIPE_SIZE};
 pub use damage::{DamageReceiver, DamageReport, DAMAGE_QUEUE};
 pub use descriptor::ObjectDescriptor;
-pub use disk_set::DiskSet;
+pub use disk_set::{DiskSet, WriteSlot, MAX_CONCURRENT_WRITES};
 pub use error::ErasureError;
 pub use heal::HealReport;
 pub use health::DiskHealth;

@@ -16,4 +16,7 @@ pub(crate) struct SetInner {
     pub disks: Vec<Disk>,
     pub damage: DamageHub,
     pub locks: ObjectLocks,
+    /// Places for object writes in flight (each runs k+m+1 threads): see
+    /// [`crate::DiskSet::write_slot`].
+    pub write_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }

@@ -223,6 +223,8 @@ where
     let mut hasher = BodyHasher::new(opts.checksum.as_ref());
     let mut inline = BytesMut::new();
     let mut writer: Option<ObjectWriter> = None;
+    // Held from the writer's start to the end of the ingest (finish or abort included).
+    let mut _write_slot = None;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut size = 0u64;
@@ -243,6 +245,7 @@ where
                     inline.extend_from_slice(&chunk)
                 }
                 None => {
+                    _write_slot = Some(disks.write_slot().await);
                     let mut w = disks.writer(opts.identity.clone());
                     if !inline.is_empty() {
                         w.write(std::mem::take(&mut inline).freeze()).await?;

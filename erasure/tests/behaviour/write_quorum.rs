@@ -141,3 +141,19 @@ async fn each_writer_gets_a_fresh_data_id() {
     assert_eq!(outcome.descriptor.data_id, id);
     b.abort().await;
 }
+
+#[tokio::test]
+async fn writes_in_flight_are_bounded_and_a_freed_place_is_taken_again() {
+    use futures::FutureExt;
+    let set = TestSet::new(2, 1).await;
+    let held: Vec<_> = (0..meridian_erasure::MAX_CONCURRENT_WRITES)
+        .map(|_| set.set.write_slot().now_or_never().expect("a free place"))
+        .collect();
+    let mut waiting = Box::pin(set.set.write_slot());
+    assert!(
+        (&mut waiting).now_or_never().is_none(),
+        "no place beyond the bound"
+    );
+    drop(held);
+    assert!(waiting.now_or_never().is_some(), "a freed place is taken");
+}
