@@ -116,6 +116,8 @@ impl Router {
                 )
             } else if let Some(refusal) = presigned_expiry_refusal(req.uri().query()) {
                 refusal
+            } else if let Some(refusal) = oversize_document_refusal(&req, &request_id) {
+                refusal
             } else {
                 let bytes_in = content_length(req.headers());
                 let admin = req.uri().path().starts_with(AdminApi::PREFIX);
@@ -287,6 +289,41 @@ fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
     Some(resp)
 }
 
+/// Largest request document (XML or JSON configuration, DeleteObjects, completion) s3s reads
+/// whole: its default `xml_max_body_size`.
+const MAX_DOCUMENT_BODY: u64 = 20 << 20;
+
+/// A request whose body s3s reads whole (a PUT or POST on a subresource: `?tagging`,
+/// `?policy`, `?delete`, a completion, ...; not an object or part upload) declaring more than
+/// [`MAX_DOCUMENT_BODY`]: 400 MaxMessageLengthExceeded before a byte is read. (s3s itself
+/// reads up to its limit and then answers 500 InternalError.)
+fn oversize_document_refusal<B>(req: &Request<B>, request_id: &str) -> Option<Response<Body>> {
+    let keys: Vec<String> = crate::query::pairs(req.uri().query())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    // Keys that do not make an upload a document: parts, versions, the SDKs' operation id.
+    let upload_keys = ["partNumber", "uploadId", "versionId", "x-id"];
+    let document = match *req.method() {
+        http::Method::PUT => keys.iter().any(|k| !upload_keys.contains(&k.as_str())),
+        http::Method::POST => keys.iter().any(|k| k != "uploads" && k != "x-id"),
+        _ => false,
+    };
+    if !document || content_length(req.headers()) <= MAX_DOCUMENT_BODY {
+        return None;
+    }
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>MaxMessageLengthExceeded</Code><Message>Your request was too big.</Message><RequestId>{request_id}</RequestId></Error>"
+    );
+    let mut resp = Response::new(Body::from(xml));
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    Some(resp)
+}
+
 /// 503 SlowDown with Retry-After: the answer to a request over the admission limits, which
 /// every SDK retries with backoff.
 fn slow_down(request_id: &str, body_unread: bool) -> Response<Body> {
@@ -337,6 +374,7 @@ pub async fn serve(
         .keep_alive_interval(limits.header_timeout)
         .keep_alive_timeout(limits.header_timeout);
     let router = router.with_limits(&limits);
+    let header_timeout = limits.header_timeout;
     let gate = ConnectionGate::new(&limits);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -372,12 +410,12 @@ pub async fn serve(
                     let _admitted = admitted;
                     let Some(acceptor) = tls else {
                         let conn = Connection { remote, secure: false };
-                        return serve_connection(&builder, watcher, TokioIo::new(stream), router, conn).await;
+                        return serve_connection(&builder, watcher, TokioIo::new(stream), router, conn, header_timeout).await;
                     };
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = Connection { remote, secure: true };
-                            serve_connection(&builder, watcher, TokioIo::new(stream), router, conn).await;
+                            serve_connection(&builder, watcher, TokioIo::new(stream), router, conn, header_timeout).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -404,17 +442,42 @@ async fn serve_connection<I>(
     io: I,
     router: Router,
     conn: Connection,
+    header_timeout: Duration,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    // hyper's header timeout starts once it parses HTTP/1; before that the auto builder
+    // reads the first bytes to tell HTTP/1 from HTTP/2 with no limit, so a client that
+    // connects and sends nothing would be held for ever. The first request must arrive
+    // within the header timeout too.
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = seen.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        first.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(conn);
         router.clone().handle(req)
     });
     let served = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    if let Err(e) = watcher.watch(served).await {
+    let watched = watcher.watch(served);
+    let deadline = tokio::time::sleep(header_timeout);
+    tokio::pin!(watched, deadline);
+    let mut waiting_for_first = true;
+    let result = loop {
+        tokio::select! {
+            result = &mut watched => break result,
+            _ = &mut deadline, if waiting_for_first => {
+                waiting_for_first = false;
+                if !seen.load(Ordering::Relaxed) {
+                    crate::metrics::global().connections_timed_out.inc();
+                    tracing::debug!(remote = %conn.remote, "no request within the header timeout; closed");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
         if e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_timeout)
         {

@@ -161,7 +161,17 @@ pub struct Admission {
 /// A request admitted; dropping it frees its place.
 pub struct AdmittedRequest {
     _request: tokio::sync::OwnedSemaphorePermit,
-    _upload: Option<tokio::sync::OwnedSemaphorePermit>,
+    upload: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for AdmittedRequest {
+    fn drop(&mut self) {
+        let m = crate::metrics::global();
+        m.requests_in_flight.dec();
+        if self.upload.is_some() {
+            m.uploads_in_flight.dec();
+        }
+    }
 }
 
 impl Admission {
@@ -189,9 +199,14 @@ impl Admission {
         } else {
             None
         };
+        let m = crate::metrics::global();
+        m.requests_in_flight.inc();
+        if upload.is_some() {
+            m.uploads_in_flight.inc();
+        }
         Ok(AdmittedRequest {
             _request: request,
-            _upload: upload,
+            upload,
         })
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub connections_timed_out: IntCounter,
     pub bodies_cut: IntCounterVec,
     pub requests_refused: IntCounterVec,
+    pub requests_in_flight: IntGauge,
+    pub uploads_in_flight: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -97,6 +99,8 @@ impl Metrics {
                 c
             },
             connections_timed_out: counter(&registry, "meridian_connections_timed_out_total", "Connections closed because a request head took longer than header_timeout (or an idle keep-alive outlived it)"),
+            requests_in_flight: gauge(&registry, "meridian_requests_in_flight", "S3 requests admitted and not yet answered (bounded by max_requests)"),
+            uploads_in_flight: gauge(&registry, "meridian_uploads_in_flight", "Of those, requests carrying a body (bounded by max_uploads)"),
             requests_refused: {
                 let c = counter_vec(&registry, "meridian_requests_refused_total", "S3 requests answered 503 SlowDown: over max_requests (requests) or max_uploads (uploads) in flight", "reason");
                 for reason in ["requests", "uploads"] {

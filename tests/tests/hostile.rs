@@ -325,6 +325,13 @@ async fn uploads_over_the_admission_limit_get_slow_down_and_reads_go_on() {
         std::time::SystemTime::now(),
     );
     held.write(&body[..1024]);
+    // The server must have admitted it before the next upload comes.
+    meridian_tests::regions::wait_for(
+        Duration::from_secs(10),
+        "the held upload to be admitted",
+        || async { (metric(&metrics(&server), "meridian_uploads_in_flight") >= 1.0).then_some(()) },
+    )
+    .await;
     let err = meridian_tests::regions::wait_for(Duration::from_secs(10), "a SlowDown", || async {
         s3.put_object()
             .bucket("data")
@@ -358,4 +365,203 @@ async fn uploads_over_the_admission_limit_get_slow_down_and_reads_go_on() {
         .send()
         .await
         .unwrap();
+}
+
+/// A TCP connection to `server` from the loopback address `source` (another client address).
+fn connect_from(server: &TestServer, source: [u8; 4]) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+    let target: std::net::SocketAddr = address(server).parse().expect("an address");
+    socket.connect(&target.into())?;
+    Ok(socket.into())
+}
+
+#[tokio::test]
+async fn thousands_of_idle_connections_from_one_address_leave_everyone_else_served() {
+    let server = server_with("header_timeout = \"3s\"");
+    let s3 = with_data(&server).await;
+    // 2,000 sockets from 127.0.0.2 that never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        match connect_from(&server, [127, 0, 0, 2]) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect {}: {e}", idle.len()),
+        }
+    }
+    // Clients at other addresses are served, promptly, while they are held, and the server
+    // never holds more of them than max_connections_per_client (1024).
+    responsive(&server, &s3).await;
+    let m = metrics(&server);
+    assert!(
+        metric(&m, "meridian_connections_open") <= 1024.0 + 8.0,
+        "{m}"
+    );
+    // The admitted ones are closed by the header timeout; nothing is left open.
+    // Each was refused at accept or closed for sending nothing within the header timeout.
+    meridian_tests::regions::wait_for(
+        Duration::from_secs(30),
+        "the idle ones to be closed",
+        || async {
+            let m = metrics(&server);
+            let shed = metric(
+                &m,
+                "meridian_connections_refused_total{reason=\"per_client\"}",
+            ) + metric(&m, "meridian_connections_timed_out_total");
+            (metric(&m, "meridian_connections_open") <= 8.0 && shed >= 2_000.0).then_some(())
+        },
+    )
+    .await;
+    drop(idle);
+    responsive(&server, &s3).await;
+}
+
+/// Sends raw bytes on a new connection; the status code answered (0 when the server closed
+/// the connection without an answer).
+fn raw_status(server: &TestServer, request: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(address(server)).unwrap();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    std::str::from_utf8(&answer)
+        .ok()
+        .and_then(|a| a.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oversize_heads_queries_and_xml_bodies_are_refused_and_change_nothing() {
+    let server = TestServer::start();
+    let s3 = with_data(&server).await;
+    // A 1 MiB header value.
+    let mut head = b"GET /data/present HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 1 << 20));
+    head.extend_from_slice(b"\r\n\r\n");
+    let status = raw_status(&server, &head);
+    assert!(status == 0 || status == 431 || status == 400, "{status}");
+    // A 1 MiB query string.
+    let mut query = b"GET /data?".to_vec();
+    query.extend(std::iter::repeat_n(b'q', 1 << 20));
+    query.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    let status = raw_status(&server, &query);
+    assert!(status == 0 || (400..500).contains(&status), "{status}");
+    // A 40 MiB XML body for an operation that reads its body whole.
+    let body = {
+        let mut b = b"<Delete>".to_vec();
+        while b.len() < 40 << 20 {
+            b.extend_from_slice(b"<Object><Key>present</Key></Object>");
+        }
+        b.extend_from_slice(b"</Delete>");
+        b
+    };
+    let mut request = meridian_tests::raw::open_signed(
+        &address(&server),
+        &address(&server),
+        "POST",
+        "/data?delete",
+        &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD".into())],
+        body.len(),
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        (ACCESS_KEY, SECRET_KEY),
+        std::time::SystemTime::now(),
+    );
+    // The server may refuse before reading it all: a write error is part of the answer.
+    let _ = request.try_write(&body);
+    let resp = request.finish_or_closed();
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(
+        resp.body.contains("MaxMessageLengthExceeded"),
+        "{}",
+        resp.body
+    );
+    // Nothing was deleted (responsive reads "present").
+    responsive(&server, &s3).await;
+}
+
+#[tokio::test]
+async fn truncated_and_forged_uploads_store_nothing() {
+    let server = TestServer::start();
+    let s3 = with_data(&server).await;
+    // Half the declared body, then the client goes away.
+    let mut truncated = meridian_tests::raw::open_signed(
+        &address(&server),
+        &address(&server),
+        "PUT",
+        "/data/truncated",
+        &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD".into())],
+        1 << 20,
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+        (ACCESS_KEY, SECRET_KEY),
+        std::time::SystemTime::now(),
+    );
+    truncated.write(&vec![b't'; 512 * 1024]);
+    let resp = truncated.finish_or_closed();
+    assert_ne!(resp.status, 200);
+    // A body whose signed SHA-256 is not its own.
+    let forged = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "PUT",
+        "/data/forged",
+        &[(
+            "x-amz-content-sha256",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+        )],
+        b"not the empty body that hash is of",
+        aws_sigv4::http_request::SignableBody::Precomputed(
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+        ),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert!(
+        forged.body.contains("XAmzContentSHA256Mismatch"),
+        "{}",
+        forged.body
+    );
+    for key in ["truncated", "forged"] {
+        let err = s3
+            .head_object()
+            .bucket("data")
+            .key(key)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_status(&err), Some(404), "{key}: nothing stored");
+    }
+    responsive(&server, &s3).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_small_requests_above_the_admission_limit_gets_answers_not_failures() {
+    let server = server_with("max_requests = 2");
+    let s3 = with_data(&server).await;
+    let outcomes = futures::future::join_all((0..200).map(|_| {
+        let s3 = s3.clone();
+        async move {
+            match s3.get_object().bucket("data").key("present").send().await {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => error_code(&e).unwrap_or_else(|| format!("{e:?}")),
+            }
+        }
+    }))
+    .await;
+    let slow = outcomes.iter().filter(|o| *o == "SlowDown").count();
+    assert!(
+        outcomes.iter().all(|o| o == "ok" || o == "SlowDown"),
+        "every request is served or told to slow down: {outcomes:?}"
+    );
+    eprintln!("{slow} of 200 told to slow down");
+    responsive(&server, &s3).await;
 }
