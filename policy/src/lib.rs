@@ -502,6 +502,7 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
                             if list.len() != 1 {
                                 return malformed(format!("{key_name} takes one value"));
                             }
+                            // Exactly one value, checked just above.
                             list[0].to_ascii_lowercase()
                         }
                     };
@@ -598,7 +599,9 @@ impl Condition {
     }
 }
 
-/// `*` matches any run of characters, `?` any one.
+/// `*` matches any run of characters, `?` any one. Indexes stay in bounds: `ti < t.len()` is
+/// the loop condition, `p[pi]` is read only after `pi < p.len()`, and `pi` never passes
+/// `p.len()` (it grows from below it, or is reset to just after a `*` it saw).
 fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);

@@ -411,6 +411,14 @@ mod tests {
         let proxy = FaultProxy::start(echo_server());
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
         assert_eq!(round_trip(&proxy, &data).unwrap(), data);
+        // The pump counts a chunk after writing it: the client may hold the last bytes a
+        // moment before the counters do.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (proxy.bytes_up() < data.len() as u64 || proxy.bytes_down() < data.len() as u64)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(proxy.bytes_up(), data.len() as u64);
         assert_eq!(proxy.bytes_down(), data.len() as u64);
         assert_eq!(proxy.connections(), 1);

@@ -243,6 +243,7 @@ impl MeridianS3 {
                 "The XML you provided was not well-formed or did not validate against our published schema"
             ));
         }
+        // One rule, checked just above.
         if rules[0].object_ownership.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED {
             return Err(s3_error!(
                 NotImplemented,

@@ -106,6 +106,7 @@ fn select(
             if n > record.parts.len() {
                 return Err(invalid_part_number());
             }
+            // 1 <= n <= parts.len(), checked above.
             let start: u64 = record.parts[..n - 1].iter().map(|p| p.size).sum();
             let end = start + record.parts[n - 1].size;
             let content_range =
