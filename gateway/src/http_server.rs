@@ -289,6 +289,23 @@ fn presigned_expiry_refusal(query: Option<&str>) -> Option<Response<Body>> {
     Some(resp)
 }
 
+/// Pending connections the kernel may queue before the server accepts them. tokio's default
+/// (1,024) overflows under a burst of connects (a flood, a fleet of clients starting at
+/// once), and every connection whose SYN is dropped waits a second or more to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address` with a deep accept queue ([`LISTEN_BACKLOG`]).
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Largest request document (XML or JSON configuration, DeleteObjects, completion) s3s reads
 /// whole: its default `xml_max_body_size`.
 const MAX_DOCUMENT_BODY: u64 = 20 << 20;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::AdminApi;
@@ -122,7 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let health = match config.health_address {
         Some(address) => {
-            let listener = TcpListener::bind(address).await?;
+            let listener = http_server::listen(address)?;
             let address = listener.local_addr()?;
             println!("meridian health on http://{address}");
             Some(tokio::spawn(http_server::serve(
@@ -137,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let listener = TcpListener::bind(config.address).await?;
+    let listener = http_server::listen(config.address)?;
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts wait for this line (and read the port from it when binding port 0).

@@ -565,3 +565,45 @@ async fn a_flood_of_small_requests_above_the_admission_limit_gets_answers_not_fa
     eprintln!("{slow} of 200 told to slow down");
     responsive(&server, &s3).await;
 }
+
+#[tokio::test]
+async fn ten_thousand_idle_connections_are_held_without_harm_and_then_shed() {
+    // Limits above the flood: the server holds them all, then sheds them itself.
+    let server = server_with(
+        "header_timeout = \"15s\"\nmax_connections = 20000\nmax_connections_per_client = 20000",
+    );
+    let s3 = with_data(&server).await;
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..10_000)
+        .map(|i| {
+            TcpStream::connect(address(&server)).unwrap_or_else(|e| panic!("connect {i}: {e}"))
+        })
+        .collect();
+    meridian_tests::regions::wait_for(
+        Duration::from_secs(30),
+        "10,000 connections held",
+        || async {
+            (metric(&metrics(&server), "meridian_connections_open") >= 10_000.0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "all held before any was due to be shed: {:?}",
+        started.elapsed()
+    );
+    responsive(&server, &s3).await;
+    meridian_tests::regions::wait_for(
+        Duration::from_secs(60),
+        "the idle ones to be shed",
+        || async {
+            let m = metrics(&server);
+            (metric(&m, "meridian_connections_open") <= 8.0
+                && metric(&m, "meridian_connections_timed_out_total") >= 10_000.0)
+                .then_some(())
+        },
+    )
+    .await;
+    drop(idle);
+    responsive(&server, &s3).await;
+}
