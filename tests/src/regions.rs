@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::{
     BucketVersioningStatus, DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
-    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
-    VersioningConfiguration,
+    ExistingObjectReplication, ExistingObjectReplicationStatus, ReplicationConfiguration,
+    ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus, VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
 pub use meridian_api::version::{differences, Fidelity, ObservedVersion, ABSENT_CONTENT_TYPE};
@@ -206,6 +206,34 @@ pub async fn replicated_bucket(from: &Client, to: &Client, peer: &str, bucket: &
         versioned_bucket(s3, bucket).await;
     }
     put_rules(from, bucket, vec![rule_to(peer, bucket, "all", 1, true)]).await;
+}
+
+/// Versioned `bucket` on both regions, each sending it to the other (rules `to-west` on `a`,
+/// `to-east` on `b`: `a` is east, `b` west).
+pub async fn replicated_both_ways(a: &Client, b: &Client, bucket: &str) {
+    versioned_bucket(a, bucket).await;
+    versioned_bucket(b, bucket).await;
+    put_rules(a, bucket, vec![rule_to("west", bucket, "to-west", 1, true)]).await;
+    put_rules(b, bucket, vec![rule_to("east", bucket, "to-east", 1, true)]).await;
+}
+
+/// `rule` with existing-object replication on: versions written before it are backfilled.
+pub fn with_existing_objects(rule: ReplicationRule) -> ReplicationRule {
+    ReplicationRule::builder()
+        .set_id(rule.id().map(str::to_owned))
+        .set_priority(rule.priority())
+        .status(rule.status().clone())
+        .set_filter(rule.filter().cloned())
+        .set_delete_marker_replication(rule.delete_marker_replication().cloned())
+        .existing_object_replication(
+            ExistingObjectReplication::builder()
+                .status(ExistingObjectReplicationStatus::Enabled)
+                .build()
+                .unwrap(),
+        )
+        .set_destination(rule.destination().cloned())
+        .build()
+        .unwrap()
 }
 
 /// A rule sending every key of the bucket (delete markers too, unless `markers` is false) to

@@ -7,18 +7,16 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::types::{
-    ExistingObjectReplication, ExistingObjectReplicationStatus, ReplicationRule,
-};
 use aws_sdk_s3::Client;
 use aws_smithy_types::DateTime;
 use meridian_tests::regions::{
-    assert_exact_replica, get_bytes, observe, put_rules, replication_cli, replication_status,
-    rule_to, status_json, versioned_bucket, wait_for, without_content_type, Regions,
-    RegionsOptions, ABSENT_CONTENT_TYPE,
+    assert_exact_replica, get_bytes, observe, put_rules, replicated_both_ways, replication_cli,
+    replication_status, rule_to, status_json, versioned_bucket, wait_for, with_existing_objects,
+    without_content_type, Regions, RegionsOptions, ABSENT_CONTENT_TYPE,
 };
 use meridian_tests::{
-    error_code, error_status, meridian_binary, output_within, pattern, ACCESS_KEY, SECRET_KEY,
+    error_code, error_status, meridian_binary, output_within, pattern, upload_part, ACCESS_KEY,
+    SECRET_KEY,
 };
 
 const MIB: usize = 1 << 20;
@@ -100,17 +98,10 @@ async fn multipart_with(
     let mut parts = Vec::new();
     for (i, chunk) in data.chunks(5 * MIB).enumerate() {
         let n = i as i32 + 1;
-        let out = client
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .part_number(n)
-            .body(chunk.to_vec().into())
-            .send()
-            .await
-            .unwrap();
-        parts.push((n, out.e_tag().unwrap().to_owned()));
+        parts.push((
+            n,
+            upload_part(client, bucket, key, &upload_id, n, chunk).await,
+        ));
     }
     let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
     client
@@ -125,24 +116,6 @@ async fn multipart_with(
         .version_id()
         .unwrap()
         .to_owned()
-}
-
-fn with_existing_objects(rule: ReplicationRule) -> ReplicationRule {
-    ReplicationRule::builder()
-        .set_id(rule.id().map(str::to_owned))
-        .set_priority(rule.priority())
-        .status(rule.status().clone())
-        .set_filter(rule.filter().cloned())
-        .set_delete_marker_replication(rule.delete_marker_replication().cloned())
-        .existing_object_replication(
-            ExistingObjectReplication::builder()
-                .status(ExistingObjectReplicationStatus::Enabled)
-                .build()
-                .unwrap(),
-        )
-        .set_destination(rule.destination().cloned())
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -477,20 +450,7 @@ async fn bench_replication_counts_nothing_while_sending_is_paused() {
     // Both ways: a HEAD on west for a version it lacks would be proxied to east.
     let regions = Regions::start(RegionsOptions::active_active());
     let (east, west) = (regions.client(0), regions.client(1));
-    versioned_bucket(&east, "bench").await;
-    versioned_bucket(&west, "bench").await;
-    put_rules(
-        &east,
-        "bench",
-        vec![rule_to("west", "bench", "to-west", 1, true)],
-    )
-    .await;
-    put_rules(
-        &west,
-        "bench",
-        vec![rule_to("east", "bench", "to-east", 1, true)],
-    )
-    .await;
+    replicated_both_ways(&east, &west, "bench").await;
     let (ok, out) = replication_cli(&regions.servers[0].endpoint, &["pause", "--peer", "west"]);
     assert!(ok, "{out}");
 

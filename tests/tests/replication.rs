@@ -13,8 +13,8 @@ use aws_sdk_s3::Client;
 use meridian_tests::pattern;
 use meridian_tests::regions::{
     all_versions, assert_exact_replica, differences, get_bytes, observe, put_rules,
-    replication_status, rule_to, versioned_bucket, wait_completed, wait_for, wait_identical,
-    Fidelity, Link, Regions, RegionsOptions,
+    replicated_both_ways, replication_status, rule_to, versioned_bucket, wait_completed, wait_for,
+    wait_identical, Fidelity, Link, Regions, RegionsOptions,
 };
 
 const MIB: usize = 1 << 20;
@@ -519,20 +519,7 @@ async fn fan_out_sends_every_version_to_both_peers() {
 async fn active_active_writes_to_the_same_keys_converge_without_loops() {
     let regions = Regions::start(RegionsOptions::active_active());
     let (east, west) = (regions.client(0), regions.client(1));
-    versioned_bucket(&east, "shared").await;
-    versioned_bucket(&west, "shared").await;
-    put_rules(
-        &east,
-        "shared",
-        vec![rule_to("west", "shared", "to-west", 1, true)],
-    )
-    .await;
-    put_rules(
-        &west,
-        "shared",
-        vec![rule_to("east", "shared", "to-east", 1, true)],
-    )
-    .await;
+    replicated_both_ways(&east, &west, "shared").await;
 
     let write = |client: Client, seed: u64| async move {
         let mut ids = Vec::new();

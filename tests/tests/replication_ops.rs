@@ -4,14 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::types::{
-    ExistingObjectReplication, ExistingObjectReplicationStatus, ReplicationRule,
-};
 use aws_sdk_s3::Client;
 use meridian_tests::pattern;
 use meridian_tests::regions::{
-    all_versions, checkpoint, get_bytes, put_rules, replication_cli, replication_status, rule_to,
-    status_json, versioned_bucket, wait_completed, wait_identical, Regions, RegionsOptions,
+    all_versions, checkpoint, get_bytes, put_rules, replicated_both_ways, replication_cli,
+    replication_status, rule_to, status_json, versioned_bucket, wait_completed, wait_identical,
+    with_existing_objects, Regions, RegionsOptions,
 };
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -28,24 +26,6 @@ async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>) -> String 
         .version_id()
         .unwrap()
         .to_owned()
-}
-
-fn with_existing_objects(rule: ReplicationRule) -> ReplicationRule {
-    ReplicationRule::builder()
-        .set_id(rule.id().map(str::to_owned))
-        .set_priority(rule.priority())
-        .status(rule.status().clone())
-        .set_filter(rule.filter().cloned())
-        .set_delete_marker_replication(rule.delete_marker_replication().cloned())
-        .existing_object_replication(
-            ExistingObjectReplication::builder()
-                .status(ExistingObjectReplicationStatus::Enabled)
-                .build()
-                .unwrap(),
-        )
-        .set_destination(rule.destination().cloned())
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -222,20 +202,7 @@ async fn resync_refills_a_wiped_peer_and_a_second_resync_sends_nothing() {
 async fn a_paused_link_queues_and_reads_are_proxied_meanwhile() {
     let regions = Regions::start(RegionsOptions::active_active());
     let (east, west) = (regions.client(0), regions.client(1));
-    versioned_bucket(&east, "shared").await;
-    versioned_bucket(&west, "shared").await;
-    put_rules(
-        &east,
-        "shared",
-        vec![rule_to("west", "shared", "to-west", 1, true)],
-    )
-    .await;
-    put_rules(
-        &west,
-        "shared",
-        vec![rule_to("east", "shared", "to-east", 1, true)],
-    )
-    .await;
+    replicated_both_ways(&east, &west, "shared").await;
     let east_endpoint = regions.servers[0].endpoint.clone();
 
     let (ok, _) = replication_cli(&east_endpoint, &["pause", "--peer", "west"]);
@@ -608,20 +575,7 @@ async fn a_compressed_link_sends_text_in_fewer_bytes_and_stays_exact() {
 async fn a_fenced_region_refuses_client_writes_takes_replicas_and_stays_fenced_across_a_restart() {
     let mut regions = Regions::start(RegionsOptions::active_active());
     let (east, west) = (regions.client(0), regions.client(1));
-    versioned_bucket(&east, "shared").await;
-    versioned_bucket(&west, "shared").await;
-    put_rules(
-        &east,
-        "shared",
-        vec![rule_to("west", "shared", "to-west", 1, true)],
-    )
-    .await;
-    put_rules(
-        &west,
-        "shared",
-        vec![rule_to("east", "shared", "to-east", 1, true)],
-    )
-    .await;
+    replicated_both_ways(&east, &west, "shared").await;
     let before = put(&east, "shared", "before", b"1".to_vec()).await;
 
     let fence = |endpoint: &str, action: &str| {
