@@ -175,6 +175,62 @@ pub struct FenceState {
     pub fenced: bool,
 }
 
+/// `GET /_meridian/lifecycle/status[?bucket=B]`: the lifecycle rules and the work they left.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleStatus {
+    /// The length of a lifecycle day when it is not a real one (`[lifecycle] day`, tests).
+    pub test_day_seconds: Option<f64>,
+    pub buckets: Vec<BucketLifecycle>,
+    /// Actions due now and not yet taken (counted up to 100,000).
+    pub backlog: u64,
+    /// How long the oldest of them has waited.
+    pub oldest_due_age_seconds: f64,
+    /// When the next action falls due (Unix seconds), if any is indexed.
+    pub next_due: Option<i64>,
+    /// When the worker last looked for due actions (Unix seconds).
+    pub last_run: Option<i64>,
+    /// Actions taken since the server started, by kind.
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// Bytes of versions removed since the server started.
+    pub bytes_freed: u64,
+}
+
+/// One bucket with lifecycle rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketLifecycle {
+    pub bucket: String,
+    /// Rule IDs, `(disabled)` after the ones that are.
+    pub rules: Vec<String>,
+    /// While the versions stored before the rules are being indexed: how many so far.
+    pub indexing: Option<u64>,
+}
+
+/// `GET /_meridian/lifecycle/preview?bucket=B[&at=UNIX_SECONDS]`: what the rules would do by
+/// then, without acting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LifecyclePreview {
+    pub bucket: String,
+    pub at: i64,
+    /// Actions listed (at most 1,000; `truncated` says when there are more).
+    pub actions: Vec<PreviewAction>,
+    pub truncated: bool,
+    /// Versions removed and bytes freed by the listed actions.
+    pub versions: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreviewAction {
+    /// `expire_current`, `expire_noncurrent` or `abort_upload`.
+    pub action: String,
+    pub key: String,
+    /// The version id (the upload id for `abort_upload`).
+    pub id: String,
+    /// When it falls due (Unix seconds).
+    pub due: i64,
+    pub frees: u64,
+}
+
 /// Any refusal of the admin API itself (the S3 layer below it answers S3 error documents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -1,6 +1,7 @@
 //! The `meridian` command: `serve` runs the S3 server (the gateway); `bench`, `replication`,
 //! `drill` and `tls-certs` are the client tools; `bench pipeline` measures the store alone.
 
+mod lifecycle_bench;
 mod pipeline_bench;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum Command {
     /// Watch and steer replication on a running server: status, checkpoint, pause, resume, resync.
     #[command(subcommand)]
     Replication(meridian_client::replication::ReplicationCommand),
+    /// Lifecycle rules of a running server: status, and a preview of what they will expire.
+    #[command(subcommand)]
+    Lifecycle(meridian_client::lifecycle::LifecycleCommand),
     /// A disaster-recovery drill between two regions: verify, failover or outage.
     Drill(meridian_client::drill::DrillArgs),
     /// Write a private CA and a server certificate for trying HTTPS locally (not for
@@ -41,6 +45,9 @@ enum Command {
 enum BenchCommand {
     /// The ceiling: the PUT and GET paths on local disks without HTTP, in MB/s.
     Pipeline(pipeline_bench::PipelineArgs),
+    /// Lifecycle costs on the local store: indexing a rule over existing versions, the idle
+    /// worker, expiry throughput.
+    Lifecycle(lifecycle_bench::LifecycleBenchArgs),
     /// Replication between two live regions: lag at a fixed PUT rate, objects/s when
     /// saturated, and a large object next to a direct upload.
     Replication(meridian_client::bench::replication::ReplicationBenchArgs),
@@ -115,9 +122,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 })
             }
+            Command::Lifecycle(command) => {
+                meridian_client::lifecycle::run(command).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Bench(command) => {
                 let report = match command {
                     BenchCommand::Pipeline(args) => pipeline_bench::run(args).await?,
+                    BenchCommand::Lifecycle(args) => {
+                        lifecycle_bench::run(args).await?;
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     BenchCommand::Replication(args) => {
                         meridian_client::bench::replication::run(args).await?;
                         return Ok(ExitCode::SUCCESS);

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod certs;
 pub mod drill;
 pub mod error;
+pub mod lifecycle;
 pub mod payload;
 pub mod replication;
 pub mod s3;

@@ -68,6 +68,17 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditConfig>,
     /// What one client can hold: connections, header and body time (`[limits]`).
     pub limits: crate::limits::LimitsConfig,
+    /// Lifecycle rules (`[lifecycle]`).
+    pub lifecycle: LifecycleSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// For tests only: a lifecycle "day" this long, with no rounding to midnight UTC (as
+    /// RGW's `rgw_lc_debug_interval`), so rules of "1 day" act within seconds.
+    #[serde(with = "humantime_serde")]
+    pub day: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +129,7 @@ impl Default for Config {
             tls: None,
             audit: None,
             limits: crate::limits::LimitsConfig::default(),
+            lifecycle: LifecycleSettings::default(),
         }
     }
 }
@@ -281,6 +293,11 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        if self.lifecycle.day.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Invalid(
+                "[lifecycle] day must be longer than zero".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -300,6 +317,7 @@ impl Config {
         }
         store.durability = self.erasure.durability;
         store.inline_threshold = self.inline_threshold;
+        store.lifecycle_day = self.lifecycle.day;
         store
     }
 

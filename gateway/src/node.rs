@@ -25,6 +25,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    if let Some(day) = config.lifecycle.day {
+        tracing::warn!(
+            "[lifecycle] day = {}: lifecycle rules count days of this length, not real days — for tests only",
+            humantime::format_duration(day)
+        );
+    }
+
     #[cfg(feature = "fault-injection")]
     skew_clock_from_env();
 
@@ -32,6 +39,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = [
         tokio::spawn(background::run_reclaimer(store.clone(), stop_rx.clone())),
+        tokio::spawn(meridian_store::lifecycle::run_worker(
+            store.clone(),
+            stop_rx.clone(),
+        )),
         tokio::spawn(background::run_healer(store.clone(), stop_rx.clone())),
         tokio::spawn(background::run_upload_expiry(
             store.clone(),

@@ -69,6 +69,7 @@ pub enum MetaError {
         found: u32,
         supported: u32,
     },
+    #[cfg(feature = "db")]
     #[error("rocksdb error while {context}: {source}")]
     Db {
         context: String,
@@ -78,6 +79,7 @@ pub enum MetaError {
 
 impl MetaError {
     /// `map_err` adapter for RocksDB calls; the context is only allocated on error.
+    #[cfg(feature = "db")]
     pub(crate) fn db(context: &'static str) -> impl FnOnce(rocksdb::Error) -> MetaError {
         move |source| MetaError::Db {
             context: context.to_owned(),

@@ -133,6 +133,7 @@ impl MetaStore {
             schema::upload_time_key(upload.initiated, bucket, key, id),
             [],
         );
+        inner.plan_upload_due(&mut batch, bucket, key, id, upload.initiated);
         inner.commit(batch, None, "creating a multipart upload")?;
         Ok(())
     }

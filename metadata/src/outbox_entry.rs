@@ -9,11 +9,14 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+#[cfg(feature = "db")]
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "db")]
 use crate::error::MetaError;
 use crate::record::{Nanos, Origin};
+#[cfg(feature = "db")]
 use crate::schema;
 
 /// What kind of change an outbox entry announces.
@@ -133,6 +136,7 @@ impl Sequencer {
 
 /// The first sequence number to hand out after opening `db`: past the last entry and past
 /// everything ever trimmed.
+#[cfg(feature = "db")]
 pub(crate) fn next_sequence_at_open(db: &DB) -> Result<u64, MetaError> {
     let after_last = last_u64_key(db, schema::OUTBOX)?.map_or(1, |s| s + 1);
     let meta = db
@@ -155,6 +159,7 @@ pub(crate) fn next_sequence_at_open(db: &DB) -> Result<u64, MetaError> {
 }
 
 /// The largest big-endian u64 key of `cf`, if any.
+#[cfg(feature = "db")]
 pub(crate) fn last_u64_key(db: &DB, cf: &'static str) -> Result<Option<u64>, MetaError> {
     let mut it = db.raw_iterator_cf(db.cf_handle(cf).expect("column family created at open"));
     it.seek_to_last();

@@ -20,6 +20,7 @@
 //! | `replication_retry` | `esc(peer)` due(i64) seq(u64)                  | `RetryRecord`: a change the peer has yet to take |
 //! | `replication_uploads` | `esc(peer) esc(bucket) esc(key)` version id  | `PeerUpload`: a multipart upload to the peer in progress |
 //! | `replication_jobs` | `esc(peer) esc(bucket)`                         | `ReplicationJob`: a backfill or resync walk and its position |
+//! | `lifecycle_due`   | due(i64) kind(u8) `esc(bucket) esc(key) esc(id)`  | empty: a lifecycle obligation (see `lifecycle`) |
 //!
 //! Invariants kept by every commit (one WriteBatch each): `versions` and `history` hold the
 //! same set of versions; the first `history` entry of a key is its latest version; `listing`
@@ -46,9 +47,10 @@ pub const REPLICATION_RETRY: &str = "replication_retry";
 pub const REPLICATION_UPLOADS: &str = "replication_uploads";
 pub const REPLICATION_JOBS: &str = "replication_jobs";
 pub const COMPLETED_UPLOADS: &str = "completed_uploads";
+pub const LIFECYCLE_DUE: &str = "lifecycle_due";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -65,6 +67,7 @@ pub const ALL: [&str; 16] = [
     REPLICATION_UPLOADS,
     REPLICATION_JOBS,
     COMPLETED_UPLOADS,
+    LIFECYCLE_DUE,
 ];
 
 /// Column families read mostly by point lookups: they get bloom filters.
@@ -83,9 +86,9 @@ pub const POINT_LOOKUP: [&str; 9] = [
 /// Schema version of this build, stored under `meta/"schema"`. Version 2 added the
 /// replication column families (`replication_retry`, `replication_uploads`,
 /// `replication_jobs`) and the `peers` and `size` of outbox entries; version 3 added
-/// `completed_uploads`. An older database is upgraded in place at open (the new column
+/// `completed_uploads`; version 4 added `lifecycle_due`. An older database is upgraded in place at open (the new column
 /// families start empty, old outbox entries name no peers).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 pub const META_SCHEMA: &[u8] = b"schema";
 /// Lowest outbox sequence the next entry may take (survives trimming the outbox empty).
 pub const META_OUTBOX_FLOOR: &[u8] = b"outbox_floor";

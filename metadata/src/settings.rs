@@ -26,6 +26,22 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Every setting whose name starts with `prefix`, with its value.
+    pub fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        let start = key(prefix);
+        let mut it = self.inner.iter_prefix(schema::META, &start);
+        let mut out = Vec::new();
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            // Every key here starts with "setting/" (the prefix above includes it).
+            let name = String::from_utf8_lossy(&k[b"setting/".len()..]).into_owned();
+            out.push((name, v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(MetaError::db("reading settings"))?;
+        Ok(out)
+    }
+
     /// The setting `name`, if set.
     pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, MetaError> {
         Ok(self

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub locks: Locks,
     pub outbox: Sequencer,
     pub reclaim_seq: AtomicU64,
+    /// Says when lifecycle obligations fall due (none until the store installs one).
+    pub planner: std::sync::RwLock<Option<std::sync::Weak<dyn crate::lifecycle::DuePlanner>>>,
     _cache: Cache,
 }
 
@@ -143,6 +145,7 @@ impl MetaStore {
             locks: Locks::new(),
             outbox: Sequencer::new(next_outbox),
             reclaim_seq: AtomicU64::new(next_reclaim),
+            planner: std::sync::RwLock::new(None),
             _cache: cache,
         };
         Ok(MetaStore {
@@ -222,7 +225,7 @@ impl Inner {
         n: usize,
     ) -> Result<Vec<VersionSummary>, MetaError> {
         let mut it = self.iter_prefix(schema::HISTORY, &keys::object_prefix(bucket, key));
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(16));
         while out.len() < n && it.valid() {
             let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
             out.push(codec::decode(schema::HISTORY, k, v)?.0);

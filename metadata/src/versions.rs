@@ -56,7 +56,7 @@ fn validate_version_id(version_id: &str) -> Result<(), MetaError> {
 }
 
 /// Newest of two candidates by (mtime, version id).
-fn newest<'a>(
+pub(crate) fn newest<'a>(
     a: Option<&'a VersionSummary>,
     b: Option<&'a VersionSummary>,
 ) -> Option<&'a VersionSummary> {
@@ -190,7 +190,15 @@ impl MetaStore {
                 .as_ref()
                 .is_none_or(|r| r.version_id != s.version_id)
         });
-        self.put_listing(batch, &bucket.name, key, newest(remaining, Some(&summary)));
+        let latest = newest(remaining, Some(&summary));
+        self.put_listing(batch, &bucket.name, key, latest);
+        let newer = remaining
+            .filter(|r| latest.is_some_and(|l| l.version_id == r.version_id))
+            .map(|r| r.mtime);
+        inner.plan_due(batch, &record, newer, || match remaining {
+            Some(r) => self.read_version(&schema::version_key(&bucket.name, key, &r.version_id)),
+            None => Ok(None),
+        })?;
         let draft = OutboxDraft {
             bucket: bucket.name.clone(),
             key: key.to_owned(),
@@ -212,7 +220,7 @@ impl MetaStore {
     }
 
     /// Makes `listing` reflect the key's latest version after the batch.
-    fn put_listing(
+    pub(crate) fn put_listing(
         &self,
         batch: &mut WriteBatch,
         bucket: &str,

@@ -27,8 +27,7 @@ mod jobs;
 mod metrics;
 mod peer;
 mod pump;
-pub mod rules;
-mod rules_cache;
+pub use meridian_documents::replication as rules;
 mod source;
 mod status;
 mod sync;
@@ -51,7 +50,15 @@ pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;
 pub use peer::{https_client_trusting, DestinationCheck};
 pub use rules::{Change, Delivery, ReplicationConfig, RuleError};
-pub use rules_cache::RulesCache;
+/// Every bucket's replication rules, decoded once and kept in memory: every commit consults
+/// them (to record PENDING).
+pub type RulesCache = meridian_metadata::ConfigCache<ReplicationConfig>;
+
+fn rules_cache(meta: MetaStore) -> RulesCache {
+    RulesCache::new(meta, rules::CONFIG_DOCUMENT, |doc| {
+        ReplicationConfig::from_json(doc).map_err(|e| e.to_string())
+    })
+}
 pub use source::{BoxError, ObjectBytes, ObjectSource};
 pub use status::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport, Pending};
 
@@ -139,7 +146,7 @@ impl Replicator {
             .collect();
         Replicator {
             shared: Arc::new(Shared {
-                rules: Arc::new(RulesCache::new(meta.clone())),
+                rules: Arc::new(rules_cache(meta.clone())),
                 meta,
                 source,
                 settings,
@@ -199,10 +206,6 @@ impl Replicator {
     /// The configured peers.
     pub fn peers(&self) -> impl Iterator<Item = &PeerConfig> {
         self.peers.iter().map(|h| &h.peer.config)
-    }
-
-    pub fn peer_configs(&self) -> Vec<PeerConfig> {
-        self.peers().cloned().collect()
     }
 
     pub fn has_peers(&self) -> bool {

@@ -13,8 +13,8 @@ use crate::error::SendError;
 use crate::headers::ReplicaHeaders;
 use crate::peer::{add_headers, control_call, Peer};
 use crate::rules::{Change, Delivery};
-use crate::rules_cache::RulesCache;
 use crate::source::ObjectSource;
+use crate::RulesCache;
 
 /// What every transfer needs of the node.
 pub(crate) struct Shared {

@@ -19,6 +19,8 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Objects smaller than this many bytes live in their version record (0 = never).
     pub inline_threshold: usize,
+    /// A lifecycle day this long instead of AWS's (midnight UTC): tests only.
+    pub lifecycle_day: Option<std::time::Duration>,
 }
 
 /// Objects below this size are kept in their version record by default.
@@ -37,6 +39,7 @@ impl StoreConfig {
             metadata_path: dir.join("meta"),
             durability: Durability::Fsync,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            lifecycle_day: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod config;
 pub mod ingest;
 pub mod layout;
+pub mod lifecycle;
 pub mod metrics;
 pub mod orphans;
 pub mod read;
@@ -88,6 +89,8 @@ pub struct Store {
     pub meta: MetaStore,
     pub disks: DiskSet,
     inline_threshold: usize,
+    /// Every bucket's lifecycle rules and the length of a lifecycle day.
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
     reclaim_wakeup: Arc<Notify>,
     /// Held for the life of the store: no other process may use these disks.
     _disk_locks: Arc<Vec<(PathBuf, std::fs::File)>>,
@@ -128,7 +131,14 @@ impl Store {
         let disks = DiskSet::open(disk_config).await?;
         lock_disks(&config.disks, &mut disk_locks)?;
 
+        let lifecycle = Arc::new(lifecycle::Lifecycle::new(
+            meta.clone(),
+            config.lifecycle_day,
+        ));
+        let planner: Arc<dyn meridian_metadata::DuePlanner> = lifecycle.clone();
+        meta.set_due_planner(&planner);
         Ok(Store {
+            lifecycle,
             meta,
             disks,
             inline_threshold: config.inline_threshold,

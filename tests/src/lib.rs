@@ -314,6 +314,45 @@ pub fn client_config(
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
 }
 
+/// The server's metrics page, read as root.
+pub fn metrics(server: &TestServer) -> String {
+    raw::send_signed(
+        &server.endpoint,
+        "GET",
+        "/_meridian/metrics",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        ACCESS_KEY,
+        SECRET_KEY,
+    )
+    .body
+}
+
+/// Bytes in shard files on the server's disks (everything but their `format.json`): what a
+/// `du` of the data disks would show, without the disks' own bookkeeping.
+pub fn shard_bytes(server: &TestServer, disks: usize) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            walk(&p)
+                        } else if e.file_name().to_string_lossy().starts_with("format") {
+                            0
+                        } else {
+                            e.metadata().map_or(0, |m| m.len())
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    (0..disks).map(|slot| walk(&server.disk_dir(slot))).sum()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

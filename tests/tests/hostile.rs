@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use meridian_tests::{error_code, error_status, ServerOptions, TestServer, ACCESS_KEY, SECRET_KEY};
+use meridian_tests::{
+    error_code, error_status, metrics, ServerOptions, TestServer, ACCESS_KEY, SECRET_KEY,
+};
 
 fn address(server: &TestServer) -> String {
     server.endpoint.trim_start_matches("http://").to_owned()
@@ -100,20 +102,6 @@ async fn with_data(server: &TestServer) -> Client {
         .await
         .unwrap();
     s3
-}
-
-fn metrics(server: &TestServer) -> String {
-    meridian_tests::raw::send_signed(
-        &server.endpoint,
-        "GET",
-        "/_meridian/metrics",
-        &[],
-        b"",
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-        ACCESS_KEY,
-        SECRET_KEY,
-    )
-    .body
 }
 
 /// The value of a metric line starting with `series`.
@@ -530,7 +518,33 @@ async fn truncated_and_forged_uploads_store_nothing() {
         "{}",
         forged.body
     );
-    for key in ["truncated", "forged"] {
+    // An aws-chunked body whose chunks hold less than the declared decoded length: s3s ends
+    // such a body as if complete, the server must not store it.
+    // Its one chunk and trailer are well formed (the CRC32 is of "hello").
+    let short = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n".to_vec();
+    let chunked = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "PUT",
+        "/data/short-chunks",
+        &[
+            (
+                "x-amz-content-sha256",
+                "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+            ),
+            ("content-encoding", "aws-chunked".into()),
+            ("x-amz-decoded-content-length", "1000".into()),
+            ("x-amz-trailer", "x-amz-checksum-crc32".into()),
+        ],
+        &short,
+        aws_sigv4::http_request::SignableBody::Precomputed(
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+        ),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    assert_eq!(chunked.status, 400, "{}", chunked.body);
+    assert!(chunked.body.contains("IncompleteBody"), "{}", chunked.body);
+    for key in ["truncated", "forged", "short-chunks"] {
         let err = s3
             .head_object()
             .bucket("data")

@@ -5,13 +5,15 @@
 //! - `GET metrics`: Prometheus text format, for root, users with `metrics = true`, or anyone
 //!   when `metrics_public = true`;
 //! - `replication/...`: status, checkpoint, pause/resume, resync — root only (see
-//!   [`replication`]).
+//!   [`replication`]);
+//! - `lifecycle/...`: status and preview — root only (see [`lifecycle`]).
 //!
 //! Callers authenticate as for S3: the admin API is a custom route of the S3 service
 //! (`s3s::route::S3Route`), so s3s verifies the SigV4 signature (header or presigned) with the
 //! same user table before [`AdminApi::check_access`] sees the verified principal, which it
 //! also hands to the audit log. `curl --aws-sigv4` and `meridian replication ...` sign so.
 
+mod lifecycle;
 mod replication;
 
 use http::{Method, StatusCode};
@@ -75,6 +77,7 @@ fn audience_of(path: &str) -> Audience {
         "/_meridian/metrics" => Audience::MetricsReaders,
         "/_meridian/fence" | "/_meridian/unfence" => Audience::Root,
         p if p.starts_with("/_meridian/replication/") => Audience::Root,
+        p if p.starts_with("/_meridian/lifecycle/") => Audience::Root,
         // `/_meridian` itself would be a bucket of that name: nobody may touch it.
         "/_meridian" => Audience::Root,
         _ => Audience::Anyone,
@@ -125,6 +128,7 @@ impl AdminApi {
             (&Method::GET, "/_meridian/metrics") => self.metrics().await,
             (_, "/_meridian/fence" | "/_meridian/unfence") => self.fence(req).await,
             (_, p) if p.starts_with("/_meridian/replication/") => self.replication(req).await,
+            (_, p) if p.starts_with("/_meridian/lifecycle/") => self.lifecycle(req).await,
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }

@@ -103,6 +103,7 @@ impl MeridianS3 {
         self.store.wake_reclaimer();
         // Its configuration documents went with it.
         self.replicator.rules().invalidate(&name);
+        self.store.lifecycle.invalidate(&name);
         self.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

@@ -74,9 +74,8 @@ fn select(
             "Cannot specify both Range header and partNumber query parameter"
         )),
         (Some(r), None) => {
-            let range = r
-                .check(size)
-                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            let range = meridian_documents::headers::byte_range(r, size)
+                .ok_or_else(|| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
             let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, size);
             Ok(Selection {
                 range,
@@ -198,6 +197,8 @@ struct ObjectFields {
     parts_count: Option<i32>,
     checksums: ChecksumFields,
     replication_status: Option<ReplicationStatus>,
+    /// `x-amz-expiration`, for the current version a rule will expire.
+    expiration: Option<String>,
 }
 
 /// Fills an output type with the [`ObjectFields`]: GetObjectOutput and HeadObjectOutput are
@@ -228,6 +229,7 @@ macro_rules! object_output {
             checksum_sha256: f.checksums.sha256,
             checksum_type: f.checksums.checksum_type,
             replication_status: f.replication_status,
+            expiration: f.expiration,
             $($extra: $value,)*
             ..Default::default()
         }
@@ -312,6 +314,10 @@ impl MeridianS3 {
                 .then_some(record.parts.len() as i32),
             checksums: checksum_fields(&record, &sel, req.checksum_mode),
             replication_status: super::replica::replication_status(&record),
+            expiration: match req.version_id {
+                None => self.expiration_of(&record).await?,
+                Some(_) => None,
+            },
         };
         Ok((record, sel, fields))
     }

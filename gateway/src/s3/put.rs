@@ -232,6 +232,10 @@ pub(super) struct BodyClaims {
     /// The body is zstd-compressed on the wire (replicas from a peer with compression on);
     /// every other claim is about the decompressed bytes.
     pub zstd: bool,
+    /// `x-amz-decoded-content-length` of an aws-chunked body: s3s's decoder ends a body
+    /// that stops before a complete chunk header as if it were complete (found by the
+    /// `aws_chunked` fuzz target), so the length is checked here.
+    pub decoded_length: Option<u64>,
 }
 
 impl BodyClaims {
@@ -240,6 +244,21 @@ impl BodyClaims {
         meridian_replicator::headers::body_is_zstd(headers)
             .map_err(|reason| s3s::s3_error!(InvalidArgument, "{reason}"))
     }
+
+    /// `x-amz-decoded-content-length`, when the body is aws-chunked.
+    pub fn decoded_length_of(headers: &http::HeaderMap) -> S3Result<Option<u64>> {
+        headers
+            .get("x-amz-decoded-content-length")
+            .map(|v| {
+                v.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    s3_error!(
+                        InvalidArgument,
+                        "x-amz-decoded-content-length is not a length"
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 impl BodyClaims {
@@ -247,6 +266,17 @@ impl BodyClaims {
         verify_content_md5(self.content_md5, &ingested.md5)?;
         if let (Some(claim), Some((_, computed))) = (&self.checksum, &ingested.checksum) {
             claim.verify(computed, self.trailers.as_ref())?;
+        }
+        // A zstd body's declared length is of the compressed bytes (which the decoder checks).
+        if !self.zstd
+            && self
+                .decoded_length
+                .is_some_and(|declared| declared != ingested.size)
+        {
+            return Err(s3_error!(
+                IncompleteBody,
+                "You did not provide the number of bytes specified by the x-amz-decoded-content-length header"
+            ));
         }
         if self.max_size.is_some_and(|max| ingested.size > max) {
             return Err(s3_error!(
@@ -354,6 +384,7 @@ impl MeridianS3 {
                     trailers,
                     max_size: None,
                     zstd: BodyClaims::zstd_of(&headers)?,
+                    decoded_length: BodyClaims::decoded_length_of(&headers)?,
                 },
             )
             .await?;
@@ -374,10 +405,12 @@ impl MeridianS3 {
             .commit_version(&input.bucket, &input.key, new, ingested, replica.as_ref())
             .await?;
 
+        let expiration = self.expiration_of(&record).await?;
         Ok(S3Response::new(convert::with_checksum_fields!(
             PutObjectOutput {
                 e_tag: Some(convert::etag(&record.etag)),
                 version_id: convert::reported_version_id(&record, versioned(&bucket)),
+                expiration: expiration,
             },
             ChecksumFields::of(record.checksum.as_ref())
         )))

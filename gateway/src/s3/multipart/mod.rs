@@ -244,6 +244,7 @@ impl MeridianS3 {
             trailers,
             max_size: Some(MAX_PART_SIZE),
             zstd: BodyClaims::zstd_of(&headers)?,
+            decoded_length: BodyClaims::decoded_length_of(&headers)?,
         };
         let ingested = self
             .ingest_verified(
@@ -336,25 +337,13 @@ impl MeridianS3 {
     }
 }
 
-/// `bytes=first-last` within the source (both required, as S3 demands).
+/// `x-amz-copy-source-range` against the source's size, with S3's errors.
 fn parse_copy_source_range(value: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
-    let invalid = || {
-        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
-    };
-    let spec = value.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
-    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
-    let first: u64 = a.parse().map_err(|_| invalid())?;
-    let last: u64 = b.parse().map_err(|_| invalid())?;
-    if first > last {
-        return Err(invalid());
-    }
-    if last >= size {
-        return Err(s3_error!(
-            InvalidRange,
-            "The requested range is not satisfiable"
-        ));
-    }
-    Ok(first..last + 1)
+    use meridian_documents::headers::{copy_source_range, CopyRangeError};
+    copy_source_range(value, size).map_err(|e| match e {
+        CopyRangeError::Malformed => s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"),
+        CopyRangeError::NotSatisfiable => s3_error!(InvalidRange, "The requested range is not satisfiable"),
+    })
 }
 
 #[cfg(test)]
@@ -362,14 +351,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_source_ranges_are_inclusive_and_bounded() {
+    fn copy_source_range_errors_are_s3s() {
         assert_eq!(parse_copy_source_range("bytes=0-9", 100).unwrap(), 0..10);
         assert_eq!(
-            parse_copy_source_range("bytes=99-99", 100).unwrap(),
-            99..100
+            parse_copy_source_range("bytes=5-", 100)
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "InvalidArgument"
         );
-        assert!(parse_copy_source_range("bytes=5-", 100).is_err());
-        assert!(parse_copy_source_range("bytes=9-5", 100).is_err());
         assert_eq!(
             parse_copy_source_range("bytes=0-100", 100)
                 .unwrap_err()

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PeerConfig;
+pub mod xml;
 
 /// The name of the bucket configuration document that holds the rules.
 pub const CONFIG_DOCUMENT: &str = "replication";
@@ -144,10 +144,15 @@ pub struct Delivery {
 ///
 /// `arn:meridian:replication:<peer>::<bucket>` names a peer; `arn:aws:s3:::<bucket>` is
 /// accepted when exactly one peer is configured (then it is that one).
-pub fn resolve_destination(arn: &str, peers: &[PeerConfig]) -> Result<(String, String), RuleError> {
+pub fn resolve_destination<P: AsRef<str>>(
+    arn: &str,
+    peers: &[P],
+) -> Result<(String, String), RuleError> {
     if let Some(bucket) = arn.strip_prefix("arn:aws:s3:::") {
         return match peers {
-            [only] if valid_bucket_name(bucket) => Ok((only.name.clone(), bucket.to_owned())),
+            [only] if valid_bucket_name(bucket) => {
+                Ok((only.as_ref().to_owned(), bucket.to_owned()))
+            }
             [_] => Err(invalid_argument(format!(
                 "Invalid destination bucket ARN {arn:?}"
             ))),
@@ -167,7 +172,7 @@ pub fn resolve_destination(arn: &str, peers: &[PeerConfig]) -> Result<(String, S
         .split_once("::")
         .filter(|(p, b)| !p.is_empty() && valid_bucket_name(b))
         .ok_or_else(|| invalid_argument(format!("Invalid destination bucket ARN {arn:?}")))?;
-    if !peers.iter().any(|p| p.name == peer) {
+    if !peers.iter().any(|p| p.as_ref() == peer) {
         return Err(invalid_argument(format!(
             "Destination peer {peer:?} is not configured on this node"
         )));
@@ -301,8 +306,8 @@ impl ReplicationConfig {
 mod tests {
     use super::*;
 
-    fn peer(name: &str) -> PeerConfig {
-        PeerConfig::new(name, "http://127.0.0.1:1", "a", "s")
+    fn peer(name: &str) -> String {
+        name.to_owned()
     }
 
     fn rule(id: &str, priority: i32, filter: Filter, peer: &str) -> Rule {
