@@ -90,24 +90,24 @@ impl Lifecycle {
             .clone()
     }
 
-    /// What `x-amz-expiration` says of a current version: `(expiry, rule id)`.
+    /// When a current version expires, and by which rule.
     pub fn expiry_of(
         &self,
         config: &LifecycleConfig,
         record: &VersionRecord,
     ) -> Option<(Nanos, String)> {
-        if record.is_delete_marker {
-            return None;
-        }
-        config
-            .current_expiry(
-                &record.key,
-                record.size,
-                &record.tags,
-                record.mtime,
-                self.day,
-            )
-            .map(|(at, id)| (at, id.to_owned()))
+        expiry_with(config, record, self.day)
+    }
+
+    /// What `x-amz-expiration` says of a current version: `(expiry, rule id)` in real days
+    /// (midnight UTC) even when a test day is set, as RGW does with its debug interval, so
+    /// the header always means what it means on AWS.
+    pub fn header_expiry_of(
+        &self,
+        config: &LifecycleConfig,
+        record: &VersionRecord,
+    ) -> Option<(Nanos, String)> {
+        expiry_with(config, record, Day::Utc)
     }
 
     fn config(&self, bucket: &str) -> Option<Arc<LifecycleConfig>> {
@@ -129,6 +129,19 @@ impl Lifecycle {
             Day::Debug(len) => len.min(minute),
         }
     }
+}
+
+fn expiry_with(
+    config: &LifecycleConfig,
+    record: &VersionRecord,
+    day: Day,
+) -> Option<(Nanos, String)> {
+    if record.is_delete_marker {
+        return None;
+    }
+    config
+        .current_expiry(&record.key, record.size, &record.tags, record.mtime, day)
+        .map(|(at, id)| (at, id.to_owned()))
 }
 
 /// A version is expired only once every peer its bucket sends it to has it.
@@ -506,10 +519,11 @@ pub fn preview(
     limit: usize,
 ) -> Result<Vec<Preview>, StoreError> {
     let lifecycle = &store.lifecycle;
+    // Err(NoSuchBucket) first: a bucket without rules previews nothing, a missing one fails.
+    let versioned = store.meta.bucket_versioning(bucket)? != VersioningState::Unversioned;
     let Some(config) = lifecycle.rules(bucket)? else {
         return Ok(Vec::new());
     };
-    let versioned = store.meta.bucket_versioning(bucket)? != VersioningState::Unversioned;
     let mut out: Vec<Preview> = store
         .meta
         .bucket_upload_starts(bucket)?

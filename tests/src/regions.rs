@@ -536,10 +536,17 @@ pub fn replication_cli(endpoint: &str, args: &[&str]) -> (bool, String) {
 
 /// [`replication_cli`] with extra environment variables (`MERIDIAN_CA_FILE`).
 pub fn replication_cli_with(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut all = vec!["replication"];
+    all.extend_from_slice(args);
+    admin_cli(endpoint, &all, env)
+}
+
+/// Runs `meridian ARGS --endpoint ENDPOINT` as root (an admin command: `replication ...`,
+/// `lifecycle ...`); returns (success, stdout).
+pub fn admin_cli(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = std::process::Command::new(crate::meridian_binary());
     cmd.envs(env.iter().copied());
-    cmd.arg("replication")
-        .args(args)
+    cmd.args(args)
         .args(["--endpoint", endpoint])
         .env("AWS_ACCESS_KEY_ID", crate::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", crate::SECRET_KEY);
@@ -547,7 +554,7 @@ pub fn replication_cli_with(endpoint: &str, args: &[&str], env: &[(&str, &str)])
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        eprintln!("meridian replication {args:?} failed:\n{stdout}\n{stderr}");
+        eprintln!("meridian {args:?} failed:\n{stdout}\n{stderr}");
     }
     (out.status.success(), stdout)
 }

@@ -689,3 +689,72 @@ async fn replication_keeps_pending_versions_and_lifecycle_markers_stay_home() {
         vec![("model.bin".to_owned(), version.clone(), false, true)]
     );
 }
+
+#[tokio::test]
+async fn status_and_preview_say_what_the_rules_will_do() {
+    // Real days here: nothing acts during the test, so the preview is stable.
+    let server = TestServer::start();
+    let s3 = server.client();
+    bucket(&s3, "plan", false).await;
+    put_rules(
+        &s3,
+        "plan",
+        vec![rule("week", prefix_filter("tmp/"))
+            .expiration(expire_after(7))
+            .build()
+            .unwrap()],
+    )
+    .await;
+    put(&s3, "plan", "tmp/a", vec![1; 1000]).await;
+    put(&s3, "plan", "tmp/b", vec![2; 500]).await;
+    put(&s3, "plan", "keep/c", vec![3; 100]).await;
+
+    let (ok, now) = regions::admin_cli(
+        &server.endpoint,
+        &["lifecycle", "preview", "--bucket", "plan", "--json"],
+        &[],
+    );
+    assert!(ok);
+    let now: serde_json::Value = serde_json::from_str(&now).unwrap();
+    assert_eq!(now["versions"], 0, "{now}");
+    let (ok, later) = regions::admin_cli(
+        &server.endpoint,
+        &[
+            "lifecycle",
+            "preview",
+            "--bucket",
+            "plan",
+            "--at",
+            "9d",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok);
+    let later: serde_json::Value = serde_json::from_str(&later).unwrap();
+    assert_eq!(
+        (later["versions"].as_u64(), later["bytes"].as_u64()),
+        (Some(2), Some(1500)),
+        "{later}"
+    );
+    let keys: Vec<&str> = later["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["tmp/a", "tmp/b"]);
+    // Nothing was acted on.
+    assert!(exists(&s3, "plan", "tmp/a").await);
+
+    let (ok, status) = regions::admin_cli(&server.endpoint, &["lifecycle", "status"], &[]);
+    assert!(ok);
+    assert!(status.contains("plan: week"), "{status}");
+    assert!(status.contains("due now: 0"), "{status}");
+    let (ok, _) = regions::admin_cli(
+        &server.endpoint,
+        &["lifecycle", "preview", "--bucket", "missing", "--json"],
+        &[],
+    );
+    assert!(!ok, "a preview of a bucket that does not exist fails");
+}

@@ -262,7 +262,14 @@ impl MeridianS3 {
                     "The specified version does not exist."
                 ))
             }
-            (None, None) => return Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+            (None, None) => {
+                // As RGW (and the s3-tests delete-marker cases): say that no marker is there.
+                let mut err = s3_error!(NoSuchKey, "The specified key does not exist.");
+                let mut headers = HeaderMap::new();
+                headers.insert("x-amz-delete-marker", HeaderValue::from_static("false"));
+                err.set_headers(headers);
+                return Err(err);
+            }
         };
         if record.is_delete_marker {
             return Err(delete_marker_error(&record, version_id.is_some()));

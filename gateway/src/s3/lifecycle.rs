@@ -121,7 +121,7 @@ impl MeridianS3 {
             }
         };
         Ok(config
-            .and_then(|c| lifecycle.expiry_of(&c, record))
+            .and_then(|c| lifecycle.header_expiry_of(&c, record))
             .map(|(at, id)| expiration_header(at, &id)))
     }
 }

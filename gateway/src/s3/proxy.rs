@@ -52,9 +52,11 @@ const FORWARDED: [&str; 6] = [
 /// marker is an answer, not a miss).
 pub(super) fn may_proxy(headers: &HeaderMap, err: &S3Error) -> bool {
     let missing = matches!(err.code().as_str(), "NoSuchKey" | "NoSuchVersion");
+    // A missing key says `x-amz-delete-marker: false`; only `true` means deleted here.
     let marker = err
         .headers()
-        .is_some_and(|h| h.contains_key("x-amz-delete-marker"));
+        .and_then(|h| h.get("x-amz-delete-marker"))
+        .is_some_and(|v| v.as_bytes() == b"true");
     missing && !marker && !headers.contains_key(NO_PROXY)
 }
 
