@@ -9,6 +9,7 @@
 //! acts on under the key lock and removes its row in the batch that acts, so an action runs
 //! at most once and a row that no longer applies is simply dropped.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use rocksdb::WriteBatch;
@@ -21,7 +22,11 @@ use crate::outbox_entry::{OutboxDraft, OutboxKind};
 use crate::record::{Nanos, NewVersion, Origin, VersionRecord};
 use crate::schema::{self, VersionSummary};
 use crate::store::{Inner, MetaStore};
+use crate::version_id::now_nanos;
 use crate::versions::Planned;
+
+/// How far before a caught-up scan later reads of the index start (see `due_caught_up`).
+pub const DUE_MARGIN: Nanos = 10_000_000_000;
 
 /// When lifecycle obligations fall due; implemented by whoever holds the rules.
 pub trait DuePlanner: Send + Sync {
@@ -155,8 +160,26 @@ impl Inner {
             .and_then(Weak::upgrade)
     }
 
+    /// Adds a row. One that is already due is written as due now: every row is written at
+    /// or after its insertion time, which is what lets readers start at the floor.
     fn put_due(&self, batch: &mut WriteBatch, entry: &DueEntry) {
-        batch.put_cf(self.cf(schema::LIFECYCLE_DUE), entry.row_key(), []);
+        let now = now_nanos();
+        let row = if entry.due < now {
+            DueEntry {
+                due: now,
+                ..entry.clone()
+            }
+        } else {
+            entry.clone()
+        };
+        batch.put_cf(self.cf(schema::LIFECYCLE_DUE), row.row_key(), []);
+    }
+
+    /// Where reads of the index start: below it there are only the tombstones of rows the
+    /// worker removed (which a seek from the very start would step over one by one).
+    fn due_start(&self) -> Vec<u8> {
+        let floor = self.due_floor.load(Ordering::Acquire);
+        keys::order_preserving_i64(floor).to_be_bytes().to_vec()
     }
 
     /// The rows a new version brings: its own expiry while current (or, for a delete marker,
@@ -251,7 +274,9 @@ impl MetaStore {
 
     /// Up to `limit` rows due at or before `now`, earliest first.
     pub fn due_entries(&self, now: Nanos, limit: usize) -> Result<Vec<DueEntry>, MetaError> {
-        let mut it = self.inner.iter(schema::LIFECYCLE_DUE, &[], None);
+        let mut it = self
+            .inner
+            .iter(schema::LIFECYCLE_DUE, &self.inner.due_start(), None);
         let mut out = Vec::new();
         while it.valid() && out.len() < limit {
             let k = it.key().unwrap_or_default();
@@ -268,9 +293,21 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// The worker took every row due at `scan_started` without error: later reads start a
+    /// margin before that time. A row committed after the scan was written at or after its
+    /// own insertion time, which is later than `scan_started - DUE_MARGIN` unless its commit
+    /// took longer than the margin.
+    pub fn due_caught_up(&self, scan_started: Nanos) {
+        self.inner
+            .due_floor
+            .fetch_max(scan_started.saturating_sub(DUE_MARGIN), Ordering::AcqRel);
+    }
+
     /// When the earliest row falls due, if there is one.
     pub fn next_due(&self) -> Result<Option<Nanos>, MetaError> {
-        let it = self.inner.iter(schema::LIFECYCLE_DUE, &[], None);
+        let it = self
+            .inner
+            .iter(schema::LIFECYCLE_DUE, &self.inner.due_start(), None);
         it.status()
             .map_err(MetaError::db("reading the lifecycle index"))?;
         Ok(it.key().and_then(DueEntry::from_row_key).map(|e| e.due))
@@ -291,6 +328,18 @@ impl MetaStore {
         }
         self.inner
             .commit(batch, None, "indexing lifecycle obligations")?;
+        Ok(())
+    }
+
+    /// Compacts the index up to `now`: the rows the worker removed leave tombstones that
+    /// every seek from the start of the index would step over until RocksDB compacts them.
+    pub fn compact_due_index(&self, now: Nanos) -> Result<(), MetaError> {
+        let end = (keys::order_preserving_i64(now).saturating_add(1)).to_be_bytes();
+        self.inner.db.compact_range_cf(
+            self.inner.cf(schema::LIFECYCLE_DUE),
+            None::<&[u8]>,
+            Some(&end[..]),
+        );
         Ok(())
     }
 

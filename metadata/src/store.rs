@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub reclaim_seq: AtomicU64,
     /// Says when lifecycle obligations fall due (none until the store installs one).
     pub planner: std::sync::RwLock<Option<std::sync::Weak<dyn crate::lifecycle::DuePlanner>>>,
+    /// Reads of the lifecycle index start here (see `MetaStore::due_caught_up`).
+    pub due_floor: std::sync::atomic::AtomicI64,
     _cache: Cache,
 }
 
@@ -146,6 +148,7 @@ impl MetaStore {
             outbox: Sequencer::new(next_outbox),
             reclaim_seq: AtomicU64::new(next_reclaim),
             planner: std::sync::RwLock::new(None),
+            due_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
             _cache: cache,
         };
         Ok(MetaStore {

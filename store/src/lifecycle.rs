@@ -24,6 +24,11 @@ use crate::{Store, StoreError};
 const BATCH: usize = 256;
 /// The worker's longest sleep: it also wakes when a rule change asks it to.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// After a full batch the worker pauses this many times as long as the batch took: expiry
+/// takes at most a quarter of one core, and foreground requests keep the rest.
+pub const PACE: f64 = 3.0;
+/// Rows acted on after which the worker compacts the index once it has caught up.
+const COMPACT_AFTER: usize = 4096;
 /// Versions read per page of an indexing pass.
 const INDEX_PAGE: usize = 1000;
 /// The setting that holds an indexing pass's position, per bucket.
@@ -253,6 +258,7 @@ pub fn run_due_batch(store: &Store, now: Nanos) -> Result<usize, StoreError> {
     let lifecycle = &store.lifecycle;
     let metrics = crate::metrics::global();
     let entries = store.meta.due_entries(now, BATCH)?;
+    let caught_up = entries.len() < BATCH;
     let mut freed_any = false;
     for entry in &entries {
         let outcome = if entry.kind == DueKind::Upload && !lifecycle.aborts_uploads(entry) {
@@ -293,6 +299,10 @@ pub fn run_due_batch(store: &Store, now: Nanos) -> Result<usize, StoreError> {
     if freed_any {
         store.wake_reclaimer();
     }
+    if caught_up {
+        // Every row due at `now` was taken (any error returned above).
+        store.meta.due_caught_up(now);
+    }
     Ok(entries.len())
 }
 
@@ -316,8 +326,11 @@ pub async fn run_worker(store: Store, mut shutdown: watch::Receiver<bool>) {
         Day::Utc => IDLE_POLL,
         Day::Debug(len) => IDLE_POLL.min(Duration::from_nanos((len / 4).max(50_000_000) as u64)),
     };
+    let mut since_compaction = 0usize;
     loop {
         let s = store.clone();
+        let started = std::time::Instant::now();
+        let compact = since_compaction >= COMPACT_AFTER;
         let step =
             tokio::task::spawn_blocking(move || -> Result<(usize, Option<Nanos>), StoreError> {
                 let now = now_nanos();
@@ -325,12 +338,30 @@ pub async fn run_worker(store: Store, mut shutdown: watch::Receiver<bool>) {
                     .last_run
                     .store(now, std::sync::atomic::Ordering::Relaxed);
                 let n = run_due_batch(&s, now)?;
+                if n < BATCH && compact {
+                    // Caught up after many actions: drop the removed rows' tombstones, which
+                    // every later look at the index would otherwise step over.
+                    s.meta.compact_due_index(now)?;
+                }
                 update_backlog(&s, now)?;
                 Ok((n, s.meta.next_due()?))
             })
             .await;
+        if let Ok(Ok((n, _))) = &step {
+            since_compaction = if *n < BATCH && compact {
+                0
+            } else {
+                since_compaction + n
+            };
+        }
         let sleep = match step {
-            Ok(Ok((n, _))) if n == BATCH => continue,
+            // More is due: go on after a pause (see PACE).
+            Ok(Ok((n, _))) if n == BATCH => {
+                tokio::select! {
+                    _ = tokio::time::sleep(started.elapsed().mul_f64(PACE)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
             Ok(Ok((_, Some(next)))) => {
                 let wait = next.saturating_sub(now_nanos()).max(0);
                 poll.min(Duration::from_nanos(wait as u64 + 1_000_000))
