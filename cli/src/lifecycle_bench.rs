@@ -104,7 +104,8 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
         for (name, versioning) in [
             ("idle", VersioningState::Unversioned),
             ("due", VersioningState::Unversioned),
-            ("foreground", VersioningState::Enabled),
+            ("foreground-alone", VersioningState::Enabled),
+            ("foreground-beside", VersioningState::Enabled),
         ] {
             s.meta.create_bucket(BucketRecord {
                 name: name.into(),
@@ -154,7 +155,8 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
         // Foreground writes alone, then while the worker expires the due versions.
         let foreground = (args.due / 5).max(1);
-        let alone = fill(&s, "foreground", foreground)?;
+        // Two fresh buckets, so both runs write new keys into the same shape of store.
+        let alone = fill(&s, "foreground-alone", foreground)?;
         let worker = {
             let s = s.clone();
             std::thread::spawn(move || -> anyhow::Result<(usize, Duration)> {
@@ -173,7 +175,7 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
                 }
             })
         };
-        let beside = fill(&s, "foreground", foreground)?;
+        let beside = fill(&s, "foreground-beside", foreground)?;
         let (expired, took) = worker
             .join()
             .map_err(|_| anyhow::anyhow!("the expiry thread panicked"))??;

@@ -108,6 +108,8 @@ impl Router {
                 _ => None,
             };
             let slot = RequestSlot::default();
+            // Refused by admission control: counted in its metric, not logged one by one.
+            let mut shed = false;
             let resp = if self.health_only && !req.uri().path().starts_with(AdminApi::HEALTH_PREFIX)
             {
                 plain(
@@ -124,41 +126,47 @@ impl Router {
                 // Probes and the admin API are always answered; S3 requests take a place.
                 let upload =
                     bytes_in > 0 || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-                let _admitted = if admin {
-                    None
+                let admitted = if admin {
+                    Ok(None)
                 } else {
-                    match self.admission.admit(upload) {
-                        Ok(admitted) => Some(admitted),
-                        Err(limit) => {
-                            crate::metrics::global()
-                                .requests_refused
-                                .with_label_values(&[limit])
-                                .inc();
-                            return Ok(slow_down(&request_id, may_leave_body_unread));
+                    self.admission.admit(upload).map(Some).map_err(|limit| {
+                        crate::metrics::global()
+                            .requests_refused
+                            .with_label_values(&[limit])
+                            .inc();
+                        slow_down(&request_id, may_leave_body_unread)
+                    })
+                };
+                match admitted {
+                    // Refused: answered (and audited) like any other request.
+                    Err(refusal) => {
+                        shed = true;
+                        refusal
+                    }
+                    Ok(_admitted) => {
+                        let pace = self.pace;
+                        let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
+                        req.extensions_mut().insert(slot.clone());
+                        let resp = match self.s3.call(req).await {
+                            Ok(resp) => resp,
+                            Err(e) => {
+                                tracing::error!(error = ?e, "S3 service failed");
+                                plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                            }
+                        };
+                        // S3 requests only: the admin API's paths are not S3 operations.
+                        if !admin {
+                            crate::metrics::global().request(
+                                slot.facts().operation.as_deref().unwrap_or("unknown"),
+                                resp.status(),
+                                started.elapsed().as_secs_f64(),
+                                bytes_in,
+                                content_length(resp.headers()),
+                            );
                         }
+                        resp
                     }
-                };
-                let pace = self.pace;
-                let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
-                req.extensions_mut().insert(slot.clone());
-                let resp = match self.s3.call(req).await {
-                    Ok(resp) => resp,
-                    Err(e) => {
-                        tracing::error!(error = ?e, "S3 service failed");
-                        plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-                    }
-                };
-                // S3 requests only: the admin API's paths are not S3 operations.
-                if !admin {
-                    crate::metrics::global().request(
-                        slot.facts().operation.as_deref().unwrap_or("unknown"),
-                        resp.status(),
-                        started.elapsed().as_secs_f64(),
-                        bytes_in,
-                        content_length(resp.headers()),
-                    );
                 }
-                resp
             };
             let mut resp = fixups.apply(resp).await;
             let refused = resp.status().is_client_error() || resp.status().is_server_error();
@@ -176,7 +184,7 @@ impl Router {
             }
             // s3s logs every error, a client's 404 included, at ERROR; its target is off by
             // default and server-side failures are reported here instead.
-            if resp.status().is_server_error() {
+            if resp.status().is_server_error() && !shed {
                 tracing::warn!(
                     status = resp.status().as_u16(),
                     "request failed on the server side"

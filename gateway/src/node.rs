@@ -212,7 +212,12 @@ async fn reload_on_sighup(
             tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
             continue;
         };
-        match certs.reload() {
+        // File reads and key parsing: off the runtime's workers.
+        let c = Arc::clone(certs);
+        let reloaded = tokio::task::spawn_blocking(move || c.reload())
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("reload task failed: {e}")));
+        match reloaded {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one")

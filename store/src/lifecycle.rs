@@ -25,8 +25,8 @@ const BATCH: usize = 256;
 /// The worker's longest sleep: it also wakes when a rule change asks it to.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// After a full batch the worker pauses this many times as long as the batch took: expiry
-/// takes at most a quarter of one core, and foreground requests keep the rest.
-pub const PACE: f64 = 3.0;
+/// takes at most half of one core, and foreground requests keep the rest.
+pub const PACE: f64 = 1.0;
 /// Rows acted on after which the worker compacts the index once it has caught up.
 const COMPACT_AFTER: usize = 4096;
 /// Versions read per page of an indexing pass.

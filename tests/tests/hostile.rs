@@ -559,7 +559,15 @@ async fn truncated_and_forged_uploads_store_nothing() {
 
 #[tokio::test]
 async fn a_flood_of_small_requests_above_the_admission_limit_gets_answers_not_failures() {
-    let server = server_with("max_requests = 2");
+    let audit = tempfile::tempdir().unwrap();
+    let audit_path = audit.path().join("audit.log");
+    let server = TestServer::start_with(ServerOptions {
+        extra_config: format!(
+            "[limits]\nmax_requests = 2\n[audit]\npath = \"{}\"\n",
+            audit_path.display()
+        ),
+        ..ServerOptions::default()
+    });
     let s3 = with_data(&server).await;
     let outcomes = futures::future::join_all((0..200).map(|_| {
         let s3 = s3.clone();
@@ -578,6 +586,19 @@ async fn a_flood_of_small_requests_above_the_admission_limit_gets_answers_not_fa
     );
     eprintln!("{slow} of 200 told to slow down");
     responsive(&server, &s3).await;
+    // Each refusal is in the audit log like any other answer.
+    if slow > 0 {
+        meridian_tests::regions::wait_for(
+            Duration::from_secs(10),
+            "the refusals audited",
+            || async {
+                let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+                let audited = text.lines().filter(|l| l.contains("\"SlowDown\"")).count();
+                (audited == slow).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
