@@ -758,3 +758,51 @@ async fn status_and_preview_say_what_the_rules_will_do() {
     );
     assert!(!ok, "a preview of a bucket that does not exist fails");
 }
+
+#[tokio::test]
+async fn a_replica_counts_its_days_from_the_creation_time_it_carries() {
+    let mut options = RegionsOptions::one_way(2);
+    options.extra = DAY.into();
+    let mut regions = Regions::start(options);
+    let (east, west) = (regions.client(0), regions.client(1));
+    regions::replicated_bucket(&east, &west, regions::NAMES[1], "aged").await;
+    let century = || {
+        vec![rule("late", prefix_filter(""))
+            .expiration(expire_after(100))
+            .build()
+            .unwrap()]
+    };
+    put_rules(&east, "aged", century()).await;
+    put_rules(&west, "aged", century()).await;
+    // The replica arrives seconds after the version was created.
+    regions.servers[1].stop();
+    let version = put(&east, "aged", "old.bin", b"old".to_vec())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    regions.servers[1].restart();
+    regions::wait_completed(&east, "aged", "old.bin", &version).await;
+    let due = |endpoint: String| {
+        let (ok, out) = regions::admin_cli(
+            &endpoint,
+            &[
+                "lifecycle",
+                "preview",
+                "--bucket",
+                "aged",
+                "--at",
+                "1000d",
+                "--json",
+            ],
+            &[],
+        );
+        assert!(ok);
+        let preview: serde_json::Value = serde_json::from_str(&out).unwrap();
+        preview["actions"][0]["due"].as_i64().expect("one action")
+    };
+    // Both regions date the expiry from the version's creation, not from its arrival.
+    assert_eq!(
+        due(regions.servers[0].endpoint.clone()),
+        due(regions.servers[1].endpoint.clone())
+    );
+}
