@@ -530,6 +530,22 @@ async fn size_and_tag_filters_pick_the_objects_and_uploads_are_aborted() {
     tagged("small-tagged", vec![1; 500]).await.unwrap();
     put(&s3, "filters", "big-untagged", vec![1; 2000]).await;
     put(&s3, "filters", "tiny", vec![1; 5]).await;
+    // A completed upload is an object like any other: the rule's date comes back with it.
+    let done = create_upload(&s3, "filters", "tiny-mp").await;
+    let etag = upload_part(&s3, "filters", "tiny-mp", &done, 1, b"abc").await;
+    let completed = s3
+        .complete_multipart_upload()
+        .bucket("filters")
+        .key("tiny-mp")
+        .upload_id(&done)
+        .multipart_upload(meridian_tests::completed_parts(&[(1, &etag)]))
+        .send()
+        .await
+        .unwrap();
+    let said = completed
+        .expiration()
+        .expect("x-amz-expiration on completion");
+    assert!(said.contains("rule-id=\"tiny\""), "{said}");
     let upload = create_upload(&s3, "filters", "up/weights").await;
     upload_part(&s3, "filters", "up/weights", &upload, 1, &pattern(BIG, 1)).await;
     let other = create_upload(&s3, "filters", "other/weights").await;

@@ -139,12 +139,14 @@ impl MeridianS3 {
         self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
             .await;
         let record = outcome.version;
-        Ok(completion_output(
+        let mut out = completion_output(
             &input,
             &record.etag,
             convert::reported_version_id(&record, versioned(&bucket)),
             record.checksum.as_ref(),
-        ))
+        );
+        out.output.expiration = self.expiration_of(&record).await?;
+        Ok(out)
     }
 
     /// A completion repeated after the upload was completed (an SDK retrying after a lost
