@@ -139,7 +139,7 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
         let rounds = 1000;
         let started = Instant::now();
         for _ in 0..rounds {
-            assert_eq!(run_due_batch(&s, now_nanos())?, 0);
+            assert_eq!(run_due_batch(&s, now_nanos(), &mut None)?, 0);
             s.meta.next_due()?;
         }
         lines.push(format!(
@@ -163,9 +163,10 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
                 // Paced as the worker paces itself.
                 let started = Instant::now();
                 let mut expired = 0;
+                let mut cursor = None;
                 loop {
                     let batch = Instant::now();
-                    let n = run_due_batch(&s, now_nanos())?;
+                    let n = run_due_batch(&s, now_nanos(), &mut cursor)?;
                     if n == 0 {
                         s.meta.compact_due_index(now_nanos())?;
                         return Ok((expired, started.elapsed()));
@@ -187,7 +188,7 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
         let rounds = 1000;
         let started = Instant::now();
         for _ in 0..rounds {
-            assert_eq!(run_due_batch(&s, now_nanos())?, 0);
+            assert_eq!(run_due_batch(&s, now_nanos(), &mut None)?, 0);
             s.meta.next_due()?;
         }
         lines.push(format!(

@@ -274,9 +274,22 @@ impl MetaStore {
 
     /// Up to `limit` rows due at or before `now`, earliest first.
     pub fn due_entries(&self, now: Nanos, limit: usize) -> Result<Vec<DueEntry>, MetaError> {
-        let mut it = self
-            .inner
-            .iter(schema::LIFECYCLE_DUE, &self.inner.due_start(), None);
+        self.due_entries_after(now, limit, None)
+    }
+
+    /// [`Self::due_entries`] after the row `after` (the last of the previous batch of one
+    /// drain), so a long backlog is not read again from its removed start at every batch.
+    pub fn due_entries_after(
+        &self,
+        now: Nanos,
+        limit: usize,
+        after: Option<&[u8]>,
+    ) -> Result<Vec<DueEntry>, MetaError> {
+        let start = match after {
+            Some(row) => keys::just_after(row).max(self.inner.due_start()),
+            None => self.inner.due_start(),
+        };
+        let mut it = self.inner.iter(schema::LIFECYCLE_DUE, &start, None);
         let mut out = Vec::new();
         while it.valid() && out.len() < limit {
             let k = it.key().unwrap_or_default();

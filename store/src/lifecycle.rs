@@ -254,11 +254,23 @@ impl Lifecycle {
 }
 
 /// Acts on up to one batch of due rows (blocking). Returns how many rows it took.
-pub fn run_due_batch(store: &Store, now: Nanos) -> Result<usize, StoreError> {
+///
+/// `cursor`: within one drain of a backlog, the last row of the previous batch (the next
+/// batch starts after it, not at the removed rows before it); `None` to start at the floor.
+/// Left at the last row when the batch was full, `None` once caught up.
+pub fn run_due_batch(
+    store: &Store,
+    now: Nanos,
+    cursor: &mut Option<Vec<u8>>,
+) -> Result<usize, StoreError> {
     let lifecycle = &store.lifecycle;
     let metrics = crate::metrics::global();
-    let entries = store.meta.due_entries(now, BATCH)?;
+    let from_floor = cursor.is_none();
+    let entries = store
+        .meta
+        .due_entries_after(now, BATCH, cursor.as_deref())?;
     let caught_up = entries.len() < BATCH;
+    *cursor = None;
     let mut freed_any = false;
     for entry in &entries {
         let outcome = if entry.kind == DueKind::Upload && !lifecycle.aborts_uploads(entry) {
@@ -299,9 +311,14 @@ pub fn run_due_batch(store: &Store, now: Nanos) -> Result<usize, StoreError> {
     if freed_any {
         store.wake_reclaimer();
     }
-    if caught_up {
-        // Every row due at `now` was taken (any error returned above).
+    if caught_up && from_floor {
+        // Every row due at `now` was taken (any error returned above). After a drain that
+        // went by cursor, rows committed meanwhile may sit behind it: the next look starts
+        // at the floor again, and raises it only when it finds nothing left behind.
         store.meta.due_caught_up(now);
+    }
+    if !caught_up {
+        *cursor = entries.last().map(DueEntry::row_key);
     }
     Ok(entries.len())
 }
@@ -316,6 +333,9 @@ fn update_backlog(store: &Store, now: Nanos) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// One step of the worker: rows taken, when the next is due, where the drain goes on.
+type Step = (usize, Option<Nanos>, Option<Vec<u8>>);
+
 /// The lifecycle worker: acts on what is due, then sleeps until the next row is due (at most
 /// [`IDLE_POLL`]), or until a rule change wakes it.
 pub async fn run_worker(store: Store, mut shutdown: watch::Receiver<bool>) {
@@ -327,27 +347,38 @@ pub async fn run_worker(store: Store, mut shutdown: watch::Receiver<bool>) {
         Day::Debug(len) => IDLE_POLL.min(Duration::from_nanos((len / 4).max(50_000_000) as u64)),
     };
     let mut since_compaction = 0usize;
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut last_gauge = std::time::Instant::now();
     loop {
         let s = store.clone();
+        let mut c = cursor.take();
         let started = std::time::Instant::now();
         let compact = since_compaction >= COMPACT_AFTER;
-        let step =
-            tokio::task::spawn_blocking(move || -> Result<(usize, Option<Nanos>), StoreError> {
-                let now = now_nanos();
-                s.lifecycle
-                    .last_run
-                    .store(now, std::sync::atomic::Ordering::Relaxed);
-                let n = run_due_batch(&s, now)?;
-                if n < BATCH && compact {
-                    // Caught up after many actions: drop the removed rows' tombstones, which
-                    // every later look at the index would otherwise step over.
-                    s.meta.compact_due_index(now)?;
-                }
+        // The backlog gauges count up to 100k rows: once caught up, and every few seconds
+        // during a drain, not after every batch.
+        let gauge = last_gauge.elapsed() >= IDLE_POLL;
+        let step = tokio::task::spawn_blocking(move || -> Result<Step, StoreError> {
+            let now = now_nanos();
+            s.lifecycle
+                .last_run
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            let n = run_due_batch(&s, now, &mut c)?;
+            if n < BATCH && compact {
+                // Caught up after many actions: drop the removed rows' tombstones, which
+                // every later look at the index would otherwise step over.
+                s.meta.compact_due_index(now)?;
+            }
+            if n < BATCH || gauge {
                 update_backlog(&s, now)?;
-                Ok((n, s.meta.next_due()?))
-            })
-            .await;
-        if let Ok(Ok((n, _))) = &step {
+            }
+            Ok((n, s.meta.next_due()?, c))
+        })
+        .await;
+        if let Ok(Ok((n, _, c))) = &step {
+            cursor = c.clone();
+            if *n < BATCH || gauge {
+                last_gauge = std::time::Instant::now();
+            }
             since_compaction = if *n < BATCH && compact {
                 0
             } else {
@@ -356,17 +387,17 @@ pub async fn run_worker(store: Store, mut shutdown: watch::Receiver<bool>) {
         }
         let sleep = match step {
             // More is due: go on after a pause (see PACE).
-            Ok(Ok((n, _))) if n == BATCH => {
+            Ok(Ok((n, _, _))) if n == BATCH => {
                 tokio::select! {
                     _ = tokio::time::sleep(started.elapsed().mul_f64(PACE)) => continue,
                     _ = shutdown.changed() => return,
                 }
             }
-            Ok(Ok((_, Some(next)))) => {
+            Ok(Ok((_, Some(next), _))) => {
                 let wait = next.saturating_sub(now_nanos()).max(0);
                 poll.min(Duration::from_nanos(wait as u64 + 1_000_000))
             }
-            Ok(Ok((_, None))) => poll,
+            Ok(Ok((_, None, _))) => poll,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "lifecycle worker failed; will retry");
                 poll
