@@ -81,6 +81,17 @@ fn fill(store: &Store, bucket: &str, n: u64) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// One wake-up of the worker with nothing due (the batch and the next-due seek), in µs.
+fn idle_wake_up_micros(store: &Store) -> anyhow::Result<f64> {
+    let rounds = 1000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(run_due_batch(store, now_nanos(), &mut None)?, 0);
+        store.meta.next_due()?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds))
+}
+
 fn set_rules(store: &Store, bucket: &str, config: &LifecycleConfig) -> anyhow::Result<()> {
     store
         .meta
@@ -135,17 +146,10 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
             took.as_secs_f64(),
             args.versions as f64 / took.as_secs_f64()
         ));
-        // One wake-up of the worker with nothing due: the batch and the next-due seek.
-        let rounds = 1000;
-        let started = Instant::now();
-        for _ in 0..rounds {
-            assert_eq!(run_due_batch(&s, now_nanos(), &mut None)?, 0);
-            s.meta.next_due()?;
-        }
         lines.push(format!(
             "idle wake-up with {} versions indexed and none due: {:.1} µs",
             args.versions,
-            started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+            idle_wake_up_micros(&s)?
         ));
         // Versions that are due at once: a rule of one (1 ms) day, then written.
         set_rules(&s, "due", &LifecycleConfig {
@@ -185,15 +189,9 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
             took.as_secs_f64(),
             expired as f64 / took.as_secs_f64()
         ));
-        let rounds = 1000;
-        let started = Instant::now();
-        for _ in 0..rounds {
-            assert_eq!(run_due_batch(&s, now_nanos(), &mut None)?, 0);
-            s.meta.next_due()?;
-        }
         lines.push(format!(
             "idle wake-up after expiring {expired}: {:.1} µs",
-            started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+            idle_wake_up_micros(&s)?
         ));
         lines.push(format!(
             "{foreground} foreground PUTs (metadata commits): {:.2} s alone, {:.2} s beside the expiry ({:.0} % slower; the expiry ran {:.0} % of that time)",

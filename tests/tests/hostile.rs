@@ -522,49 +522,33 @@ async fn truncated_and_forged_uploads_store_nothing() {
     // such a body as if complete, the server must not store it.
     // Its one chunk and trailer are well formed (the CRC32 is of "hello").
     let short = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n".to_vec();
-    let chunked = meridian_tests::raw::send_signed(
-        &server.endpoint,
-        "PUT",
-        "/data/short-chunks",
-        &[
-            (
-                "x-amz-content-sha256",
+    let trailer_upload = |key: &str, declared: &str| {
+        meridian_tests::raw::send_signed(
+            &server.endpoint,
+            "PUT",
+            &format!("/data/{key}"),
+            &[
+                (
+                    "x-amz-content-sha256",
+                    "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+                ),
+                ("content-encoding", "aws-chunked".into()),
+                ("x-amz-decoded-content-length", declared.into()),
+                ("x-amz-trailer", "x-amz-checksum-crc32".into()),
+            ],
+            &short,
+            aws_sigv4::http_request::SignableBody::Precomputed(
                 "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
             ),
-            ("content-encoding", "aws-chunked".into()),
-            ("x-amz-decoded-content-length", "1000".into()),
-            ("x-amz-trailer", "x-amz-checksum-crc32".into()),
-        ],
-        &short,
-        aws_sigv4::http_request::SignableBody::Precomputed(
-            "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
-        ),
-        ACCESS_KEY,
-        SECRET_KEY,
-    );
+            ACCESS_KEY,
+            SECRET_KEY,
+        )
+    };
+    let chunked = trailer_upload("short-chunks", "1000");
     assert_eq!(chunked.status, 400, "{}", chunked.body);
     assert!(chunked.body.contains("IncompleteBody"), "{}", chunked.body);
     // And one whose chunks hold more than it declared.
-    let long = meridian_tests::raw::send_signed(
-        &server.endpoint,
-        "PUT",
-        "/data/long-chunks",
-        &[
-            (
-                "x-amz-content-sha256",
-                "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
-            ),
-            ("content-encoding", "aws-chunked".into()),
-            ("x-amz-decoded-content-length", "2".into()),
-            ("x-amz-trailer", "x-amz-checksum-crc32".into()),
-        ],
-        &short,
-        aws_sigv4::http_request::SignableBody::Precomputed(
-            "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
-        ),
-        ACCESS_KEY,
-        SECRET_KEY,
-    );
+    let long = trailer_upload("long-chunks", "2");
     assert_eq!(long.status, 400, "{}", long.body);
     for key in ["truncated", "forged", "short-chunks", "long-chunks"] {
         let err = s3

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
-    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator,
-    LifecycleRuleFilter, NoncurrentVersionExpiration, Tag, Transition, TransitionStorageClass,
-    VersioningConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator, LifecycleRuleFilter,
+    NoncurrentVersionExpiration, Tag, Transition, TransitionStorageClass,
 };
 use aws_sdk_s3::Client;
 use meridian_tests::regions::{self, wait_for, Regions, RegionsOptions};
@@ -33,18 +32,10 @@ fn server() -> TestServer {
 }
 
 async fn bucket(s3: &Client, name: &str, versioned: bool) {
-    s3.create_bucket().bucket(name).send().await.unwrap();
     if versioned {
-        s3.put_bucket_versioning()
-            .bucket(name)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        regions::versioned_bucket(s3, name).await;
+    } else {
+        s3.create_bucket().bucket(name).send().await.unwrap();
     }
 }
 
@@ -66,7 +57,12 @@ fn expire_after(days: i32) -> LifecycleExpiration {
     LifecycleExpiration::builder().days(days).build()
 }
 
-async fn put_rules(s3: &Client, bucket: &str, rules: Vec<LifecycleRule>) {
+/// PutBucketLifecycleConfiguration; the S3 error code when refused.
+async fn try_put_rules(
+    s3: &Client,
+    bucket: &str,
+    rules: Vec<LifecycleRule>,
+) -> Result<(), Option<String>> {
     s3.put_bucket_lifecycle_configuration()
         .bucket(bucket)
         .lifecycle_configuration(
@@ -77,7 +73,22 @@ async fn put_rules(s3: &Client, bucket: &str, rules: Vec<LifecycleRule>) {
         )
         .send()
         .await
-        .unwrap();
+        .map(|_| ())
+        .map_err(|e| error_code(&e))
+}
+
+async fn put_rules(s3: &Client, bucket: &str, rules: Vec<LifecycleRule>) {
+    try_put_rules(s3, bucket, rules).await.unwrap();
+}
+
+/// GetBucketLifecycleConfiguration's rules; the S3 error code when refused.
+async fn stored_rules(s3: &Client, bucket: &str) -> Result<Vec<LifecycleRule>, Option<String>> {
+    s3.get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|out| out.rules().to_vec())
+        .map_err(|e| error_code(&e))
 }
 
 async fn put(s3: &Client, bucket: &str, key: &str, body: Vec<u8>) -> Option<String> {
@@ -94,31 +105,10 @@ async fn put(s3: &Client, bucket: &str, key: &str, body: Vec<u8>) -> Option<Stri
 
 /// `(key, version id, is delete marker, is latest)` of every version and marker.
 async fn versions(s3: &Client, bucket: &str) -> Vec<(String, String, bool, bool)> {
-    let out = s3
-        .list_object_versions()
-        .bucket(bucket)
-        .send()
+    let mut all: Vec<_> = regions::all_versions(s3, bucket)
         .await
-        .unwrap();
-    let mut all: Vec<_> = out
-        .versions()
-        .iter()
-        .map(|v| {
-            (
-                v.key().unwrap().to_owned(),
-                v.version_id().unwrap().to_owned(),
-                false,
-                v.is_latest().unwrap(),
-            )
-        })
-        .chain(out.delete_markers().iter().map(|m| {
-            (
-                m.key().unwrap().to_owned(),
-                m.version_id().unwrap().to_owned(),
-                true,
-                m.is_latest().unwrap(),
-            )
-        }))
+        .into_iter()
+        .map(|v| (v.key, v.version_id, v.delete_marker, v.is_latest))
         .collect();
     all.sort();
     all
@@ -141,14 +131,9 @@ async fn configurations_round_trip_and_bad_ones_change_nothing() {
     let s3 = server.client();
     bucket(&s3, "cfg", false).await;
 
-    let err = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .send()
-        .await
-        .unwrap_err();
+    let none = stored_rules(&s3, "cfg").await;
     assert_eq!(
-        error_code(&err).as_deref(),
+        none.unwrap_err().as_deref(),
         Some("NoSuchLifecycleConfiguration")
     );
 
@@ -185,13 +170,8 @@ async fn configurations_round_trip_and_bad_ones_change_nothing() {
             .unwrap(),
     ];
     put_rules(&s3, "cfg", rules.clone()).await;
-    let got = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.rules(), rules.as_slice());
+    let got = stored_rules(&s3, "cfg").await.unwrap();
+    assert_eq!(got, rules);
 
     // Each bad configuration gets AWS's error and leaves the stored one as it was.
     let bad: Vec<(LifecycleRule, &str)> = vec![
@@ -239,19 +219,8 @@ async fn configurations_round_trip_and_bad_ones_change_nothing() {
         ),
     ];
     for (bad_rule, code) in bad {
-        let err = s3
-            .put_bucket_lifecycle_configuration()
-            .bucket("cfg")
-            .lifecycle_configuration(
-                BucketLifecycleConfiguration::builder()
-                    .rules(bad_rule.clone())
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap_err();
-        assert_eq!(error_code(&err).as_deref(), Some(code), "{bad_rule:?}");
+        let refused = try_put_rules(&s3, "cfg", vec![bad_rule.clone()]).await;
+        assert_eq!(refused.unwrap_err().as_deref(), Some(code), "{bad_rule:?}");
     }
     let twice = vec![
         rule("same", prefix_filter("a/"))
@@ -263,40 +232,19 @@ async fn configurations_round_trip_and_bad_ones_change_nothing() {
             .build()
             .unwrap(),
     ];
-    let err = s3
-        .put_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .lifecycle_configuration(
-            BucketLifecycleConfiguration::builder()
-                .set_rules(Some(twice))
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&err).as_deref(), Some("InvalidArgument"));
-    let still = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(still.rules(), rules.as_slice());
+    let refused = try_put_rules(&s3, "cfg", twice).await;
+    assert_eq!(refused.unwrap_err().as_deref(), Some("InvalidArgument"));
+    let still = stored_rules(&s3, "cfg").await.unwrap();
+    assert_eq!(still, rules);
 
     s3.delete_bucket_lifecycle()
         .bucket("cfg")
         .send()
         .await
         .unwrap();
-    let err = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .send()
-        .await
-        .unwrap_err();
+    let none = stored_rules(&s3, "cfg").await;
     assert_eq!(
-        error_code(&err).as_deref(),
+        none.unwrap_err().as_deref(),
         Some("NoSuchLifecycleConfiguration")
     );
 
@@ -304,14 +252,9 @@ async fn configurations_round_trip_and_bad_ones_change_nothing() {
     put_rules(&s3, "cfg", rules).await;
     s3.delete_bucket().bucket("cfg").send().await.unwrap();
     bucket(&s3, "cfg", false).await;
-    let err = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket("cfg")
-        .send()
-        .await
-        .unwrap_err();
+    let none = stored_rules(&s3, "cfg").await;
     assert_eq!(
-        error_code(&err).as_deref(),
+        none.unwrap_err().as_deref(),
         Some("NoSuchLifecycleConfiguration")
     );
 }

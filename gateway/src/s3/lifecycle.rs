@@ -62,24 +62,17 @@ impl MeridianS3 {
         &self,
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
-        let name = req.input.bucket;
-        let doc = self
-            .store
-            .meta(move |m| m.get_bucket_config(&name, CONFIG_DOCUMENT))
-            .await
-            .s3()?
-            .ok_or_else(|| {
+        let config = self
+            .stored_document(
+                &req.input.bucket,
+                CONFIG_DOCUMENT,
                 s3_error!(
                     NoSuchLifecycleConfiguration,
                     "The lifecycle configuration does not exist"
-                )
-            })?;
-        let config = LifecycleConfig::from_json(&doc).map_err(|e| {
-            s3_error!(
-                InternalError,
-                "stored lifecycle configuration is unreadable: {e}"
+                ),
+                LifecycleConfig::from_json,
             )
-        })?;
+            .await?;
         Ok(S3Response::new(GetBucketLifecycleConfigurationOutput {
             rules: Some(dto_of(&config)),
             ..Default::default()

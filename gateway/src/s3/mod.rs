@@ -60,6 +60,29 @@ impl MeridianS3 {
         }
     }
 
+    /// The bucket's configuration document `name`, decoded; `missing` when it has none.
+    async fn stored_document<T>(
+        &self,
+        bucket: &str,
+        name: &'static str,
+        missing: s3s::S3Error,
+        decode: fn(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> S3Result<T> {
+        let b = bucket.to_owned();
+        let doc = self
+            .store
+            .meta(move |m| m.get_bucket_config(&b, name))
+            .await
+            .s3()?
+            .ok_or(missing)?;
+        decode(&doc).map_err(|e| {
+            s3_error!(
+                InternalError,
+                "stored {name} configuration is unreadable: {e}"
+            )
+        })
+    }
+
     /// The bucket record, or `NoSuchBucket`.
     async fn bucket(&self, name: &str) -> S3Result<BucketRecord> {
         let n = name.to_owned();

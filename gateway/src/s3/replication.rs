@@ -96,24 +96,17 @@ impl MeridianS3 {
         &self,
         req: S3Request<GetBucketReplicationInput>,
     ) -> S3Result<S3Response<GetBucketReplicationOutput>> {
-        let name = req.input.bucket;
-        let doc = self
-            .store
-            .meta(move |m| m.get_bucket_config(&name, CONFIG_DOCUMENT))
-            .await
-            .s3()?
-            .ok_or_else(|| {
+        let config = self
+            .stored_document(
+                &req.input.bucket,
+                CONFIG_DOCUMENT,
                 s3_error!(
                     ReplicationConfigurationNotFoundError,
                     "The replication configuration was not found"
-                )
-            })?;
-        let config = ReplicationConfig::from_json(&doc).map_err(|e| {
-            s3_error!(
-                InternalError,
-                "stored replication configuration is unreadable: {e}"
+                ),
+                ReplicationConfig::from_json,
             )
-        })?;
+            .await?;
         Ok(S3Response::new(GetBucketReplicationOutput {
             replication_configuration: Some(dto_of(&config)),
         }))
