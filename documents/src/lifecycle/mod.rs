@@ -109,28 +109,10 @@ impl Filter {
     }
 }
 
-/// A configuration that cannot be stored, with the S3 error AWS answers for it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct LifecycleError {
-    /// `MalformedXML`, `InvalidArgument`, `InvalidRequest` or `NotImplemented`.
-    pub code: &'static str,
-    pub message: String,
-}
+/// A lifecycle configuration that cannot be stored, with the S3 error AWS answers for it.
+pub type LifecycleError = crate::DocumentError;
 
-pub(crate) fn error(code: &'static str, message: impl Into<String>) -> LifecycleError {
-    LifecycleError {
-        code,
-        message: message.into(),
-    }
-}
-
-pub(crate) fn malformed() -> LifecycleError {
-    error(
-        "MalformedXML",
-        "The XML you provided was not well-formed or did not validate against our published schema",
-    )
-}
+pub(crate) use crate::{error, malformed};
 
 /// How long a lifecycle "day" is: a real one (due at midnight UTC), or a short one for tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
