@@ -124,6 +124,7 @@ pub async fn run(args: LifecycleBenchArgs) -> anyhow::Result<()> {
                 owner: "bench".into(),
                 region: "local".into(),
                 versioning,
+                object_lock: false,
             })?;
         }
         let took = fill(&s, "idle", args.versions)?;

@@ -66,6 +66,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<Report> {
                 owner: "bench".into(),
                 region: "local".into(),
                 versioning: VersioningState::Unversioned,
+                object_lock: false,
             })
         })
         .await?;

@@ -41,6 +41,7 @@ fn open(path: &Path, sync_writes: bool) -> MetaStore {
         owner: "bench".into(),
         region: "local".into(),
         versioning: VersioningState::Enabled,
+        object_lock: false,
     };
     let _ = store.create_bucket(bucket);
     store

@@ -34,6 +34,9 @@ pub struct BucketRecord {
     pub owner: String,
     pub region: String,
     pub versioning: VersioningState,
+    /// Object Lock is enabled (for ever: it cannot be disabled, and versioning stays
+    /// enabled).
+    pub object_lock: bool,
 }
 
 impl MetaStore {
@@ -44,6 +47,11 @@ impl MetaStore {
                 "invalid bucket name {:?}",
                 bucket.name
             )));
+        }
+        if bucket.object_lock && bucket.versioning != VersioningState::Enabled {
+            return Err(MetaError::InvalidArgument(
+                "a bucket with Object Lock is created with versioning enabled".to_owned(),
+            ));
         }
         let inner = &self.inner;
         let _create = inner.locks.create();
@@ -122,6 +130,32 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Enables Object Lock on a bucket whose versioning is enabled (`Err(InvalidBucketState)`
+    /// otherwise). Enabling it again changes nothing; nothing disables it.
+    pub fn enable_object_lock(&self, bucket: &str) -> Result<(), MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_exclusive(bucket);
+        let mut record = self.require_bucket(bucket)?;
+        if record.object_lock {
+            return Ok(());
+        }
+        if record.versioning != VersioningState::Enabled {
+            return Err(MetaError::InvalidBucketState {
+                bucket: bucket.to_owned(),
+                reason: "Object Lock needs versioning enabled".to_owned(),
+            });
+        }
+        record.object_lock = true;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::BUCKETS),
+            bucket.as_bytes(),
+            codec::encode(&record),
+        );
+        inner.commit(batch, None, "enabling Object Lock")?;
+        Ok(())
+    }
+
     /// Sets the versioning state. `Unversioned` is only accepted for a bucket that is still
     /// unversioned (S3 offers no way back).
     pub fn set_versioning(&self, bucket: &str, state: VersioningState) -> Result<(), MetaError> {
@@ -135,6 +169,12 @@ impl MetaStore {
             return Err(MetaError::InvalidArgument(format!(
                 "bucket {bucket:?} is versioned; versioning can only be enabled or suspended"
             )));
+        }
+        if record.object_lock && state != VersioningState::Enabled {
+            return Err(MetaError::InvalidBucketState {
+                bucket: bucket.to_owned(),
+                reason: "versioning cannot be suspended while Object Lock is enabled".to_owned(),
+            });
         }
         if record.versioning == state {
             return Ok(());

@@ -40,6 +40,18 @@ pub enum MetaError {
         key: String,
         version_id: String,
     },
+    /// Object Lock refuses the removal or the retention change (S3 answers 403 AccessDenied).
+    #[error("version {version_id:?} of {key:?} in bucket {bucket:?} is locked: {reason}")]
+    ObjectLocked {
+        bucket: String,
+        key: String,
+        version_id: String,
+        reason: String,
+    },
+    /// The bucket's state forbids the change (S3 answers 409 InvalidBucketState): suspending
+    /// versioning with Object Lock enabled, enabling Object Lock without versioning.
+    #[error("bucket {bucket:?}: {reason}")]
+    InvalidBucketState { bucket: String, reason: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A write's precondition did not hold (S3 answers 412, or 404 for If-Match on nothing).

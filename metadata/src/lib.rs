@@ -34,6 +34,7 @@ mod listing;
 mod locks;
 #[cfg(feature = "db")]
 mod multipart;
+mod object_lock;
 #[cfg(feature = "db")]
 mod outbox;
 mod outbox_entry;
@@ -75,11 +76,13 @@ pub use multipart::{
     CompletedUpload, ListPartsPage, ListUploadsPage, ListUploadsQuery, PartRecord, UploadRecord,
     MAX_PART_NUMBER,
 };
+pub use object_lock::LockChange;
 pub use outbox_entry::{OutboxEntry, OutboxKind};
 pub use record::{
     ChangeSource, Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome, Nanos,
-    NewVersion, ObjectHeaders, ObjectPart, Origin, PeerStatus, Precondition, PutOutcome,
-    ReclaimEntry, ReplicationState, Storage, VersionRecord, NULL_VERSION_ID,
+    NewVersion, ObjectHeaders, ObjectLock, ObjectPart, Origin, PeerStatus, Precondition,
+    PutOutcome, ReclaimEntry, ReplicationState, Retention, RetentionMode, Storage, VersionRecord,
+    NULL_VERSION_ID,
 };
 #[cfg(feature = "db")]
 pub use replication::{

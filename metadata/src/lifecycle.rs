@@ -27,6 +27,8 @@ use crate::versions::Planned;
 
 /// How far before a caught-up scan later reads of the index start (see `due_caught_up`).
 pub const DUE_MARGIN: Nanos = 10_000_000_000;
+/// How long a row whose version is under a legal hold waits before it is looked at again.
+const LOCKED_RECHECK: Nanos = 86_400 * 1_000_000_000;
 
 /// When lifecycle obligations fall due; implemented by whoever holds the rules.
 pub trait DuePlanner: Send + Sync {
@@ -473,6 +475,16 @@ impl MetaStore {
                 }
                 Planned::Duplicate(_) => dropped(batch),
             };
+        }
+        // Object Lock: a locked version stays; look again when its retention ends (a legal
+        // hold has no end date: once a day).
+        let now = now_nanos();
+        if record.lock.blocks_removal(now, false).is_some() {
+            let until = match record.lock.active_retention(now) {
+                Some(r) if !record.lock.legal_hold => r.until,
+                _ => now.saturating_add(LOCKED_RECHECK),
+            };
+            return postpone(batch, until);
         }
         // Remove the version: the unversioned current one, a noncurrent one, a lone marker.
         batch.delete_cf(inner.cf(schema::VERSIONS), &vkey);

@@ -12,7 +12,8 @@ use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
 use crate::record::{
-    Checksum, ChecksumAlgorithm, ChecksumType, Nanos, NewVersion, ObjectHeaders, PutOutcome,
+    Checksum, ChecksumAlgorithm, ChecksumType, Nanos, NewVersion, ObjectHeaders, ObjectLock,
+    PutOutcome,
 };
 use crate::schema;
 use crate::store::MetaStore;
@@ -36,6 +37,8 @@ pub struct UploadRecord {
     pub tags: Vec<(String, String)>,
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     pub checksum_type: Option<ChecksumType>,
+    /// The Object Lock state the completed version gets.
+    pub lock: ObjectLock,
 }
 
 /// One uploaded part.

@@ -31,6 +31,16 @@ pub enum OutboxKind {
     DeleteVersion,
     /// The tags of a version were replaced.
     Tags,
+    /// The retention or legal hold of a version changed.
+    Lock,
+}
+
+impl OutboxKind {
+    /// A change to a version's tags or lock: sent for replicas too (active-active), and
+    /// never changes the version's replication status.
+    pub fn is_metadata_only(self) -> bool {
+        matches!(self, OutboxKind::Tags | OutboxKind::Lock)
+    }
 }
 
 /// One committed change, in commit order.

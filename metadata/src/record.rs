@@ -139,6 +139,30 @@ impl ReplicationState {
     }
 }
 
+/// S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RetentionMode {
+    /// Removable or shortened early by a principal allowed to bypass governance retention.
+    Governance,
+    /// Nobody, root included, removes the version or shortens the date before it passes.
+    Compliance,
+}
+
+/// A version's retention: protected from removal until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    pub until: Nanos,
+}
+
+/// The Object Lock state of one version (see `object_lock` for the rules that guard it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectLock {
+    pub retention: Option<Retention>,
+    pub legal_hold: bool,
+}
+
 /// Who made a change that is not a new version (a tag change), and which peers take it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeSource {
@@ -164,6 +188,9 @@ pub struct NewVersion {
     pub headers: ObjectHeaders,
     pub user_metadata: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
+    /// Retention and legal hold (decided by the gateway: the request's headers or the
+    /// bucket's default retention).
+    pub lock: ObjectLock,
     pub storage: Storage,
     /// Empty unless the object was uploaded in parts.
     pub parts: Vec<ObjectPart>,
@@ -201,6 +228,7 @@ pub struct VersionRecord {
     pub headers: ObjectHeaders,
     pub user_metadata: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
+    pub lock: ObjectLock,
     pub storage: Storage,
     pub parts: Vec<ObjectPart>,
     pub replication: ReplicationState,
@@ -232,6 +260,7 @@ impl VersionRecord {
             headers: new.headers,
             user_metadata: new.user_metadata,
             tags: new.tags,
+            lock: new.lock,
             storage: new.storage,
             parts: new.parts,
             replication: new.replication,
@@ -256,6 +285,10 @@ pub struct DeleteOptions {
     pub version_id: Option<String>,
     /// mtime of the marker (replicas).
     pub mtime: Option<Nanos>,
+    /// Removal by version id may remove a version under GOVERNANCE retention (the caller
+    /// checked that the principal may bypass it). Nothing removes one under COMPLIANCE
+    /// retention or a legal hold.
+    pub bypass_governance: bool,
 }
 
 /// Result of `delete_object`.

@@ -19,10 +19,11 @@ use crate::bucket::{BucketRecord, VersioningState};
 use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
+use crate::object_lock::LockChange;
 use crate::outbox_entry::{OutboxDraft, OutboxKind};
 use crate::record::{
-    ChangeSource, DeleteOptions, DeleteOutcome, NewVersion, Origin, PeerStatus, Precondition,
-    PutOutcome, VersionRecord, NULL_VERSION_ID,
+    ChangeSource, DeleteOptions, DeleteOutcome, NewVersion, PeerStatus, Precondition, PutOutcome,
+    VersionRecord, NULL_VERSION_ID,
 };
 use crate::schema::{self, VersionSummary};
 use crate::store::MetaStore;
@@ -70,6 +71,22 @@ pub(crate) fn newest<'a>(
         ),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+/// `Err(ObjectLocked)` when Object Lock protects `record` from removal now.
+pub(crate) fn check_removable(
+    record: &VersionRecord,
+    bypass_governance: bool,
+) -> Result<(), MetaError> {
+    match record.lock.blocks_removal(now_nanos(), bypass_governance) {
+        None => Ok(()),
+        Some(reason) => Err(MetaError::ObjectLocked {
+            bucket: record.bucket.clone(),
+            key: record.key.clone(),
+            version_id: record.version_id.clone(),
+            reason: reason.to_owned(),
+        }),
     }
 }
 
@@ -168,6 +185,7 @@ impl MetaStore {
                 }
                 return Ok(Planned::Duplicate(old));
             }
+            check_removable(&old, false)?;
             // The null version is replaced: its record is overwritten below, its history entry
             // (keyed by its own mtime) and its data go.
             batch.delete_cf(
@@ -254,11 +272,10 @@ impl MetaStore {
         let _key = inner.locks.key(bucket, key);
         if let Some(v) = version_id {
             validate_version_id(v)?;
-            return self.remove_version(bucket, key, v, opts.replication.origin);
+            return self.remove_version(bucket, key, v, &opts);
         }
         if opts.version_id.is_none() && b.versioning == VersioningState::Unversioned {
-            let outcome =
-                self.remove_version(bucket, key, NULL_VERSION_ID, opts.replication.origin)?;
+            let outcome = self.remove_version(bucket, key, NULL_VERSION_ID, &opts)?;
             return Ok(DeleteOutcome {
                 version_id: None,
                 delete_marker: false,
@@ -294,13 +311,14 @@ impl MetaStore {
         }
     }
 
-    /// Removes one version or marker. The caller holds the bucket and key locks.
+    /// Removes one version or marker, unless Object Lock protects it. The caller holds the
+    /// bucket and key locks.
     fn remove_version(
         &self,
         bucket: &str,
         key: &str,
         version_id: &str,
-        origin: Origin,
+        opts: &DeleteOptions,
     ) -> Result<DeleteOutcome, MetaError> {
         let inner = &self.inner;
         let vkey = schema::version_key(bucket, key, version_id);
@@ -311,6 +329,7 @@ impl MetaStore {
                 removed: None,
             });
         };
+        check_removable(&old, opts.bypass_governance)?;
         let top = inner.newest_versions(bucket, key, 2)?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(inner.cf(schema::VERSIONS), &vkey);
@@ -330,7 +349,7 @@ impl MetaStore {
             key: key.to_owned(),
             version_id: version_id.to_owned(),
             kind: OutboxKind::DeleteVersion,
-            origin,
+            origin: opts.replication.origin.clone(),
             // Removing one version is not replicated (as on S3).
             peers: Vec::new(),
             size: 0,
@@ -421,6 +440,64 @@ impl MetaStore {
         tags: Vec<(String, String)>,
         change: ChangeSource,
     ) -> Result<VersionRecord, MetaError> {
+        self.update_version(
+            bucket,
+            key,
+            version_id,
+            OutboxKind::Tags,
+            change,
+            |record| {
+                record.tags = tags;
+                Ok(())
+            },
+        )
+    }
+
+    /// Changes the retention or legal hold of one version (the latest when `None`) under
+    /// the rules of `object_lock`, and writes an outbox entry naming `change.peers` (a
+    /// metadata-only change the peers apply to their copy). `Err(ObjectLocked)` when the
+    /// rules refuse the change; delete markers as in `set_tags`.
+    pub fn set_object_lock(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        lock: LockChange,
+        bypass_governance: bool,
+        change: ChangeSource,
+    ) -> Result<VersionRecord, MetaError> {
+        self.update_version(
+            bucket,
+            key,
+            version_id,
+            OutboxKind::Lock,
+            change,
+            |record| {
+                record.lock = record
+                    .lock
+                    .changed(lock, now_nanos(), bypass_governance)
+                    .map_err(|reason| MetaError::ObjectLocked {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        version_id: record.version_id.clone(),
+                        reason: reason.to_owned(),
+                    })?;
+                Ok(())
+            },
+        )
+    }
+
+    /// Applies `update` to one version that is not a delete marker and commits it with an
+    /// outbox entry of `kind` naming `change.peers`.
+    fn update_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        kind: OutboxKind,
+        change: ChangeSource,
+        update: impl FnOnce(&mut VersionRecord) -> Result<(), MetaError>,
+    ) -> Result<VersionRecord, MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_shared(bucket);
         let _key = inner.locks.key(bucket, key);
@@ -432,7 +509,7 @@ impl MetaStore {
                 version_id: record.version_id,
             });
         }
-        record.tags = tags;
+        update(&mut record)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(
             inner.cf(schema::VERSIONS),
@@ -443,12 +520,12 @@ impl MetaStore {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             version_id: record.version_id.clone(),
-            kind: OutboxKind::Tags,
+            kind,
             origin: change.origin,
             peers: change.peers,
             size: 0,
         };
-        inner.commit(batch, Some(draft), "replacing tags")?;
+        inner.commit(batch, Some(draft), "changing a version's tags or lock")?;
         Ok(record)
     }
 

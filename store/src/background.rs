@@ -314,6 +314,7 @@ mod tests {
                     owner: "o".into(),
                     region: "r".into(),
                     versioning: VersioningState::Enabled,
+                    object_lock: false,
                 })
             })
             .await

@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod listing_model;
 mod multipart;
+mod object_lock;
 mod outbox;
 mod preconditions;
 mod reclaim;

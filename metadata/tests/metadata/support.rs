@@ -42,6 +42,7 @@ pub fn bucket_record(name: &str, versioning: VersioningState) -> BucketRecord {
         owner: "owner".into(),
         region: "local".into(),
         versioning,
+        ..BucketRecord::default()
     }
 }
 
