@@ -37,6 +37,10 @@ pub struct GrantConfig {
     /// A bucket name, or a prefix ending in `*` (`"ml-*"`), or `"*"` for every bucket.
     pub bucket: String,
     pub access: Access,
+    /// May remove or shorten GOVERNANCE Object Lock retention with
+    /// `x-amz-bypass-governance-retention: true` (`s3:BypassGovernanceRetention`).
+    #[serde(default)]
+    pub bypass_governance_retention: bool,
 }
 
 /// What a grant allows, each level including the ones before it.
@@ -79,6 +83,15 @@ impl Principal {
 
     pub fn can_write(&self, bucket: &str) -> bool {
         self.access_to(bucket) >= Some(Access::ReadWrite)
+    }
+
+    /// Has a grant allowing it to bypass GOVERNANCE retention in `bucket` (root always may).
+    pub fn may_bypass_governance(&self, bucket: &str) -> bool {
+        self.is_root
+            || self
+                .grants
+                .iter()
+                .any(|g| g.bypass_governance_retention && grant_matches(&g.bucket, bucket))
     }
 
     /// May write replicas (requests with `x-meridian-replica-*` headers) into `bucket`.
@@ -475,6 +488,27 @@ impl S3Access for AccessPolicy {
                 return Err(denied());
             }
         }
+        if let (Some(bucket), true) = (&bucket, asks_bypass(cx.headers())) {
+            let decision = match has_policy {
+                true => self.decide(
+                    is_signed.then_some(&principal),
+                    "s3:BypassGovernanceRetention",
+                    bucket,
+                    key.as_deref(),
+                    None,
+                    facts_of(cx.extensions_mut()),
+                ),
+                false => Decision::NoOpinion,
+            };
+            let may = match decision {
+                Decision::Deny => false,
+                Decision::Allow => true,
+                Decision::NoOpinion => is_signed && principal.may_bypass_governance(bucket),
+            };
+            if may {
+                cx.extensions_mut().insert(BypassGovernance);
+            }
+        }
         cx.extensions_mut().insert(Signed(is_signed));
         cx.extensions_mut().insert(principal);
         Ok(())
@@ -542,6 +576,20 @@ impl DeniedDeletes {
     }
 }
 
+/// The request asks to bypass GOVERNANCE retention (`x-amz-bypass-governance-retention:
+/// true`) and its principal may: root, a grant with `bypass_governance_retention`, or a
+/// bucket policy allowing `s3:BypassGovernanceRetention`. Without it the header is ignored
+/// (and a locked version stays locked: AccessDenied).
+#[derive(Clone, Copy, Debug)]
+pub struct BypassGovernance;
+
+fn asks_bypass(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-amz-bypass-governance-retention")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Whether the request was signed (an extension beside the [`Principal`], which is the
 /// anonymous one otherwise).
 #[derive(Clone, Copy, Debug)]
@@ -579,6 +627,7 @@ mod tests {
             grants: vec![GrantConfig {
                 bucket: "models".into(),
                 access: Access::Read,
+                bypass_governance_retention: false,
             }],
         });
         config.users.push(UserConfig {
@@ -589,10 +638,12 @@ mod tests {
                 GrantConfig {
                     bucket: "ml-*".into(),
                     access: Access::ReadWrite,
+                    bypass_governance_retention: false,
                 },
                 GrantConfig {
                     bucket: "models".into(),
                     access: Access::Read,
+                    bypass_governance_retention: false,
                 },
             ],
         });
@@ -626,6 +677,7 @@ mod tests {
             grants: vec![GrantConfig {
                 bucket: "*".into(),
                 access: Access::Replicate,
+                bypass_governance_retention: false,
             }],
         });
         let users = from_config(&config);

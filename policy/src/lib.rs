@@ -178,6 +178,7 @@ pub enum Decision {
 /// S3 actions a statement may name (besides wildcards).
 const ACTIONS: &[&str] = &[
     "s3:AbortMultipartUpload",
+    "s3:BypassGovernanceRetention",
     "s3:CreateBucket",
     "s3:DeleteBucket",
     "s3:DeleteBucketOwnershipControls",
@@ -188,6 +189,7 @@ const ACTIONS: &[&str] = &[
     "s3:DeleteObjectVersionTagging",
     "s3:GetBucketAcl",
     "s3:GetBucketLocation",
+    "s3:GetBucketObjectLockConfiguration",
     "s3:GetBucketOwnershipControls",
     "s3:GetBucketPolicy",
     "s3:GetBucketPolicyStatus",
@@ -195,6 +197,8 @@ const ACTIONS: &[&str] = &[
     "s3:GetObject",
     "s3:GetObjectAcl",
     "s3:GetObjectAttributes",
+    "s3:GetObjectLegalHold",
+    "s3:GetObjectRetention",
     "s3:GetObjectTagging",
     "s3:GetObjectVersion",
     "s3:GetObjectVersionAcl",
@@ -207,11 +211,14 @@ const ACTIONS: &[&str] = &[
     "s3:ListBucketVersions",
     "s3:ListMultipartUploadParts",
     "s3:PutBucketAcl",
+    "s3:PutBucketObjectLockConfiguration",
     "s3:PutBucketOwnershipControls",
     "s3:PutBucketPolicy",
     "s3:PutBucketVersioning",
     "s3:PutObject",
     "s3:PutObjectAcl",
+    "s3:PutObjectLegalHold",
+    "s3:PutObjectRetention",
     "s3:PutObjectTagging",
     "s3:PutObjectVersionAcl",
     "s3:PutObjectVersionTagging",
@@ -271,6 +278,12 @@ pub fn action_of(operation: &str, versioned: bool) -> Option<&'static str> {
         ("PutBucketOwnershipControls" | "DeleteBucketOwnershipControls", _) => {
             "s3:PutBucketOwnershipControls"
         }
+        ("GetObjectRetention", _) => "s3:GetObjectRetention",
+        ("PutObjectRetention", _) => "s3:PutObjectRetention",
+        ("GetObjectLegalHold", _) => "s3:GetObjectLegalHold",
+        ("PutObjectLegalHold", _) => "s3:PutObjectLegalHold",
+        ("GetObjectLockConfiguration", _) => "s3:GetBucketObjectLockConfiguration",
+        ("PutObjectLockConfiguration", _) => "s3:PutBucketObjectLockConfiguration",
         ("CreateBucket", _) => "s3:CreateBucket",
         ("DeleteBucket", _) => "s3:DeleteBucket",
         _ => return None,
@@ -1024,6 +1037,9 @@ mod tests {
             "PutBucketPolicy",
             "GetBucketPolicyStatus",
             "GetBucketReplication",
+            "PutObjectRetention",
+            "GetObjectLegalHold",
+            "PutObjectLockConfiguration",
         ] {
             for versioned in [false, true] {
                 let action = action_of(op, versioned).unwrap();

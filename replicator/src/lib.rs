@@ -24,6 +24,7 @@ mod error;
 pub mod headers;
 mod insecure;
 mod jobs;
+mod lock;
 mod metrics;
 mod peer;
 mod pump;

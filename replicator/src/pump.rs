@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_metadata::{
-    now_nanos, Origin, OutboxEntry, OutboxKind, PeerStatus, RetryRecord, Settlement, StatusUpdate,
+    now_nanos, Origin, OutboxEntry, PeerStatus, RetryRecord, Settlement, StatusUpdate,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -57,7 +57,7 @@ impl Job {
 /// when it is sent).
 fn wanted(entry: &OutboxEntry, peer: &str) -> bool {
     entry.is_for(peer)
-        && (entry.kind == OutboxKind::Tags || !matches!(entry.origin, Origin::Replica { .. }))
+        && (entry.kind.is_metadata_only() || !matches!(entry.origin, Origin::Replica { .. }))
 }
 
 /// How an attempt is settled: COMPLETED, no longer wanted, or queued for a retry (PENDING
@@ -69,14 +69,14 @@ fn settlement_for(
     max_backoff: Duration,
 ) -> Settlement {
     let entry = job.entry();
-    let tags_only = entry.kind == OutboxKind::Tags;
+    let metadata_only = entry.kind.is_metadata_only();
     let retried = match job {
         Job::Retry(r) => Some(r.clone()),
         Job::Fresh(_) => None,
     };
     match result {
         Ok(Sent::Done { target_version_id }) => Settlement {
-            status: if tags_only {
+            status: if metadata_only {
                 StatusUpdate::Keep
             } else {
                 StatusUpdate::Set(PeerStatus::Completed)
@@ -89,7 +89,7 @@ fn settlement_for(
         Ok(Sent::Skipped(reason)) => {
             tracing::debug!(%peer, bucket = %entry.bucket, key = %entry.key, version = %entry.version_id, reason, "nothing to replicate");
             Settlement {
-                status: if tags_only {
+                status: if metadata_only {
                     StatusUpdate::Keep
                 } else {
                     StatusUpdate::Remove
@@ -109,7 +109,7 @@ fn settlement_for(
                 attempts, retry_in = ?delay, permanent, error = %e,
                 "replication failed; will retry"
             );
-            let status = match (tags_only, permanent) {
+            let status = match (metadata_only, permanent) {
                 (true, _) => StatusUpdate::Keep,
                 (false, true) => StatusUpdate::Set(PeerStatus::Failed {
                     error: e.message.clone(),

@@ -83,7 +83,7 @@ pub(crate) async fn send_change(
     let Some(record) = found else {
         return Ok(Sent::Skipped("the version no longer exists"));
     };
-    if entry.kind != OutboxKind::Tags && matches!(record.replication.origin, Origin::Replica { .. })
+    if !entry.kind.is_metadata_only() && matches!(record.replication.origin, Origin::Replica { .. })
     {
         // Replicas are never sent on: this is what keeps active-active from looping.
         return Ok(Sent::Skipped("the version is a replica"));
@@ -104,6 +104,7 @@ pub(crate) async fn send_change(
         }
         OutboxKind::Put | OutboxKind::DeleteMarker => sender.send_version(&record).await,
         OutboxKind::Tags => sender.send_tags(&record).await,
+        OutboxKind::Lock => sender.send_lock(&record).await,
         OutboxKind::DeleteVersion => unreachable!("handled above"),
     }
 }
@@ -191,15 +192,35 @@ impl Sender<'_> {
         }
     }
 
-    async fn send_tags(&self, record: &VersionRecord) -> Result<Sent, SendError> {
-        let version_id = if self.peer.is_meridian() {
-            record.version_id.clone()
+    /// The id `record` has on the peer; `None` while it is not there yet (the version itself
+    /// will carry its tags and lock as they are then).
+    pub(crate) fn target_version_id(&self, record: &VersionRecord) -> Option<String> {
+        if self.peer.is_meridian() {
+            Some(record.version_id.clone())
         } else {
-            match record.replication.target_versions.get(self.peer.name()) {
-                Some(v) => v.clone(),
-                // Not on the peer yet: the version itself will carry its current tags.
-                None => return Ok(Sent::done()),
-            }
+            record
+                .replication
+                .target_versions
+                .get(self.peer.name())
+                .cloned()
+        }
+    }
+
+    /// The replica headers of a metadata-only change (tags, lock): the region alone.
+    pub(crate) fn change_headers(&self) -> Vec<(&'static str, String)> {
+        if !self.peer.is_meridian() {
+            return Vec::new();
+        }
+        ReplicaHeaders {
+            region: self.shared.region.clone(),
+            ..ReplicaHeaders::default()
+        }
+        .to_pairs()
+    }
+
+    async fn send_tags(&self, record: &VersionRecord) -> Result<Sent, SendError> {
+        let Some(version_id) = self.target_version_id(record) else {
+            return Ok(Sent::done());
         };
         let tag_set = record
             .tags
@@ -211,15 +232,7 @@ impl Sender<'_> {
             .set_tag_set(Some(tag_set))
             .build()
             .map_err(|e| SendError::permanent(format!("building the tag set: {e}")))?;
-        let headers = if self.peer.is_meridian() {
-            ReplicaHeaders {
-                region: self.shared.region.clone(),
-                ..ReplicaHeaders::default()
-            }
-            .to_pairs()
-        } else {
-            Vec::new()
-        };
+        let headers = self.change_headers();
         let what = self.what("PutObjectTagging", record);
         let answer = self
             .peer

@@ -166,6 +166,19 @@ macro_rules! with_object_fields {
             .set_website_redirect_location(h.website_redirect.clone())
             .set_metadata((!metadata.is_empty()).then_some(metadata))
             .set_tagging(tagging_header(&r.tags))
+            .set_object_lock_mode(
+                r.lock
+                    .retention
+                    .map(|x| crate::lock::sdk_mode(x.mode).as_str().into()),
+            )
+            .set_object_lock_retain_until_date(
+                r.lock.retention.map(|x| crate::lock::sdk_date(x.until)),
+            )
+            .set_object_lock_legal_hold_status(
+                r.lock
+                    .legal_hold
+                    .then_some(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On),
+            )
     }};
 }
 
@@ -516,10 +529,12 @@ impl Sender<'_> {
             .key(&record.key)
             .set_checksum_algorithm(algorithm.as_ref().map(sdk_algorithm))
             .set_checksum_type(algorithm.as_ref().and(kind).map(sdk_checksum_type));
+        // The region header marks the upload a replica's: it takes the source's lock
+        // verbatim, not the destination bucket's default retention.
         let out = with_object_fields!(request, record)
             .customize()
             .config_override(control_call())
-            .mutate_request(with_absent_type(record, |_| {}))
+            .mutate_request(with_absent_type(record, add_headers(self.change_headers())))
             .send()
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
@@ -774,6 +789,15 @@ fn expected_of(record: &VersionRecord) -> ObservedVersion {
         checksum_type,
         parts_count: (!record.parts.is_empty()).then_some(record.parts.len() as i32),
         tags: Some(record.tags.clone()),
+        object_lock_mode: record
+            .lock
+            .retention
+            .map(|r| crate::lock::sdk_mode(r.mode).as_str().to_owned()),
+        object_lock_retain_until: record
+            .lock
+            .retention
+            .map(|r| r.until.div_euclid(1_000_000_000)),
+        object_lock_legal_hold: record.lock.legal_hold.then(|| "ON".to_owned()),
         ..ObservedVersion::default()
     }
 }

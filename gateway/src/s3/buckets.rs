@@ -43,9 +43,8 @@ impl MeridianS3 {
         let who = principal(&req)?.clone();
         let input = req.input;
         super::acl::check_new_bucket_acl(&input)?;
-        if input.object_lock_enabled_for_bucket == Some(true) {
-            return Err(s3_error!(NotImplemented, "Object Lock is not supported"));
-        }
+        // Object Lock comes with versioning, for ever.
+        let object_lock = input.object_lock_enabled_for_bucket == Some(true);
         let constraint = input
             .create_bucket_configuration
             .and_then(|c| c.location_constraint)
@@ -64,7 +63,12 @@ impl MeridianS3 {
             created: now_nanos(),
             owner: who.access_key.clone(),
             region: self.region.clone(),
-            versioning: VersioningState::Unversioned,
+            versioning: if object_lock {
+                VersioningState::Enabled
+            } else {
+                VersioningState::Unversioned
+            },
+            object_lock,
         };
         let created = self.store.meta(move |m| m.create_bucket(record)).await;
         self.policies.forget(&input.bucket);

@@ -196,6 +196,15 @@ impl MeridianS3 {
                 }),
         };
 
+        // The copy's lock is what this request asks for (or the bucket default), never the
+        // source's, as on AWS.
+        let lock = self
+            .lock_of_write(
+                &target_bucket,
+                false,
+                &super::object_lock::lock_headers!(input),
+            )
+            .await?;
         let ingested = self
             .ingest_copy(
                 &source,
@@ -214,6 +223,7 @@ impl MeridianS3 {
             headers,
             user_metadata,
             tags,
+            lock,
             storage: Store::storage_of(&ingested.data),
             ..NewVersion::default()
         };

@@ -21,11 +21,14 @@ const DELETE_CONCURRENCY: usize = 32;
 impl MeridianS3 {
     /// One delete by a client of this region. A delete marker it may create is PENDING for
     /// the peers whose rules replicate delete markers; removing a version is not replicated.
+    /// `bypass_governance`: the caller asked to, and may, remove versions under GOVERNANCE
+    /// retention (the metadata store refuses every other locked removal).
     async fn delete_one(
         &self,
         bucket: &str,
         key: &str,
         version_id: Option<&str>,
+        bypass_governance: bool,
     ) -> S3Result<DeleteOutcome> {
         let replication = match version_id {
             None => {
@@ -36,6 +39,7 @@ impl MeridianS3 {
         };
         let opts = DeleteOptions {
             replication,
+            bypass_governance,
             ..DeleteOptions::default()
         };
         self.delete_with(bucket, key, version_id, opts).await.s3()
@@ -84,6 +88,7 @@ impl MeridianS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let bypass = super::object_lock::bypass_of(&req.extensions);
         let input = req.input;
         if input.if_match.is_some()
             || input.if_match_size.is_some()
@@ -98,8 +103,13 @@ impl MeridianS3 {
         let outcome = match self.replica_of(&req.headers, &bucket)? {
             Some(replica) => self.replicate_delete_marker(&input, replica).await?,
             None => {
-                self.delete_one(&input.bucket, &input.key, input.version_id.as_deref())
-                    .await?
+                self.delete_one(
+                    &input.bucket,
+                    &input.key,
+                    input.version_id.as_deref(),
+                    bypass,
+                )
+                .await?
             }
         };
         Ok(S3Response::new(DeleteObjectOutput {
@@ -130,6 +140,7 @@ impl MeridianS3 {
             replication: ReplicationState::replica_from(&replica.region),
             version_id: Some(version_id.clone()),
             mtime: Some(mtime),
+            bypass_governance: false,
         };
         let outcome = self
             .delete_with(&input.bucket, &input.key, None, opts)
@@ -155,6 +166,7 @@ impl MeridianS3 {
             .get::<crate::auth::DeniedDeletes>()
             .cloned()
             .unwrap_or_default();
+        let bypass = super::object_lock::bypass_of(&req.extensions);
         let input = req.input;
         self.bucket(&input.bucket).await?;
         let objects = input.delete.objects;
@@ -175,7 +187,7 @@ impl MeridianS3 {
                     let outcome = if denied.contains(&object.key, object.version_id.as_deref()) {
                         Err(s3_error!(AccessDenied, "Access Denied"))
                     } else {
-                        self.delete_one(bucket, &object.key, object.version_id.as_deref())
+                        self.delete_one(bucket, &object.key, object.version_id.as_deref(), bypass)
                             .await
                     };
                     (object, outcome)

@@ -41,6 +41,18 @@ pub(crate) fn s3_error_of(e: StoreError) -> S3Error {
     }
 }
 
+/// The S3 error of a refused document or header (its code is S3's own name, so it parses).
+/// Codes s3s does not know (`InvalidRetentionPeriod`) are client errors too: 400.
+pub(super) fn document_error(e: meridian_documents::DocumentError) -> S3Error {
+    let code = S3ErrorCode::from_bytes(e.code.as_bytes()).unwrap_or(S3ErrorCode::InvalidArgument);
+    let known = code.status_code().is_some();
+    let mut err = S3Error::with_message(code, e.message);
+    if !known {
+        err.set_status_code(http::StatusCode::BAD_REQUEST);
+    }
+    err
+}
+
 fn meta_error(e: MetaError) -> S3Error {
     match e {
         MetaError::NoSuchBucket { .. } => s3_error!(NoSuchBucket, "The specified bucket does not exist"),
@@ -69,6 +81,13 @@ fn meta_error(e: MetaError) -> S3Error {
             MethodNotAllowed,
             "The specified method is not allowed against this resource."
         ),
+        MetaError::ObjectLocked { reason, .. } => S3Error::with_message(
+            S3ErrorCode::AccessDenied,
+            format!("Access Denied because object protected by object lock: {reason}"),
+        ),
+        MetaError::InvalidBucketState { reason, .. } => {
+            S3Error::with_message(S3ErrorCode::InvalidBucketState, reason)
+        }
         MetaError::InvalidPart { .. } => s3_error!(
             InvalidPart,
             "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."

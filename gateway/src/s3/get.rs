@@ -199,6 +199,7 @@ struct ObjectFields {
     replication_status: Option<ReplicationStatus>,
     /// `x-amz-expiration`, for the current version a rule will expire.
     expiration: Option<String>,
+    lock: super::object_lock::LockFields,
 }
 
 /// Fills an output type with the [`ObjectFields`]: GetObjectOutput and HeadObjectOutput are
@@ -230,6 +231,9 @@ macro_rules! object_output {
             checksum_type: f.checksums.checksum_type,
             replication_status: f.replication_status,
             expiration: f.expiration,
+            object_lock_mode: f.lock.mode,
+            object_lock_retain_until_date: f.lock.retain_until_date,
+            object_lock_legal_hold_status: f.lock.legal_hold_status,
             $($extra: $value,)*
             ..Default::default()
         }
@@ -325,6 +329,7 @@ impl MeridianS3 {
                 None => self.expiration_of(&record).await?,
                 Some(_) => None,
             },
+            lock: super::object_lock::LockFields::of(&record),
         };
         Ok((record, sel, fields))
     }

@@ -5,20 +5,14 @@
 //! version carry when a rule will expire it.
 
 use meridian_documents::lifecycle::xml::{config_of, dto_of};
-use meridian_documents::lifecycle::{LifecycleConfig, LifecycleError, CONFIG_DOCUMENT};
+use meridian_documents::lifecycle::{LifecycleConfig, CONFIG_DOCUMENT};
 use meridian_metadata::VersionRecord;
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::convert;
 use super::MeridianS3;
-use crate::s3::errors::IntoS3;
-
-fn lifecycle_error(e: LifecycleError) -> S3Error {
-    // The codes are S3's own names, so they parse.
-    let code = S3ErrorCode::from_bytes(e.code.as_bytes()).unwrap_or(S3ErrorCode::InvalidArgument);
-    S3Error::with_message(code, e.message)
-}
+use crate::s3::errors::{document_error, IntoS3};
 
 /// `x-amz-expiration`'s value: `expiry-date="<HTTP date>", rule-id="<id>"`.
 pub(super) fn expiration_header(at: i64, rule_id: &str) -> String {
@@ -39,8 +33,8 @@ impl MeridianS3 {
                 "The XML you provided was not well-formed or did not validate against our published schema"
             )
         })?;
-        let config = config_of(dto).map_err(lifecycle_error)?;
-        config.validate().map_err(lifecycle_error)?;
+        let config = config_of(dto).map_err(document_error)?;
+        config.validate().map_err(document_error)?;
         let (name, doc) = (input.bucket.clone(), config.to_json());
         let store = self.store.clone();
         self.store

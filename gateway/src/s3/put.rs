@@ -341,18 +341,23 @@ impl MeridianS3 {
                 "Appending to objects is not supported"
             ));
         }
-        if input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "Bucket is missing Object Lock Configuration"
-            ));
-        }
         let content_md5 = parse_content_md5(input.content_md5.as_deref())?;
         let claim = ChecksumClaim::from_request(
             checksum_headers!(input),
             input.checksum_algorithm.as_ref(),
             &headers,
         )?;
+        let lock_headers = super::object_lock::lock_headers!(input);
+        let lock = self
+            .lock_of_write(&bucket, replica.is_some(), &lock_headers)
+            .await?;
+        if replica.is_none() && !lock_headers.is_empty() && content_md5.is_none() && claim.is_none()
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters"
+            ));
+        }
         let tags = match input.tagging.as_deref() {
             Some(t) => convert::parse_tagging_header(t)?,
             None => Vec::new(),
@@ -399,6 +404,7 @@ impl MeridianS3 {
             tags,
             storage: Store::storage_of(&ingested.data),
             precondition,
+            lock,
             ..NewVersion::default()
         };
         let record = self

@@ -80,6 +80,7 @@ impl MeridianS3 {
             headers: upload.headers.clone(),
             user_metadata: upload.user_metadata.clone(),
             tags: upload.tags.clone(),
+            lock: upload.lock,
             storage: meridian_metadata::Storage::Layout(layout.to_bytes()),
             parts: chosen
                 .iter()

@@ -137,9 +137,15 @@ impl MeridianS3 {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let owner = principal(&req)?.access_key.clone();
+        let replica = meridian_replicator::headers::is_replica_request(&req.headers);
         let input = req.input;
         super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
-        self.bucket(&input.bucket).await?;
+        let bucket = self.bucket(&input.bucket).await?;
+        // Decided now (a default retention counts from the upload's start) and given to the
+        // completed version.
+        let lock = self
+            .lock_of_write(&bucket, replica, &super::object_lock::lock_headers!(input))
+            .await?;
         reject_encryption_requests(
             input.sse_customer_algorithm.as_deref(),
             input.ssekms_key_id.as_deref(),
@@ -188,6 +194,7 @@ impl MeridianS3 {
             tags,
             checksum_algorithm: algorithm.clone(),
             checksum_type,
+            lock,
         };
         let upload_id = upload.upload_id.clone();
         self.store
