@@ -631,6 +631,13 @@ pub fn preview(
             if row.kind == DueKind::LoneMarker {
                 include = false;
             }
+            // Object Lock: a version is not removed while it is held, nor before its
+            // retention ends (a versioned bucket's current version only gets a marker).
+            let removes = row.kind == DueKind::Noncurrent || !versioned;
+            let lock = &record.lock;
+            if removes && (lock.legal_hold || lock.retention.is_some_and(|r| r.until > at)) {
+                include = false;
+            }
             if include {
                 out.push(Preview {
                     kind: row.kind,

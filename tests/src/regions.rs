@@ -571,6 +571,20 @@ pub fn checkpoint(endpoint: &str, peer: &str, limit: Duration) {
 }
 
 /// The replication status JSON of the region at `endpoint`.
+/// `meridian drill verify` from region 0 to region 1 (root's keys); its stdout.
+pub fn drill_verify(regions: &Regions) -> String {
+    let out = crate::output_within(
+        std::process::Command::new(crate::meridian_binary())
+            .args(["drill", "--source", &regions.servers[0].endpoint])
+            .args(["--target", &regions.servers[1].endpoint])
+            .args(["--source-access-key", crate::ACCESS_KEY])
+            .args(["--source-secret-key", crate::SECRET_KEY])
+            .args(["--timeout", "30s", "verify"]),
+        Duration::from_secs(120),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn status_json(endpoint: &str) -> serde_json::Value {
     let (ok, out) = replication_cli(endpoint, &["status", "--json"]);
     assert!(ok, "status failed: {out}");

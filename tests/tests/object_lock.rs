@@ -816,6 +816,37 @@ async fn below_the_api_nothing_removes_a_locked_version() {
         (scrubs(&server.log()) >= seen + 2).then_some(())
     })
     .await;
+    // The preview leaves them out until their retention ends, and the held one for good.
+    let previewed = |at: &str| {
+        let (ok, out) = regions::admin_cli(
+            &server.endpoint,
+            &[
+                "lifecycle",
+                "preview",
+                "--bucket",
+                "keep",
+                "--at",
+                at,
+                "--json",
+            ],
+            &[],
+        );
+        assert!(ok, "{out}");
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        out["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let soon = previewed("1h");
+    assert!(!soon.contains(&locked) && !soon.contains(&held), "{soon:?}");
+    let later = previewed("2d");
+    assert!(
+        later.contains(&locked) && !later.contains(&held),
+        "{later:?}"
+    );
     let kept = [("a", locked.as_str()), ("b", held.as_str())];
     assert_kept(&s3, &kept, shard_bytes(&server, 6), locked_bytes).await;
     server.kill9();
@@ -930,17 +961,42 @@ async fn kill_9_never_leaves_a_locked_version_unlocked() {
 
 #[tokio::test]
 async fn locked_versions_replicate_with_their_lock_and_its_changes() {
-    let regions = Regions::start(RegionsOptions::one_way(2));
+    // Parts of 5 MiB: a larger single PUT goes to the peer as a multipart upload.
+    let regions = Regions::start(RegionsOptions {
+        replication: "part_size = \"5MiB\"".into(),
+        ..RegionsOptions::one_way(2)
+    });
     let (east, west) = (regions.client(0), regions.client(1));
     for s3 in [&east, &west] {
         lock_bucket(s3, "vault").await;
     }
+    // The target's own default retention must not touch replicas: they keep the source's.
+    west.put_object_lock_configuration()
+        .bucket("vault")
+        .object_lock_configuration(default_rule(ObjectLockRetentionMode::Compliance, 30))
+        .send()
+        .await
+        .unwrap();
     put_rules(
         &east,
         "vault",
         vec![rule_to(regions::NAMES[1], "vault", "all", 1, true)],
     )
     .await;
+    let unlocked = put_locked(&east, "vault", "free", b"free".to_vec(), None, false).await;
+    assert_exact_replica(&east, &west, "vault", "free", &unlocked).await;
+    east.put_object_lock_configuration()
+        .bucket("vault")
+        .object_lock_configuration(default_rule(ObjectLockRetentionMode::Governance, 2))
+        .send()
+        .await
+        .unwrap();
+    let split = put_locked(&east, "vault", "big", pattern(6 << 20, 7), None, true).await;
+    assert_exact_replica(&east, &west, "vault", "big", &split).await;
+    assert_eq!(
+        lock_of(&west, "vault", "big", &split).await.0.as_deref(),
+        Some("GOVERNANCE")
+    );
     let until = in_secs(DAY);
     let compliance = put_locked(
         &east,
@@ -1004,6 +1060,14 @@ async fn locked_versions_replicate_with_their_lock_and_its_changes() {
             .then_some(())
     })
     .await;
+    // A GOVERNANCE retention removed with the bypass is removed on the target too.
+    set_retention(&east, "vault", "g", &governance, None, true)
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the cleared retention on the target", || async {
+        (lock_of(&west, "vault", "g", &governance).await == (None, None, false)).then_some(())
+    })
+    .await;
     // And a hold put on the source.
     set_hold(&east, "vault", "c", &compliance, true).await;
     wait_for(LIMIT, "the hold on the target", || async {
@@ -1014,6 +1078,27 @@ async fn locked_versions_replicate_with_their_lock_and_its_changes() {
     })
     .await;
     assert_exact_replica(&east, &west, "vault", "c", &compliance).await;
+    let verify = regions::drill_verify(&regions);
+    assert!(
+        verify.contains("4 matching") && verify.contains("0 different"),
+        "{verify}"
+    );
+    // A replica's retention extended on the target alone: drill verify names the field.
+    set_retention(
+        &west,
+        "vault",
+        "c",
+        &compliance,
+        Some((ObjectLockRetentionMode::Compliance, in_secs(9 * DAY))),
+        false,
+    )
+    .await
+    .unwrap();
+    let verify = regions::drill_verify(&regions);
+    assert!(
+        verify.contains("1 different") && verify.contains("object lock retain until"),
+        "{verify}"
+    );
 }
 
 #[tokio::test]

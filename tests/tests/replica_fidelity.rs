@@ -10,9 +10,9 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use aws_smithy_types::DateTime;
 use meridian_tests::regions::{
-    assert_exact_replica, get_bytes, observe, put_rules, replicated_both_ways, replication_cli,
-    replication_status, rule_to, status_json, versioned_bucket, wait_for, with_existing_objects,
-    without_content_type, Regions, RegionsOptions, ABSENT_CONTENT_TYPE,
+    assert_exact_replica, drill_verify, get_bytes, observe, put_rules, replicated_both_ways,
+    replication_cli, replication_status, rule_to, status_json, versioned_bucket, wait_for,
+    with_existing_objects, without_content_type, Regions, RegionsOptions, ABSENT_CONTENT_TYPE,
 };
 use meridian_tests::{
     error_code, error_status, meridian_binary, output_within, pattern, upload_part, ACCESS_KEY,
@@ -216,19 +216,6 @@ async fn sync_mode_replicas_keep_every_header_by_the_time_the_put_returns() {
 }
 
 /// `meridian drill verify` between two regions of the harness; returns its stdout.
-fn drill_verify(regions: &Regions) -> String {
-    let out = output_within(
-        std::process::Command::new(meridian_binary())
-            .args(["drill", "--source", &regions.servers[0].endpoint])
-            .args(["--target", &regions.servers[1].endpoint])
-            .args(["--source-access-key", ACCESS_KEY])
-            .args(["--source-secret-key", SECRET_KEY])
-            .args(["--timeout", "30s", "verify"]),
-        Duration::from_secs(120),
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn a_tampered_replica_is_refused_by_the_replicator_and_named_by_drill_verify() {
     let regions = Regions::start(RegionsOptions::one_way(2));
