@@ -209,6 +209,8 @@ pub enum Precondition {
     NoneMatch,
     /// The current version must exist and have this ETag (without quotes).
     IfMatch(String),
+    /// The current version, if any, must not have this ETag (without quotes).
+    NoneMatchEtag(String),
 }
 
 /// A committed version of an object (delete markers included).

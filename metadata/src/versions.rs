@@ -95,6 +95,8 @@ fn check_precondition(pre: &Precondition, current: Option<&VersionSummary>) -> R
     match (pre, current) {
         (Precondition::NoneMatch, None) => Ok(()),
         (Precondition::IfMatch(etag), Some(c)) if &c.etag == etag => Ok(()),
+        (Precondition::NoneMatchEtag(_), None) => Ok(()),
+        (Precondition::NoneMatchEtag(etag), Some(c)) if &c.etag != etag => Ok(()),
         (_, c) => Err(c.is_some()),
     }
 }

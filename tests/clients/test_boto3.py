@@ -61,3 +61,12 @@ def test_unsigned_request_is_denied(server, bucket, s3):
     r = requests.get(f"{server.endpoint}/{bucket}/private", timeout=30)
     assert r.status_code == 403
     assert b"secret" not in r.content
+
+
+def test_head_counts_tags_and_a_bucket_without_policy_is_not_public(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="tagged", Body=b"x", Tagging="team=ml&stage=raw")
+    head = s3.head_object(Bucket=bucket, Key="tagged")
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "2"
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    assert "x-amz-tagging-count" not in s3.head_object(Bucket=bucket, Key="plain")["ResponseMetadata"]["HTTPHeaders"]
+    assert s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False

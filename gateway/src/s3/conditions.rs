@@ -82,8 +82,10 @@ impl ReadConditions<'_> {
     }
 }
 
-/// Conditional writes: `If-None-Match: *` succeeds only when no current object exists;
-/// `If-Match: "etag"` only when the current object has that ETag (404 when there is none).
+/// Conditional writes: `If-None-Match: *` succeeds only when no current object exists,
+/// `If-None-Match: "etag"` only when the current object (if any) has another ETag (as RGW
+/// and MinIO accept it); `If-Match: "etag"` only when the current object has that ETag (404
+/// when there is none).
 ///
 /// Checked here first, so a doomed upload is refused before its body is read, and returned
 /// as a [`Precondition`] for the commit, which checks it again under the key lock: two racing
@@ -98,12 +100,6 @@ pub async fn check_write_preconditions(
     if if_match.is_none() && if_none_match.is_none() {
         return Ok(None);
     }
-    if let Some(ETagCondition::ETag(_)) = if_none_match {
-        return Err(s3_error!(
-            NotImplemented,
-            "If-None-Match only supports the value *"
-        ));
-    }
     let (b, k) = (bucket.to_owned(), key.to_owned());
     let current = store
         .meta(move |m| m.get_version(&b, &k, None))
@@ -116,11 +112,20 @@ pub async fn check_write_preconditions(
             "At least one of the pre-conditions you specified did not hold"
         )
     };
-    if if_none_match.is_some() && current.is_some() {
-        return Err(failed());
-    }
+    let none_match = match if_none_match {
+        None => None,
+        Some(ETagCondition::ETag(etag)) => {
+            let value = etag.value().to_owned();
+            if current.as_ref().is_some_and(|c| c.etag == value) {
+                return Err(failed());
+            }
+            Some(Precondition::NoneMatchEtag(value))
+        }
+        Some(_) if current.is_some() => return Err(failed()),
+        Some(_) => Some(Precondition::NoneMatch),
+    };
     let Some(cond) = if_match else {
-        return Ok(Some(Precondition::NoneMatch));
+        return Ok(none_match);
     };
     let Some(current) = current else {
         return Err(s3_error!(NoSuchKey, "The specified key does not exist."));

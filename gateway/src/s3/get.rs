@@ -362,13 +362,21 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
-        let (_, _, fields) = match self.describe(read_request!(i)).await {
+        let (record, _, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
             Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
                 return self.proxied_head(&req.headers, i, e).await
             }
             Err(e) => return Err(e),
         };
-        Ok(S3Response::new(object_output!(HeadObjectOutput, fields, {})))
+        let mut response = S3Response::new(object_output!(HeadObjectOutput, fields, {}));
+        // GET's `x-amz-tagging-count`, which s3s's HeadObjectOutput has no field for (RGW and
+        // MinIO send it on HEAD too).
+        if !record.tags.is_empty() {
+            response
+                .headers
+                .insert("x-amz-tagging-count", HeaderValue::from(record.tags.len()));
+        }
+        Ok(response)
     }
 }

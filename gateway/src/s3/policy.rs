@@ -66,12 +66,20 @@ impl MeridianS3 {
         req: S3Request<GetBucketPolicyStatusInput>,
     ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
         let name = req.input.bucket.clone();
+        self.bucket(&name).await?;
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
             .await
-            .s3()?
-            .ok_or_else(|| s3_error!(NoSuchBucketPolicy, "The bucket policy does not exist"))?;
+            .s3()?;
+        // No policy (and ACLs cannot grant anyone else: BucketOwnerEnforced): not public.
+        let Some(doc) = doc else {
+            return Ok(S3Response::new(GetBucketPolicyStatusOutput {
+                policy_status: Some(PolicyStatus {
+                    is_public: Some(false),
+                }),
+            }));
+        };
         let text = String::from_utf8_lossy(&doc);
         // Stored policies were checked when stored; principals since removed from the
         // config simply match nobody.

@@ -104,3 +104,29 @@ fn racing_create_only_writes_have_exactly_one_winner() {
         assert_eq!(winners, 1, "round {round}");
     }
 }
+
+#[test]
+fn none_match_with_an_etag_refuses_only_a_current_version_with_it() {
+    let t = TestStore::new();
+    make_bucket(&t.store, B, VersioningState::Enabled);
+    let unless = |etag: &str, label: &str| NewVersion {
+        precondition: Some(Precondition::NoneMatchEtag(etag.into())),
+        ..inline(label)
+    };
+    // No current version: holds.
+    let first = t
+        .store
+        .put_version(B, K, unless("etag-zzz", "a"))
+        .unwrap()
+        .version;
+    assert!(matches!(
+        t.store.put_version(B, K, unless(&first.etag, "b")),
+        Err(MetaError::PreconditionFailed {
+            current_exists: true,
+            ..
+        })
+    ));
+    t.store.put_version(B, K, unless("etag-zzz", "c")).unwrap();
+    // Only the current version counts: the first one is noncurrent now.
+    t.store.put_version(B, K, unless(&first.etag, "d")).unwrap();
+}
