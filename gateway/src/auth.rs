@@ -269,7 +269,12 @@ impl AccessPolicy {
         }) {
             Ok(Some(doc)) => {
                 match Policy::parse(&String::from_utf8_lossy(&doc), bucket, &|_| true) {
-                    Ok(p) => Some(Arc::new(p)),
+                    Ok(mut p) => {
+                        if restricts_public(meta, bucket) {
+                            p.restrict_public();
+                        }
+                        Some(Arc::new(p))
+                    }
                     Err(e) => {
                         // Stored policies were checked; an unreadable one denies nothing it
                         // should not allow: it allows nothing either.
@@ -594,6 +599,16 @@ fn asks_bypass(headers: &http::HeaderMap) -> bool {
 /// anonymous one otherwise).
 #[derive(Clone, Copy, Debug)]
 struct Signed(bool);
+
+/// Whether the bucket's public access block sets RestrictPublicBuckets.
+fn restricts_public(meta: &meridian_metadata::MetaStore, bucket: &str) -> bool {
+    use crate::s3::public_access::{PublicAccessBlock, DOCUMENT};
+    off_the_runtime(|| meta.get_bucket_config(bucket, DOCUMENT))
+        .ok()
+        .flatten()
+        .and_then(|doc| PublicAccessBlock::from_json(&doc))
+        .is_some_and(|b| b.restrict_public_buckets)
+}
 
 /// Runs a blocking RocksDB read from inside the (synchronous) access check: on a
 /// multi-threaded runtime the worker hands its other tasks to the rest of the pool first

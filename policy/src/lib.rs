@@ -145,6 +145,9 @@ struct Statement {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     statements: Vec<Statement>,
+    /// RestrictPublicBuckets is in effect on a public policy: what it allows anyone, it
+    /// allows signed requests only.
+    restricted: bool,
 }
 
 /// The request as the policy sees it.
@@ -193,6 +196,7 @@ const ACTIONS: &[&str] = &[
     "s3:GetBucketOwnershipControls",
     "s3:GetBucketPolicy",
     "s3:GetBucketPolicyStatus",
+    "s3:GetBucketPublicAccessBlock",
     "s3:GetBucketVersioning",
     "s3:GetObject",
     "s3:GetObjectAcl",
@@ -214,6 +218,7 @@ const ACTIONS: &[&str] = &[
     "s3:PutBucketObjectLockConfiguration",
     "s3:PutBucketOwnershipControls",
     "s3:PutBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
     "s3:PutBucketVersioning",
     "s3:PutObject",
     "s3:PutObjectAcl",
@@ -284,6 +289,8 @@ pub fn action_of(operation: &str, versioned: bool) -> Option<&'static str> {
         ("PutObjectLegalHold", _) => "s3:PutObjectLegalHold",
         ("GetObjectLockConfiguration", _) => "s3:GetBucketObjectLockConfiguration",
         ("PutObjectLockConfiguration", _) => "s3:PutBucketObjectLockConfiguration",
+        ("GetPublicAccessBlock", _) => "s3:GetBucketPublicAccessBlock",
+        ("PutPublicAccessBlock" | "DeletePublicAccessBlock", _) => "s3:PutBucketPublicAccessBlock",
         ("CreateBucket", _) => "s3:CreateBucket",
         ("DeleteBucket", _) => "s3:DeleteBucket",
         _ => return None,
@@ -344,7 +351,10 @@ impl Policy {
                 _ => malformed("Each statement must be a JSON object"),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy { statements })
+        Ok(Policy {
+            statements,
+            restricted: false,
+        })
     }
 
     /// Explicit Deny first, then Allow, else no opinion.
@@ -353,6 +363,10 @@ impl Policy {
         for s in self.statements.iter().filter(|s| s.applies(request)) {
             match s.effect {
                 Effect::Deny => return Decision::Deny,
+                Effect::Allow
+                    if self.restricted
+                        && request.principal.is_none()
+                        && s.principals == Principals::Anyone => {}
                 Effect::Allow => allowed = true,
             }
         }
@@ -361,6 +375,13 @@ impl Policy {
         } else {
             Decision::NoOpinion
         }
+    }
+
+    /// The bucket's public access block restricts public buckets (`RestrictPublicBuckets`):
+    /// if this policy is public, its statements for anyone stop applying to anonymous
+    /// requests.
+    pub fn restrict_public(&mut self) {
+        self.restricted = self.is_public();
     }
 
     /// Whether evaluating needs the tags of the object a request is about.
@@ -926,6 +947,21 @@ mod tests {
         }
         assert!(public.is_public());
         assert!(!guarded.is_public());
+    }
+
+    #[test]
+    fn restricting_a_public_policy_shuts_out_anonymous_requests_only() {
+        let mut policy = parse(r#"{"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*"},
+            {"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*"}
+        ]}"#).unwrap();
+        let get = |p| request(p, "s3:GetObject", Some("k"));
+        assert_eq!(policy.evaluate(&get(None)), Decision::Allow);
+        policy.restrict_public();
+        assert_eq!(policy.evaluate(&get(None)), Decision::NoOpinion);
+        assert_eq!(policy.evaluate(&get(Some("alice"))), Decision::Allow);
+        let put = request(Some("bob"), "s3:PutObject", Some("k"));
+        assert_eq!(policy.evaluate(&put), Decision::Allow);
     }
 
     #[test]

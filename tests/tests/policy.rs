@@ -500,3 +500,132 @@ async fn secure_transport_conditions_tell_http_from_https() {
         .unwrap_err();
     assert_eq!(error_code(&err).as_deref(), Some("AccessDenied"));
 }
+
+fn block(
+    acls: bool,
+    policy: bool,
+    restrict: bool,
+) -> aws_sdk_s3::types::PublicAccessBlockConfiguration {
+    aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+        .block_public_acls(acls)
+        .ignore_public_acls(false)
+        .block_public_policy(policy)
+        .restrict_public_buckets(restrict)
+        .build()
+}
+
+async fn put_block(
+    s3: &Client,
+    bucket: &str,
+    config: aws_sdk_s3::types::PublicAccessBlockConfiguration,
+) {
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(config)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_public_access_block_refuses_public_acls_and_policies_and_shuts_out_anonymous_reads() {
+    let server = server();
+    let s3 = server.client();
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    put(&s3, "data", "public/train.csv", b"a,b\n").await;
+    let missing = s3
+        .get_public_access_block()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_code(&missing).as_deref(),
+        Some("NoSuchPublicAccessBlockConfiguration")
+    );
+    assert_eq!(error_status(&missing), Some(404));
+
+    // BlockPublicAcls: a public canned ACL is AccessDenied (not just unsupported); private is fine.
+    put_block(&s3, "data", block(true, false, false)).await;
+    let got = s3
+        .get_public_access_block()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.public_access_block_configuration(),
+        Some(&block(true, false, false))
+    );
+    let public = s3
+        .put_object()
+        .bucket("data")
+        .key("x")
+        .body(ByteStream::from_static(b"x"))
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_status(&public), Some(403));
+    assert!(
+        s3.head_object()
+            .bucket("data")
+            .key("x")
+            .send()
+            .await
+            .is_err(),
+        "nothing stored"
+    );
+    s3.put_object()
+        .bucket("data")
+        .key("x")
+        .body(ByteStream::from_static(b"x"))
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::Private)
+        .send()
+        .await
+        .unwrap();
+
+    // BlockPublicPolicy: a public policy is refused, one naming a user is not.
+    put_block(&s3, "data", block(false, true, false)).await;
+    let refused = s3
+        .put_bucket_policy()
+        .bucket("data")
+        .policy(public_prefix("data"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&refused).as_deref(), Some("AccessDenied"));
+    assert_eq!(
+        policy_error(&s3, "data").await.as_deref(),
+        Some("NoSuchBucketPolicy")
+    );
+
+    // RestrictPublicBuckets: the public policy stays but lets no anonymous request in.
+    s3.delete_public_access_block()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    set_policy(&s3, "data", &public_prefix("data")).await;
+    let get = || anonymous_request(&server.endpoint, "GET", "/data/public/train.csv").0;
+    assert_eq!(get(), 200);
+    put_block(&s3, "data", block(false, false, true)).await;
+    assert_eq!(get(), 403);
+    assert_eq!(
+        s3.get_object()
+            .bucket("data")
+            .key("public/train.csv")
+            .send()
+            .await
+            .unwrap()
+            .content_length(),
+        Some(4),
+        "the owner still reads"
+    );
+    s3.delete_public_access_block()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(), 200);
+}

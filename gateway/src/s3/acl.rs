@@ -48,7 +48,8 @@ macro_rules! grant_headers {
 pub(super) use grant_headers;
 
 impl GrantHeaders<'_> {
-    fn any(&self) -> bool {
+    /// The values given.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
         [
             self.full_control,
             self.read,
@@ -56,8 +57,12 @@ impl GrantHeaders<'_> {
             self.write,
             self.write_acp,
         ]
-        .iter()
-        .any(|g| g.is_some_and(|v| !v.trim().is_empty()))
+        .into_iter()
+        .flatten()
+    }
+
+    fn any(&self) -> bool {
+        self.values().any(|v| !v.trim().is_empty())
     }
 }
 
@@ -78,6 +83,21 @@ pub(super) fn check_object_acl(
         return Err(acls_not_supported());
     }
     Ok(())
+}
+
+impl MeridianS3 {
+    /// The ACL headers of an object write: AccessDenied when they are public and the bucket's
+    /// public access block forbids that, else as [`check_object_acl`].
+    pub(super) async fn check_write_acl(
+        &self,
+        bucket: &str,
+        canned: Option<&ObjectCannedACL>,
+        grants: GrantHeaders<'_>,
+    ) -> S3Result<()> {
+        self.refuse_blocked_acl(bucket, canned.map(ObjectCannedACL::as_str), &grants)
+            .await?;
+        check_object_acl(canned, grants)
+    }
 }
 
 /// The ACL headers of CreateBucket: only `private`, and only the `BucketOwnerEnforced`
@@ -159,6 +179,12 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let input = &req.input;
         let bucket = self.bucket(&input.bucket).await?;
+        self.refuse_blocked_acl(
+            &input.bucket,
+            input.acl.as_ref().map(BucketCannedACL::as_str),
+            &grant_headers!(input, input.grant_write.as_deref()),
+        )
+        .await?;
         let canned_ok = input
             .acl
             .as_ref()
@@ -197,7 +223,12 @@ impl MeridianS3 {
         let bucket = self.bucket(&input.bucket).await?;
         self.resolve(&input.bucket, &input.key, input.version_id.as_deref())
             .await?;
-        check_object_acl(input.acl.as_ref(), grant_headers!(input, None))?;
+        self.check_write_acl(
+            &input.bucket,
+            input.acl.as_ref(),
+            grant_headers!(input, None),
+        )
+        .await?;
         if input
             .access_control_policy
             .as_ref()

@@ -106,7 +106,12 @@ impl MeridianS3 {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
+        self.check_write_acl(
+            &input.bucket,
+            input.acl.as_ref(),
+            super::acl::grant_headers!(input, None),
+        )
+        .await?;
         let target_bucket = self.bucket(&input.bucket).await?;
         reject_encryption_requests(
             input.sse_customer_algorithm.as_deref(),

@@ -18,6 +18,7 @@ mod multipart;
 mod object_lock;
 mod policy;
 mod proxy;
+pub(crate) mod public_access;
 mod put;
 mod replica;
 mod replication;
@@ -188,6 +189,24 @@ impl S3 for MeridianS3 {
         self.copy_object_impl(req).await
     }
 
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        self.put_public_access_block_impl(req).await
+    }
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        self.get_public_access_block_impl(req).await
+    }
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        self.delete_public_access_block_impl(req).await
+    }
     async fn put_object_lock_configuration(
         &self,
         req: S3Request<PutObjectLockConfigurationInput>,

@@ -17,10 +17,21 @@ impl MeridianS3 {
         let input = req.input;
         self.bucket(&input.bucket).await?;
         let users = self.users.clone();
-        Policy::parse(&input.policy, &input.bucket, &|key| {
+        let policy = Policy::parse(&input.policy, &input.bucket, &|key| {
             users.principal(key).is_some()
         })
         .map_err(|e| s3s::S3Error::with_message(s3s::S3ErrorCode::MalformedPolicy, e.0))?;
+        if policy.is_public()
+            && self
+                .public_access_block(&input.bucket)
+                .await?
+                .block_public_policy
+        {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's public access block forbids public policies"
+            ));
+        }
         let (name, doc) = (input.bucket.clone(), input.policy.into_bytes());
         self.store
             .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))

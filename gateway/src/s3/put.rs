@@ -326,7 +326,12 @@ impl MeridianS3 {
         let trailers = req.trailing_headers.clone();
         let headers = req.headers;
         let mut input = req.input;
-        super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
+        self.check_write_acl(
+            &input.bucket,
+            input.acl.as_ref(),
+            super::acl::grant_headers!(input, None),
+        )
+        .await?;
         let bucket = self.bucket(&input.bucket).await?;
         let replica = self.replica_of(&headers, &bucket)?;
 

@@ -139,7 +139,12 @@ impl MeridianS3 {
         let owner = principal(&req)?.access_key.clone();
         let replica = meridian_replicator::headers::is_replica_request(&req.headers);
         let input = req.input;
-        super::acl::check_object_acl(input.acl.as_ref(), super::acl::grant_headers!(input, None))?;
+        self.check_write_acl(
+            &input.bucket,
+            input.acl.as_ref(),
+            super::acl::grant_headers!(input, None),
+        )
+        .await?;
         let bucket = self.bucket(&input.bucket).await?;
         // Decided now (a default retention counts from the upload's start) and given to the
         // completed version.
