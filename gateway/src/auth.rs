@@ -606,7 +606,7 @@ fn restricts_public(meta: &meridian_metadata::MetaStore, bucket: &str) -> bool {
     off_the_runtime(|| meta.get_bucket_config(bucket, DOCUMENT))
         .ok()
         .flatten()
-        .and_then(|doc| PublicAccessBlock::from_json(&doc))
+        .and_then(|doc| PublicAccessBlock::from_json(&doc).ok())
         .is_some_and(|b| b.restrict_public_buckets)
 }
 

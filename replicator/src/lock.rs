@@ -28,6 +28,29 @@ pub(crate) fn sdk_date(nanos: Nanos) -> DateTime {
     )
 }
 
+/// Sends one lock call (`$op` on the peer's client, its builder steps in `$steps`) for the
+/// version `$record` has there, as a metadata-only change; `Ok(())` or the SendError.
+macro_rules! lock_call {
+    ($sender:expr, $record:expr, $version_id:expr, $op:ident, $name:literal, |$b:ident| $steps:expr) => {{
+        let what = $sender.what($name, $record);
+        let $b = $sender
+            .peer
+            .client
+            .$op()
+            .bucket(&$sender.target.bucket)
+            .key(&$record.key)
+            .version_id($version_id);
+        $steps
+            .customize()
+            .config_override(control_call())
+            .mutate_request(add_headers($sender.change_headers()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError::from_sdk(&what, e))
+    }};
+}
+
 impl Sender<'_> {
     /// The version's retention and legal hold as they are now, set on the peer's copy.
     pub(crate) async fn send_lock(&self, record: &VersionRecord) -> Result<Sent, SendError> {
@@ -38,23 +61,14 @@ impl Sender<'_> {
             .set_mode(record.lock.retention.map(|r| sdk_mode(r.mode)))
             .set_retain_until_date(record.lock.retention.map(|r| sdk_date(r.until)))
             .build();
-        let what = self.what("PutObjectRetention", record);
-        let answer = self
-            .peer
-            .client
-            .put_object_retention()
-            .bucket(&self.target.bucket)
-            .key(&record.key)
-            .version_id(&version_id)
-            .retention(retention)
-            .bypass_governance_retention(true)
-            .customize()
-            .config_override(control_call())
-            .mutate_request(add_headers(self.change_headers()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| SendError::from_sdk(&what, e));
+        let answer = lock_call!(
+            self,
+            record,
+            &version_id,
+            put_object_retention,
+            "PutObjectRetention",
+            |b| b.retention(retention).bypass_governance_retention(true)
+        );
         if let Some(sent) = not_there_yet(answer)? {
             return Ok(sent);
         }
@@ -65,22 +79,14 @@ impl Sender<'_> {
                 ObjectLockLegalHoldStatus::Off
             })
             .build();
-        let what = self.what("PutObjectLegalHold", record);
-        let answer = self
-            .peer
-            .client
-            .put_object_legal_hold()
-            .bucket(&self.target.bucket)
-            .key(&record.key)
-            .version_id(&version_id)
-            .legal_hold(hold)
-            .customize()
-            .config_override(control_call())
-            .mutate_request(add_headers(self.change_headers()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| SendError::from_sdk(&what, e));
+        let answer = lock_call!(
+            self,
+            record,
+            &version_id,
+            put_object_legal_hold,
+            "PutObjectLegalHold",
+            |b| b.legal_hold(hold)
+        );
         Ok(not_there_yet(answer)?.unwrap_or_else(Sent::done))
     }
 }

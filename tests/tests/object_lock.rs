@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, DefaultRetention, Delete,
-    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    NoncurrentVersionExpiration, ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled,
-    ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention,
-    ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
+    BucketVersioningStatus, DefaultRetention, Delete, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
+    ObjectLockConfiguration, ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus,
+    ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, ObjectLockRule,
+    VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
 use meridian_tests::regions::{
@@ -193,6 +193,62 @@ async fn lock_of(
     )
 }
 
+/// Uploads `parts` to an upload and completes it; the version id.
+async fn finish_upload(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: &[Vec<u8>],
+) -> String {
+    let mut etags = Vec::new();
+    for (n, data) in (1..).zip(parts) {
+        etags.push((
+            n,
+            meridian_tests::upload_part(s3, bucket, key, upload_id, n, data).await,
+        ));
+    }
+    let named: Vec<(i32, &str)> = etags.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(meridian_tests::completed_parts(&named))
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned()
+}
+
+/// PutBucketVersioning to Suspended; the S3 error code when refused.
+async fn suspend_versioning(s3: &Client, bucket: &str) -> Option<String> {
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Suspended)
+                .build(),
+        )
+        .send()
+        .await
+        .err()
+        .and_then(|e| error_code(&e))
+}
+
+/// GetObjectLockConfiguration.
+async fn lock_configuration(s3: &Client, bucket: &str) -> ObjectLockConfiguration {
+    s3.get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap()
+        .object_lock_configuration()
+        .unwrap()
+        .clone()
+}
+
 #[tokio::test]
 async fn bucket_configuration_is_checked_and_object_lock_cannot_be_turned_off() {
     let server = server_with("");
@@ -206,13 +262,7 @@ async fn bucket_configuration_is_checked_and_object_lock_cannot_be_turned_off() 
         .unwrap();
     assert_eq!(versioning.status(), Some(&BucketVersioningStatus::Enabled));
     // Enabled without a rule, then with one; the rule reads back.
-    let got = s3
-        .get_object_lock_configuration()
-        .bucket("locked")
-        .send()
-        .await
-        .unwrap();
-    let config = got.object_lock_configuration().unwrap();
+    let config = lock_configuration(&s3, "locked").await;
     assert_eq!(
         config.object_lock_enabled(),
         Some(&ObjectLockEnabled::Enabled)
@@ -225,27 +275,13 @@ async fn bucket_configuration_is_checked_and_object_lock_cannot_be_turned_off() 
         .send()
         .await
         .unwrap();
-    let got = s3
-        .get_object_lock_configuration()
-        .bucket("locked")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.object_lock_configuration(), Some(&rule));
+    assert_eq!(lock_configuration(&s3, "locked").await, rule);
 
     // Versioning cannot be suspended.
-    let suspend = s3
-        .put_bucket_versioning()
-        .bucket("locked")
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Suspended)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&suspend).as_deref(), Some("InvalidBucketState"));
+    assert_eq!(
+        suspend_versioning(&s3, "locked").await.as_deref(),
+        Some("InvalidBucketState")
+    );
 
     // A plain bucket: no configuration, and none until versioning is enabled.
     s3.create_bucket().bucket("plain").send().await.unwrap();
@@ -304,13 +340,7 @@ async fn bucket_configuration_is_checked_and_object_lock_cannot_be_turned_off() 
         .unwrap_err(),
         "InvalidRetentionPeriod"
     );
-    let got = s3
-        .get_object_lock_configuration()
-        .bucket("locked")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.object_lock_configuration(), Some(&rule), "unchanged");
+    assert_eq!(lock_configuration(&s3, "locked").await, rule, "unchanged");
     // Lock headers on a bucket without Object Lock are refused, and store nothing.
     let refused = s3
         .put_object()
@@ -333,18 +363,10 @@ async fn bucket_configuration_is_checked_and_object_lock_cannot_be_turned_off() 
     // An existing bucket: versioning first, then Object Lock, for good.
     regions::versioned_bucket(&s3, "later").await;
     put_config("later", governance.clone()).await.unwrap();
-    let suspend = s3
-        .put_bucket_versioning()
-        .bucket("later")
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Suspended)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(error_code(&suspend).as_deref(), Some("InvalidBucketState"));
+    assert_eq!(
+        suspend_versioning(&s3, "later").await.as_deref(),
+        Some("InvalidBucketState")
+    );
 }
 
 #[tokio::test]
@@ -606,40 +628,15 @@ async fn the_default_retention_covers_multipart_uploads_and_hold_only_writes() {
         .send()
         .await
         .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for n in 1..=2 {
-        let p = s3
-            .upload_part()
-            .bucket("ckpts")
-            .key("model.bin")
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from(pattern(5 << 20, n as u64)))
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(p.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("ckpts")
-        .key("model.bin")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let v = done.version_id().unwrap();
+    let body = [pattern(5 << 20, 1), pattern(5 << 20, 2)];
+    let v = &finish_upload(
+        &s3,
+        "ckpts",
+        "model.bin",
+        upload.upload_id().unwrap(),
+        &body,
+    )
+    .await;
     let (mode, until, hold) = lock_of(&s3, "ckpts", "model.bin", v).await;
     assert_eq!(mode.as_deref(), Some("COMPLIANCE"));
     let until = until.unwrap();
@@ -685,37 +682,16 @@ async fn the_default_retention_covers_multipart_uploads_and_hold_only_writes() {
         .send()
         .await
         .unwrap();
-    let id = upload.upload_id().unwrap();
-    let p = s3
-        .upload_part()
-        .bucket("ckpts")
-        .key("gov.bin")
-        .upload_id(id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"abc"))
-        .send()
-        .await
-        .unwrap();
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("ckpts")
-        .key("gov.bin")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(
-                    CompletedPart::builder()
-                        .part_number(1)
-                        .e_tag(p.e_tag().unwrap())
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let v = finish_upload(
+        &s3,
+        "ckpts",
+        "gov.bin",
+        upload.upload_id().unwrap(),
+        &[b"abc".to_vec()],
+    )
+    .await;
     assert_eq!(
-        lock_of(&s3, "ckpts", "gov.bin", done.version_id().unwrap()).await,
+        lock_of(&s3, "ckpts", "gov.bin", &v).await,
         (Some("GOVERNANCE".into()), Some(own.secs()), true)
     );
     // A date in the past is refused.

@@ -70,14 +70,25 @@ impl MeridianS3 {
         missing: s3s::S3Error,
         decode: fn(&[u8]) -> Result<T, serde_json::Error>,
     ) -> S3Result<T> {
+        self.optional_document(bucket, name, decode)
+            .await?
+            .ok_or(missing)
+    }
+
+    /// The bucket's configuration document `name`, decoded, if it has one.
+    async fn optional_document<T>(
+        &self,
+        bucket: &str,
+        name: &'static str,
+        decode: fn(&[u8]) -> Result<T, serde_json::Error>,
+    ) -> S3Result<Option<T>> {
         let b = bucket.to_owned();
         let doc = self
             .store
             .meta(move |m| m.get_bucket_config(&b, name))
             .await
-            .s3()?
-            .ok_or(missing)?;
-        decode(&doc).map_err(|e| {
+            .s3()?;
+        doc.map(|d| decode(&d)).transpose().map_err(|e| {
             s3_error!(
                 InternalError,
                 "stored {name} configuration is unreadable: {e}"

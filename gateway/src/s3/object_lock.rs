@@ -10,10 +10,8 @@
 
 use meridian_documents::object_lock::{self as doc, LockConfig, RequestedLock, CONFIG_DOCUMENT};
 use meridian_metadata::{
-    BucketRecord, ChangeSource, LockChange, ObjectLock, Origin, Retention, RetentionMode,
-    VersionRecord,
+    BucketRecord, LockChange, ObjectLock, Retention, RetentionMode, VersionRecord,
 };
-use meridian_replicator::Change;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 
@@ -143,21 +141,10 @@ impl MeridianS3 {
         if !bucket.object_lock {
             return Ok(None);
         }
-        let b = bucket.name.clone();
-        let doc = self
-            .store
-            .meta(move |m| m.get_bucket_config(&b, CONFIG_DOCUMENT))
-            .await
-            .s3()?;
-        match doc {
-            None => Ok(Some(LockConfig::default())),
-            Some(d) => LockConfig::from_json(&d).map(Some).map_err(|e| {
-                s3_error!(
-                    InternalError,
-                    "stored Object Lock configuration is unreadable: {e}"
-                )
-            }),
-        }
+        let config = self
+            .optional_document(&bucket.name, CONFIG_DOCUMENT, LockConfig::from_json)
+            .await?;
+        Ok(Some(config.unwrap_or_default()))
     }
 
     /// The lock a new version gets. A local one: what its write asked for, and the bucket's
@@ -216,24 +203,11 @@ impl MeridianS3 {
         let bucket_record = self.lock_enabled_bucket(bucket, is_replica).await?;
         let replica = self.replica_of(headers, &bucket_record)?;
         let resolved = self.resolve(bucket, key, version_id).await?;
-        let (source, bypass) = match replica {
-            Some(r) => (
-                ChangeSource {
-                    origin: Origin::Replica { region: r.region },
-                    peers: Vec::new(),
-                },
-                true,
-            ),
-            None => (
-                ChangeSource {
-                    origin: Origin::Local,
-                    peers: self
-                        .pending_peers(bucket, key, &resolved.record.tags, Change::Version)
-                        .await?,
-                },
-                bypass,
-            ),
-        };
+        // A peer's change is applied as its source decided (COMPLIANCE still only grows).
+        let bypass = bypass || replica.is_some();
+        let source = self
+            .change_source(replica, bucket, key, &resolved.record.tags)
+            .await?;
         let queued = !source.peers.is_empty();
         let (b, k, v) = (
             bucket.to_owned(),

@@ -31,8 +31,8 @@ pub struct PublicAccessBlock {
 }
 
 impl PublicAccessBlock {
-    pub fn from_json(doc: &[u8]) -> Option<PublicAccessBlock> {
-        serde_json::from_slice(doc).ok()
+    pub fn from_json(doc: &[u8]) -> Result<PublicAccessBlock, serde_json::Error> {
+        serde_json::from_slice(doc)
     }
 }
 
@@ -60,16 +60,10 @@ pub(super) fn acl_is_public(canned: Option<&str>, grants: &GrantHeaders<'_>) -> 
 impl MeridianS3 {
     /// The bucket's settings (all off when it has none).
     pub(super) async fn public_access_block(&self, bucket: &str) -> S3Result<PublicAccessBlock> {
-        let b = bucket.to_owned();
-        let doc = self
-            .store
-            .meta(move |m| m.get_bucket_config(&b, DOCUMENT))
-            .await
-            .s3()?;
-        Ok(doc
-            .as_deref()
-            .and_then(PublicAccessBlock::from_json)
-            .unwrap_or_default())
+        let block = self
+            .optional_document(bucket, DOCUMENT, PublicAccessBlock::from_json)
+            .await?;
+        Ok(block.unwrap_or_default())
     }
 
     /// AccessDenied for a public ACL on a bucket that blocks them.
@@ -123,20 +117,14 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
         let name = req.input.bucket;
         self.bucket(&name).await?;
-        let doc = self
-            .store
-            .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
-            .await
-            .s3()?
-            .ok_or_else(|| {
-                super::errors::custom_error(
-                    "NoSuchPublicAccessBlockConfiguration",
-                    http::StatusCode::NOT_FOUND,
-                    "The public access block configuration was not found",
-                )
-            })?;
-        let block = PublicAccessBlock::from_json(&doc)
-            .ok_or_else(|| s3_error!(InternalError, "stored public access block is unreadable"))?;
+        let missing = super::errors::custom_error(
+            "NoSuchPublicAccessBlockConfiguration",
+            http::StatusCode::NOT_FOUND,
+            "The public access block configuration was not found",
+        );
+        let block = self
+            .stored_document(&name, DOCUMENT, missing, PublicAccessBlock::from_json)
+            .await?;
         Ok(S3Response::new(GetPublicAccessBlockOutput {
             public_access_block_configuration: Some(PublicAccessBlockConfiguration {
                 block_public_acls: Some(block.block_public_acls),

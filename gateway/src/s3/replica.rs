@@ -8,8 +8,8 @@
 
 use http::HeaderMap;
 use meridian_metadata::{
-    BucketRecord, Checksum, NewVersion, Origin, PeerStatus, ReplicationState, VersionRecord,
-    VersioningState,
+    BucketRecord, ChangeSource, Checksum, NewVersion, Origin, PeerStatus, ReplicationState,
+    VersionRecord, VersioningState,
 };
 use meridian_replicator::headers::ReplicaHeaders;
 use meridian_replicator::Change;
@@ -57,6 +57,30 @@ impl MeridianS3 {
             .map_err(meridian_store::StoreError::from)
             .s3()?;
         Ok(peers)
+    }
+
+    /// Who makes a change that is not a new version (tags, lock) and which peers take it:
+    /// a client of this region sends it to the peers the version's rules match; a peer
+    /// region's change (`replica`) is recorded as its and goes nowhere.
+    pub(super) async fn change_source(
+        &self,
+        replica: Option<ReplicaHeaders>,
+        bucket: &str,
+        key: &str,
+        tags: &[(String, String)],
+    ) -> S3Result<ChangeSource> {
+        Ok(match replica {
+            Some(r) => ChangeSource {
+                origin: Origin::Replica { region: r.region },
+                peers: Vec::new(),
+            },
+            None => ChangeSource {
+                origin: Origin::Local,
+                peers: self
+                    .pending_peers(bucket, key, tags, Change::Version)
+                    .await?,
+            },
+        })
     }
 
     /// After a commit that queued work for peers: wake their workers, and for `sync` peers

@@ -2,8 +2,6 @@
 //! version id is given). A tag change is recorded like any other change, with an outbox
 //! entry, so it replicates.
 
-use meridian_metadata::{ChangeSource, Origin};
-use meridian_replicator::Change;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
@@ -26,18 +24,7 @@ impl MeridianS3 {
         let bucket_record = self.bucket(bucket).await?;
         let replica = self.replica_of(headers, &bucket_record)?;
         let resolved = self.resolve(bucket, key, version_id).await?;
-        let change = match replica {
-            Some(r) => ChangeSource {
-                origin: Origin::Replica { region: r.region },
-                peers: Vec::new(),
-            },
-            None => ChangeSource {
-                origin: Origin::Local,
-                peers: self
-                    .pending_peers(bucket, key, &tags, Change::Version)
-                    .await?,
-            },
-        };
+        let change = self.change_source(replica, bucket, key, &tags).await?;
         let queued = !change.peers.is_empty();
         let (b, k, v) = (
             bucket.to_owned(),
