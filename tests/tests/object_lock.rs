@@ -694,6 +694,33 @@ async fn the_default_retention_covers_multipart_uploads_and_hold_only_writes() {
         lock_of(&s3, "ckpts", "gov.bin", &v).await,
         (Some("GOVERNANCE".into()), Some(own.secs()), true)
     );
+    // A copy gets what its request names, or the default; never its source's lock.
+    let copy = |key: &'static str| {
+        s3.copy_object()
+            .bucket("ckpts")
+            .key(key)
+            .copy_source(format!("ckpts/own?versionId={explicit}"))
+    };
+    let three_days = in_secs(3 * DAY);
+    let named = copy("copy-named")
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(three_days)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lock_of(&s3, "ckpts", "copy-named", named.version_id().unwrap()).await,
+        (Some("COMPLIANCE".into()), Some(three_days.secs()), false)
+    );
+    let plain = copy("copy-plain").send().await.unwrap();
+    let (mode, until, hold) =
+        lock_of(&s3, "ckpts", "copy-plain", plain.version_id().unwrap()).await;
+    assert_eq!(
+        (mode.as_deref(), hold),
+        (Some("COMPLIANCE"), false),
+        "the default, not the source's GOVERNANCE"
+    );
+    assert!(until.unwrap() < own.secs());
     // A date in the past is refused.
     let past = s3
         .put_object()
