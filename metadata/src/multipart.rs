@@ -12,7 +12,7 @@ use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
 use crate::record::{
-    Checksum, ChecksumAlgorithm, ChecksumType, Nanos, NewVersion, ObjectHeaders, ObjectLock,
+    Checksum, ChecksumAlgorithm, ChecksumType, Encryption, Nanos, NewVersion, ObjectHeaders, ObjectLock,
     PutOutcome,
 };
 use crate::schema;
@@ -39,6 +39,8 @@ pub struct UploadRecord {
     pub checksum_type: Option<ChecksumType>,
     /// The Object Lock state the completed version gets.
     pub lock: ObjectLock,
+    /// The encryption of every part and of the completed version (one data key).
+    pub encryption: Option<Encryption>,
 }
 
 /// One uploaded part.

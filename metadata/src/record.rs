@@ -163,6 +163,32 @@ pub struct ObjectLock {
     pub legal_hold: bool,
 }
 
+/// Which server-side encryption protects a version's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EncryptionMode {
+    /// SSE-S3: the data key is sealed by a key of the region's keyring.
+    S3,
+    /// SSE-KMS: the data key is sealed by the named keyring key.
+    Kms,
+    /// SSE-C: the data key is sealed by the customer's key, which is never stored.
+    Customer,
+}
+
+/// How a version's bytes are encrypted at rest: its own data key, sealed. The bytes
+/// themselves are AEAD packages (`meridian-store`'s `encryption::package`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Encryption {
+    pub mode: Option<EncryptionMode>,
+    /// SSE-KMS: the key id as S3 reports it (the client's, or the default key's).
+    pub kms_key_id: Option<String>,
+    /// The data key sealed by its key-encryption key (opaque here).
+    #[serde(with = "crate::codec::bytes")]
+    pub sealed_key: Vec<u8>,
+    /// SSE-C: the base64 MD5 of the customer's key, as S3 returns it.
+    pub customer_key_md5: Option<String>,
+}
+
 /// Who made a change that is not a new version (a tag change), and which peers take it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeSource {
@@ -191,6 +217,8 @@ pub struct NewVersion {
     /// Retention and legal hold (decided by the gateway: the request's headers or the
     /// bucket's default retention).
     pub lock: ObjectLock,
+    /// Set when the bytes in `storage` are encrypted.
+    pub encryption: Option<Encryption>,
     pub storage: Storage,
     /// Empty unless the object was uploaded in parts.
     pub parts: Vec<ObjectPart>,
@@ -231,6 +259,7 @@ pub struct VersionRecord {
     pub user_metadata: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
     pub lock: ObjectLock,
+    pub encryption: Option<Encryption>,
     pub storage: Storage,
     pub parts: Vec<ObjectPart>,
     pub replication: ReplicationState,
@@ -263,6 +292,7 @@ impl VersionRecord {
             user_metadata: new.user_metadata,
             tags: new.tags,
             lock: new.lock,
+            encryption: new.encryption,
             storage: new.storage,
             parts: new.parts,
             replication: new.replication,

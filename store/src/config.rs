@@ -21,6 +21,8 @@ pub struct StoreConfig {
     pub inline_threshold: usize,
     /// A lifecycle day this long instead of AWS's (midnight UTC): tests only.
     pub lifecycle_day: Option<std::time::Duration>,
+    /// The keyring of SSE-S3 and SSE-KMS (none: only SSE-C can encrypt).
+    pub keyring: Option<crate::encryption::KeyringConfig>,
 }
 
 /// Objects below this size are kept in their version record by default.
@@ -40,6 +42,7 @@ impl StoreConfig {
             durability: Durability::Fsync,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             lifecycle_day: None,
+            keyring: None,
         }
     }
 }

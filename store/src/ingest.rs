@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 
 use super::StoreError;
 use crate::checksum::ChecksumHasher;
+use crate::encryption::package::Sealer;
+use crate::encryption::DataKey;
 
 /// Bytes gathered before they are handed to the hashing lanes (fewer wake-ups).
 const HASH_BATCH: usize = 256 * 1024;
@@ -40,9 +42,12 @@ pub struct IngestOptions {
     pub checksum: Option<ChecksumAlgorithm>,
     /// Bodies below this size are returned inline instead of erasure-coded (0 = never).
     pub inline_threshold: usize,
+    /// Encrypt with this data key before storing (the hashes are of the plaintext).
+    pub seal: Option<DataKey>,
 }
 
 pub struct Ingested {
+    /// Of the plaintext.
     pub size: u64,
     pub md5: [u8; 16],
     /// The client's algorithm and the digest we computed (big-endian bytes).
@@ -210,8 +215,44 @@ pub enum BodyError {
     Incomplete(String),
 }
 
-/// Streams `body` through the hashers into inline bytes or the erasure writer. The caller
-/// says what went wrong with its body as a [`BodyError`]; nothing is kept after an error.
+/// Where the bytes to store go: kept inline while they stay below the threshold, then into
+/// the erasure writer.
+struct Sink<'a> {
+    disks: &'a DiskSet,
+    identity: &'a [u8],
+    threshold: usize,
+    inline: BytesMut,
+    writer: Option<ObjectWriter>,
+    /// Held from the writer's start to the end of the ingest (finish or abort included).
+    _write_slot: Option<meridian_erasure::WriteSlot>,
+}
+
+impl Sink<'_> {
+    /// Stores `bytes`; true when this switched from inline to erasure coding.
+    async fn put(&mut self, bytes: Bytes) -> Result<bool, StoreError> {
+        match &mut self.writer {
+            Some(w) => w.write(bytes).await?,
+            None if self.inline.len() + bytes.len() < self.threshold => {
+                self.inline.extend_from_slice(&bytes)
+            }
+            None => {
+                self._write_slot = Some(self.disks.write_slot().await);
+                let mut w = self.disks.writer(self.identity.to_vec());
+                if !self.inline.is_empty() {
+                    w.write(std::mem::take(&mut self.inline).freeze()).await?;
+                }
+                w.write(bytes).await?;
+                self.writer = Some(w);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Streams `body` through the hashers (and, with `opts.seal`, the encryption) into inline
+/// bytes or the erasure writer. The caller says what went wrong with its body as a
+/// [`BodyError`]; nothing is kept after an error.
 pub async fn ingest<S>(
     disks: &DiskSet,
     mut body: S,
@@ -221,10 +262,18 @@ where
     S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
     let mut hasher = BodyHasher::new(opts.checksum.as_ref());
-    let mut inline = BytesMut::new();
-    let mut writer: Option<ObjectWriter> = None;
-    // Held from the writer's start to the end of the ingest (finish or abort included).
-    let mut _write_slot = None;
+    let mut sink = Sink {
+        disks,
+        identity: &opts.identity,
+        threshold: opts.inline_threshold,
+        inline: BytesMut::new(),
+        writer: None,
+        _write_slot: None,
+    };
+    let mut sealer = match &opts.seal {
+        Some(key) => Some(Sealer::new(key).map_err(|e| StoreError::Internal(e.to_string()))?),
+        None => None,
+    };
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut size = 0u64;
@@ -239,25 +288,23 @@ where
             batch_len += chunk.len();
             batch.push(chunk.clone());
 
-            match &mut writer {
-                Some(w) => w.write(chunk).await?,
-                None if inline.len() + chunk.len() < opts.inline_threshold => {
-                    inline.extend_from_slice(&chunk)
-                }
-                None => {
-                    _write_slot = Some(disks.write_slot().await);
-                    let mut w = disks.writer(opts.identity.clone());
-                    if !inline.is_empty() {
-                        w.write(std::mem::take(&mut inline).freeze()).await?;
-                    }
-                    w.write(chunk).await?;
-                    writer = Some(w);
+            let stored = match &mut sealer {
+                Some(sealer) => sealer.push(&chunk),
+                None => vec![chunk],
+            };
+            for bytes in stored {
+                if sink.put(bytes).await? {
                     hasher.go_parallel(opts.checksum.as_ref());
                 }
             }
             if batch_len >= HASH_BATCH {
                 hasher.update(std::mem::take(&mut batch)).await?;
                 batch_len = 0;
+            }
+        }
+        if let Some(sealer) = sealer.take() {
+            for bytes in sealer.finish() {
+                sink.put(bytes).await?;
             }
         }
         if !batch.is_empty() {
@@ -275,15 +322,15 @@ where
     let (md5, checksum) = match digests {
         Ok(d) => d,
         Err(e) => {
-            if let Some(w) = writer {
+            if let Some(w) = sink.writer.take() {
                 w.abort().await;
             }
             return Err(e);
         }
     };
-    let data = match writer {
+    let data = match sink.writer.take() {
         Some(w) => IngestedData::Erasure(w.finish().await?),
-        None => IngestedData::Inline(inline.freeze()),
+        None => IngestedData::Inline(std::mem::take(&mut sink.inline).freeze()),
     };
     Ok(Ingested {
         size,

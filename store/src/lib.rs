@@ -11,6 +11,7 @@
 pub mod background;
 pub mod checksum;
 pub mod config;
+pub mod encryption;
 pub mod ingest;
 pub mod layout;
 pub mod lifecycle;
@@ -91,6 +92,8 @@ pub struct Store {
     inline_threshold: usize,
     /// Every bucket's lifecycle rules and the length of a lifecycle day.
     pub lifecycle: Arc<lifecycle::Lifecycle>,
+    /// Data keys: made, sealed and opened for encrypted versions.
+    pub sse: Arc<encryption::Sse>,
     reclaim_wakeup: Arc<Notify>,
     /// Held for the life of the store: no other process may use these disks.
     _disk_locks: Arc<Vec<(PathBuf, std::fs::File)>>,
@@ -137,7 +140,17 @@ impl Store {
         ));
         let planner: Arc<dyn meridian_metadata::DuePlanner> = lifecycle.clone();
         meta.set_due_planner(&planner);
+        let sse = encryption::Sse::open(config.keyring.as_ref()).map_err(|e| StoreError::Open {
+            what: "keyring",
+            path: config
+                .keyring
+                .as_ref()
+                .map(|k| k.path.clone())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
         Ok(Store {
+            sse: Arc::new(sse),
             lifecycle,
             meta,
             disks,
@@ -184,7 +197,26 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// The bytes `range` of an object stored as `storage` (range already validated).
+    /// The plaintext `range` of an object stored as `storage`: decrypted with `key` when the
+    /// version is encrypted, the stored bytes otherwise (range already validated).
+    pub fn read_plain(
+        &self,
+        storage: &Storage,
+        range: Range<u64>,
+        key: Option<&encryption::DataKey>,
+    ) -> Result<ObjectStream, StoreError> {
+        let Some(key) = key else {
+            return self.read(storage, range);
+        };
+        let segments = match storage {
+            Storage::Inline(data) => vec![layout::Segment::Inline(data.clone())],
+            Storage::Layout(blob) => Layout::from_bytes(blob)?.segments,
+        };
+        ObjectStream::sealed(&self.disks, &segments, range, key)
+    }
+
+    /// The stored bytes `range` of an object stored as `storage`: ciphertext for an encrypted
+    /// version (range already validated).
     pub fn read(&self, storage: &Storage, range: Range<u64>) -> Result<ObjectStream, StoreError> {
         match storage {
             Storage::Inline(data) => Ok(ObjectStream::inline(Bytes::copy_from_slice(data), range)),

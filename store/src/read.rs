@@ -10,18 +10,143 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures::Stream;
-use meridian_erasure::{DiskSet, ObjectDescriptor, ObjectReader};
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use meridian_erasure::{DiskSet, ObjectDescriptor};
 
+use super::encryption::package::{self, Opener, HEADER, PACKAGE};
+use super::encryption::DataKey;
 use super::layout::{Layout, Segment};
 use super::StoreError;
 
 type StdError = Box<dyn std::error::Error + Send + Sync>;
+type RawStream = BoxStream<'static, Result<Bytes, StdError>>;
 
 enum Piece {
     Bytes(Bytes),
     Erasure(ObjectDescriptor, Range<u64>),
+    /// The plaintext `range` of an encrypted segment of `plain` bytes.
+    Sealed {
+        source: Source,
+        plain: u64,
+        range: Range<u64>,
+        key: DataKey,
+    },
+}
+
+/// Where a segment's stored bytes are.
+#[derive(Clone)]
+enum Source {
+    Bytes(Bytes),
+    Erasure(ObjectDescriptor),
+}
+
+impl Source {
+    fn of(segment: &Segment) -> Source {
+        match segment {
+            Segment::Erasure(d) => Source::Erasure(d.clone()),
+            Segment::Inline(b) => Source::Bytes(Bytes::copy_from_slice(b)),
+        }
+    }
+
+    fn read(&self, disks: Option<&DiskSet>, range: Range<u64>) -> RawStream {
+        match self {
+            Source::Bytes(b) => {
+                let slice = b.slice(range.start as usize..range.end as usize);
+                futures::stream::once(async move { Ok(slice) }).boxed()
+            }
+            Source::Erasure(desc) => disks
+                .expect("erasure pieces come with their disk set")
+                .reader(desc, range)
+                .map_err(|e| Box::new(e) as StdError)
+                .boxed(),
+        }
+    }
+}
+
+/// What a sealed segment's stream has left to do.
+struct Unsealing {
+    raw: RawStream,
+    opener: Opener,
+    plain: u64,
+    index: u64,
+    buf: BytesMut,
+    /// Plaintext to drop from the first package opened, and to serve in all.
+    skip: usize,
+    left: u64,
+}
+
+/// The plaintext `range` of a sealed segment: its header, then only the packages the range
+/// overlaps, each authenticated before a byte of it is served.
+fn unsealed(
+    disks: Option<DiskSet>,
+    source: Source,
+    plain: u64,
+    range: Range<u64>,
+    key: DataKey,
+) -> RawStream {
+    let start = async move {
+        let (first, stored) = package::stored_range(plain, &range);
+        // The header is read with the packages when they start the segment.
+        let (header, raw) = if first == 0 {
+            let mut raw = source.read(disks.as_ref(), 0..stored.end);
+            let mut head = BytesMut::new();
+            while head.len() < HEADER {
+                match raw.try_next().await? {
+                    Some(b) => head.extend_from_slice(&b),
+                    None => return Err::<_, StdError>("encrypted segment ends early".into()),
+                }
+            }
+            let rest = head.split_off(HEADER);
+            let raw = futures::stream::once(async move { Ok(rest.freeze()) })
+                .chain(raw)
+                .boxed();
+            (head.freeze(), raw)
+        } else {
+            let head: Vec<Bytes> = source
+                .read(disks.as_ref(), 0..HEADER as u64)
+                .try_collect()
+                .await?;
+            (head.concat().into(), source.read(disks.as_ref(), stored))
+        };
+        let opener = Opener::new(&key, &header, plain)?;
+        Ok(Unsealing {
+            raw,
+            opener,
+            plain,
+            index: first,
+            buf: BytesMut::new(),
+            skip: (range.start - first * PACKAGE as u64) as usize,
+            left: range.end - range.start,
+        })
+    };
+    futures::stream::once(start)
+        .map_ok(|state| {
+            futures::stream::try_unfold(state, |mut st| async move {
+                if st.left == 0 {
+                    return Ok(None);
+                }
+                let need = st.opener.sealed_len(st.index, st.plain);
+                while st.buf.len() < need {
+                    match st.raw.try_next().await? {
+                        Some(b) => st.buf.extend_from_slice(&b),
+                        None => return Err::<_, StdError>("encrypted segment ends early".into()),
+                    }
+                }
+                let mut sealed = st.buf.split_to(need);
+                let plain = st.opener.open(st.index, &mut sealed)?;
+                let from = st.skip.min(plain.len());
+                let to = (from as u64 + st.left).min(plain.len() as u64) as usize;
+                let out = Bytes::copy_from_slice(&plain[from..to]);
+                st.skip = 0;
+                st.left -= out.len() as u64;
+                st.index += 1;
+                Ok(Some((out, st)))
+            })
+        })
+        .try_flatten()
+        .boxed()
 }
 
 /// A stream of an object's bytes in `[start, end)`. `Sync` because HTTP response bodies must
@@ -35,7 +160,7 @@ struct Inner {
     /// `None` for inline objects, which have no erasure pieces.
     disks: Option<DiskSet>,
     pending: VecDeque<Piece>,
-    current: Option<ObjectReader>,
+    current: Option<RawStream>,
     /// A chunk read ahead by [`ObjectStream::first_chunk`], served before anything else.
     peeked: Option<Bytes>,
 }
@@ -66,6 +191,37 @@ impl ObjectStream {
             pieces,
             (range.end - range.start) as usize,
         )
+    }
+
+    /// The plaintext `range` of an object whose segments are sealed with `key`.
+    pub fn sealed(
+        disks: &DiskSet,
+        segments: &[Segment],
+        range: Range<u64>,
+        key: &DataKey,
+    ) -> Result<ObjectStream, StoreError> {
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        for seg in segments {
+            let plain =
+                package::plain_size(seg.size()).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let (start, end) = (offset, offset + plain);
+            offset = end;
+            if end <= range.start || start >= range.end || start == end {
+                continue;
+            }
+            pieces.push(Piece::Sealed {
+                source: Source::of(seg),
+                plain,
+                range: range.start.max(start) - start..range.end.min(end) - start,
+                key: key.clone(),
+            });
+        }
+        Ok(Self::from_pieces(
+            Some(disks.clone()),
+            pieces,
+            (range.end - range.start) as usize,
+        ))
     }
 
     fn from_pieces(disks: Option<DiskSet>, pieces: Vec<Piece>, len: usize) -> ObjectStream {
@@ -129,7 +285,7 @@ impl Stream for ObjectStream {
                     Poll::Ready(Some(Err(e))) => {
                         inner.pending.clear();
                         inner.current = None;
-                        return Poll::Ready(Some(Err(Box::new(e))));
+                        return Poll::Ready(Some(Err(e)));
                     }
                     Poll::Ready(None) => inner.current = None,
                     Poll::Pending => return Poll::Pending,
@@ -143,11 +299,15 @@ impl Stream for ObjectStream {
                     return Poll::Ready(Some(Ok(b)));
                 }
                 Some(Piece::Erasure(desc, r)) => {
-                    let disks = inner
-                        .disks
-                        .as_ref()
-                        .expect("erasure pieces come with their disk set");
-                    inner.current = Some(disks.reader(&desc, r));
+                    inner.current = Some(Source::Erasure(desc).read(inner.disks.as_ref(), r));
+                }
+                Some(Piece::Sealed {
+                    source,
+                    plain,
+                    range,
+                    key,
+                }) => {
+                    inner.current = Some(unsealed(inner.disks.clone(), source, plain, range, key));
                 }
             }
         }
