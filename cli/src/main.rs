@@ -39,6 +39,28 @@ enum Command {
     /// Write a private CA and a server certificate for trying HTTPS locally (not for
     /// production).
     TlsCerts(meridian_client::certs::CertsArgs),
+    /// The keyring of server-side encryption: add a key, rotate one.
+    #[command(subcommand)]
+    Kms(KmsCommand),
+}
+
+#[derive(Subcommand)]
+enum KmsCommand {
+    /// Add a 256-bit key (an SSE-KMS key id, e.g. testkey-1) to the keyring, creating the
+    /// file (mode 0600) if needed. A running server sees it on its next request.
+    AddKey {
+        name: String,
+        /// The keyring file (`[encryption] keyring`).
+        #[arg(long, env = "MERIDIAN_KEYRING")]
+        keyring: PathBuf,
+    },
+    /// Add a new version of a key: new data keys are sealed with it; older versions keep
+    /// opening what they sealed.
+    Rotate {
+        name: String,
+        #[arg(long, env = "MERIDIAN_KEYRING")]
+        keyring: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +131,30 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::FAILURE
                 })
+            }
+            Command::Kms(KmsCommand::AddKey { name, keyring }) => {
+                if meridian_store::encryption::keyring::key_versions(&keyring, &name)? > 0 {
+                    anyhow::bail!(
+                        "key {name} already exists (`meridian kms rotate` adds a version)"
+                    );
+                }
+                meridian_store::encryption::keyring::add_key(&keyring, &name)?;
+                println!(
+                    "added key {name} to {}; back this file up",
+                    keyring.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Kms(KmsCommand::Rotate { name, keyring }) => {
+                let existing = meridian_store::encryption::keyring::key_versions(&keyring, &name)?;
+                if existing == 0 {
+                    anyhow::bail!("no key {name} in {}", keyring.display());
+                }
+                let version = meridian_store::encryption::keyring::add_key(&keyring, &name)?;
+                println!(
+                    "key {name} is now at version {version}; new data keys are sealed with it"
+                );
+                Ok(ExitCode::SUCCESS)
             }
             Command::TlsCerts(args) => {
                 meridian_client::certs::write_local_certs(&args)?;

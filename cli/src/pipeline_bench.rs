@@ -185,6 +185,7 @@ async fn put_one(
             identity: key.as_bytes().to_vec(),
             checksum: Some(ChecksumAlgorithm::Crc64Nvme),
             inline_threshold: store.inline_threshold(),
+            seal: None,
         },
     )
     .await?;

@@ -70,6 +70,22 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Lifecycle rules (`[lifecycle]`).
     pub lifecycle: LifecycleSettings,
+    /// Server-side encryption (`[encryption]`).
+    pub encryption: EncryptionSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// The keyring of SSE-S3 and SSE-KMS keys (mode 0600). When unset,
+    /// `data_dir/keyring.toml`, created on first use.
+    pub keyring: Option<PathBuf>,
+    /// `AES256` or `aws:kms`: every bucket created from now on encrypts by default.
+    pub default: Option<String>,
+    /// The key SSE-KMS uses when a request names none (created in the keyring on first use).
+    pub default_kms_key: Option<String>,
+    /// Accept SSE-C over plain HTTP (AWS refuses it): for tests only.
+    pub sse_c_over_http: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +146,7 @@ impl Default for Config {
             audit: None,
             limits: crate::limits::LimitsConfig::default(),
             lifecycle: LifecycleSettings::default(),
+            encryption: EncryptionSettings::default(),
         }
     }
 }
@@ -293,6 +310,13 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        if let Some(d) = &self.encryption.default {
+            if d != "AES256" && d != "aws:kms" {
+                return Err(ConfigError::Invalid(format!(
+                    "[encryption] default must be \"AES256\" or \"aws:kms\", not {d:?}"
+                )));
+            }
+        }
         if self.lifecycle.day.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::Invalid(
                 "[lifecycle] day must be longer than zero".into(),
@@ -318,6 +342,19 @@ impl Config {
         store.durability = self.erasure.durability;
         store.inline_threshold = self.inline_threshold;
         store.lifecycle_day = self.lifecycle.day;
+        store.keyring = Some(meridian_store::encryption::KeyringConfig {
+            path: self
+                .encryption
+                .keyring
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("keyring.toml")),
+            must_exist: self.encryption.keyring.is_some(),
+            default_kms_key: self
+                .encryption
+                .default_kms_key
+                .clone()
+                .unwrap_or_else(|| meridian_store::encryption::DEFAULT_KMS_KEY.into()),
+        });
         store
     }
 

@@ -82,7 +82,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         replicator.clone(),
         policies.clone(),
         users.clone(),
+        crate::s3::encryption::SseSettings {
+            customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
+            bucket_default: config.encryption.default.clone(),
+        },
     ));
+    if config.encryption.sse_c_over_http && config.tls.is_none() {
+        tracing::warn!("[encryption] sse_c_over_http: SSE-C keys are accepted over plain HTTP, where anyone on the path can read them (for tests only)");
+    }
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     let fence = crate::fence::Fence::load(store.meta.clone())?;

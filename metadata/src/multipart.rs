@@ -12,8 +12,8 @@ use crate::codec;
 use crate::error::MetaError;
 use crate::keys;
 use crate::record::{
-    Checksum, ChecksumAlgorithm, ChecksumType, Encryption, Nanos, NewVersion, ObjectHeaders, ObjectLock,
-    PutOutcome,
+    Checksum, ChecksumAlgorithm, ChecksumType, Encryption, Nanos, NewVersion, ObjectHeaders,
+    ObjectLock, PutOutcome,
 };
 use crate::schema;
 use crate::store::MetaStore;

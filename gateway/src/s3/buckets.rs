@@ -73,7 +73,19 @@ impl MeridianS3 {
         let created = self.store.meta(move |m| m.create_bucket(record)).await;
         self.policies.forget(&input.bucket);
         match created {
-            Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) })),
+            Ok(()) => {
+                if let Some(algorithm) = &self.sse.bucket_default {
+                    let default = super::encryption::BucketDefault {
+                        algorithm: algorithm.clone(),
+                        kms_key_id: None,
+                        bucket_key_enabled: false,
+                    };
+                    self.store_bucket_encryption(&input.bucket, &default).await?;
+                }
+                Ok(S3Response::new(CreateBucketOutput {
+                    location: Some(format!("/{}", input.bucket)),
+                }))
+            }
             Err(meridian_store::StoreError::Meta(MetaError::BucketExists { owner, .. })) if owner == who.access_key => {
                 Err(s3_error!(
                     BucketAlreadyOwnedByYou,

@@ -12,11 +12,11 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::conditions::ReadConditions;
 use super::convert::{self, ChecksumFields};
-use super::put::{
-    check_user_metadata, reject_encryption_requests, shard_identity, stored_checksum,
-};
+use super::encryption::{copy_source_customer_headers, sse_headers, with_sse_fields, SseFields};
+use super::put::{check_user_metadata, shard_identity, stored_checksum};
 use super::{versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
+use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, BodyError, IngestOptions, Ingested};
 use meridian_store::{Store, StoreError};
 
@@ -60,7 +60,9 @@ impl MeridianS3 {
         }
     }
 
-    /// Stores `range` of the copy source as new data for `bucket`/`key`, hashed as any body.
+    /// Stores `range` of the copy source (opened with `source_key` when it is encrypted) as
+    /// new data for `bucket`/`key`, hashed as any body and sealed with `seal` if given.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn ingest_copy(
         &self,
         source: &VersionRecord,
@@ -68,9 +70,15 @@ impl MeridianS3 {
         bucket: &str,
         key: &str,
         checksum: Option<meridian_metadata::ChecksumAlgorithm>,
+        source_key: Option<&DataKey>,
+        seal: Option<&DataKey>,
     ) -> S3Result<Ingested> {
         let expected = range.end - range.start;
-        let body = futures::StreamExt::map(self.store.read(&source.storage, range).s3()?, |r| {
+        let stream = self
+            .store
+            .read_plain(&source.storage, range, source_key)
+            .s3()?;
+        let body = futures::StreamExt::map(stream, |r| {
             r.map_err(|e| BodyError::Incomplete(e.to_string()))
         });
         let ingested = ingest(
@@ -80,6 +88,7 @@ impl MeridianS3 {
                 identity: shard_identity(bucket, key),
                 checksum,
                 inline_threshold: self.store.inline_threshold(),
+                seal: seal.cloned(),
             },
         )
         .await
@@ -113,12 +122,15 @@ impl MeridianS3 {
         )
         .await?;
         let target_bucket = self.bucket(&input.bucket).await?;
-        reject_encryption_requests(
-            input.sse_customer_algorithm.as_deref(),
-            input.ssekms_key_id.as_deref(),
-            input.server_side_encryption.as_ref(),
-        )?;
+        let sse = self.sse_request(&sse_headers!(input))?;
+        let changes_encryption = sse.is_some();
         let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        let source_key = self
+            .data_key_of(
+                source.encryption.as_ref(),
+                &copy_source_customer_headers!(input),
+            )
+            .await?;
         ReadConditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -158,6 +170,7 @@ impl MeridianS3 {
             && !replace_tags
             && input.checksum_algorithm.is_none()
             && input.website_redirect_location.is_none()
+            && !changes_encryption
         {
             return Err(s3_error!(
                 InvalidRequest,
@@ -210,6 +223,9 @@ impl MeridianS3 {
                 &super::object_lock::lock_headers!(input),
             )
             .await?;
+        // The copy is encrypted as this request (or the target bucket's default) says, never
+        // as its source was.
+        let (data_key, encryption) = self.encryption_of_write(&input.bucket, sse).await?.unzip();
         let ingested = self
             .ingest_copy(
                 &source,
@@ -217,12 +233,16 @@ impl MeridianS3 {
                 &input.bucket,
                 &input.key,
                 Some(algorithm),
+                source_key.as_ref(),
+                data_key.as_ref(),
             )
             .await?;
 
+        let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
             size: ingested.size,
-            etag: hex::encode(ingested.md5),
+            etag: etag_of(mode, data_key.as_ref(), &ingested.md5),
+            encryption,
             checksum: stored_checksum(&ingested),
             content_sha256: ingested.content_sha256(),
             headers,
@@ -235,7 +255,7 @@ impl MeridianS3 {
         let record = self
             .commit_version(&input.bucket, &input.key, new, ingested, None)
             .await?;
-        Ok(S3Response::new(CopyObjectOutput {
+        let output = CopyObjectOutput {
             copy_object_result: Some(convert::with_checksum_fields!(
                 CopyObjectResult {
                     e_tag: Some(convert::etag(&record.etag)),
@@ -246,6 +266,10 @@ impl MeridianS3 {
             copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
             version_id: convert::reported_version_id(&record, versioned(&target_bucket)),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(with_sse_fields!(
+            output,
+            SseFields::of(record.encryption.as_ref())
+        )))
     }
 }

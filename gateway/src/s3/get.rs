@@ -12,6 +12,7 @@ use super::conditions::ReadConditions;
 use super::convert::{self, ChecksumFields};
 use super::{versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
+use meridian_store::encryption::DataKey;
 
 /// Which bytes of the object a request wants.
 struct Selection {
@@ -157,6 +158,7 @@ struct ReadRequest<'a> {
     range: Option<&'a s3s::dto::Range>,
     part_number: Option<i32>,
     checksum_mode: Option<&'a ChecksumMode>,
+    customer: super::encryption::CustomerHeaders<'a>,
 }
 
 /// The [`ReadRequest`] of a GetObjectInput or a HeadObjectInput (same field names).
@@ -175,6 +177,7 @@ macro_rules! read_request {
             range: $i.range.as_ref(),
             part_number: $i.part_number,
             checksum_mode: $i.checksum_mode.as_ref(),
+            customer: super::encryption::customer_headers!($i),
         }
     };
 }
@@ -200,6 +203,7 @@ struct ObjectFields {
     /// `x-amz-expiration`, for the current version a rule will expire.
     expiration: Option<String>,
     lock: super::object_lock::LockFields,
+    sse: super::encryption::SseFields,
 }
 
 /// Fills an output type with the [`ObjectFields`]: GetObjectOutput and HeadObjectOutput are
@@ -234,6 +238,10 @@ macro_rules! object_output {
             object_lock_mode: f.lock.mode,
             object_lock_retain_until_date: f.lock.retain_until_date,
             object_lock_legal_hold_status: f.lock.legal_hold_status,
+            server_side_encryption: f.sse.server_side_encryption,
+            ssekms_key_id: f.sse.ssekms_key_id,
+            sse_customer_algorithm: f.sse.sse_customer_algorithm,
+            sse_customer_key_md5: f.sse.sse_customer_key_md5,
             $($extra: $value,)*
             ..Default::default()
         }
@@ -285,16 +293,20 @@ impl MeridianS3 {
     }
 
     /// What GET and HEAD share: the version (delete markers answered as S3 does), its
-    /// preconditions, the bytes selected and the response fields that describe them.
+    /// preconditions, its data key (SSE-C needs the request's key, on HEAD too), the bytes
+    /// selected and the response fields that describe them.
     async fn describe(
         &self,
         req: ReadRequest<'_>,
-    ) -> S3Result<(VersionRecord, Selection, ObjectFields)> {
+    ) -> S3Result<(VersionRecord, Option<DataKey>, Selection, ObjectFields)> {
         let Resolved {
             record,
             versioned_bucket,
         } = self.resolve(req.bucket, req.key, req.version_id).await?;
         req.conditions.evaluate(&record, false)?;
+        let data_key = self
+            .data_key_of(record.encryption.as_ref(), &req.customer)
+            .await?;
         let sel = select(&record, req.range, req.part_number)?;
         let h = &record.headers;
         let fields = ObjectFields {
@@ -330,8 +342,9 @@ impl MeridianS3 {
                 Some(_) => None,
             },
             lock: super::object_lock::LockFields::of(&record),
+            sse: super::encryption::SseFields::of(record.encryption.as_ref()),
         };
-        Ok((record, sel, fields))
+        Ok((record, data_key, sel, fields))
     }
 
     pub(super) async fn get_object_impl(
@@ -340,14 +353,17 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
         self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
-        let (record, sel, fields) = match self.describe(read_request!(i)).await {
+        let (record, data_key, sel, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
             Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
                 return self.proxied_get(&req.headers, i, e).await
             }
             Err(e) => return Err(e),
         };
-        let mut body = self.store.read(&record.storage, sel.range.clone()).s3()?;
+        let mut body = self
+            .store
+            .read_plain(&record.storage, sel.range.clone(), data_key.as_ref())
+            .s3()?;
         body.first_chunk().await.s3()?;
         let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);
         Ok(S3Response::new(object_output!(GetObjectOutput, fields, {
@@ -362,7 +378,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
-        let (record, _, fields) = match self.describe(read_request!(i)).await {
+        let (record, _, _, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
             Err(e) if super::proxy::may_proxy(&req.headers, &e) => {
                 return self.proxied_head(&req.headers, i, e).await

@@ -10,6 +10,7 @@ mod conditions;
 pub mod convert;
 mod copy;
 mod delete;
+pub mod encryption;
 mod errors;
 mod get;
 mod lifecycle;
@@ -43,6 +44,8 @@ pub struct MeridianS3 {
     policies: crate::bucket_policy::Policies,
     /// Principals a bucket policy may name.
     users: crate::auth::Users,
+    /// What `[encryption]` allows and defaults to.
+    sse: encryption::SseSettings,
 }
 
 impl MeridianS3 {
@@ -52,6 +55,7 @@ impl MeridianS3 {
         replicator: Replicator,
         policies: crate::bucket_policy::Policies,
         users: crate::auth::Users,
+        sse: encryption::SseSettings,
     ) -> MeridianS3 {
         MeridianS3 {
             store,
@@ -59,6 +63,7 @@ impl MeridianS3 {
             replicator,
             policies,
             users,
+            sse,
         }
     }
 
@@ -200,6 +205,24 @@ impl S3 for MeridianS3 {
         self.copy_object_impl(req).await
     }
 
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
+        self.put_bucket_encryption_impl(req).await
+    }
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.get_bucket_encryption_impl(req).await
+    }
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
+        self.delete_bucket_encryption_impl(req).await
+    }
     async fn put_public_access_block(
         &self,
         req: S3Request<PutPublicAccessBlockInput>,

@@ -10,12 +10,14 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
+use super::encryption::SseFields;
 use super::replica::{apply_replica, note_existing};
 use super::{versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_replicator::headers::ReplicaHeaders;
 use meridian_replicator::Change;
 use meridian_store::checksum;
+use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, IngestOptions, Ingested};
 use meridian_store::Store;
 
@@ -189,21 +191,6 @@ pub(super) fn check_user_metadata(meta: &[(String, String)]) -> S3Result<()> {
     Ok(())
 }
 
-pub(super) fn reject_encryption_requests(
-    sse_customer_algorithm: Option<&str>,
-    ssekms_key_id: Option<&str>,
-    server_side_encryption: Option<&ServerSideEncryption>,
-) -> S3Result<()> {
-    let kms = server_side_encryption.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256);
-    if sse_customer_algorithm.is_some() || ssekms_key_id.is_some() || kms {
-        return Err(s3_error!(
-            NotImplemented,
-            "Server-side encryption with customer or KMS keys is not supported"
-        ));
-    }
-    Ok(())
-}
-
 /// The identity blob stored in every shard header, so a disk alone tells what it holds.
 pub(super) fn shard_identity(bucket: &str, key: &str) -> Vec<u8> {
     serde_json::to_vec(
@@ -299,6 +286,7 @@ impl MeridianS3 {
         key: &str,
         algorithm: Option<ChecksumAlgorithm>,
         claims: BodyClaims,
+        seal: Option<&DataKey>,
     ) -> S3Result<Ingested> {
         let body = super::body::client_body(body);
         let body = if claims.zstd {
@@ -310,6 +298,7 @@ impl MeridianS3 {
             identity: shard_identity(bucket, key),
             checksum: algorithm,
             inline_threshold: self.store.inline_threshold(),
+            seal: seal.cloned(),
         };
         let ingested = ingest(&self.store.disks, body, opts).await.s3()?;
         if let Err(e) = claims.check(&ingested) {
@@ -335,11 +324,6 @@ impl MeridianS3 {
         let bucket = self.bucket(&input.bucket).await?;
         let replica = self.replica_of(&headers, &bucket)?;
 
-        reject_encryption_requests(
-            input.sse_customer_algorithm.as_deref(),
-            input.ssekms_key_id.as_deref(),
-            input.server_side_encryption.as_ref(),
-        )?;
         if input.write_offset_bytes.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -379,6 +363,13 @@ impl MeridianS3 {
         )
         .await?;
 
+        let (data_key, encryption) = self
+            .encryption_of_write(
+                &input.bucket,
+                self.sse_request(&super::encryption::sse_headers!(input))?,
+            )
+            .await?
+            .unzip();
         let algorithm = claim
             .as_ref()
             .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm.clone());
@@ -396,12 +387,15 @@ impl MeridianS3 {
                     zstd: BodyClaims::zstd_of(&headers)?,
                     decoded_length: BodyClaims::decoded_length_of(&headers)?,
                 },
+                data_key.as_ref(),
             )
             .await?;
 
+        let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
             size: ingested.size,
-            etag: hex::encode(ingested.md5),
+            etag: etag_of(mode, data_key.as_ref(), &ingested.md5),
+            encryption,
             checksum: stored_checksum(&ingested),
             content_sha256: ingested.content_sha256(),
             headers: object_headers,
@@ -417,13 +411,17 @@ impl MeridianS3 {
             .await?;
 
         let expiration = self.expiration_of(&record).await?;
-        Ok(S3Response::new(convert::with_checksum_fields!(
+        let output = convert::with_checksum_fields!(
             PutObjectOutput {
                 e_tag: Some(convert::etag(&record.etag)),
                 version_id: convert::reported_version_id(&record, versioned(&bucket)),
                 expiration: expiration,
             },
             ChecksumFields::of(record.checksum.as_ref())
+        );
+        Ok(S3Response::new(super::encryption::with_sse_fields!(
+            output,
+            SseFields::of(record.encryption.as_ref())
         )))
     }
 
@@ -438,8 +436,10 @@ impl MeridianS3 {
         ingested: Ingested,
         replica: Option<&ReplicaHeaders>,
     ) -> S3Result<VersionRecord> {
+        // An SSE-KMS or SSE-C ETag is not the body's MD5: the checksum vouches for it.
+        let etag_is_md5 = !super::encryption::keyed_etag(&new);
         let prepared = match replica {
-            Some(r) => apply_replica(&mut new, r, true),
+            Some(r) => apply_replica(&mut new, r, etag_is_md5),
             None => self
                 .local_replication(bucket, key, &new.tags, Change::Version)
                 .await

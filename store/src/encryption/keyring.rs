@@ -55,8 +55,8 @@ type Keys = BTreeMap<String, BTreeMap<u32, DataKey>>;
 /// rotated by `meridian kms` while the server runs).
 pub struct Keyring {
     path: PathBuf,
-    /// Create the file, with `create_key`, on the first seal if it does not exist.
-    create_key: Option<String>,
+    /// Keys the server adds itself (creating the file if needed) the first time they seal.
+    reserved: Vec<String>,
     keys: Mutex<(Keys, Option<std::time::SystemTime>)>,
 }
 
@@ -96,6 +96,18 @@ fn read_file(path: &Path) -> Result<(Keys, std::time::SystemTime), KmsError> {
             .insert(entry.version, key?);
     }
     Ok((keys, meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+}
+
+/// The newest version of key `name` in the keyring file (0: no such key, or no file).
+pub fn key_versions(path: &Path, name: &str) -> Result<u32, KmsError> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let (keys, _) = read_file(path)?;
+    Ok(keys
+        .get(name)
+        .and_then(|v| v.keys().next_back().copied())
+        .unwrap_or(0))
 }
 
 /// Adds a version of key `name` (version 1 when new) to the keyring file, creating the file
@@ -159,13 +171,17 @@ pub fn add_key(path: &Path, name: &str) -> Result<u32, KmsError> {
 }
 
 impl Keyring {
-    /// Opens the keyring at `path`. A missing file is an error unless `create_key` names the
-    /// key to create it with on first use (the embedded default of `make run`).
-    pub fn open(path: PathBuf, create_key: Option<String>) -> Result<Keyring, KmsError> {
+    /// Opens the keyring at `path`. A missing file is an error if `must_exist`; otherwise it
+    /// is created the first time a `reserved` key (SSE-S3's, the default SSE-KMS key) seals.
+    pub fn open(
+        path: PathBuf,
+        must_exist: bool,
+        reserved: Vec<String>,
+    ) -> Result<Keyring, KmsError> {
         let loaded = if path.exists() {
             let (keys, mtime) = read_file(&path)?;
             (keys, Some(mtime))
-        } else if create_key.is_some() {
+        } else if !must_exist {
             (Keys::new(), None)
         } else {
             return Err(KmsError::Keyring(format!(
@@ -175,7 +191,7 @@ impl Keyring {
         };
         Ok(Keyring {
             path,
-            create_key,
+            reserved,
             keys: Mutex::new(loaded),
         })
     }
@@ -212,7 +228,7 @@ impl Keyring {
             self.refresh()?;
             found = find(&self.keys.lock().unwrap_or_else(|p| p.into_inner()).0);
         }
-        if found.is_none() && version.is_none() && self.create_key.as_deref() == Some(name) {
+        if found.is_none() && version.is_none() && self.reserved.iter().any(|r| r == name) {
             // One creator at a time; a concurrent one finds the key on its second look.
             static CREATING: Mutex<()> = Mutex::new(());
             let _creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,14 +335,14 @@ mod tests {
     async fn seals_opens_and_rotates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.toml");
-        assert!(Keyring::open(path.clone(), None).is_err());
+        assert!(Keyring::open(path.clone(), true, vec![]).is_err());
         assert_eq!(add_key(&path, "testkey-1").unwrap(), 1);
         assert_eq!(add_key(&path, "testkey-2").unwrap(), 1);
         assert!(add_key(&path, "bad name").is_err());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
-        let ring = Keyring::open(path.clone(), None).unwrap();
+        let ring = Keyring::open(path.clone(), true, vec![]).unwrap();
         let data = DataKey::generate().unwrap();
         let sealed = ring.seal("testkey-1", &data).await.unwrap();
         assert!(!sealed.windows(32).any(|w| w == data.as_bytes()));
@@ -368,14 +384,14 @@ mod tests {
         ));
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Keyring::open(path, None).is_err());
+        assert!(Keyring::open(path, true, vec![]).is_err());
     }
 
     #[tokio::test]
     async fn the_embedded_default_creates_its_keyring_on_first_use() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/keyring.toml");
-        let ring = Keyring::open(path.clone(), Some("sse-s3".into())).unwrap();
+        let ring = Keyring::open(path.clone(), false, vec!["sse-s3".into()]).unwrap();
         assert!(!path.exists());
         let data = DataKey::generate().unwrap();
         let sealed = ring.seal("sse-s3", &data).await.unwrap();

@@ -19,18 +19,23 @@ pub use package::DataKey;
 
 /// The keyring key SSE-S3 seals with, created in the keyring on first use.
 pub const SSE_S3_KEY: &str = "meridian-sse-s3";
+/// The key SSE-KMS uses when neither the request nor the configuration names one (AWS's
+/// default is the account's `aws/s3` key).
+pub const DEFAULT_KMS_KEY: &str = "meridian-default-kms";
 
 /// Where the keyring is and whether the server may create it.
 #[derive(Debug, Clone)]
 pub struct KeyringConfig {
     pub path: PathBuf,
-    /// Create the file (and the SSE-S3 key) on first use: the embedded default.
-    pub create: bool,
+    /// The file must exist at start (it was configured); otherwise it is created, with
+    /// SSE-S3's key and the default SSE-KMS key, the first time one of them seals.
+    pub must_exist: bool,
     /// The key SSE-KMS uses when a request names none.
     pub default_kms_key: String,
 }
 
 /// What a write asks for.
+#[derive(Debug)]
 pub enum SseRequest {
     S3,
     /// SSE-KMS with the named key, or the default one.
@@ -39,7 +44,7 @@ pub enum SseRequest {
 }
 
 /// An SSE-C key as the request gave it, checked against its MD5.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CustomerKey {
     pub key: DataKey,
     /// Base64 of the key's MD5, as S3 returns it.
@@ -78,8 +83,8 @@ impl Sse {
                 default_kms_key: String::new(),
             });
         };
-        let create = config.create.then(|| SSE_S3_KEY.to_owned());
-        let ring = Keyring::open(config.path.clone(), create)?;
+        let reserved = vec![SSE_S3_KEY.to_owned(), config.default_kms_key.clone()];
+        let ring = Keyring::open(config.path.clone(), config.must_exist, reserved)?;
         Ok(Sse {
             kms: Some(Arc::new(ring)),
             default_kms_key: config.default_kms_key.clone(),

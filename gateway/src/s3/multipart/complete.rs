@@ -81,6 +81,7 @@ impl MeridianS3 {
             user_metadata: upload.user_metadata.clone(),
             tags: upload.tags.clone(),
             lock: upload.lock,
+            encryption: upload.encryption.clone(),
             storage: meridian_metadata::Storage::Layout(layout.to_bytes()),
             parts: chosen
                 .iter()
@@ -99,7 +100,10 @@ impl MeridianS3 {
                 // A multipart source keeps its `-N` ETag, which must come out the same here; a
                 // single-part source was split on the way and keeps its own ETag and no parts.
                 let mirrored = r.etag.as_deref().is_none_or(|e| e.contains('-'));
-                apply_replica(&mut new, r, mirrored)?;
+                // Parts sealed here have keyed ETags of their own (SSE-KMS, SSE-C): the
+                // checksum vouches for them instead.
+                let check = mirrored && !super::super::encryption::keyed_etag(&new);
+                apply_replica(&mut new, r, check)?;
                 if !mirrored {
                     new.parts.clear();
                 }

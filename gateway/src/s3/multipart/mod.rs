@@ -15,14 +15,16 @@ use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
-use super::put::{
-    checksum_headers, parse_content_md5, reject_encryption_requests, BodyClaims, ChecksumClaim,
+use super::encryption::{
+    copy_source_customer_headers, customer_headers, with_sse_fields, SseFields,
 };
+use super::put::{checksum_headers, parse_content_md5, BodyClaims, ChecksumClaim};
 use super::replica::{apply_replica, note_existing};
 use super::{principal, versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_replicator::Change;
 use meridian_store::checksum;
+use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{Ingested, IngestedData};
 use meridian_store::layout::{Layout, Segment};
 use meridian_store::StoreError;
@@ -104,11 +106,13 @@ impl MeridianS3 {
         upload: &UploadRecord,
         number: u32,
         ingested: Ingested,
+        data_key: Option<&DataKey>,
     ) -> S3Result<PartRecord> {
+        let mode = upload.encryption.as_ref().and_then(|e| e.mode);
         let part = PartRecord {
             number,
             size: ingested.size,
-            etag: hex::encode(ingested.md5),
+            etag: etag_of(mode, data_key, &ingested.md5),
             checksum: part_checksum(&ingested),
             mtime: convert::now_nanos(),
             storage: layout_bytes(&ingested.data),
@@ -151,11 +155,15 @@ impl MeridianS3 {
         let lock = self
             .lock_of_write(&bucket, replica, &super::object_lock::lock_headers!(input))
             .await?;
-        reject_encryption_requests(
-            input.sse_customer_algorithm.as_deref(),
-            input.ssekms_key_id.as_deref(),
-            input.server_side_encryption.as_ref(),
-        )?;
+        // The upload's data key: every part is sealed with it, and the completed version
+        // keeps it.
+        let encryption = self
+            .encryption_of_write(
+                &input.bucket,
+                self.sse_request(&super::encryption::sse_headers!(input))?,
+            )
+            .await?
+            .map(|(_, e)| e);
         let algorithm = input
             .checksum_algorithm
             .as_ref()
@@ -200,20 +208,23 @@ impl MeridianS3 {
             checksum_algorithm: algorithm.clone(),
             checksum_type,
             lock,
+            encryption,
         };
         let upload_id = upload.upload_id.clone();
+        let sse = SseFields::of(upload.encryption.as_ref());
         self.store
             .meta(move |m| m.create_upload(upload))
             .await
             .s3()?;
-        Ok(S3Response::new(CreateMultipartUploadOutput {
+        let output = CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
             checksum_algorithm: algorithm.as_ref().map(convert::dto_algorithm),
             checksum_type: checksum_type.map(convert::dto_checksum_type),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(with_sse_fields!(output, sse)))
     }
 
     pub(super) async fn upload_part_impl(
@@ -236,12 +247,9 @@ impl MeridianS3 {
         let upload = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        if input.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "Server-side encryption with customer keys is not supported"
-            ));
-        }
+        let data_key = self
+            .data_key_of(upload.encryption.as_ref(), &customer_headers!(input))
+            .await?;
         let content_md5 = parse_content_md5(input.content_md5.as_deref())?;
         let claim = ChecksumClaim::from_request(
             checksum_headers!(input),
@@ -265,11 +273,14 @@ impl MeridianS3 {
                 &input.key,
                 algorithm,
                 claims,
+                data_key.as_ref(),
             )
             .await?;
-        let part = self.commit_part(&upload, number, ingested).await?;
+        let part = self
+            .commit_part(&upload, number, ingested, data_key.as_ref())
+            .await?;
         let fields = ChecksumFields::of(part.checksum.as_ref());
-        Ok(S3Response::new(UploadPartOutput {
+        let output = UploadPartOutput {
             e_tag: Some(convert::etag(&part.etag)),
             checksum_crc32: fields.crc32,
             checksum_crc32c: fields.crc32c,
@@ -277,7 +288,11 @@ impl MeridianS3 {
             checksum_sha1: fields.sha1,
             checksum_sha256: fields.sha256,
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(with_sse_fields!(
+            output,
+            SseFields::of(upload.encryption.as_ref())
+        )))
     }
 
     pub(super) async fn upload_part_copy_impl(
@@ -307,6 +322,15 @@ impl MeridianS3 {
                 "Your proposed upload exceeds the maximum allowed object size."
             ));
         }
+        let source_key = self
+            .data_key_of(
+                source.encryption.as_ref(),
+                &copy_source_customer_headers!(input),
+            )
+            .await?;
+        let data_key = self
+            .data_key_of(upload.encryption.as_ref(), &customer_headers!(input))
+            .await?;
         let ingested = self
             .ingest_copy(
                 &source,
@@ -314,11 +338,15 @@ impl MeridianS3 {
                 &input.bucket,
                 &input.key,
                 upload.checksum_algorithm.clone(),
+                source_key.as_ref(),
+                data_key.as_ref(),
             )
             .await?;
-        let part = self.commit_part(&upload, number, ingested).await?;
+        let part = self
+            .commit_part(&upload, number, ingested, data_key.as_ref())
+            .await?;
         let fields = ChecksumFields::of(part.checksum.as_ref());
-        Ok(S3Response::new(UploadPartCopyOutput {
+        let output = UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(convert::etag(&part.etag)),
                 last_modified: Some(convert::timestamp(part.mtime)),
@@ -330,7 +358,11 @@ impl MeridianS3 {
             }),
             copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(with_sse_fields!(
+            output,
+            SseFields::of(upload.encryption.as_ref())
+        )))
     }
 
     pub(super) async fn abort_multipart_upload_impl(
