@@ -22,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
             source_ip: Some("10.1.2.3".parse().expect("an address")),
             prefix: Some("a/"),
             object_tags: Some(&[("t".to_owned(), "v".to_owned())]),
+            encryption: meridian_policy::EncryptionHeaders {
+                server_side_encryption: Some("AES256"),
+                kms_key_id: None,
+                customer_algorithm: None,
+            },
         });
     }
 });

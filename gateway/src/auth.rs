@@ -231,6 +231,7 @@ struct Facts<'a> {
     secure: bool,
     source_ip: Option<std::net::IpAddr>,
     prefix: Option<&'a str>,
+    encryption: meridian_policy::EncryptionHeaders<'a>,
 }
 
 impl AccessPolicy {
@@ -321,6 +322,7 @@ impl AccessPolicy {
             source_ip: facts.source_ip,
             prefix: facts.prefix,
             object_tags: tags.as_deref(),
+            encryption: facts.encryption,
         })
     }
 
@@ -384,6 +386,7 @@ fn facts_of(extensions: &http::Extensions) -> Facts<'static> {
         secure: conn.is_some_and(|c| c.secure),
         source_ip: conn.map(|c| c.remote.ip()),
         prefix: None,
+        encryption: Default::default(),
     }
 }
 
@@ -440,10 +443,18 @@ impl S3Access for AccessPolicy {
                     .extensions_mut()
                     .get::<crate::request::Connection>()
                     .copied();
+                let header = |name: &str| cx.headers().get(name).and_then(|v| v.to_str().ok());
                 let facts = Facts {
                     secure: conn.is_some_and(|c| c.secure),
                     source_ip: conn.map(|c| c.remote.ip()),
                     prefix: prefix.as_deref(),
+                    encryption: meridian_policy::EncryptionHeaders {
+                        server_side_encryption: header("x-amz-server-side-encryption"),
+                        kms_key_id: header("x-amz-server-side-encryption-aws-kms-key-id"),
+                        customer_algorithm: header(
+                            "x-amz-server-side-encryption-customer-algorithm",
+                        ),
+                    },
                 };
                 match action_of(operation, version_id.is_some()) {
                     Some(action) => self.decide(

@@ -9,8 +9,10 @@
 //! `Resource` (`arn:aws:s3:::bucket` and `arn:aws:s3:::bucket/<key pattern>`, `*` and `?`
 //! wildcards) and `Condition` with the operators `StringEquals`, `StringNotEquals`,
 //! `StringEqualsIgnoreCase`, `StringNotEqualsIgnoreCase`, `StringLike`, `StringNotLike`,
-//! `Bool`, `IpAddress`, `NotIpAddress` on the keys `aws:SecureTransport`, `aws:SourceIp`,
-//! `s3:prefix` and `s3:ExistingObjectTag/<tag>`.
+//! `Bool`, `IpAddress`, `NotIpAddress` and `Null` on the keys `aws:SecureTransport`,
+//! `aws:SourceIp`, `s3:prefix`, `s3:ExistingObjectTag/<tag>` and the server-side encryption
+//! headers `s3:x-amz-server-side-encryption`, `s3:x-amz-server-side-encryption-aws-kms-key-id`
+//! and `s3:x-amz-server-side-encryption-customer-algorithm`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,6 +61,8 @@ enum Operator {
     Bool,
     IpAddress,
     NotIpAddress,
+    /// `"true"`: the key is absent from the request; `"false"`: it is present.
+    Null,
 }
 
 impl Operator {
@@ -73,6 +77,7 @@ impl Operator {
             "Bool" => Operator::Bool,
             "IpAddress" => Operator::IpAddress,
             "NotIpAddress" => Operator::NotIpAddress,
+            "Null" => Operator::Null,
             _ => return None,
         })
     }
@@ -95,6 +100,12 @@ enum ConditionKey {
     SourceIp,
     Prefix,
     ExistingObjectTag(String),
+    /// `s3:x-amz-server-side-encryption`
+    ServerSideEncryption,
+    /// `s3:x-amz-server-side-encryption-aws-kms-key-id`
+    KmsKeyId,
+    /// `s3:x-amz-server-side-encryption-customer-algorithm`
+    CustomerAlgorithm,
 }
 
 impl ConditionKey {
@@ -105,6 +116,9 @@ impl ConditionKey {
             "aws:securetransport" => ConditionKey::SecureTransport,
             "aws:sourceip" => ConditionKey::SourceIp,
             "s3:prefix" => ConditionKey::Prefix,
+            "s3:x-amz-server-side-encryption" => ConditionKey::ServerSideEncryption,
+            "s3:x-amz-server-side-encryption-aws-kms-key-id" => ConditionKey::KmsKeyId,
+            "s3:x-amz-server-side-encryption-customer-algorithm" => ConditionKey::CustomerAlgorithm,
             _ if lower.starts_with("s3:existingobjecttag/") => {
                 let tag = &name["s3:ExistingObjectTag/".len()..];
                 if tag.is_empty() {
@@ -165,6 +179,16 @@ pub struct RequestContext<'a> {
     pub prefix: Option<&'a str>,
     /// The tags of the object the request reads or changes, when it exists.
     pub object_tags: Option<&'a [(String, String)]>,
+    /// The request's server-side encryption headers.
+    pub encryption: EncryptionHeaders<'a>,
+}
+
+/// The SSE headers of a request, for the `s3:x-amz-server-side-encryption*` condition keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncryptionHeaders<'a> {
+    pub server_side_encryption: Option<&'a str>,
+    pub kms_key_id: Option<&'a str>,
+    pub customer_algorithm: Option<&'a str>,
 }
 
 /// What the policy says about a request.
@@ -528,27 +552,13 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
         for (key_name, value) in keys {
             let Some(key) = ConditionKey::parse(key_name) else {
                 return malformed(format!(
-                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, s3:prefix, s3:ExistingObjectTag/<tag>)"
+                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, s3:prefix, s3:ExistingObjectTag/<tag>, s3:x-amz-server-side-encryption, s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-server-side-encryption-customer-algorithm)"
                 ));
             };
             let values = match (&key, operator) {
+                (_, Operator::Null) => Values::Bool(bool_value(value, key_name)?),
                 (ConditionKey::SecureTransport, Operator::Bool) => {
-                    let text = match value {
-                        Value::Bool(b) => b.to_string(),
-                        _ => {
-                            let list = strings(value, key_name)?;
-                            if list.len() != 1 {
-                                return malformed(format!("{key_name} takes one value"));
-                            }
-                            // Exactly one value, checked just above.
-                            list[0].to_ascii_lowercase()
-                        }
-                    };
-                    match text.as_str() {
-                        "true" => Values::Bool(true),
-                        "false" => Values::Bool(false),
-                        _ => return malformed(format!("{key_name} must be true or false")),
-                    }
+                    Values::Bool(bool_value(value, key_name)?)
                 }
                 (ConditionKey::SourceIp, Operator::IpAddress | Operator::NotIpAddress) => {
                     let mut nets = Vec::new();
@@ -564,7 +574,11 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
                     Values::Networks(nets)
                 }
                 (
-                    ConditionKey::Prefix | ConditionKey::ExistingObjectTag(_),
+                    ConditionKey::Prefix
+                    | ConditionKey::ExistingObjectTag(_)
+                    | ConditionKey::ServerSideEncryption
+                    | ConditionKey::KmsKeyId
+                    | ConditionKey::CustomerAlgorithm,
                     Operator::StringEquals
                     | Operator::StringNotEquals
                     | Operator::StringEqualsIgnoreCase
@@ -603,24 +617,59 @@ impl Statement {
     }
 }
 
+/// A condition's one boolean value: JSON `true`/`false` or the string `"true"`/`"false"`.
+fn bool_value(value: &Value, key_name: &str) -> Result<bool, PolicyError> {
+    let text = match value {
+        Value::Bool(b) => b.to_string(),
+        _ => {
+            let list = strings(value, key_name)?;
+            if list.len() != 1 {
+                return malformed(format!("{key_name} takes one value"));
+            }
+            // Exactly one value, checked just above.
+            list[0].to_ascii_lowercase()
+        }
+    };
+    match text.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => malformed(format!("{key_name} must be true or false")),
+    }
+}
+
 impl Condition {
+    /// The request's value of a string-valued key, if it has one.
+    fn actual<'r>(&self, r: &'r RequestContext<'_>) -> Option<&'r str> {
+        match &self.key {
+            ConditionKey::Prefix => r.prefix,
+            ConditionKey::ExistingObjectTag(tag) => r
+                .object_tags
+                .and_then(|tags| tags.iter().find(|(k, _)| k == tag))
+                .map(|(_, v)| v.as_str()),
+            ConditionKey::ServerSideEncryption => r.encryption.server_side_encryption,
+            ConditionKey::KmsKeyId => r.encryption.kms_key_id,
+            ConditionKey::CustomerAlgorithm => r.encryption.customer_algorithm,
+            ConditionKey::SecureTransport | ConditionKey::SourceIp => None,
+        }
+    }
+
     fn holds(&self, r: &RequestContext<'_>) -> bool {
         match (&self.values, &self.key) {
+            (Values::Bool(want), key) if self.operator == Operator::Null => {
+                let present = match key {
+                    ConditionKey::SecureTransport => true,
+                    ConditionKey::SourceIp => r.source_ip.is_some(),
+                    _ => self.actual(r).is_some(),
+                };
+                present != *want
+            }
             (Values::Bool(want), ConditionKey::SecureTransport) => r.secure == *want,
             (Values::Networks(nets), ConditionKey::SourceIp) => match r.source_ip {
                 Some(ip) => nets.iter().any(|n| n.contains(&ip)) != self.operator.negated(),
                 None => self.operator.negated(),
             },
-            (Values::Strings(values), key) => {
-                let actual = match key {
-                    ConditionKey::Prefix => r.prefix,
-                    ConditionKey::ExistingObjectTag(tag) => r
-                        .object_tags
-                        .and_then(|tags| tags.iter().find(|(k, _)| k == tag))
-                        .map(|(_, v)| v.as_str()),
-                    _ => None,
-                };
-                let Some(actual) = actual else {
+            (Values::Strings(values), _) => {
+                let Some(actual) = self.actual(r) else {
                     return self.operator.negated();
                 };
                 let any = values.iter().any(|v| match self.operator {
@@ -721,7 +770,76 @@ mod tests {
             source_ip: Some("10.1.2.3".parse().unwrap()),
             prefix: None,
             object_tags: None,
+            encryption: EncryptionHeaders::default(),
         }
+    }
+
+    #[test]
+    fn encryption_headers_and_null_conditions() {
+        // The AWS user guide's policies: deny uploads without SSE, or with the wrong kind.
+        let policy = parse(
+            r#"{"Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}}
+        ]}"#,
+        );
+        assert!(
+            policy.is_err(),
+            "IfExists operators are not supported: refused, not ignored"
+        );
+        let policy = parse(
+            r#"{"Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "true"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption-customer-algorithm": "AES256"}}}
+        ]}"#,
+        )
+        .unwrap();
+        let put = |algorithm: Option<&'static str>| RequestContext {
+            encryption: EncryptionHeaders {
+                customer_algorithm: algorithm,
+                ..EncryptionHeaders::default()
+            },
+            ..request(Some("alice"), "s3:PutObject", Some("k"))
+        };
+        assert_eq!(policy.evaluate(&put(None)), Decision::Deny);
+        assert_eq!(policy.evaluate(&put(Some("AES128"))), Decision::Deny);
+        assert_eq!(policy.evaluate(&put(Some("AES256"))), Decision::NoOpinion);
+        let kms = parse(
+            r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms",
+                                            "s3:x-amz-server-side-encryption-aws-kms-key-id": "testkey-1"}}}]}"#,
+        )
+        .unwrap();
+        let with = |sse, key| RequestContext {
+            encryption: EncryptionHeaders {
+                server_side_encryption: sse,
+                kms_key_id: key,
+                customer_algorithm: None,
+            },
+            ..request(None, "s3:PutObject", Some("k"))
+        };
+        assert_eq!(
+            kms.evaluate(&with(Some("aws:kms"), Some("testkey-1"))),
+            Decision::Allow
+        );
+        assert_eq!(
+            kms.evaluate(&with(Some("aws:kms"), Some("other"))),
+            Decision::NoOpinion
+        );
+        assert_eq!(
+            kms.evaluate(&with(Some("AES256"), None)),
+            Decision::NoOpinion
+        );
+        assert!(parse(
+            r#"{"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::data/*", "Condition": {"Null": {"s3:prefix": "maybe"}}}]}"#
+        )
+        .is_err());
     }
 
     #[test]

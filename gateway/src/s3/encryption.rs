@@ -301,6 +301,40 @@ impl MeridianS3 {
         }
     }
 
+    /// The data key of a multipart upload, for a part: a part sent with another SSE-C key
+    /// than the upload's is bad input (400), not a read that is denied.
+    pub(super) async fn upload_data_key(
+        &self,
+        encryption: Option<&Encryption>,
+        customer: &CustomerHeaders<'_>,
+    ) -> S3Result<Option<DataKey>> {
+        let customer_key = customer.parse(self.sse.customer_keys_allowed)?;
+        match encryption {
+            Some(e) => match self.store.sse.data_key(e, customer_key.as_ref()).await {
+                Ok(key) => Ok(Some(key)),
+                Err(SseError::WrongCustomerKey) => Err(invalid(
+                    "The customer key does not match the key the multipart upload was initiated with.",
+                )),
+                Err(e) => Err(sse_error(e)),
+            },
+            None if customer_key.is_some() => Err(sse_error(SseError::NotCustomerEncrypted)),
+            None => Ok(None),
+        }
+    }
+
+    /// GetObject and HeadObject take no SSE-S3 or SSE-KMS headers (the object says how it
+    /// is encrypted): InvalidArgument, as on AWS.
+    pub(super) fn refuse_read_sse_headers(headers: &http::HeaderMap) -> S3Result<()> {
+        if headers.contains_key("x-amz-server-side-encryption")
+            || headers.contains_key("x-amz-server-side-encryption-aws-kms-key-id")
+        {
+            return Err(invalid(
+                "x-amz-server-side-encryption header is not supported for this operation.",
+            ));
+        }
+        Ok(())
+    }
+
     /// The bucket's default encryption, if it has one.
     pub(super) async fn bucket_encryption(&self, bucket: &str) -> S3Result<Option<BucketDefault>> {
         self.optional_document(bucket, DOCUMENT, BucketDefault::from_json)

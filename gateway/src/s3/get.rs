@@ -352,6 +352,7 @@ impl MeridianS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
+        Self::refuse_read_sse_headers(&req.headers)?;
         self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
         let (record, data_key, sel, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,
@@ -377,6 +378,7 @@ impl MeridianS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
+        Self::refuse_read_sse_headers(&req.headers)?;
         self.refuse_foreign_proxy(&req.headers, &i.bucket).await?;
         let (record, _, _, fields) = match self.describe(read_request!(i)).await {
             Ok(found) => found,

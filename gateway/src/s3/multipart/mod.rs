@@ -248,7 +248,7 @@ impl MeridianS3 {
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
         let data_key = self
-            .data_key_of(upload.encryption.as_ref(), &customer_headers!(input))
+            .upload_data_key(upload.encryption.as_ref(), &customer_headers!(input))
             .await?;
         let content_md5 = parse_content_md5(input.content_md5.as_deref())?;
         let claim = ChecksumClaim::from_request(
@@ -329,7 +329,7 @@ impl MeridianS3 {
             )
             .await?;
         let data_key = self
-            .data_key_of(upload.encryption.as_ref(), &customer_headers!(input))
+            .upload_data_key(upload.encryption.as_ref(), &customer_headers!(input))
             .await?;
         let ingested = self
             .ingest_copy(
