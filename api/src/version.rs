@@ -223,12 +223,16 @@ pub fn differences(
         show(&s.object_lock_legal_hold),
         show(&r.object_lock_legal_hold),
     );
-    field(
-        "server-side encryption",
-        show(&s.server_side_encryption),
-        show(&r.server_side_encryption),
-    );
-    if exact {
+    // A clear source may land in a bucket whose default encryption seals it: that is the
+    // destination's choice, not a difference.
+    if s.server_side_encryption.is_some() {
+        field(
+            "server-side encryption",
+            show(&s.server_side_encryption),
+            show(&r.server_side_encryption),
+        );
+    }
+    if exact && s.server_side_encryption.is_some() {
         field(
             "SSE-KMS key",
             show(&s.sse_kms_key_id),

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use meridian_metadata::Storage;
+use meridian_metadata::VersionRecord;
 
 use crate::error::SendError;
 use crate::source::ObjectSource;
@@ -37,12 +37,13 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 
 async fn read_all(
     source: &dyn ObjectSource,
-    storage: &Storage,
+    record: &VersionRecord,
     range: Range<u64>,
 ) -> Result<Bytes, SendError> {
     let mut out = Vec::with_capacity((range.end - range.start) as usize);
     let mut stream = source
-        .read(storage, range)
+        .read(record, range)
+        .await
         .map_err(|e| SendError::transient(format!("reading the source: {e}")))?;
     while let Some(chunk) = stream
         .try_next()
@@ -63,14 +64,14 @@ pub(crate) struct Compressed {
 /// `range` of the object, compressed, if that saves enough; `None` means send it as it is.
 pub(crate) async fn compress(
     source: &dyn ObjectSource,
-    storage: &Storage,
+    record: &VersionRecord,
     range: Range<u64>,
 ) -> Result<Option<Compressed>, SendError> {
     let len = range.end - range.start;
     if !(1024..=crate::headers::MAX_COMPRESSED_BODY).contains(&len) {
         return Ok(None);
     }
-    let sample = read_all(source, storage, range.start..range.start + len.min(SAMPLE)).await?;
+    let sample = read_all(source, record, range.start..range.start + len.min(SAMPLE)).await?;
     let promising =
         tokio::task::spawn_blocking(move || worth_it(sample.len(), zstd(&sample).len()))
             .await
@@ -78,7 +79,7 @@ pub(crate) async fn compress(
     if !promising {
         return Ok(None);
     }
-    let original = read_all(source, storage, range).await?;
+    let original = read_all(source, record, range).await?;
     let data = original.clone();
     let compressed = tokio::task::spawn_blocking(move || zstd(&data))
         .await

@@ -61,6 +61,15 @@ fn rules_cache(meta: MetaStore) -> RulesCache {
     })
 }
 pub use source::{BoxError, ObjectBytes, ObjectSource};
+
+/// The kind of change a new version (or a change of its tags or lock) is for the rules: an
+/// SSE-KMS version goes only where a rule selects SSE-KMS objects.
+pub fn version_change(encryption: Option<&meridian_metadata::Encryption>) -> Change {
+    match encryption.and_then(|e| e.mode) {
+        Some(meridian_metadata::EncryptionMode::Kms) => Change::SseKmsVersion,
+        _ => Change::Version,
+    }
+}
 pub use status::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport, Pending};
 
 use peer::Peer;

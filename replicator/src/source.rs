@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use meridian_metadata::Storage;
+use meridian_metadata::VersionRecord;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -14,9 +14,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ObjectBytes = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + Sync>>;
 
 /// Reads stored object data.
+#[async_trait::async_trait]
 pub trait ObjectSource: Send + Sync + 'static {
-    /// The bytes `range` (within the object's size) of the data `storage` describes; every
-    /// byte has passed the store's integrity checks, and a read that cannot be verified ends
-    /// the stream with an error instead.
-    fn read(&self, storage: &Storage, range: Range<u64>) -> Result<ObjectBytes, BoxError>;
+    /// The plaintext bytes `range` (within the object's size) of `record`, decrypted when it
+    /// is encrypted with a key the node holds (SSE-S3, SSE-KMS); every byte has passed the
+    /// store's integrity checks, and a read that cannot be verified ends the stream with an
+    /// error instead.
+    async fn read(
+        &self,
+        record: &VersionRecord,
+        range: Range<u64>,
+    ) -> Result<ObjectBytes, BoxError>;
 }

@@ -124,7 +124,7 @@ async fn current_target(
     let change = if record.is_delete_marker {
         Change::DeleteMarker
     } else {
-        Change::Version
+        crate::version_change(record.encryption.as_ref())
     };
     Ok(rules.and_then(|r| r.target_on(peer.name(), &record.key, &record.tags, change)))
 }

@@ -182,6 +182,26 @@ macro_rules! with_object_fields {
     }};
 }
 
+/// The encryption a replica asks the peer for: SSE-S3 as SSE-S3 (the peer seals it with its
+/// own keys), SSE-KMS with the rule's `ReplicaKmsKeyID`; a clear version asks for nothing
+/// (the peer's bucket default may still encrypt it).
+macro_rules! with_encryption {
+    ($builder:expr, $record:expr, $target:expr) => {{
+        let record: &VersionRecord = $record;
+        let target: &crate::rules::Delivery = $target;
+        let b = $builder;
+        match record.encryption.as_ref().and_then(|e| e.mode) {
+            Some(meridian_metadata::EncryptionMode::S3) => {
+                b.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            Some(meridian_metadata::EncryptionMode::Kms) => b
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(target.replica_kms_key_id.clone()),
+            _ => b,
+        }
+    }};
+}
+
 /// `mutate`, then, for a version stored without a Content-Type, the request's Content-Type
 /// removed: the SDK sends `application/octet-stream` for any body without one, and the replica
 /// must keep the absence (and so report `binary/octet-stream`, as its source does). Runs
@@ -223,6 +243,15 @@ fn tagging_header(tags: &[(String, String)]) -> Option<String> {
             .collect::<Vec<_>>()
             .join("&")
     })
+}
+
+/// Whether `record`'s ETags (its own and its parts') are MD5s of the bytes: not for SSE-KMS
+/// and SSE-C versions, whose ETags are keyed digests (the checksum vouches for them).
+fn etags_are_md5(record: &VersionRecord) -> bool {
+    !matches!(
+        record.encryption.as_ref().and_then(|e| e.mode),
+        Some(meridian_metadata::EncryptionMode::Kms | meridian_metadata::EncryptionMode::Customer)
+    )
 }
 
 /// `Content-MD5` for a body whose MD5 is the hex `etag` (a single-part ETag or a part's).
@@ -284,8 +313,7 @@ impl Sender<'_> {
         range: Range<u64>,
     ) -> Result<WireBody, SendError> {
         if self.peer.config.compression == Compression::Zstd {
-            if let Some(c) =
-                compress::compress(&*self.shared.source, &record.storage, range.clone()).await?
+            if let Some(c) = compress::compress(&*self.shared.source, record, range.clone()).await?
             {
                 let len = c.compressed.len() as u64;
                 if let Some(t) = &self.peer.throttle {
@@ -303,7 +331,8 @@ impl Sender<'_> {
         let stream = self
             .shared
             .source
-            .read(&record.storage, range)
+            .read(record, range)
+            .await
             .map_err(|e| SendError::transient(format!("reading the source: {e}")))?;
         Ok(WireBody {
             body: exact_body(
@@ -337,9 +366,13 @@ impl Sender<'_> {
             .key(&record.key)
             .content_length(wire.len as i64)
             .body(wire.body)
-            .set_content_md5(content_md5(&record.etag));
+            .set_content_md5(
+                etags_are_md5(record)
+                    .then(|| content_md5(&record.etag))
+                    .flatten(),
+            );
         let request = with_checksum!(request, full_object);
-        let out = with_object_fields!(request, record)
+        let out = with_encryption!(with_object_fields!(request, record), record, self.target)
             .customize()
             .config_override(data_call(false))
             .mutate_request(with_absent_type(record, add_headers(headers)))
@@ -531,7 +564,7 @@ impl Sender<'_> {
             .set_checksum_type(algorithm.as_ref().and(kind).map(sdk_checksum_type));
         // The region header marks the upload a replica's: it takes the source's lock
         // verbatim, not the destination bucket's default retention.
-        let out = with_object_fields!(request, record)
+        let out = with_encryption!(with_object_fields!(request, record), record, self.target)
             .customize()
             .config_override(control_call())
             .mutate_request(with_absent_type(record, add_headers(self.change_headers())))
@@ -640,7 +673,12 @@ impl Sender<'_> {
             .part_number(part.number)
             .content_length(wire.len as i64)
             .body(wire.body)
-            .set_content_md5(part.etag.as_deref().and_then(content_md5));
+            .set_content_md5(
+                part.etag
+                    .as_deref()
+                    .filter(|_| etags_are_md5(record))
+                    .and_then(content_md5),
+            );
         let request = match (sdk_trailer, &own_checksum) {
             (Some(a), _) => request.checksum_algorithm(sdk_algorithm(a)),
             (None, Some(c)) => with_checksum!(request, Some(c)),
@@ -654,7 +692,9 @@ impl Sender<'_> {
             .await
             .map_err(|e| SendError::from_sdk(&what, e))?;
         let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-        if let Some(expected) = &part.etag {
+        // A keyed ETag (SSE-KMS, SSE-C) is the peer's own; the part's checksum vouched for
+        // its bytes.
+        if let Some(expected) = part.etag.as_ref().filter(|_| etags_are_md5(record)) {
             if *expected != etag {
                 return Err(SendError::transient(format!(
                     "{what}: the peer stored ETag {etag}, expected {expected}"
@@ -723,7 +763,7 @@ impl Sender<'_> {
             None
         };
         let observed = ObservedVersion::from_head(&whole, part1.as_ref(), None);
-        let mut expected = expected_of(record);
+        let mut expected = expected_of(record, self.target);
         if part1.is_none() {
             expected.parts_count = None;
         }
@@ -748,7 +788,16 @@ impl Sender<'_> {
 
 /// What a client reading `record` from this region observes (as the gateway answers a HEAD
 /// with checksum mode on): what the peer's copy must show.
-fn expected_of(record: &VersionRecord) -> ObservedVersion {
+fn expected_of(record: &VersionRecord, target: &crate::rules::Delivery) -> ObservedVersion {
+    let (server_side_encryption, sse_kms_key_id) =
+        match record.encryption.as_ref().and_then(|e| e.mode) {
+            Some(meridian_metadata::EncryptionMode::S3) => (Some("AES256".to_owned()), None),
+            Some(meridian_metadata::EncryptionMode::Kms) => (
+                Some("aws:kms".to_owned()),
+                target.replica_kms_key_id.clone(),
+            ),
+            _ => (None, None),
+        };
     let h = &record.headers;
     let (checksums, checksum_type) = match &record.checksum {
         Some(c) => (
@@ -798,7 +847,8 @@ fn expected_of(record: &VersionRecord) -> ObservedVersion {
             .retention
             .map(|r| r.until.div_euclid(1_000_000_000)),
         object_lock_legal_hold: record.lock.legal_hold.then(|| "ON".to_owned()),
-        ..ObservedVersion::default()
+        server_side_encryption,
+        sse_kms_key_id,
     }
 }
 

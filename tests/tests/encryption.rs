@@ -848,3 +848,181 @@ async fn a_key_rotated_while_serving_seals_new_versions_and_still_opens_old_ones
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+/// `rule` selecting SSE-KMS objects too, re-encrypted at the destination with `key`.
+fn with_kms(
+    rule: aws_sdk_s3::types::ReplicationRule,
+    key: &str,
+) -> aws_sdk_s3::types::ReplicationRule {
+    use aws_sdk_s3::types::{
+        Destination, EncryptionConfiguration, SourceSelectionCriteria, SseKmsEncryptedObjects,
+        SseKmsEncryptedObjectsStatus,
+    };
+    let dest = rule.destination().unwrap();
+    aws_sdk_s3::types::ReplicationRule::builder()
+        .set_id(rule.id().map(str::to_owned))
+        .set_priority(rule.priority())
+        .status(rule.status().clone())
+        .set_filter(rule.filter().cloned())
+        .set_delete_marker_replication(rule.delete_marker_replication().cloned())
+        .source_selection_criteria(
+            SourceSelectionCriteria::builder()
+                .sse_kms_encrypted_objects(
+                    SseKmsEncryptedObjects::builder()
+                        .status(SseKmsEncryptedObjectsStatus::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(dest.bucket())
+                .encryption_configuration(
+                    EncryptionConfiguration::builder()
+                        .replica_kms_key_id(key)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+async fn put_version(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> String {
+    with_mode!(
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec())),
+        mode
+    )
+    .send()
+    .await
+    .unwrap()
+    .version_id
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sse_s3_and_sse_kms_versions_replicate_sealed_with_the_peers_keys() {
+    use meridian_tests::regions::{
+        assert_exact_replica, put_rules, replication_status, rule_to, versioned_bucket,
+        wait_completed, Regions, RegionsOptions,
+    };
+    let mut regions = Regions::start(RegionsOptions {
+        extra: "[encryption]\nsse_c_over_http = true\n".into(),
+        ..RegionsOptions::one_way(2)
+    });
+    for server in &regions.servers {
+        kms(server, "add-key", "testkey-1");
+    }
+    let (east, west) = (regions.client(0), regions.client(1));
+    for s3 in [&east, &west] {
+        versioned_bucket(s3, "enc").await;
+        versioned_bucket(s3, "nokms").await;
+    }
+    put_rules(
+        &east,
+        "enc",
+        vec![with_kms(
+            rule_to("west", "enc", "all", 1, true),
+            "testkey-1",
+        )],
+    )
+    .await;
+    put_rules(
+        &east,
+        "nokms",
+        vec![rule_to("west", "nokms", "all", 1, true)],
+    )
+    .await;
+
+    let marker_body: Vec<u8> = MARKER.iter().copied().cycle().take(3 << 20).collect();
+    let mut sent = Vec::new();
+    for (key, body, mode) in [
+        ("s3-small", pattern(1000, 1), Mode::S3),
+        ("s3-big", marker_body.clone(), Mode::S3),
+        ("kms-small", pattern(PACKAGE + 1, 2), Mode::Kms("testkey-1")),
+        ("plain", pattern(5000, 3), Mode::Plain),
+    ] {
+        sent.push((key, put_version(&east, "enc", key, &body, mode).await));
+    }
+    let parts = vec![pattern(5 << 20, 4), pattern(1 << 20, 5)];
+    multipart(&east, "enc", "kms-mpu", &parts, Mode::Kms("testkey-1")).await;
+    let mpu_version = east
+        .head_object()
+        .bucket("enc")
+        .key("kms-mpu")
+        .send()
+        .await
+        .unwrap()
+        .version_id
+        .unwrap();
+    sent.push(("kms-mpu", mpu_version));
+    for (key, version) in &sent {
+        assert_exact_replica(&east, &west, "enc", key, version).await;
+    }
+    let replica = west
+        .head_object()
+        .bucket("enc")
+        .key("kms-mpu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replica.ssekms_key_id.as_deref(), Some("testkey-1"));
+
+    // The source rotates its key mid-way: new versions are sealed with the new version and
+    // still replicate; old ones still open on both sides.
+    kms(&regions.servers[0], "rotate", "testkey-1");
+    let v = put_version(
+        &east,
+        "enc",
+        "after-rotation",
+        b"rotated",
+        Mode::Kms("testkey-1"),
+    )
+    .await;
+    assert_exact_replica(&east, &west, "enc", "after-rotation", &v).await;
+    assert_eq!(
+        get(&east, "enc", "kms-small", None, Mode::Plain).await,
+        pattern(PACKAGE + 1, 2)
+    );
+
+    // Without SseKmsEncryptedObjects, SSE-KMS versions stay home (no replication status);
+    // SSE-S3 ones go.
+    let kms_v = put_version(&east, "nokms", "k", b"kms", Mode::Kms("testkey-1")).await;
+    let s3_v = put_version(&east, "nokms", "s", b"sse-s3", Mode::S3).await;
+    assert_exact_replica(&east, &west, "nokms", "s", &s3_v).await;
+    assert_eq!(replication_status(&east, "nokms", "k", &kms_v).await, None);
+    assert!(west
+        .head_object()
+        .bucket("nokms")
+        .key("k")
+        .send()
+        .await
+        .is_err());
+
+    // kill -9 of the source, then of the target, while a large SSE-S3 version is in flight.
+    let big: Vec<u8> = MARKER.iter().copied().cycle().take(24 << 20).collect();
+    for victim in [0usize, 1] {
+        let key = format!("inflight-{victim}");
+        let v = put_version(&east, "enc", &key, &big, Mode::S3).await;
+        regions.servers[victim].kill9();
+        regions.servers[victim].restart();
+        let (east, west) = (regions.client(0), regions.client(1));
+        wait_completed(&east, "enc", &key, &v).await;
+        assert_exact_replica(&east, &west, "enc", &key, &v).await;
+    }
+
+    // West sealed its replicas with its own keys: its disks hold no plaintext.
+    let west_dir = regions.servers[1].data_dir.clone();
+    for file in files_under(&west_dir) {
+        if file.ends_with("server.log") {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains(&bytes, MARKER), "plaintext in {}", file.display());
+    }
+}

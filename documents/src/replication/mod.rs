@@ -36,6 +36,10 @@ pub struct Rule {
     pub delete_markers: Option<bool>,
     /// `ExistingObjectReplication/Status` Enabled: versions older than the rule are sent too.
     pub existing_objects: bool,
+    /// `SourceSelectionCriteria/SseKmsEncryptedObjects/Status` Enabled: SSE-KMS versions
+    /// are sent too (re-encrypted with the destination's `ReplicaKmsKeyID`), as on AWS.
+    #[serde(default)]
+    pub sse_kms_encrypted_objects: bool,
     pub destination: Destination,
 }
 
@@ -98,6 +102,9 @@ pub struct Destination {
     pub peer: String,
     pub bucket: String,
     pub storage_class: Option<String>,
+    /// `EncryptionConfiguration/ReplicaKmsKeyID`: the destination's key for SSE-KMS replicas.
+    #[serde(default)]
+    pub replica_kms_key_id: Option<String>,
 }
 
 /// A rule that cannot be stored, with the S3 error AWS answers for it.
@@ -128,6 +135,9 @@ fn invalid_argument(message: impl Into<String>) -> RuleError {
 pub enum Change {
     /// A new object version, or a change of its tags.
     Version,
+    /// The same, of a version encrypted with SSE-KMS: only rules that select SSE-KMS
+    /// objects send it.
+    SseKmsVersion,
     /// A new delete marker.
     DeleteMarker,
 }
@@ -138,6 +148,8 @@ pub struct Delivery {
     pub peer: String,
     pub bucket: String,
     pub rule_id: String,
+    /// The key SSE-KMS replicas are encrypted with at the destination.
+    pub replica_kms_key_id: Option<String>,
 }
 
 /// Resolves a destination ARN against the configured peers.
@@ -218,6 +230,11 @@ impl ReplicationConfig {
                     rule.id
                 )));
             }
+            if rule.sse_kms_encrypted_objects && rule.destination.replica_kms_key_id.is_none() {
+                return Err(invalid_request(
+                    "ReplicaKmsKeyID must be specified if SseKmsEncryptedObjects tag is present.",
+                ));
+            }
             if rule.filter.is_legacy() {
                 continue;
             }
@@ -252,9 +269,12 @@ impl ReplicationConfig {
         let mut best: Vec<&Rule> = Vec::new();
         for rule in self.rules.iter().filter(|r| r.enabled) {
             let tags_seen: &[(String, String)] = match change {
-                Change::Version => tags,
+                Change::Version | Change::SseKmsVersion => tags,
                 Change::DeleteMarker => &[],
             };
+            if change == Change::SseKmsVersion && !rule.sse_kms_encrypted_objects {
+                continue;
+            }
             if !rule.filter.matches(key, tags_seen) {
                 continue;
             }
@@ -269,13 +289,14 @@ impl ReplicationConfig {
         }
         best.into_iter()
             .filter(|r| match change {
-                Change::Version => true,
+                Change::Version | Change::SseKmsVersion => true,
                 Change::DeleteMarker => r.filter.is_legacy() || r.delete_markers == Some(true),
             })
             .map(|r| Delivery {
                 peer: r.destination.peer.clone(),
                 bucket: r.destination.bucket.clone(),
                 rule_id: r.id.clone(),
+                replica_kms_key_id: r.destination.replica_kms_key_id.clone(),
             })
             .collect()
     }
@@ -318,11 +339,13 @@ mod tests {
             filter,
             delete_markers: Some(true),
             existing_objects: false,
+            sse_kms_encrypted_objects: false,
             destination: Destination {
                 arn: format!("arn:meridian:replication:{peer}::dest"),
                 peer: peer.into(),
                 bucket: format!("dest-{id}"),
                 storage_class: None,
+                replica_kms_key_id: None,
             },
         }
     }

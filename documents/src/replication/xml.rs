@@ -2,9 +2,10 @@
 //! AWS's MalformedXML for shapes the schema does not allow.
 
 use s3s::dto::{
-    DeleteMarkerReplication, DeleteMarkerReplicationStatus, ExistingObjectReplication,
-    ExistingObjectReplicationStatus, ReplicationConfiguration, ReplicationRule,
-    ReplicationRuleAndOperator, ReplicationRuleFilter, ReplicationRuleStatus, StorageClass,
+    DeleteMarkerReplication, DeleteMarkerReplicationStatus, EncryptionConfiguration,
+    ExistingObjectReplication, ExistingObjectReplicationStatus, ReplicationConfiguration,
+    ReplicationRule, ReplicationRuleAndOperator, ReplicationRuleFilter, ReplicationRuleStatus,
+    SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, StorageClass,
 };
 
 use super::{resolve_destination, Destination, Filter, ReplicationConfig, Rule, RuleError};
@@ -91,6 +92,13 @@ pub fn config_of<P: AsRef<str>>(
                 .map(|e| enabled_status(e.status.as_str()))
                 .transpose()?
                 .unwrap_or(false),
+            sse_kms_encrypted_objects: r
+                .source_selection_criteria
+                .as_ref()
+                .and_then(|c| c.sse_kms_encrypted_objects.as_ref())
+                .map(|k| enabled_status(k.status.as_str()))
+                .transpose()?
+                .unwrap_or(false),
             destination: Destination {
                 arn: r.destination.bucket.clone(),
                 peer,
@@ -100,6 +108,11 @@ pub fn config_of<P: AsRef<str>>(
                     .storage_class
                     .as_ref()
                     .map(|s| s.as_str().to_owned()),
+                replica_kms_key_id: r
+                    .destination
+                    .encryption_configuration
+                    .as_ref()
+                    .and_then(|e| e.replica_kms_key_id.clone()),
             },
         });
     }
@@ -174,9 +187,21 @@ pub fn dto_of(config: &ReplicationConfig) -> ReplicationConfiguration {
                 destination: s3s::dto::Destination {
                     bucket: r.destination.arn.clone(),
                     storage_class: r.destination.storage_class.clone().map(StorageClass::from),
+                    encryption_configuration: r.destination.replica_kms_key_id.as_ref().map(|k| {
+                        EncryptionConfiguration {
+                            replica_kms_key_id: Some(k.clone()),
+                        }
+                    }),
                     ..Default::default()
                 },
-                source_selection_criteria: None,
+                source_selection_criteria: r.sse_kms_encrypted_objects.then(|| {
+                    SourceSelectionCriteria {
+                        sse_kms_encrypted_objects: Some(SseKmsEncryptedObjects {
+                            status: SseKmsEncryptedObjectsStatus::from(status(true).to_owned()),
+                        }),
+                        ..Default::default()
+                    }
+                }),
             }
         })
         .collect();

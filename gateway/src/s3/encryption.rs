@@ -429,7 +429,6 @@ impl MeridianS3 {
                 kms_master_key_id: default.kms_key_id.clone(),
             }),
             bucket_key_enabled: Some(default.bucket_key_enabled),
-            ..Default::default()
         };
         Ok(S3Response::new(GetBucketEncryptionOutput {
             server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {

@@ -206,7 +206,7 @@ impl MeridianS3 {
         // A peer's change is applied as its source decided (COMPLIANCE still only grows).
         let bypass = bypass || replica.is_some();
         let source = self
-            .change_source(replica, bucket, key, &resolved.record.tags)
+            .change_source(replica, &resolved.record, &resolved.record.tags)
             .await?;
         let queued = !source.peers.is_empty();
         let (b, k, v) = (

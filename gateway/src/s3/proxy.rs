@@ -128,6 +128,7 @@ fn candidates(s3: &MeridianS3, bucket: &str) -> Vec<Delivery> {
                 peer: d.peer.clone(),
                 bucket: d.bucket.clone(),
                 rule_id: rule.id.clone(),
+                replica_kms_key_id: d.replica_kms_key_id.clone(),
             });
         }
     }

@@ -15,7 +15,6 @@ use super::replica::{apply_replica, note_existing};
 use super::{versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_replicator::headers::ReplicaHeaders;
-use meridian_replicator::Change;
 use meridian_store::checksum;
 use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, IngestOptions, Ingested};
@@ -441,7 +440,12 @@ impl MeridianS3 {
         let prepared = match replica {
             Some(r) => apply_replica(&mut new, r, etag_is_md5),
             None => self
-                .local_replication(bucket, key, &new.tags, Change::Version)
+                .local_replication(
+                    bucket,
+                    key,
+                    &new.tags,
+                    meridian_replicator::version_change(new.encryption.as_ref()),
+                )
                 .await
                 .map(|state| new.replication = state),
         };

@@ -65,10 +65,10 @@ impl MeridianS3 {
     pub(super) async fn change_source(
         &self,
         replica: Option<ReplicaHeaders>,
-        bucket: &str,
-        key: &str,
+        record: &VersionRecord,
         tags: &[(String, String)],
     ) -> S3Result<ChangeSource> {
+        let (bucket, key) = (record.bucket.as_str(), record.key.as_str());
         Ok(match replica {
             Some(r) => ChangeSource {
                 origin: Origin::Replica { region: r.region },
@@ -77,7 +77,12 @@ impl MeridianS3 {
             None => ChangeSource {
                 origin: Origin::Local,
                 peers: self
-                    .pending_peers(bucket, key, tags, Change::Version)
+                    .pending_peers(
+                        bucket,
+                        key,
+                        tags,
+                        meridian_replicator::version_change(record.encryption.as_ref()),
+                    )
                     .await?,
             },
         })

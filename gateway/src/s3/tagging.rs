@@ -24,7 +24,7 @@ impl MeridianS3 {
         let bucket_record = self.bucket(bucket).await?;
         let replica = self.replica_of(headers, &bucket_record)?;
         let resolved = self.resolve(bucket, key, version_id).await?;
-        let change = self.change_source(replica, bucket, key, &tags).await?;
+        let change = self.change_source(replica, &resolved.record, &tags).await?;
         let queued = !change.peers.is_empty();
         let (b, k, v) = (
             bucket.to_owned(),

@@ -308,7 +308,10 @@ impl Kms for Keyring {
     }
 }
 
-fn parse_sealed(sealed: &[u8]) -> Result<(String, u32, [u8; 12], &[u8]), KmsError> {
+/// A sealed data key taken apart: key name, key version, nonce, ciphertext with tag.
+type SealedParts<'a> = (String, u32, [u8; 12], &'a [u8]);
+
+fn parse_sealed(sealed: &[u8]) -> Result<SealedParts<'_>, KmsError> {
     let bad = || KmsError::Sealed;
     let (&format, rest) = sealed.split_first().ok_or_else(bad)?;
     let (&len, rest) = rest.split_first().ok_or_else(bad)?;

@@ -110,7 +110,12 @@ impl MeridianS3 {
             }
             None => {
                 new.replication = self
-                    .local_replication(&input.bucket, &input.key, &upload.tags, Change::Version)
+                    .local_replication(
+                        &input.bucket,
+                        &input.key,
+                        &upload.tags,
+                        meridian_replicator::version_change(upload.encryption.as_ref()),
+                    )
                     .await?
             }
         }
