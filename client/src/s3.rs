@@ -336,6 +336,30 @@ impl S3Client {
         }
     }
 
+    /// PutBucketEncryption: every object written without SSE headers is encrypted with
+    /// `algorithm` (`AES256` or `aws:kms`).
+    pub async fn put_bucket_encryption(&self, algorithm: &str) -> Result<(), OpError> {
+        let body = format!(
+            "<ServerSideEncryptionConfiguration><Rule><ApplyServerSideEncryptionByDefault>\
+             <SSEAlgorithm>{}</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>\
+             </ServerSideEncryptionConfiguration>",
+            xml::escape(algorithm)
+        );
+        let response = self
+            .send(
+                "PutBucketEncryption",
+                Method::PUT,
+                "",
+                &[("encryption", "")],
+                None,
+                PayloadBody::from_bytes(Bytes::from(body)),
+            )
+            .await?;
+        self.read_small("PutBucketEncryption", "", response)
+            .await
+            .map(|_| ())
+    }
+
     /// PutObject with `body` as the content.
     pub async fn put_object(&self, key: &str, body: PayloadBody) -> Result<(), OpError> {
         let response = self

@@ -55,6 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.peers.iter().map(|p| p.name.clone()).collect(),
             stop_rx.clone(),
         )),
+        tokio::spawn(meridian_store::encryption::reseal::run_resealer(
+            store.clone(),
+            stop_rx.clone(),
+        )),
         tokio::spawn(background::run_scrubber(
             store.clone(),
             config.scrub_interval,

@@ -96,7 +96,7 @@ pub use schema::SCHEMA_VERSION;
 pub use store::{MetaOptions, MetaStore};
 pub use version_id::{new_upload_id, new_version_id, now_nanos, set_clock_offset};
 #[cfg(feature = "db")]
-pub use versions::MAX_KEY_LEN;
+pub use versions::{SealedPage, MAX_KEY_LEN};
 
 /// Decoders of stored records for `fuzz/`: bytes as read back from RocksDB must decode or
 /// fail, never panic.

@@ -504,3 +504,27 @@ impl MetaStore {
         Ok(out)
     }
 }
+
+impl MetaStore {
+    /// The sealed data keys of every upload in progress encrypted with a keyring key: a key
+    /// version they use must stay in the keyring.
+    pub fn sealed_upload_keys(&self) -> Result<Vec<Vec<u8>>, MetaError> {
+        let mut it = self.inner.iter(schema::UPLOADS, &[], None);
+        let mut out = Vec::new();
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            let (upload, _): (UploadRecord, u8) = codec::decode(schema::UPLOADS, k, v)?;
+            if let Some(e) = upload.encryption.filter(|e| {
+                matches!(
+                    e.mode,
+                    Some(crate::record::EncryptionMode::S3 | crate::record::EncryptionMode::Kms)
+                )
+            }) {
+                out.push(e.sealed_key);
+            }
+            it.next();
+        }
+        it.status().map_err(MetaError::db("listing uploads"))?;
+        Ok(out)
+    }
+}

@@ -22,8 +22,8 @@ use crate::keys;
 use crate::object_lock::LockChange;
 use crate::outbox_entry::{OutboxDraft, OutboxKind};
 use crate::record::{
-    ChangeSource, DeleteOptions, DeleteOutcome, NewVersion, PeerStatus, Precondition, PutOutcome,
-    VersionRecord, NULL_VERSION_ID,
+    ChangeSource, DeleteOptions, DeleteOutcome, Encryption, EncryptionMode, NewVersion, PeerStatus,
+    Precondition, PutOutcome, VersionRecord, NULL_VERSION_ID,
 };
 use crate::schema::{self, VersionSummary};
 use crate::store::MetaStore;
@@ -557,5 +557,87 @@ impl MetaStore {
         );
         inner.commit(batch, None, "recording replication status")?;
         Ok(())
+    }
+}
+
+/// One page of a bucket's versions encrypted with a keyring key (SSE-S3, SSE-KMS), for
+/// re-sealing their data keys after a key rotation.
+#[derive(Debug, Default)]
+pub struct SealedPage {
+    /// (key, version id, encryption) in row order.
+    pub versions: Vec<(String, String, Encryption)>,
+    /// Where the next page starts; `None` at the end of the bucket.
+    pub next: Option<Vec<u8>>,
+}
+
+impl MetaStore {
+    /// Up to `limit` of the bucket's versions sealed by a keyring key, from the row `from`
+    /// (the start of the bucket when `None`).
+    pub fn sealed_versions(
+        &self,
+        bucket: &str,
+        from: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<SealedPage, MetaError> {
+        let prefix = keys::bucket_prefix(bucket);
+        let lower = from
+            .filter(|f| f > &prefix)
+            .unwrap_or_else(|| prefix.clone());
+        let mut it = self
+            .inner
+            .iter(schema::VERSIONS, &lower, keys::successor(&prefix));
+        let mut page = SealedPage::default();
+        let mut rows = 0usize;
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            if rows == limit {
+                page.next = Some(k.to_vec());
+                break;
+            }
+            rows += 1;
+            let (record, _): (VersionRecord, u8) = codec::decode(schema::VERSIONS, k, v)?;
+            if let Some(e) = record
+                .encryption
+                .filter(|e| matches!(e.mode, Some(EncryptionMode::S3 | EncryptionMode::Kms)))
+            {
+                page.versions.push((record.key, record.version_id, e));
+            }
+            it.next();
+        }
+        it.status()
+            .map_err(MetaError::db("listing sealed versions"))?;
+        Ok(page)
+    }
+
+    /// Replaces a version's sealed data key with `resealed` (the same data key sealed by a
+    /// newer key version), if it is still sealed as `previous`. Local bookkeeping: not a
+    /// replicated change (each region seals with its own keys), no outbox entry. Returns
+    /// whether the record changed.
+    pub fn reseal_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        previous: &[u8],
+        resealed: Encryption,
+    ) -> Result<bool, MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_shared(bucket);
+        let _key = inner.locks.key(bucket, key);
+        let Some(mut record) = self.get_version(bucket, key, Some(version_id))? else {
+            return Ok(false);
+        };
+        if record.encryption.as_ref().map(|e| e.sealed_key.as_slice()) != Some(previous) {
+            return Ok(false);
+        }
+        record.encryption = Some(resealed);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::VERSIONS),
+            schema::version_key(bucket, key, version_id),
+            codec::encode(&record),
+        );
+        inner.commit(batch, None, "re-sealing a data key")?;
+        Ok(true)
     }
 }

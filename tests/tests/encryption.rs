@@ -825,6 +825,16 @@ async fn a_key_rotated_while_serving_seals_new_versions_and_still_opens_old_ones
     put(&s3, "rot", "new", &new, Mode::Kms("testkey-1")).await;
     assert_eq!(get(&s3, "rot", "old", None, Mode::Plain).await, old);
     assert_eq!(get(&s3, "rot", "new", None, Mode::Plain).await, new);
+    // In the background, the old version's data key is sealed again with version 2.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("re-sealed data keys") {
+        assert!(
+            Instant::now() < deadline,
+            "no re-sealing pass; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop();
     server.restart();
     let s3 = server.client();

@@ -80,6 +80,11 @@ pub struct CommonArgs {
     /// An operation that takes longer than this fails with code Timeout.
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub op_timeout: Duration,
+    /// Give the bucket this default encryption (AES256 or aws:kms) before the run, so every
+    /// object the run writes is encrypted at rest: the cost of server-side encryption, next
+    /// to a run on a bucket without one.
+    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    pub bucket_encryption: Option<String>,
 }
 
 /// `--no-prepare`, for workloads that read objects they first write.
@@ -225,6 +230,7 @@ impl CommonArgs {
             get_ratio: None,
             ranged: None,
             max_keys: None,
+            bucket_encryption: self.bucket_encryption.clone(),
         };
         Ok(Plan {
             stop: Stop {

@@ -47,6 +47,9 @@ pub struct Settings {
     pub ranged: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
+    /// The bucket default encryption the run set (`AES256`, `aws:kms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_encryption: Option<String>,
 }
 
 /// Latency percentiles of successful operations, in milliseconds (0 when there were none).

@@ -99,6 +99,12 @@ pub async fn run(workload: Workload) -> anyhow::Result<Report> {
         op_timeout: Duration::from_secs_f64(s.op_timeout_s),
     });
     ensure_bucket(&ctx.client).await?;
+    if let Some(algorithm) = &s.bucket_encryption {
+        ctx.client
+            .put_bucket_encryption(algorithm)
+            .await
+            .with_context(|| format!("setting the default encryption of {}", s.bucket))?;
+    }
     if s.prepared {
         populate(&ctx, &plan).await?;
     }

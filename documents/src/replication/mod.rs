@@ -138,6 +138,9 @@ pub enum Change {
     /// The same, of a version encrypted with SSE-KMS: only rules that select SSE-KMS
     /// objects send it.
     SseKmsVersion,
+    /// The same, of a version encrypted with a customer's key (SSE-C): no rule sends it yet
+    /// (its ciphertext would have to travel with its sealed key).
+    SseCVersion,
     /// A new delete marker.
     DeleteMarker,
 }
@@ -269,10 +272,12 @@ impl ReplicationConfig {
         let mut best: Vec<&Rule> = Vec::new();
         for rule in self.rules.iter().filter(|r| r.enabled) {
             let tags_seen: &[(String, String)] = match change {
-                Change::Version | Change::SseKmsVersion => tags,
+                Change::Version | Change::SseKmsVersion | Change::SseCVersion => tags,
                 Change::DeleteMarker => &[],
             };
-            if change == Change::SseKmsVersion && !rule.sse_kms_encrypted_objects {
+            if change == Change::SseCVersion
+                || (change == Change::SseKmsVersion && !rule.sse_kms_encrypted_objects)
+            {
                 continue;
             }
             if !rule.filter.matches(key, tags_seen) {
@@ -289,7 +294,7 @@ impl ReplicationConfig {
         }
         best.into_iter()
             .filter(|r| match change {
-                Change::Version | Change::SseKmsVersion => true,
+                Change::Version | Change::SseKmsVersion | Change::SseCVersion => true,
                 Change::DeleteMarker => r.filter.is_legacy() || r.delete_markers == Some(true),
             })
             .map(|r| Delivery {
@@ -348,6 +353,36 @@ mod tests {
                 replica_kms_key_id: None,
             },
         }
+    }
+
+    #[test]
+    fn encrypted_versions_follow_only_rules_that_select_them() {
+        let mut kms = rule("kms", 2, Filter::Prefix(String::new()), "west");
+        kms.sse_kms_encrypted_objects = true;
+        kms.destination.replica_kms_key_id = Some("replica-key".into());
+        let plain = rule("plain", 1, Filter::Prefix(String::new()), "south");
+        let c = config(vec![kms, plain]);
+        let peers = |change| {
+            let mut t: Vec<(String, Option<String>)> = c
+                .targets("k", &[], change)
+                .into_iter()
+                .map(|d| (d.peer, d.replica_kms_key_id))
+                .collect();
+            t.sort();
+            t
+        };
+        assert_eq!(peers(Change::Version).len(), 2);
+        assert_eq!(
+            peers(Change::SseKmsVersion),
+            vec![("west".to_owned(), Some("replica-key".to_owned()))]
+        );
+        assert!(peers(Change::SseCVersion).is_empty());
+        let mut missing_key = rule("bad", 1, Filter::Prefix(String::new()), "west");
+        missing_key.sse_kms_encrypted_objects = true;
+        assert_eq!(
+            config(vec![missing_key]).validate().unwrap_err().code,
+            "InvalidRequest"
+        );
     }
 
     fn config(rules: Vec<Rule>) -> ReplicationConfig {

@@ -268,6 +268,37 @@ mod tests {
     }
 
     #[test]
+    fn sse_kms_selection_and_the_replica_key_round_trip() {
+        let mut rule = dto_rule(
+            Some(ReplicationRuleFilter {
+                prefix: Some(String::new()),
+                ..Default::default()
+            }),
+            None,
+        );
+        rule.source_selection_criteria = Some(SourceSelectionCriteria {
+            sse_kms_encrypted_objects: Some(SseKmsEncryptedObjects {
+                status: SseKmsEncryptedObjectsStatus::from("Enabled".to_owned()),
+            }),
+            ..Default::default()
+        });
+        rule.destination.encryption_configuration = Some(EncryptionConfiguration {
+            replica_kms_key_id: Some("testkey-2".into()),
+        });
+        let dto = ReplicationConfiguration {
+            role: "role".into(),
+            rules: vec![rule],
+        };
+        let model = config_of(dto.clone(), &peers()).unwrap();
+        assert!(model.rules[0].sse_kms_encrypted_objects);
+        assert_eq!(
+            model.rules[0].destination.replica_kms_key_id.as_deref(),
+            Some("testkey-2")
+        );
+        assert_eq!(dto_of(&model), dto);
+    }
+
+    #[test]
     fn a_filter_with_two_conditions_outside_and_is_malformed() {
         let both = ReplicationRuleFilter {
             prefix: Some("p".into()),

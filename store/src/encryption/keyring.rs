@@ -110,49 +110,39 @@ pub fn key_versions(path: &Path, name: &str) -> Result<u32, KmsError> {
         .unwrap_or(0))
 }
 
-/// Adds a version of key `name` (version 1 when new) to the keyring file, creating the file
-/// with mode 0600 if needed; returns the version. Used by `meridian kms add-key` and
-/// `rotate`, and by the server the first time it seals with a keyring that does not exist.
-pub fn add_key(path: &Path, name: &str) -> Result<u32, KmsError> {
-    if !is_valid_name(name) {
-        return Err(KmsError::Keyring(format!(
-            "{name:?} is not a key name (letters, digits and -_./: only)"
-        )));
+/// Holds `path.lock` exclusively while the keyring file is rewritten, so `meridian kms` and
+/// a server pruning old versions never lose each other's change.
+fn locked<R>(path: &Path, f: impl FnOnce() -> Result<R, KmsError>) -> Result<R, KmsError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| KmsError::Keyring(e.to_string()))?;
     }
-    let mut file: KeyringFile = if path.exists() {
-        read_file(path)?;
-        toml::from_str(
-            &std::fs::read_to_string(path).map_err(|e| KmsError::Keyring(e.to_string()))?,
-        )
-        .map_err(|e| KmsError::Keyring(e.to_string()))?
-    } else {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| KmsError::Keyring(e.to_string()))?;
-        }
-        KeyringFile::default()
-    };
-    let version = file
-        .keys
-        .iter()
-        .filter(|k| k.name == name)
-        .map(|k| k.version)
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let material = DataKey::generate().map_err(|e| KmsError::Keyring(e.to_string()))?;
-    file.keys.push(KeyEntry {
-        name: name.to_owned(),
-        version,
-        created: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        material: base64::engine::general_purpose::STANDARD.encode(material.as_bytes()),
-    });
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path.with_extension("lock"))
+        .map_err(|e| KmsError::Keyring(format!("{}: {e}", path.display())))?;
+    lock.lock()
+        .map_err(|e| KmsError::Keyring(format!("locking {}: {e}", path.display())))?;
+    f()
+}
+
+fn load_file(path: &Path) -> Result<KeyringFile, KmsError> {
+    read_file(path)?;
+    let mut text = std::fs::read_to_string(path).map_err(|e| KmsError::Keyring(e.to_string()))?;
+    let file = toml::from_str(&text).map_err(|e| KmsError::Keyring(e.to_string()));
+    text.zeroize();
+    file
+}
+
+/// Writes the keyring file whole (mode 0600, through a synced temporary file and a rename).
+fn write_file(path: &Path, file: &KeyringFile) -> Result<(), KmsError> {
     let mut text = String::from(
         "# Meridian keyring: the keys that seal every encrypted object's data key.\n\
          # Back this file up and keep it secret: without it those objects cannot be read.\n",
     );
-    text.push_str(&toml::to_string(&file).map_err(|e| KmsError::Keyring(e.to_string()))?);
+    text.push_str(&toml::to_string(file).map_err(|e| KmsError::Keyring(e.to_string()))?);
     let tmp = path.with_extension("tmp");
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -166,8 +156,44 @@ pub fn add_key(path: &Path, name: &str) -> Result<u32, KmsError> {
         std::fs::rename(&tmp, path)
     })();
     text.zeroize();
-    written.map_err(|e| KmsError::Keyring(format!("{}: {e}", path.display())))?;
-    Ok(version)
+    written.map_err(|e| KmsError::Keyring(format!("{}: {e}", path.display())))
+}
+
+/// Adds a version of key `name` (version 1 when new) to the keyring file, creating the file
+/// with mode 0600 if needed; returns the version. Used by `meridian kms add-key` and
+/// `rotate`, and by the server the first time it seals with a keyring that does not exist.
+pub fn add_key(path: &Path, name: &str) -> Result<u32, KmsError> {
+    if !is_valid_name(name) {
+        return Err(KmsError::Keyring(format!(
+            "{name:?} is not a key name (letters, digits and -_./: only)"
+        )));
+    }
+    locked(path, || {
+        let mut file = if path.exists() {
+            load_file(path)?
+        } else {
+            KeyringFile::default()
+        };
+        let version = file
+            .keys
+            .iter()
+            .filter(|k| k.name == name)
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let material = DataKey::generate().map_err(|e| KmsError::Keyring(e.to_string()))?;
+        file.keys.push(KeyEntry {
+            name: name.to_owned(),
+            version,
+            created: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            material: base64::engine::general_purpose::STANDARD.encode(material.as_bytes()),
+        });
+        write_file(path, &file)?;
+        Ok(version)
+    })
 }
 
 impl Keyring {
@@ -223,6 +249,10 @@ impl Keyring {
             }
             .map(|(v, k)| (*v, k.clone()))
         };
+        if version.is_none() {
+            // Sealing uses the newest version: look for a rotation first (one stat).
+            self.refresh()?;
+        }
         let mut found = find(&self.keys.lock().unwrap_or_else(|p| p.into_inner()).0);
         if found.is_none() {
             self.refresh()?;
@@ -305,6 +335,16 @@ impl Kms for Keyring {
     async fn key_of(&self, sealed: &[u8]) -> Result<(String, u32), KmsError> {
         let (name, version, ..) = parse_sealed(sealed)?;
         Ok((name, version))
+    }
+
+    async fn newest_versions(&self) -> Result<Vec<(String, u32)>, KmsError> {
+        self.refresh()?;
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(keys
+            .0
+            .iter()
+            .filter_map(|(name, versions)| Some((name.clone(), *versions.keys().next_back()?)))
+            .collect())
     }
 }
 

@@ -29,6 +29,9 @@ pub trait Kms: Send + Sync {
     async fn unseal(&self, sealed: &[u8]) -> Result<DataKey, KmsError>;
     /// The key name and version that sealed `sealed`.
     async fn key_of(&self, sealed: &[u8]) -> Result<(String, u32), KmsError>;
+    /// The newest version of every key, in name order: when it changes, a key was rotated
+    /// and data keys sealed by older versions are due to be sealed again.
+    async fn newest_versions(&self) -> Result<Vec<(String, u32)>, KmsError>;
 }
 
 const CUSTOMER_V1: u8 = 2;

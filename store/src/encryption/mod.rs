@@ -6,6 +6,7 @@
 pub mod keyring;
 pub mod kms;
 pub mod package;
+pub mod reseal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,6 +146,22 @@ impl Sse {
             (_, Some(_)) => Err(SseError::NotCustomerEncrypted),
             (_, None) => Ok(self.kms()?.unseal(&record.sealed_key).await?),
         }
+    }
+
+    /// The newest version of every keyring key, as one string (`name:version,...`); it
+    /// changes when a key is rotated. `None` without a keyring.
+    pub async fn fingerprint(&self) -> Result<Option<String>, SseError> {
+        let Some(kms) = &self.kms else {
+            return Ok(None);
+        };
+        let newest = kms.newest_versions().await?;
+        Ok(Some(
+            newest
+                .iter()
+                .map(|(name, v)| format!("{name}:{v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ))
     }
 
     /// Whether `name` is a keyring key SSE-KMS can use.

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""The cost of SSE-S3: PUT and GET throughput on a bucket with default encryption AES256
+next to a bucket without, measured alternately against one server so drift hits both alike.
+
+For each case (64 MiB at concurrency 4, 4 KiB at concurrency 8) and each of --rounds rounds:
+`meridian bench put` into the clear bucket, then into the encrypted one, then `bench get` of
+each (the objects the PUTs wrote). The table gives the median of each and the ratio
+encrypted / clear (MB/s for 64 MiB, ops/s for 4 KiB). `--json FILE` keeps every run.
+
+    scripts/sse-bench.py [--bin target/release/meridian] [--rounds 3] [--duration 8s]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ACCESS, SECRET = "bench-root", "bench-root-secret-key"
+
+CASES = [
+    # name, size, concurrency, keys, figure
+    ("64MiB", "64MiB", 4, 8, "mb_per_sec"),
+    ("4KiB", "4KiB", 8, 512, "ops_per_sec"),
+]
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+    return json.loads(out.stdout)
+
+
+def start_server(binary, work):
+    config = os.path.join(work, "meridian.toml")
+    with open(config, "w") as f:
+        f.write(f'[root]\naccess_key = "{ACCESS}"\nsecret_key = "{SECRET}"\n')
+    proc = subprocess.Popen(
+        [binary, "serve", "--config", config, "--address", "127.0.0.1:0",
+         "--data", os.path.join(work, "data")],
+        stdout=subprocess.PIPE, stderr=open(os.path.join(work, "server.log"), "w"),
+        text=True, env={**os.environ, "MERIDIAN_LOG": "warn"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("meridian listening on "):
+            return proc, line.split()[3]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    sys.exit(f"meridian did not start; see {work}/server.log")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/meridian/target"))
+    p.add_argument("--bin", default=os.path.join(target, "release", "meridian"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", default="8s")
+    p.add_argument("--json", help="write every run here")
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="meridian-ssebench-")
+    server, endpoint = start_server(args.bin, work)
+    runs = []
+    try:
+        for name, size, conc, keys, figure in CASES:
+            results = {("put", False): [], ("put", True): [], ("get", False): [], ("get", True): []}
+            for _ in range(args.rounds):
+                for op in ("put", "get"):
+                    for encrypted in (False, True):
+                        bucket = f"{'sse' if encrypted else 'clear'}-{name.lower()}"
+                        cmd = [args.bin, "bench", op, "--endpoint", endpoint, "--access-key", ACCESS,
+                               "--secret-key", SECRET, "--bucket", bucket, "--size", size,
+                               "--concurrency", str(conc), "--keys", str(keys),
+                               "--duration", args.duration, "--json"]
+                        if op == "get":
+                            cmd.append("--no-prepare")
+                        elif encrypted:
+                            cmd += ["--bucket-encryption", "AES256"]
+                        report = run_json(cmd)
+                        if report.get("errors"):
+                            sys.exit(f"{op} {bucket}: {report['errors']} errors")
+                        results[(op, encrypted)].append(report[figure])
+                        runs.append({"case": name, "op": op, "encrypted": encrypted, figure: report[figure]})
+            unit = "MB/s" if figure == "mb_per_sec" else "ops/s"
+            for op in ("put", "get"):
+                clear = statistics.median(results[(op, False)])
+                sse = statistics.median(results[(op, True)])
+                print(f"{op.upper():>3} {name:>6} c={conc}: clear {clear:9.1f} {unit}, SSE-S3 {sse:9.1f} {unit}, "
+                      f"ratio {sse / clear:.2f}  (runs clear {results[(op, False)]}, SSE {results[(op, True)]})",
+                      flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(runs, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
