@@ -134,11 +134,13 @@ fn unsealed(
                         None => return Err::<_, StdError>("encrypted segment ends early".into()),
                     }
                 }
+                // Opened in place; the plaintext is served without another copy.
                 let mut sealed = st.buf.split_to(need);
-                let plain = st.opener.open(st.index, &mut sealed)?;
-                let from = st.skip.min(plain.len());
-                let to = (from as u64 + st.left).min(plain.len() as u64) as usize;
-                let out = Bytes::copy_from_slice(&plain[from..to]);
+                let len = st.opener.open(st.index, &mut sealed)?.len();
+                sealed.truncate(len);
+                let from = st.skip.min(len);
+                let to = (from as u64 + st.left).min(len as u64) as usize;
+                let out = sealed.freeze().slice(from..to);
                 st.skip = 0;
                 st.left -= out.len() as u64;
                 st.index += 1;
