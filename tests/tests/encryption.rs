@@ -355,7 +355,8 @@ async fn multipart(s3: &Client, bucket: &str, key: &str, parts: &[Vec<u8>], mode
                 .build(),
         );
     }
-    s3.complete_multipart_upload()
+    let completed = s3
+        .complete_multipart_upload()
         .bucket(bucket)
         .key(key)
         .upload_id(&id)
@@ -366,9 +367,17 @@ async fn multipart(s3: &Client, bucket: &str, key: &str, parts: &[Vec<u8>], mode
         )
         .send()
         .await
-        .unwrap()
-        .e_tag
-        .unwrap()
+        .unwrap();
+    // CompleteMultipartUpload reports the version's encryption (SSE-C has no fields there).
+    match mode {
+        Mode::S3 => assert_eq!(
+            completed.server_side_encryption,
+            Some(ServerSideEncryption::Aes256)
+        ),
+        Mode::Kms(k) => assert_eq!(completed.ssekms_key_id.as_deref(), Some(k)),
+        _ => assert_eq!(completed.server_side_encryption, None),
+    }
+    completed.e_tag.unwrap()
 }
 
 #[tokio::test]

@@ -156,6 +156,9 @@ impl MeridianS3 {
             record.checksum.as_ref(),
         );
         out.output.expiration = self.expiration_of(&record).await?;
+        let sse = super::super::encryption::SseFields::of(record.encryption.as_ref());
+        out.output.server_side_encryption = sse.server_side_encryption;
+        out.output.ssekms_key_id = sse.ssekms_key_id;
         Ok(out)
     }
 
@@ -206,12 +209,18 @@ impl MeridianS3 {
             .s3()?
             .filter(|r| r.etag == done.etag);
         let version_id = versioned.then(|| done.version_id.clone());
-        Ok(Some(completion_output(
+        let mut out = completion_output(
             input,
             &done.etag,
             version_id,
             record.as_ref().and_then(|r| r.checksum.as_ref()),
-        )))
+        );
+        let sse = super::super::encryption::SseFields::of(
+            record.as_ref().and_then(|r| r.encryption.as_ref()),
+        );
+        out.output.server_side_encryption = sse.server_side_encryption;
+        out.output.ssekms_key_id = sse.ssekms_key_id;
+        Ok(Some(out))
     }
 
     /// Every stored part of an upload, in part-number order.
