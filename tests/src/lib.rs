@@ -329,6 +329,23 @@ pub fn metrics(server: &TestServer) -> String {
     .body
 }
 
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Bytes in shard files on the server's disks (everything but their `format.json`): what a
 /// `du` of the data disks would show, without the disks' own bookkeeping.
 pub fn shard_bytes(server: &TestServer, disks: usize) -> u64 {

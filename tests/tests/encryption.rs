@@ -5,7 +5,7 @@
 //! plaintext in shards or RocksDB, a flipped shard healed under authenticated packages), and
 //! no key in the log or the audit log.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -17,7 +17,7 @@ use aws_sdk_s3::Client;
 use base64::Engine as _;
 use md5::Digest as _;
 use meridian_tests::{
-    error_code, error_status, meridian_binary, pattern, ServerOptions, TestServer,
+    error_code, error_status, files_under, meridian_binary, pattern, ServerOptions, TestServer,
 };
 
 const PACKAGE: usize = 64 * 1024;
@@ -120,20 +120,17 @@ async fn get(s3: &Client, bucket: &str, key: &str, range: Option<String>, mode: 
     out.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+async fn head_of(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -454,13 +451,7 @@ async fn multipart_and_copies_seal_every_part_with_the_versions_key() {
         .await
         .unwrap();
     assert_eq!(get(&s3, "mpu", "copy-s3", None, Mode::S3).await, whole);
-    let head = s3
-        .head_object()
-        .bucket("mpu")
-        .key("copy-s3")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "mpu", "copy-s3").await;
     assert_eq!(
         head.server_side_encryption,
         Some(ServerSideEncryption::Aes256)
@@ -472,13 +463,7 @@ async fn multipart_and_copies_seal_every_part_with_the_versions_key() {
         .send()
         .await
         .unwrap();
-    let head = s3
-        .head_object()
-        .bucket("mpu")
-        .key("copy-plain")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "mpu", "copy-plain").await;
     assert_eq!(head.server_side_encryption, None);
     assert_eq!(
         get(&s3, "mpu", "copy-plain", None, Mode::Plain).await,
@@ -541,6 +526,24 @@ async fn multipart_and_copies_seal_every_part_with_the_versions_key() {
     );
 }
 
+async fn set_default(
+    s3: &Client,
+    bucket: &str,
+    algorithm: ServerSideEncryption,
+    key: Option<&str>,
+) -> Result<
+    aws_sdk_s3::operation::put_bucket_encryption::PutBucketEncryptionOutput,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::put_bucket_encryption::PutBucketEncryptionError,
+    >,
+> {
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(default_encryption(algorithm, key))
+        .send()
+        .await
+}
+
 fn default_encryption(
     algorithm: ServerSideEncryption,
     key: Option<&str>,
@@ -577,35 +580,17 @@ async fn bucket_default_encryption_applies_to_writes_without_headers() {
         error_code(&e).as_deref(),
         Some("ServerSideEncryptionConfigurationNotFoundError")
     );
-    s3.put_bucket_encryption()
-        .bucket("dflt")
-        .server_side_encryption_configuration(default_encryption(
-            ServerSideEncryption::Aes256,
-            None,
-        ))
-        .send()
+    set_default(&s3, "dflt", ServerSideEncryption::Aes256, None)
         .await
         .unwrap();
     put(&s3, "dflt", "a", b"default", Mode::Plain).await;
-    let head = s3
-        .head_object()
-        .bucket("dflt")
-        .key("a")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "dflt", "a").await;
     assert_eq!(
         head.server_side_encryption,
         Some(ServerSideEncryption::Aes256)
     );
 
-    s3.put_bucket_encryption()
-        .bucket("dflt")
-        .server_side_encryption_configuration(default_encryption(
-            ServerSideEncryption::AwsKms,
-            Some("testkey-1"),
-        ))
-        .send()
+    set_default(&s3, "dflt", ServerSideEncryption::AwsKms, Some("testkey-1"))
         .await
         .unwrap();
     let got = s3
@@ -622,36 +607,17 @@ async fn bucket_default_encryption_applies_to_writes_without_headers() {
     assert_eq!(by_default.sse_algorithm, ServerSideEncryption::AwsKms);
     assert_eq!(by_default.kms_master_key_id.as_deref(), Some("testkey-1"));
     put(&s3, "dflt", "b", b"kms default", Mode::Plain).await;
-    let head = s3
-        .head_object()
-        .bucket("dflt")
-        .key("b")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "dflt", "b").await;
     assert_eq!(head.ssekms_key_id.as_deref(), Some("testkey-1"));
     // A request's own headers win over the default.
     put(&s3, "dflt", "c", b"own", Mode::S3).await;
-    let head = s3
-        .head_object()
-        .bucket("dflt")
-        .key("c")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "dflt", "c").await;
     assert_eq!(
         head.server_side_encryption,
         Some(ServerSideEncryption::Aes256)
     );
     // A default naming a key the keyring lacks is refused.
-    let e = s3
-        .put_bucket_encryption()
-        .bucket("dflt")
-        .server_side_encryption_configuration(default_encryption(
-            ServerSideEncryption::AwsKms,
-            Some("missing"),
-        ))
-        .send()
+    let e = set_default(&s3, "dflt", ServerSideEncryption::AwsKms, Some("missing"))
         .await
         .unwrap_err();
     assert_eq!(error_code(&e).as_deref(), Some("KMS.NotFoundException"));
@@ -662,13 +628,7 @@ async fn bucket_default_encryption_applies_to_writes_without_headers() {
         .await
         .unwrap();
     put(&s3, "dflt", "d", b"clear", Mode::Plain).await;
-    let head = s3
-        .head_object()
-        .bucket("dflt")
-        .key("d")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "dflt", "d").await;
     assert_eq!(head.server_side_encryption, None);
 
     // `[encryption] default` gives every new bucket a default, as AWS does since 2023.
@@ -679,13 +639,7 @@ async fn bucket_default_encryption_applies_to_writes_without_headers() {
     let s3 = server.client();
     s3.create_bucket().bucket("new").send().await.unwrap();
     put(&s3, "new", "a", b"x", Mode::Plain).await;
-    let head = s3
-        .head_object()
-        .bucket("new")
-        .key("a")
-        .send()
-        .await
-        .unwrap();
+    let head = head_of(&s3, "new", "a").await;
     assert_eq!(
         head.server_side_encryption,
         Some(ServerSideEncryption::Aes256)
@@ -970,26 +924,12 @@ async fn sse_s3_and_sse_kms_versions_replicate_sealed_with_the_peers_keys() {
     }
     let parts = vec![pattern(5 << 20, 4), pattern(1 << 20, 5)];
     multipart(&east, "enc", "kms-mpu", &parts, Mode::Kms("testkey-1")).await;
-    let mpu_version = east
-        .head_object()
-        .bucket("enc")
-        .key("kms-mpu")
-        .send()
-        .await
-        .unwrap()
-        .version_id
-        .unwrap();
+    let mpu_version = head_of(&east, "enc", "kms-mpu").await.version_id.unwrap();
     sent.push(("kms-mpu", mpu_version));
     for (key, version) in &sent {
         assert_exact_replica(&east, &west, "enc", key, version).await;
     }
-    let replica = west
-        .head_object()
-        .bucket("enc")
-        .key("kms-mpu")
-        .send()
-        .await
-        .unwrap();
+    let replica = head_of(&west, "enc", "kms-mpu").await;
     assert_eq!(replica.ssekms_key_id.as_deref(), Some("testkey-1"));
 
     // The source rotates its key mid-way: new versions are sealed with the new version and

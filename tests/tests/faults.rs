@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use meridian_tests::{error_status, pattern, TestServer};
+use meridian_tests::{error_status, files_under, pattern, TestServer};
 
 async fn read(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     s3.get_object()
@@ -22,23 +22,6 @@ async fn read(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .unwrap()
         .into_bytes()
         .to_vec()
-}
-
-/// Every regular file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Shard files (not format files) on one disk.
