@@ -7,7 +7,7 @@ For each case (64 MiB at concurrency 4, 4 KiB at concurrency 8) and each of --ro
 each (the objects the PUTs wrote). The table gives the median of each and the ratio
 encrypted / clear (MB/s for 64 MiB, ops/s for 4 KiB). `--json FILE` keeps every run.
 
-    scripts/sse-bench.py [--bin target/release/meridian] [--rounds 3] [--duration 8s]
+    scripts/sse-bench.py [--bin target/release/meridian] [--rounds 3] [--duration 8s] [--cases 64MiB,4KiB]
 """
 
 import argparse
@@ -61,13 +61,14 @@ def main():
     p.add_argument("--bin", default=os.path.join(target, "release", "meridian"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", default="8s")
+    p.add_argument("--cases", default=",".join(c[0] for c in CASES))
     p.add_argument("--json", help="write every run here")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="meridian-ssebench-")
     server, endpoint = start_server(args.bin, work)
     runs = []
     try:
-        for name, size, conc, keys, figure in CASES:
+        for name, size, conc, keys, figure in (c for c in CASES if c[0] in args.cases.split(",")):
             results = {("put", False): [], ("put", True): [], ("get", False): [], ("get", True): []}
             for _ in range(args.rounds):
                 for op in ("put", "get"):

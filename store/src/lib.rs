@@ -208,11 +208,12 @@ impl Store {
         let Some(key) = key else {
             return self.read(storage, range);
         };
-        let segments = match storage {
-            Storage::Inline(data) => vec![layout::Segment::Inline(data.clone())],
-            Storage::Layout(blob) => Layout::from_bytes(blob)?.segments,
-        };
-        ObjectStream::sealed(&self.disks, &segments, range, key)
+        match storage {
+            Storage::Inline(data) => ObjectStream::sealed_inline(&self.disks, data, range, key),
+            Storage::Layout(blob) => {
+                ObjectStream::sealed(&self.disks, &Layout::from_bytes(blob)?.segments, range, key)
+            }
+        }
     }
 
     /// The stored bytes `range` of an object stored as `storage`: ciphertext for an encrypted

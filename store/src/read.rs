@@ -195,6 +195,32 @@ impl ObjectStream {
         )
     }
 
+    /// The plaintext `range` of a small object sealed with `key` and kept inline.
+    pub fn sealed_inline(
+        disks: &DiskSet,
+        data: &[u8],
+        range: Range<u64>,
+        key: &DataKey,
+    ) -> Result<ObjectStream, StoreError> {
+        let plain = package::plain_size(data.len() as u64)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let pieces = if range.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::Sealed {
+                source: Source::Bytes(Bytes::copy_from_slice(data)),
+                plain,
+                range: range.clone(),
+                key: key.clone(),
+            }]
+        };
+        Ok(Self::from_pieces(
+            Some(disks.clone()),
+            pieces,
+            (range.end - range.start) as usize,
+        ))
+    }
+
     /// The plaintext `range` of an object whose segments are sealed with `key`.
     pub fn sealed(
         disks: &DiskSet,

@@ -58,7 +58,13 @@ pub struct Keyring {
     /// Keys the server adds itself (creating the file if needed) the first time they seal.
     reserved: Vec<String>,
     keys: Mutex<(Keys, Option<std::time::SystemTime>)>,
+    /// When the file was last looked at for a rotation before a seal.
+    looked: Mutex<Option<std::time::Instant>>,
 }
+
+/// A seal looks for a rotation at most this often (a stat of the file); a rotation is in
+/// force for new data keys within this time.
+const ROTATION_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -219,6 +225,7 @@ impl Keyring {
             path,
             reserved,
             keys: Mutex::new(loaded),
+            looked: Mutex::new(None),
         })
     }
 
@@ -250,8 +257,14 @@ impl Keyring {
             .map(|(v, k)| (*v, k.clone()))
         };
         if version.is_none() {
-            // Sealing uses the newest version: look for a rotation first (one stat).
-            self.refresh()?;
+            // Sealing uses the newest version: look for a rotation first (one stat, at most
+            // every ROTATION_CHECK).
+            let mut looked = self.looked.lock().unwrap_or_else(|p| p.into_inner());
+            if looked.is_none_or(|t| t.elapsed() >= ROTATION_CHECK) {
+                *looked = Some(std::time::Instant::now());
+                drop(looked);
+                self.refresh()?;
+            }
         }
         let mut found = find(&self.keys.lock().unwrap_or_else(|p| p.into_inner()).0);
         if found.is_none() {
