@@ -187,6 +187,10 @@ pub struct Encryption {
     pub sealed_key: Vec<u8>,
     /// SSE-C: the base64 MD5 of the customer's key, as S3 returns it.
     pub customer_key_md5: Option<String>,
+    /// The plaintext sizes of the sealed segments, in order, when they are not one per
+    /// stored segment: a replica whose ciphertext arrived cut in other places (SSE-C travels
+    /// sealed). Empty: each stored segment is one sealed segment.
+    pub segments: Vec<u64>,
 }
 
 /// Who made a change that is not a new version (a tag change), and which peers take it.

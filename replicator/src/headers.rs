@@ -6,8 +6,9 @@
 //! A receiver honours them only for root or a principal with the `replicate` grant; anyone
 //! else sending one is refused (and nothing is stored).
 
+use base64::Engine as _;
 use http::HeaderMap;
-use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, Nanos};
+use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, Encryption, Nanos};
 
 /// Every replica header starts with this.
 pub const PREFIX: &str = "x-meridian-replica-";
@@ -17,6 +18,8 @@ pub const ETAG: &str = "x-meridian-replica-etag";
 pub const CHECKSUM: &str = "x-meridian-replica-checksum";
 pub const DELETE_MARKER: &str = "x-meridian-replica-delete-marker";
 pub const REGION: &str = "x-meridian-replica-region";
+/// The version travels sealed (SSE-C): base64 of the JSON [`Sealed`].
+pub const SEALED: &str = "x-meridian-replica-sealed";
 /// The body is compressed (`zstd`); the receiver decompresses it before anything else.
 pub const ENCODING: &str = "x-meridian-replica-encoding";
 
@@ -34,6 +37,57 @@ pub fn body_is_zstd(headers: &HeaderMap) -> Result<bool, String> {
     }
 }
 
+/// What travels with a version that only its customer can decrypt (SSE-C): the body is its
+/// stored ciphertext, and the receiver stores it as it comes, with this record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sealed {
+    /// The version's encryption record, without its segment sizes (in `runs`).
+    pub encryption: Encryption,
+    /// The plaintext sizes of the sealed segments, which the receiver's cuts of the
+    /// ciphertext need not follow, as (size, count) runs: an upload of 10,000 equal parts is
+    /// two runs, and the header stays small.
+    pub runs: Vec<(u64, u64)>,
+    /// The plaintext size.
+    pub size: u64,
+    /// The plaintext checksum the version keeps (the body's is of the ciphertext).
+    pub checksum: Option<Checksum>,
+}
+
+impl Sealed {
+    pub fn new(
+        mut encryption: Encryption,
+        segments: &[u64],
+        size: u64,
+        checksum: Option<Checksum>,
+    ) -> Sealed {
+        encryption.segments.clear();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &s in segments {
+            match runs.last_mut() {
+                Some((size, count)) if *size == s => *count += 1,
+                _ => runs.push((s, 1)),
+            }
+        }
+        Sealed {
+            encryption,
+            runs,
+            size,
+            checksum,
+        }
+    }
+
+    /// The encryption record the receiver stores, segment sizes included.
+    pub fn record(&self) -> Encryption {
+        let mut e = self.encryption.clone();
+        e.segments = self
+            .runs
+            .iter()
+            .flat_map(|&(size, count)| std::iter::repeat_n(size, count.min(10_000) as usize))
+            .collect();
+        e
+    }
+}
+
 /// What a replica write carries about the source version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaHeaders {
@@ -47,6 +101,8 @@ pub struct ReplicaHeaders {
     /// The source's stored checksum, as the target must store it.
     pub checksum: Option<Checksum>,
     pub delete_marker: bool,
+    /// The body is the version's ciphertext (SSE-C).
+    pub sealed: Option<Sealed>,
 }
 
 /// Whether a request carries any replica header (and so needs the replicate grant).
@@ -100,6 +156,13 @@ impl ReplicaHeaders {
         }
         if self.delete_marker {
             out.push((DELETE_MARKER, "true".into()));
+        }
+        if let Some(sealed) = &self.sealed {
+            let json = serde_json::to_vec(sealed).expect("a sealed record serializes");
+            out.push((
+                SEALED,
+                base64::engine::general_purpose::STANDARD.encode(json),
+            ));
         }
         out
     }
@@ -164,6 +227,15 @@ impl ReplicaHeaders {
         if version_id.is_some() != mtime.is_some() {
             return Err(format!("{VERSION_ID} and {MTIME} go together"));
         }
+        let sealed = get(SEALED)?
+            .map(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .ok()
+                    .and_then(|json| serde_json::from_slice::<Sealed>(&json).ok())
+                    .ok_or_else(|| format!("{SEALED} must be base64 of a sealed version record"))
+            })
+            .transpose()?;
         Ok(Some(ReplicaHeaders {
             region,
             version_id,
@@ -171,6 +243,7 @@ impl ReplicaHeaders {
             etag: get(ETAG)?.map(|e| e.trim_matches('"').to_owned()),
             checksum,
             delete_marker,
+            sealed,
         }))
     }
 }
@@ -200,7 +273,21 @@ mod tests {
                 kind: ChecksumType::FullObject,
             }),
             delete_marker: true,
+            sealed: Some(Sealed::new(
+                Encryption {
+                    mode: Some(meridian_metadata::EncryptionMode::Customer),
+                    sealed_key: vec![2, 9, 9],
+                    customer_key_md5: Some("md5==".into()),
+                    ..Encryption::default()
+                },
+                &[8 << 20, 8 << 20, 8 << 20, 3],
+                (24 << 20) + 3,
+                None,
+            )),
         };
+        let sealed = r.sealed.as_ref().unwrap();
+        assert_eq!(sealed.runs, vec![(8 << 20, 3), (3, 1)]);
+        assert_eq!(sealed.record().segments, vec![8 << 20, 8 << 20, 8 << 20, 3]);
         let h = map(&r.to_pairs());
         assert!(is_replica_request(&h));
         assert_eq!(ReplicaHeaders::from_headers(&h).unwrap(), Some(r));

@@ -63,11 +63,10 @@ fn rules_cache(meta: MetaStore) -> RulesCache {
 pub use source::{BoxError, ObjectBytes, ObjectSource};
 
 /// The kind of change a new version (or a change of its tags or lock) is for the rules: an
-/// SSE-KMS version goes only where a rule selects SSE-KMS objects, an SSE-C one nowhere yet.
+/// SSE-KMS version goes only where a rule selects SSE-KMS objects.
 pub fn version_change(encryption: Option<&meridian_metadata::Encryption>) -> Change {
     match encryption.and_then(|e| e.mode) {
         Some(meridian_metadata::EncryptionMode::Kms) => Change::SseKmsVersion,
-        Some(meridian_metadata::EncryptionMode::Customer) => Change::SseCVersion,
         _ => Change::Version,
     }
 }

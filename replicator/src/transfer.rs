@@ -97,6 +97,7 @@ pub(crate) async fn send_change(
         shared,
         peer,
         target: &target,
+        sealed: None,
     };
     match entry.kind {
         OutboxKind::Put | OutboxKind::DeleteMarker if record.is_delete_marker => {
@@ -134,6 +135,8 @@ pub(crate) struct Sender<'a> {
     pub shared: &'a Shared,
     pub peer: &'a Peer,
     pub target: &'a Delivery,
+    /// Set while a version travels sealed (SSE-C): what the peer stores with its ciphertext.
+    pub sealed: Option<crate::headers::Sealed>,
 }
 
 impl Sender<'_> {
@@ -149,6 +152,7 @@ impl Sender<'_> {
             etag: (!record.is_delete_marker).then(|| record.etag.clone()),
             checksum: record.checksum.clone(),
             delete_marker: record.is_delete_marker,
+            sealed: self.sealed.clone(),
         }
         .to_pairs()
     }
@@ -211,8 +215,11 @@ impl Sender<'_> {
         if !self.peer.is_meridian() {
             return Vec::new();
         }
+        // An upload of a version that travels sealed says so from its start: the peer must
+        // store its parts as they come, not seal them again for its bucket's default.
         ReplicaHeaders {
             region: self.shared.region.clone(),
+            sealed: self.sealed.clone(),
             ..ReplicaHeaders::default()
         }
         .to_pairs()

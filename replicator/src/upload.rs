@@ -281,6 +281,14 @@ struct UploadedPart {
 impl Sender<'_> {
     /// Uploads `record` (not a delete marker) and verifies the peer's copy.
     pub(crate) async fn send_version(&self, record: &VersionRecord) -> Result<Sent, SendError> {
+        let sealed = self
+            .shared
+            .source
+            .sealed_form(record)
+            .map_err(|e| SendError::transient(format!("reading the source: {e}")))?;
+        if let Some((stored, segments)) = sealed {
+            return self.send_sealed(record, stored, segments).await;
+        }
         let part_size = self.shared.settings.part_size.as_u64();
         let split_above = if self.peer.is_meridian() {
             part_size
@@ -303,6 +311,53 @@ impl Sender<'_> {
         self.verify(record, target_version_id.as_deref(), etag_comparable)
             .await?;
         Ok(Sent::Done { target_version_id })
+    }
+
+    /// Sends an SSE-C version as it is stored: its ciphertext is the body (one PUT, or parts
+    /// cut where they fall), and its encryption record, plaintext size and checksum travel in
+    /// the `sealed` replica header; the peer stores the ciphertext as it comes. Only the
+    /// customer's key opens it there as here. The peer checked every byte's checksum on
+    /// arrival; a HEAD of the copy would need the customer's key, so there is no read-back.
+    async fn send_sealed(
+        &self,
+        record: &VersionRecord,
+        stored: u64,
+        segments: Vec<u64>,
+    ) -> Result<Sent, SendError> {
+        if !self.peer.is_meridian() {
+            return Ok(Sent::Skipped(
+                "an SSE-C version travels sealed, which only a Meridian peer can take",
+            ));
+        }
+        let sender = Sender {
+            shared: self.shared,
+            peer: self.peer,
+            target: self.target,
+            sealed: Some(crate::headers::Sealed::new(
+                record.encryption.clone().unwrap_or_default(),
+                &segments,
+                record.size,
+                record.checksum.clone(),
+            )),
+        };
+        // On the wire it is an object of `stored` bytes with no parts and no checksum of its
+        // own: the SDK's checksums cover the ciphertext that travels.
+        let wire = VersionRecord {
+            size: stored,
+            parts: Vec::new(),
+            checksum: None,
+            ..record.clone()
+        };
+        let part_size = self.shared.settings.part_size.as_u64();
+        match plan(&wire, part_size, part_size) {
+            Plan::Single => sender.put_single(&wire).await?,
+            Plan::Multipart {
+                parts,
+                split,
+                part_size,
+            } => sender.put_multipart(&wire, parts, split, part_size).await?,
+        };
+        Ok(Sent::done())
     }
 
     /// The body of `range` as it goes on the wire: compressed when the peer takes that and

@@ -204,16 +204,55 @@ impl Store {
         storage: &Storage,
         range: Range<u64>,
         key: Option<&encryption::DataKey>,
+        segments: &[u64],
     ) -> Result<ObjectStream, StoreError> {
         let Some(key) = key else {
             return self.read(storage, range);
         };
+        if !segments.is_empty() {
+            let layout = match storage {
+                Storage::Inline(data) => Layout {
+                    segments: vec![layout::Segment::Inline(data.clone())],
+                },
+                Storage::Layout(blob) => Layout::from_bytes(blob)?,
+            };
+            return ObjectStream::sealed_over(&self.disks, layout, segments, range, key);
+        }
         match storage {
             Storage::Inline(data) => ObjectStream::sealed_inline(&self.disks, data, range, key),
             Storage::Layout(blob) => {
                 ObjectStream::sealed(&self.disks, &Layout::from_bytes(blob)?.segments, range, key)
             }
         }
+    }
+
+    /// How many bytes an object stored as `storage` takes (its ciphertext, when encrypted).
+    pub fn stored_size(storage: &Storage) -> Result<u64, StoreError> {
+        Ok(match storage {
+            Storage::Inline(data) => data.len() as u64,
+            Storage::Layout(blob) => Layout::from_bytes(blob)?.size(),
+        })
+    }
+
+    /// The plaintext sizes of the sealed segments of an encrypted object stored as `storage`.
+    pub fn sealed_segments(storage: &Storage, segments: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if !segments.is_empty() {
+            return Ok(segments.to_vec());
+        }
+        let stored: Vec<u64> = match storage {
+            Storage::Inline(data) => vec![data.len() as u64],
+            Storage::Layout(blob) => Layout::from_bytes(blob)?
+                .segments
+                .iter()
+                .map(layout::Segment::size)
+                .collect(),
+        };
+        stored
+            .into_iter()
+            .map(|s| {
+                encryption::package::plain_size(s).map_err(|e| StoreError::Internal(e.to_string()))
+            })
+            .collect()
     }
 
     /// The stored bytes `range` of an object stored as `storage`: ciphertext for an encrypted

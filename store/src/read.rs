@@ -40,6 +40,9 @@ enum Piece {
 enum Source {
     Bytes(Bytes),
     Erasure(ObjectDescriptor),
+    /// The bytes from `offset` of a whole layout (a sealed segment that spans or splits the
+    /// layout's own segments).
+    Stored(std::sync::Arc<Layout>, u64),
 }
 
 impl Source {
@@ -61,6 +64,12 @@ impl Source {
                 .reader(desc, range)
                 .map_err(|e| Box::new(e) as StdError)
                 .boxed(),
+            Source::Stored(layout, offset) => ObjectStream::layout(
+                disks.expect("erasure pieces come with their disk set"),
+                layout,
+                offset + range.start..offset + range.end,
+            )
+            .boxed(),
         }
     }
 }
@@ -214,6 +223,47 @@ impl ObjectStream {
                 key: key.clone(),
             }]
         };
+        Ok(Self::from_pieces(
+            Some(disks.clone()),
+            pieces,
+            (range.end - range.start) as usize,
+        ))
+    }
+
+    /// The plaintext `range` of an object sealed with `key` in segments of the given
+    /// plaintext sizes laid end to end over the stored bytes of `layout` (inline bytes are a
+    /// one-segment layout).
+    pub fn sealed_over(
+        disks: &DiskSet,
+        layout: Layout,
+        plain_sizes: &[u64],
+        range: Range<u64>,
+        key: &DataKey,
+    ) -> Result<ObjectStream, StoreError> {
+        let layout = std::sync::Arc::new(layout);
+        let mut pieces = Vec::new();
+        let (mut offset, mut stored) = (0u64, 0u64);
+        for &plain in plain_sizes {
+            let (start, end) = (offset, offset + plain);
+            let at = stored;
+            offset = end;
+            stored += package::sealed_size(plain);
+            if end <= range.start || start >= range.end || start == end {
+                continue;
+            }
+            pieces.push(Piece::Sealed {
+                source: Source::Stored(layout.clone(), at),
+                plain,
+                range: range.start.max(start) - start..range.end.min(end) - start,
+                key: key.clone(),
+            });
+        }
+        if stored != layout.size() {
+            return Err(StoreError::Internal(format!(
+                "sealed segments of {stored} bytes over {} stored bytes",
+                layout.size()
+            )));
+        }
         Ok(Self::from_pieces(
             Some(disks.clone()),
             pieces,

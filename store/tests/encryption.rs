@@ -48,7 +48,7 @@ async fn read(
     range: std::ops::Range<u64>,
     key: &DataKey,
 ) -> Vec<u8> {
-    let stream = store.read_plain(storage, range, Some(key)).unwrap();
+    let stream = store.read_plain(storage, range, Some(key), &[]).unwrap();
     let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
     chunks.concat()
 }
@@ -134,7 +134,7 @@ async fn encrypted_segments_read_back_by_range_and_survive_a_flipped_shard() {
 
     // The wrong key fails: nothing unauthenticated is served.
     let wrong = DataKey::generate().unwrap();
-    let stream = store.read_plain(&storage, 0..n, Some(&wrong)).unwrap();
+    let stream = store.read_plain(&storage, 0..n, Some(&wrong), &[]).unwrap();
     assert!(stream.try_collect::<Vec<Bytes>>().await.is_err());
 }
 

@@ -22,6 +22,7 @@ use meridian_tests::{
 
 const PACKAGE: usize = 64 * 1024;
 const MARKER: &[u8] = b"MERIDIAN-PLAINTEXT-MARKER-0451";
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn server(extra: &str) -> TestServer {
     TestServer::start_with(ServerOptions {
@@ -878,8 +879,18 @@ async fn put_version(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mo
     .unwrap()
 }
 
+/// The ETag of an SSE-C object, read with its key.
+async fn head_c(s3: &Client, key: &str) -> String {
+    with_read_key!(s3.head_object().bucket("enc").key(key), Mode::Customer(5))
+        .send()
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap()
+}
+
 #[tokio::test]
-async fn sse_s3_and_sse_kms_versions_replicate_sealed_with_the_peers_keys() {
+async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_as_ciphertext() {
     use meridian_tests::regions::{
         assert_exact_replica, put_rules, replication_status, rule_to, versioned_bucket,
         wait_completed, Regions, RegionsOptions,
@@ -974,6 +985,94 @@ async fn sse_s3_and_sse_kms_versions_replicate_sealed_with_the_peers_keys() {
         wait_completed(&east, "enc", &key, &v).await;
         assert_exact_replica(&east, &west, "enc", &key, &v).await;
     }
+
+    // SSE-C versions travel sealed: inline, one segment, a 24 MiB one sent in parts cut
+    // where they fall, and a multipart one sent as one PUT; only the key opens them on west.
+    let (east, west) = (regions.client(0), regions.client(1));
+    let mut sealed = Vec::new();
+    for (key, body) in [
+        ("c-small", pattern(3000, 7)),
+        ("c-3mib", pattern(3 << 20, 8)),
+        ("c-24mib", pattern(24 << 20, 9)),
+    ] {
+        let v = put_version(&east, "enc", key, &body, Mode::Customer(5)).await;
+        sealed.push((key, v, body));
+    }
+    let parts = vec![pattern(5 << 20, 10), pattern(PACKAGE + 3, 11)];
+    multipart(&east, "enc", "c-mpu", &parts, Mode::Customer(5)).await;
+    let v = with_read_key!(
+        east.head_object().bucket("enc").key("c-mpu"),
+        Mode::Customer(5)
+    )
+    .send()
+    .await
+    .unwrap()
+    .version_id
+    .unwrap();
+    sealed.push(("c-mpu", v, parts.concat()));
+    for (key, version, body) in &sealed {
+        // HEAD (which reports the status) needs the customer's key too.
+        meridian_tests::regions::wait_for(LIMIT, &format!("{key} COMPLETED"), || async {
+            let head = with_read_key!(
+                east.head_object()
+                    .bucket("enc")
+                    .key(*key)
+                    .version_id(version),
+                Mode::Customer(5)
+            )
+            .send()
+            .await
+            .ok()?;
+            (head.replication_status().map(|s| s.as_str()) == Some("COMPLETED")).then_some(())
+        })
+        .await;
+        let got = with_read_key!(
+            west.get_object()
+                .bucket("enc")
+                .key(*key)
+                .version_id(version),
+            Mode::Customer(5)
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(got.e_tag, Some(head_c(&east, key).await), "{key}");
+        assert_eq!(got.sse_customer_key_md5, Some(customer_key(5).1));
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        assert!(
+            bytes[..] == body[..],
+            "{key}: the replica decrypts to the source's bytes"
+        );
+        let e = west
+            .get_object()
+            .bucket("enc")
+            .key(*key)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_status(&e), Some(400), "{key} without its key");
+        let e = with_read_key!(west.get_object().bucket("enc").key(*key), Mode::Customer(6))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_status(&e), Some(403), "{key} with another key");
+    }
+    let ranged = with_read_key!(
+        west.get_object()
+            .bucket("enc")
+            .key("c-24mib")
+            .range("bytes=16777210-16777230"),
+        Mode::Customer(5)
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        ranged.body.collect().await.unwrap().into_bytes().to_vec(),
+        &pattern(24 << 20, 9)[16777210..=16777230]
+    );
+    let verify = meridian_tests::regions::drill_verify(&regions);
+    assert!(verify.contains("0 different"), "{verify}");
 
     // West sealed its replicas with its own keys: its disks hold no plaintext.
     let west_dir = regions.servers[1].data_dir.clone();

@@ -176,7 +176,19 @@ async fn details(
             .mutate_request(crate::s3::own_copy_only)
             .send()
     };
-    let whole = head(None).await?;
+    let whole = match head(None).await {
+        Ok(h) => h,
+        // An SSE-C version answers HEAD only with its customer's key: its listing (ETag,
+        // size, version) was compared already, and nothing more can be without the key.
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 400) => {
+            return Ok(ObservedVersion {
+                version_id: Some(version_id.to_owned()),
+                server_side_encryption: Some("SSE-C".to_owned()),
+                ..ObservedVersion::default()
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     let part1 = match whole.e_tag() {
         Some(e) if e.contains('-') => Some(head(Some(1)).await?),
         _ => None,

@@ -138,9 +138,6 @@ pub enum Change {
     /// The same, of a version encrypted with SSE-KMS: only rules that select SSE-KMS
     /// objects send it.
     SseKmsVersion,
-    /// The same, of a version encrypted with a customer's key (SSE-C): no rule sends it yet
-    /// (its ciphertext would have to travel with its sealed key).
-    SseCVersion,
     /// A new delete marker.
     DeleteMarker,
 }
@@ -272,12 +269,10 @@ impl ReplicationConfig {
         let mut best: Vec<&Rule> = Vec::new();
         for rule in self.rules.iter().filter(|r| r.enabled) {
             let tags_seen: &[(String, String)] = match change {
-                Change::Version | Change::SseKmsVersion | Change::SseCVersion => tags,
+                Change::Version | Change::SseKmsVersion => tags,
                 Change::DeleteMarker => &[],
             };
-            if change == Change::SseCVersion
-                || (change == Change::SseKmsVersion && !rule.sse_kms_encrypted_objects)
-            {
+            if change == Change::SseKmsVersion && !rule.sse_kms_encrypted_objects {
                 continue;
             }
             if !rule.filter.matches(key, tags_seen) {
@@ -294,7 +289,7 @@ impl ReplicationConfig {
         }
         best.into_iter()
             .filter(|r| match change {
-                Change::Version | Change::SseKmsVersion | Change::SseCVersion => true,
+                Change::Version | Change::SseKmsVersion => true,
                 Change::DeleteMarker => r.filter.is_legacy() || r.delete_markers == Some(true),
             })
             .map(|r| Delivery {
@@ -376,7 +371,6 @@ mod tests {
             peers(Change::SseKmsVersion),
             vec![("west".to_owned(), Some("replica-key".to_owned()))]
         );
-        assert!(peers(Change::SseCVersion).is_empty());
         let mut missing_key = rule("bad", 1, Filter::Prefix(String::new()), "west");
         missing_key.sse_kms_encrypted_objects = true;
         assert_eq!(

@@ -76,7 +76,12 @@ impl MeridianS3 {
         let expected = range.end - range.start;
         let stream = self
             .store
-            .read_plain(&source.storage, range, source_key)
+            .read_plain(
+                &source.storage,
+                range,
+                source_key,
+                source.encryption.as_ref().map_or(&[][..], |e| &e.segments),
+            )
             .s3()?;
         let body = futures::StreamExt::map(stream, |r| {
             r.map_err(|e| BodyError::Incomplete(e.to_string()))

@@ -363,7 +363,12 @@ impl MeridianS3 {
         };
         let mut body = self
             .store
-            .read_plain(&record.storage, sel.range.clone(), data_key.as_ref())
+            .read_plain(
+                &record.storage,
+                sel.range.clone(),
+                data_key.as_ref(),
+                record.encryption.as_ref().map_or(&[][..], |e| &e.segments),
+            )
             .s3()?;
         body.first_chunk().await.s3()?;
         let tag_count = (!record.tags.is_empty()).then_some(record.tags.len() as i32);

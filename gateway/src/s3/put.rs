@@ -362,13 +362,18 @@ impl MeridianS3 {
         )
         .await?;
 
-        let (data_key, encryption) = self
-            .encryption_of_write(
-                &input.bucket,
-                self.sse_request(&super::encryption::sse_headers!(input))?,
-            )
-            .await?
-            .unzip();
+        // A version that travels sealed (SSE-C from a peer) is stored as it comes; its
+        // encryption record comes with it (`apply_replica`).
+        let (data_key, encryption) = match replica.as_ref().is_some_and(|r| r.sealed.is_some()) {
+            true => (None, None),
+            false => self
+                .encryption_of_write(
+                    &input.bucket,
+                    self.sse_request(&super::encryption::sse_headers!(input))?,
+                )
+                .await?
+                .unzip(),
+        };
         let algorithm = claim
             .as_ref()
             .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm.clone());
@@ -435,8 +440,10 @@ impl MeridianS3 {
         ingested: Ingested,
         replica: Option<&ReplicaHeaders>,
     ) -> S3Result<VersionRecord> {
-        // An SSE-KMS or SSE-C ETag is not the body's MD5: the checksum vouches for it.
-        let etag_is_md5 = !super::encryption::keyed_etag(&new);
+        // An SSE-KMS or SSE-C ETag is not the body's MD5 (nor is it when the body is a
+        // sealed version's ciphertext): the checksum vouches for the body.
+        let etag_is_md5 =
+            !super::encryption::keyed_etag(&new) && replica.is_none_or(|r| r.sealed.is_none());
         let prepared = match replica {
             Some(r) => apply_replica(&mut new, r, etag_is_md5),
             None => self

@@ -161,6 +161,28 @@ pub(super) fn apply_replica(
         new.etag = etag.clone();
     }
     new.checksum = merge_checksum(new.checksum.take(), replica.checksum.clone())?;
+    if let Some(sealed) = &replica.sealed {
+        // The body was the version's ciphertext: what was computed here is of that; the
+        // version's own size, checksum and encryption came with it, and must describe
+        // exactly the bytes that arrived.
+        let record = sealed.record();
+        let plain: u64 = record.segments.iter().sum();
+        let stored: u64 = record
+            .segments
+            .iter()
+            .map(|&s| meridian_store::encryption::package::sealed_size(s))
+            .sum();
+        if plain != sealed.size || stored != new.size || record.segments.is_empty() {
+            return Err(s3_error!(
+                BadDigest,
+                "The sealed replica's segments do not match the bytes that were received."
+            ));
+        }
+        new.size = sealed.size;
+        new.checksum = sealed.checksum.clone();
+        new.encryption = Some(record);
+        new.parts.clear();
+    }
     new.version_id = Some(version_id.clone());
     new.mtime = Some(mtime);
     new.replication = ReplicationState::replica_from(&replica.region);
@@ -246,6 +268,7 @@ mod tests {
             etag: Some("abc".into()),
             checksum: Some(crc("x")),
             delete_marker: false,
+            sealed: None,
         }
     }
 

@@ -102,7 +102,8 @@ impl MeridianS3 {
                 let mirrored = r.etag.as_deref().is_none_or(|e| e.contains('-'));
                 // Parts sealed here have keyed ETags of their own (SSE-KMS, SSE-C): the
                 // checksum vouches for them instead.
-                let check = mirrored && !super::super::encryption::keyed_etag(&new);
+                let check =
+                    mirrored && r.sealed.is_none() && !super::super::encryption::keyed_etag(&new);
                 apply_replica(&mut new, r, check)?;
                 if !mirrored {
                     new.parts.clear();

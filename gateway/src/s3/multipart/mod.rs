@@ -141,6 +141,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let owner = principal(&req)?.access_key.clone();
         let replica = meridian_replicator::headers::is_replica_request(&req.headers);
+        let req_headers = req.headers;
         let input = req.input;
         self.check_write_acl(
             &input.bucket,
@@ -156,13 +157,21 @@ impl MeridianS3 {
             .await?;
         // The upload's data key: every part is sealed with it, and the completed version
         // keeps it.
-        let encryption = self
-            .encryption_of_write(
-                &input.bucket,
-                self.sse_request(&super::encryption::sse_headers!(input))?,
-            )
-            .await?
-            .map(|(_, e)| e);
+        // An upload of a version that travels sealed (SSE-C from a peer) keeps its parts as
+        // they come; the completion brings the version's encryption record.
+        let sealed = meridian_replicator::headers::ReplicaHeaders::from_headers(&req_headers)
+            .map_err(|reason| s3_error!(InvalidArgument, "{reason}"))?
+            .is_some_and(|r| r.sealed.is_some());
+        let encryption = match sealed {
+            true => None,
+            false => self
+                .encryption_of_write(
+                    &input.bucket,
+                    self.sse_request(&super::encryption::sse_headers!(input))?,
+                )
+                .await?
+                .map(|(_, e)| e),
+        };
         let algorithm = input
             .checksum_algorithm
             .as_ref()
