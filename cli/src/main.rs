@@ -54,10 +54,11 @@ enum KmsCommand {
         #[arg(long, env = "MERIDIAN_KEYRING")]
         keyring: PathBuf,
     },
-    /// Add a new version of a key: new data keys are sealed with it; older versions keep
-    /// opening what they sealed.
+    /// Add a new version of a key (of every key when none is named): new data keys are
+    /// sealed with it, and a running server seals existing data keys again with it in the
+    /// background; older versions stay in the keyring and keep opening what they sealed.
     Rotate {
-        name: String,
+        name: Option<String>,
         #[arg(long, env = "MERIDIAN_KEYRING")]
         keyring: PathBuf,
     },
@@ -146,14 +147,23 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Kms(KmsCommand::Rotate { name, keyring }) => {
-                let existing = meridian_store::encryption::keyring::key_versions(&keyring, &name)?;
-                if existing == 0 {
-                    anyhow::bail!("no key {name} in {}", keyring.display());
+                use meridian_store::encryption::keyring;
+                let names = match name {
+                    Some(name) if keyring::key_versions(&keyring, &name)? == 0 => {
+                        anyhow::bail!("no key {name} in {}", keyring.display())
+                    }
+                    Some(name) => vec![name],
+                    None => keyring::key_names(&keyring)?,
+                };
+                if names.is_empty() {
+                    anyhow::bail!("no keys in {}", keyring.display());
                 }
-                let version = meridian_store::encryption::keyring::add_key(&keyring, &name)?;
-                println!(
-                    "key {name} is now at version {version}; new data keys are sealed with it"
-                );
+                for name in names {
+                    let version = keyring::add_key(&keyring, &name)?;
+                    println!(
+                        "key {name} is now at version {version}; new data keys are sealed with it"
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Command::TlsCerts(args) => {

@@ -879,6 +879,22 @@ async fn put_version(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mo
     .unwrap()
 }
 
+/// Waits until the source reports `key` COMPLETED (HEAD, which reports the status, needs an
+/// SSE-C key too).
+async fn wait_completed_with(s3: &Client, key: &str, version: &str, mode: Mode) {
+    meridian_tests::regions::wait_for(LIMIT, &format!("{key} COMPLETED"), || async {
+        let head = with_read_key!(
+            s3.head_object().bucket("enc").key(key).version_id(version),
+            mode
+        )
+        .send()
+        .await
+        .ok()?;
+        (head.replication_status().map(|s| s.as_str()) == Some("COMPLETED")).then_some(())
+    })
+    .await;
+}
+
 /// The ETag of an SSE-C object, read with its key.
 async fn head_c(s3: &Client, key: &str) -> String {
     with_read_key!(s3.head_object().bucket("enc").key(key), Mode::Customer(5))
@@ -892,8 +908,8 @@ async fn head_c(s3: &Client, key: &str) -> String {
 #[tokio::test]
 async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_as_ciphertext() {
     use meridian_tests::regions::{
-        assert_exact_replica, put_rules, replication_status, rule_to, versioned_bucket,
-        wait_completed, Regions, RegionsOptions,
+        assert_exact_replica, put_rules, replication_status, rule_to, versioned_bucket, Regions,
+        RegionsOptions,
     };
     let mut regions = Regions::start(RegionsOptions {
         extra: "[encryption]\nsse_c_over_http = true\n".into(),
@@ -974,16 +990,38 @@ async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_a
         .await
         .is_err());
 
-    // kill -9 of the source, then of the target, while a large SSE-S3 version is in flight.
+    // kill -9 of the source, then of the target, while a large version of each mode is in
+    // flight.
     let big: Vec<u8> = MARKER.iter().copied().cycle().take(24 << 20).collect();
-    for victim in [0usize, 1] {
-        let key = format!("inflight-{victim}");
-        let v = put_version(&east, "enc", &key, &big, Mode::S3).await;
+    for (victim, mode) in [
+        (0usize, Mode::S3),
+        (1, Mode::S3),
+        (0, Mode::Customer(5)),
+        (1, Mode::Kms("testkey-1")),
+    ] {
+        let key = format!("inflight-{victim}-{mode:?}");
+        let v = put_version(&east, "enc", &key, &big, mode).await;
         regions.servers[victim].kill9();
         regions.servers[victim].restart();
         let (east, west) = (regions.client(0), regions.client(1));
-        wait_completed(&east, "enc", &key, &v).await;
-        assert_exact_replica(&east, &west, "enc", &key, &v).await;
+        wait_completed_with(&east, &key, &v, mode).await;
+        match mode {
+            Mode::Customer(_) => {
+                let got = with_read_key!(
+                    west.get_object().bucket("enc").key(&key).version_id(&v),
+                    mode
+                )
+                .send()
+                .await
+                .unwrap();
+                let bytes = got.body.collect().await.unwrap().into_bytes();
+                assert!(
+                    bytes[..] == big[..],
+                    "{key}: the replica decrypts to the source's bytes"
+                );
+            }
+            _ => assert_exact_replica(&east, &west, "enc", &key, &v).await,
+        }
     }
 
     // SSE-C versions travel sealed: inline, one segment, a 24 MiB one sent in parts cut
@@ -1011,21 +1049,7 @@ async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_a
     .unwrap();
     sealed.push(("c-mpu", v, parts.concat()));
     for (key, version, body) in &sealed {
-        // HEAD (which reports the status) needs the customer's key too.
-        meridian_tests::regions::wait_for(LIMIT, &format!("{key} COMPLETED"), || async {
-            let head = with_read_key!(
-                east.head_object()
-                    .bucket("enc")
-                    .key(*key)
-                    .version_id(version),
-                Mode::Customer(5)
-            )
-            .send()
-            .await
-            .ok()?;
-            (head.replication_status().map(|s| s.as_str()) == Some("COMPLETED")).then_some(())
-        })
-        .await;
+        wait_completed_with(&east, key, version, Mode::Customer(5)).await;
         let got = with_read_key!(
             west.get_object()
                 .bucket("enc")

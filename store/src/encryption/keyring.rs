@@ -104,6 +104,14 @@ fn read_file(path: &Path) -> Result<(Keys, std::time::SystemTime), KmsError> {
     Ok((keys, meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
 }
 
+/// The names of the keys in the keyring file (none when there is no file).
+pub fn key_names(path: &Path) -> Result<Vec<String>, KmsError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(read_file(path)?.0.into_keys().collect())
+}
+
 /// The newest version of key `name` in the keyring file (0: no such key, or no file).
 pub fn key_versions(path: &Path, name: &str) -> Result<u32, KmsError> {
     if !path.exists() {
