@@ -213,21 +213,8 @@ impl ObjectStream {
     ) -> Result<ObjectStream, StoreError> {
         let plain = package::plain_size(data.len() as u64)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let pieces = if range.is_empty() {
-            Vec::new()
-        } else {
-            vec![Piece::Sealed {
-                source: Source::Bytes(Bytes::copy_from_slice(data)),
-                plain,
-                range: range.clone(),
-                key: key.clone(),
-            }]
-        };
-        Ok(Self::from_pieces(
-            Some(disks.clone()),
-            pieces,
-            (range.end - range.start) as usize,
-        ))
+        let source = Source::Bytes(Bytes::copy_from_slice(data));
+        Ok(Self::from_sealed(disks, [(source, plain)], range, key))
     }
 
     /// The plaintext `range` of an object sealed with `key` in segments of the given
@@ -241,22 +228,11 @@ impl ObjectStream {
         key: &DataKey,
     ) -> Result<ObjectStream, StoreError> {
         let layout = std::sync::Arc::new(layout);
-        let mut pieces = Vec::new();
-        let (mut offset, mut stored) = (0u64, 0u64);
+        let mut stored = 0u64;
+        let mut segments = Vec::with_capacity(plain_sizes.len());
         for &plain in plain_sizes {
-            let (start, end) = (offset, offset + plain);
-            let at = stored;
-            offset = end;
+            segments.push((Source::Stored(layout.clone(), stored), plain));
             stored += package::sealed_size(plain);
-            if end <= range.start || start >= range.end || start == end {
-                continue;
-            }
-            pieces.push(Piece::Sealed {
-                source: Source::Stored(layout.clone(), at),
-                plain,
-                range: range.start.max(start) - start..range.end.min(end) - start,
-                key: key.clone(),
-            });
         }
         if stored != layout.size() {
             return Err(StoreError::Internal(format!(
@@ -264,11 +240,7 @@ impl ObjectStream {
                 layout.size()
             )));
         }
-        Ok(Self::from_pieces(
-            Some(disks.clone()),
-            pieces,
-            (range.end - range.start) as usize,
-        ))
+        Ok(Self::from_sealed(disks, segments, range, key))
     }
 
     /// The plaintext `range` of an object whose segments are sealed with `key`.
@@ -278,28 +250,45 @@ impl ObjectStream {
         range: Range<u64>,
         key: &DataKey,
     ) -> Result<ObjectStream, StoreError> {
+        let segments = segments
+            .iter()
+            .map(|seg| {
+                let plain = package::plain_size(seg.size())
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok((Source::of(seg), plain))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self::from_sealed(disks, segments, range, key))
+    }
+
+    /// The plaintext `range` of sealed segments, given where each is stored and its plaintext
+    /// size, in order: only the segments the range overlaps are read.
+    fn from_sealed(
+        disks: &DiskSet,
+        segments: impl IntoIterator<Item = (Source, u64)>,
+        range: Range<u64>,
+        key: &DataKey,
+    ) -> ObjectStream {
         let mut pieces = Vec::new();
         let mut offset = 0u64;
-        for seg in segments {
-            let plain =
-                package::plain_size(seg.size()).map_err(|e| StoreError::Internal(e.to_string()))?;
+        for (source, plain) in segments {
             let (start, end) = (offset, offset + plain);
             offset = end;
             if end <= range.start || start >= range.end || start == end {
                 continue;
             }
             pieces.push(Piece::Sealed {
-                source: Source::of(seg),
+                source,
                 plain,
                 range: range.start.max(start) - start..range.end.min(end) - start,
                 key: key.clone(),
             });
         }
-        Ok(Self::from_pieces(
+        Self::from_pieces(
             Some(disks.clone()),
             pieces,
             (range.end - range.start) as usize,
-        ))
+        )
     }
 
     fn from_pieces(disks: Option<DiskSet>, pieces: Vec<Piece>, len: usize) -> ObjectStream {
