@@ -97,9 +97,6 @@ def test_a_64_mib_multipart_transfer(s3, bucket, tmp_path, mode):
 
 
 def test_aws_cli_cp_with_each_sse_option(aws, bucket, tmp_path):
-    src = tmp_path / "model.safetensors"
-    data = os.urandom(20 << 20)
-    src.write_bytes(data)
     keyfile = tmp_path / "sse-c.key"
     keyfile.write_bytes(KEY)
     options = {
@@ -107,13 +104,20 @@ def test_aws_cli_cp_with_each_sse_option(aws, bucket, tmp_path):
         "kms": ["--sse", "aws:kms", "--sse-kms-key-id", "testkey-1"],
         "c": ["--sse-c", "AES256", "--sse-c-key", f"fileb://{keyfile}"],
     }
-    for name, opts in options.items():
-        aws("s3", "cp", "--only-show-errors", str(src), f"s3://{bucket}/{name}", *opts)
-        back = tmp_path / f"{name}.back"
-        down = opts if name == "c" else []
-        aws("s3", "cp", "--only-show-errors", f"s3://{bucket}/{name}", str(back), *down)
-        assert back.read_bytes() == data, name
-    p = aws("s3", "cp", "--only-show-errors", f"s3://{bucket}/c", str(tmp_path / "nokey"), check=False)
+    # 0 B, 1 B, a package and one byte either side, and 64 MiB (a multipart upload and a
+    # ranged parallel download, as `aws s3 cp` does for large files).
+    for size in (0, 1, PACKAGE - 1, PACKAGE, PACKAGE + 1, 64 << 20):
+        src = tmp_path / f"model-{size}.bin"
+        data = os.urandom(size)
+        src.write_bytes(data)
+        for name, opts in options.items():
+            key = f"{name}/{size}"
+            aws("s3", "cp", "--only-show-errors", str(src), f"s3://{bucket}/{key}", *opts)
+            back = tmp_path / f"{name}-{size}.back"
+            down = opts if name == "c" else []
+            aws("s3", "cp", "--only-show-errors", f"s3://{bucket}/{key}", str(back), *down)
+            assert back.read_bytes() == data, key
+    p = aws("s3", "cp", "--only-show-errors", f"s3://{bucket}/c/1", str(tmp_path / "nokey"), check=False)
     assert p.returncode != 0
 
 
