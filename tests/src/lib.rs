@@ -58,6 +58,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct loopback ports, held (bound) until the listeners are dropped: ports picked
+/// one after the other can repeat once the first is released, and anything else binding an
+/// ephemeral port meanwhile (a fault proxy) could take one.
+pub fn hold_ports(n: usize) -> Vec<std::net::TcpListener> {
+    (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port"))
+        .collect()
+}
+
+/// The port of a held listener.
+pub fn port_of(listener: &std::net::TcpListener) -> u16 {
+    listener.local_addr().expect("a bound address").port()
+}
+
 /// Sends `signal` to process `pid` (one of ours, still running).
 pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
     let pid = i32::try_from(pid)

@@ -14,7 +14,7 @@ use aws_sdk_s3::Client;
 pub use meridian_api::version::{differences, Fidelity, ObservedVersion, ABSENT_CONTENT_TYPE};
 
 use crate::fault_proxy::FaultProxy;
-use crate::{free_port, ServerOptions, TestServer};
+use crate::{hold_ports, port_of, ServerOptions, TestServer};
 
 /// The user each region's peers replicate as (`access = "replicate"` on every bucket).
 pub const REPLICATOR_KEY: &str = "replicator";
@@ -101,7 +101,9 @@ pub struct Regions {
 
 impl Regions {
     pub fn start(options: RegionsOptions) -> Regions {
-        let ports: Vec<u16> = (0..options.count).map(|_| free_port()).collect();
+        // Held while the proxies pick their own ports, released just before the servers bind.
+        let held = hold_ports(options.count);
+        let ports: Vec<u16> = held.iter().map(port_of).collect();
         let proxies: Vec<(Link, FaultProxy)> = if options.proxied {
             options
                 .links
@@ -126,6 +128,7 @@ impl Regions {
             Some((_, proxy)) => format!("{scheme}://{}", proxy.addr()),
             None => format!("{scheme}://127.0.0.1:{}", ports[link.to]),
         };
+        drop(held);
         let servers = (0..options.count)
             .map(|i| {
                 let mut config = options.extra.clone();
