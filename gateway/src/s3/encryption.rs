@@ -12,7 +12,7 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
 
 use super::MeridianS3;
-use crate::s3::errors::{custom_error, IntoS3};
+use crate::s3::errors::custom_error;
 
 /// The bucket configuration document.
 pub const DOCUMENT: &str = "encryption";
@@ -348,14 +348,8 @@ impl MeridianS3 {
         bucket: &str,
         default: &BucketDefault,
     ) -> S3Result<()> {
-        let (name, doc) = (
-            bucket.to_owned(),
-            serde_json::to_vec(default).expect("strings serialize"),
-        );
-        self.store
-            .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))
-            .await
-            .s3()
+        let doc = serde_json::to_vec(default).expect("strings serialize");
+        self.put_document(bucket, DOCUMENT, doc).await
     }
 
     pub(super) async fn put_bucket_encryption_impl(
@@ -441,12 +435,9 @@ impl MeridianS3 {
         &self,
         req: S3Request<DeleteBucketEncryptionInput>,
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
-        let name = req.input.bucket.clone();
-        self.bucket(&name).await?;
-        self.store
-            .meta(move |m| m.delete_bucket_config(&name, DOCUMENT))
-            .await
-            .s3()?;
+        let name = &req.input.bucket;
+        self.bucket(name).await?;
+        self.delete_document(name, DOCUMENT).await?;
         Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
     }
 }

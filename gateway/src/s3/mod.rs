@@ -101,6 +101,24 @@ impl MeridianS3 {
         })
     }
 
+    /// Stores `doc` as the bucket's configuration document `name`.
+    async fn put_document(&self, bucket: &str, name: &'static str, doc: Vec<u8>) -> S3Result<()> {
+        let b = bucket.to_owned();
+        self.store
+            .meta(move |m| m.put_bucket_config(&b, name, doc))
+            .await
+            .s3()
+    }
+
+    /// Removes the bucket's configuration document `name` (none is no error).
+    async fn delete_document(&self, bucket: &str, name: &'static str) -> S3Result<()> {
+        let b = bucket.to_owned();
+        self.store
+            .meta(move |m| m.delete_bucket_config(&b, name))
+            .await
+            .s3()
+    }
+
     /// The bucket record, or `NoSuchBucket`.
     async fn bucket(&self, name: &str) -> S3Result<BucketRecord> {
         let n = name.to_owned();

@@ -32,11 +32,8 @@ impl MeridianS3 {
                 "Access Denied: the bucket's public access block forbids public policies"
             ));
         }
-        let (name, doc) = (input.bucket.clone(), input.policy.into_bytes());
-        self.store
-            .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))
-            .await
-            .s3()?;
+        self.put_document(&input.bucket, DOCUMENT, input.policy.into_bytes())
+            .await?;
         self.policies.forget(&input.bucket);
         Ok(S3Response::new(PutBucketPolicyOutput {}))
     }
@@ -62,11 +59,7 @@ impl MeridianS3 {
         req: S3Request<DeleteBucketPolicyInput>,
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         let name = req.input.bucket;
-        let n = name.clone();
-        self.store
-            .meta(move |m| m.delete_bucket_config(&n, DOCUMENT))
-            .await
-            .s3()?;
+        self.delete_document(&name, DOCUMENT).await?;
         self.policies.forget(&name);
         // s3s answers 204 No Content, as S3 does.
         Ok(S3Response::new(DeleteBucketPolicyOutput {}))

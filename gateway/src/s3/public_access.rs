@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::acl::GrantHeaders;
 use super::MeridianS3;
-use crate::s3::errors::IntoS3;
 
 /// The bucket configuration document.
 pub const DOCUMENT: &str = "public-access-block";
@@ -97,14 +96,8 @@ impl MeridianS3 {
             block_public_policy: c.block_public_policy.unwrap_or(false),
             restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
         };
-        let (name, doc) = (
-            input.bucket.clone(),
-            serde_json::to_vec(&block).expect("four booleans serialize"),
-        );
-        self.store
-            .meta(move |m| m.put_bucket_config(&name, DOCUMENT, doc))
-            .await
-            .s3()?;
+        let doc = serde_json::to_vec(&block).expect("four booleans serialize");
+        self.put_document(&input.bucket, DOCUMENT, doc).await?;
         // The access hook caches each bucket's policy with this applied.
         self.policies.forget(&input.bucket);
         tracing::info!(bucket = %input.bucket, ?block, "public access block stored");
@@ -141,11 +134,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
         let name = req.input.bucket;
         self.bucket(&name).await?;
-        let n = name.clone();
-        self.store
-            .meta(move |m| m.delete_bucket_config(&n, DOCUMENT))
-            .await
-            .s3()?;
+        self.delete_document(&name, DOCUMENT).await?;
         self.policies.forget(&name);
         Ok(S3Response::new(DeletePublicAccessBlockOutput {}))
     }

@@ -68,11 +68,8 @@ impl MeridianS3 {
             ));
         }
         self.check_destinations(&config).await?;
-        let (name, doc) = (input.bucket.clone(), config.to_json());
-        self.store
-            .meta(move |m| m.put_bucket_config(&name, CONFIG_DOCUMENT, doc))
-            .await
-            .s3()?;
+        self.put_document(&input.bucket, CONFIG_DOCUMENT, config.to_json())
+            .await?;
         self.replicator.rules().invalidate(&input.bucket);
         tracing::info!(bucket = %input.bucket, rules = config.rules.len(), "replication configuration stored");
         // Rules with ExistingObjectReplication send what the bucket held before them, once.
@@ -117,11 +114,7 @@ impl MeridianS3 {
         req: S3Request<DeleteBucketReplicationInput>,
     ) -> S3Result<S3Response<DeleteBucketReplicationOutput>> {
         let name = req.input.bucket;
-        let n = name.clone();
-        self.store
-            .meta(move |m| m.delete_bucket_config(&n, CONFIG_DOCUMENT))
-            .await
-            .s3()?;
+        self.delete_document(&name, CONFIG_DOCUMENT).await?;
         self.replicator.rules().invalidate(&name);
         tracing::info!(bucket = %name, "replication configuration deleted");
         Ok(S3Response::new(DeleteBucketReplicationOutput {}))
