@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-ACCESS, SECRET = "bench-root", "bench-root-secret-key"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchserver import ACCESS, SECRET, run_json, start_server  # noqa: E402
+
 
 CASES = [
     # name, size, concurrency, keys, pipeline count
@@ -27,11 +28,6 @@ CASES = [
     ("1MiB", "1MiB", 8, 256, 512),
     ("1GiB", "1GiB", 1, 2, 3),
 ]
-
-
-def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
-    return json.loads(out.stdout)
 
 
 def peak_rss_mib(pid):
@@ -43,27 +39,6 @@ def peak_rss_mib(pid):
     except OSError:
         pass
     return None
-
-
-def start_server(binary, layout, work):
-    config = os.path.join(work, "meridian.toml")
-    with open(config, "w") as f:
-        f.write(f'[root]\naccess_key = "{ACCESS}"\nsecret_key = "{SECRET}"\n')
-    proc = subprocess.Popen(
-        [binary, "serve", "--config", config, "--address", "127.0.0.1:0",
-         "--data", os.path.join(work, "data"), "--erasure", layout],
-        stdout=subprocess.PIPE, stderr=open(os.path.join(work, "server.log"), "w"),
-        text=True, env={**os.environ, "MERIDIAN_LOG": "warn"},
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("meridian listening on "):
-            return proc, line.split()[3]
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    sys.exit(f"meridian did not start; see {work}/server.log")
 
 
 def main():
@@ -86,7 +61,7 @@ def main():
                                     "--size", size, "--concurrency", str(conc), "--count", str(pcount), "--json"])
                 ceiling_put = ceiling["operations"]["put"]["mb_per_sec"]
                 subprocess.run(["sync"], check=False)
-                server, endpoint = start_server(args.bin, layout, work)
+                server, endpoint = start_server(args.bin, work, layout)
                 try:
                     timing = ["--count", str(keys * 2)] if name == "1GiB" else ["--duration", args.duration]
                     put = run_json([args.bin, "bench", "put", "--endpoint", endpoint, "--access-key", ACCESS,

@@ -18,41 +18,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ACCESS, SECRET = "bench-root", "bench-root-secret-key"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchserver import ACCESS, SECRET, run_json, start_server  # noqa: E402
+
 
 CASES = [
     # name, size, concurrency, keys, figure
     ("64MiB", "64MiB", 4, 8, "mb_per_sec"),
     ("4KiB", "4KiB", 8, 512, "ops_per_sec"),
 ]
-
-
-def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
-    return json.loads(out.stdout)
-
-
-def start_server(binary, work):
-    config = os.path.join(work, "meridian.toml")
-    with open(config, "w") as f:
-        f.write(f'[root]\naccess_key = "{ACCESS}"\nsecret_key = "{SECRET}"\n')
-    proc = subprocess.Popen(
-        [binary, "serve", "--config", config, "--address", "127.0.0.1:0",
-         "--data", os.path.join(work, "data")],
-        stdout=subprocess.PIPE, stderr=open(os.path.join(work, "server.log"), "w"),
-        text=True, env={**os.environ, "MERIDIAN_LOG": "warn"},
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("meridian listening on "):
-            return proc, line.split()[3]
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    sys.exit(f"meridian did not start; see {work}/server.log")
 
 
 def main():

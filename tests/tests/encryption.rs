@@ -96,8 +96,15 @@ macro_rules! with_read_key {
     }};
 }
 
-async fn put(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> String {
-    let out = with_mode!(
+/// PutObject of `body` encrypted as `mode`.
+async fn put_with(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    mode: Mode,
+) -> aws_sdk_s3::operation::put_object::PutObjectOutput {
+    with_mode!(
         s3.put_object()
             .bucket(bucket)
             .key(key)
@@ -106,13 +113,41 @@ async fn put(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> S
     )
     .send()
     .await
-    .unwrap_or_else(|e| panic!("PUT {key} {mode:?}: {e:?}"));
-    out.e_tag.unwrap()
+    .unwrap_or_else(|e| panic!("PUT {key} {mode:?}: {e:?}"))
+}
+
+/// The ETag of a new object.
+async fn put(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> String {
+    put_with(s3, bucket, key, body, mode).await.e_tag.unwrap()
+}
+
+/// The version id of a new object.
+async fn put_version(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> String {
+    put_with(s3, bucket, key, body, mode)
+        .await
+        .version_id
+        .unwrap()
 }
 
 async fn get(s3: &Client, bucket: &str, key: &str, range: Option<String>, mode: Mode) -> Vec<u8> {
+    get_at(s3, bucket, key, None, range, mode).await
+}
+
+/// The bytes of `range` of a version (the latest when `None`), read with `mode`'s key.
+async fn get_at(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    range: Option<String>,
+    mode: Mode,
+) -> Vec<u8> {
     let out = with_read_key!(
-        s3.get_object().bucket(bucket).key(key).set_range(range),
+        s3.get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_owned))
+            .set_range(range),
         mode
     )
     .send()
@@ -864,21 +899,6 @@ fn with_kms(
         .unwrap()
 }
 
-async fn put_version(s3: &Client, bucket: &str, key: &str, body: &[u8], mode: Mode) -> String {
-    with_mode!(
-        s3.put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec())),
-        mode
-    )
-    .send()
-    .await
-    .unwrap()
-    .version_id
-    .unwrap()
-}
-
 /// Waits until the source reports `key` COMPLETED (HEAD, which reports the status, needs an
 /// SSE-C key too).
 async fn wait_completed_with(s3: &Client, key: &str, version: &str, mode: Mode) {
@@ -1007,16 +1027,9 @@ async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_a
         wait_completed_with(&east, &key, &v, mode).await;
         match mode {
             Mode::Customer(_) => {
-                let got = with_read_key!(
-                    west.get_object().bucket("enc").key(&key).version_id(&v),
-                    mode
-                )
-                .send()
-                .await
-                .unwrap();
-                let bytes = got.body.collect().await.unwrap().into_bytes();
+                let bytes = get_at(&west, "enc", &key, Some(&v), None, mode).await;
                 assert!(
-                    bytes[..] == big[..],
+                    bytes == big,
                     "{key}: the replica decrypts to the source's bytes"
                 );
             }
@@ -1081,18 +1094,9 @@ async fn every_mode_replicates_sse_s3_and_kms_sealed_with_the_peers_keys_sse_c_a
             .unwrap_err();
         assert_eq!(error_status(&e), Some(403), "{key} with another key");
     }
-    let ranged = with_read_key!(
-        west.get_object()
-            .bucket("enc")
-            .key("c-24mib")
-            .range("bytes=16777210-16777230"),
-        Mode::Customer(5)
-    )
-    .send()
-    .await
-    .unwrap();
+    let range = Some("bytes=16777210-16777230".to_owned());
     assert_eq!(
-        ranged.body.collect().await.unwrap().into_bytes().to_vec(),
+        get(&west, "enc", "c-24mib", range, Mode::Customer(5)).await,
         &pattern(24 << 20, 9)[16777210..=16777230]
     );
     let verify = meridian_tests::regions::drill_verify(&regions);
