@@ -491,6 +491,32 @@ pub fn completed_parts(parts: &[(i32, &str)]) -> aws_sdk_s3::types::CompletedMul
         .build()
 }
 
+/// Uploads `parts` (numbered from 1) to an upload and completes it; the version id.
+pub async fn upload_parts_and_complete(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: &[&[u8]],
+) -> String {
+    let mut etags = Vec::new();
+    for (n, data) in (1..).zip(parts) {
+        etags.push((n, upload_part(s3, bucket, key, upload_id, n, data).await));
+    }
+    let named: Vec<(i32, &str)> = etags.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(completed_parts(&named))
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned()
+}
+
 /// The whole body of the latest version of `bucket/key`.
 pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     s3.get_object()

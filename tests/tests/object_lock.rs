@@ -201,25 +201,8 @@ async fn finish_upload(
     upload_id: &str,
     parts: &[Vec<u8>],
 ) -> String {
-    let mut etags = Vec::new();
-    for (n, data) in (1..).zip(parts) {
-        etags.push((
-            n,
-            meridian_tests::upload_part(s3, bucket, key, upload_id, n, data).await,
-        ));
-    }
-    let named: Vec<(i32, &str)> = etags.iter().map(|(n, e)| (*n, e.as_str())).collect();
-    s3.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .multipart_upload(meridian_tests::completed_parts(&named))
-        .send()
-        .await
-        .unwrap()
-        .version_id()
-        .unwrap()
-        .to_owned()
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    meridian_tests::upload_parts_and_complete(s3, bucket, key, upload_id, &parts).await
 }
 
 /// PutBucketVersioning to Suspended; the S3 error code when refused.

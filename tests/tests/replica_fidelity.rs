@@ -15,8 +15,7 @@ use meridian_tests::regions::{
     with_existing_objects, without_content_type, Regions, RegionsOptions, ABSENT_CONTENT_TYPE,
 };
 use meridian_tests::{
-    error_code, error_status, meridian_binary, output_within, pattern, upload_part, ACCESS_KEY,
-    SECRET_KEY,
+    error_code, error_status, meridian_binary, output_within, pattern, ACCESS_KEY, SECRET_KEY,
 };
 
 const MIB: usize = 1 << 20;
@@ -95,27 +94,8 @@ async fn multipart_with(
         .unwrap()
         .to_owned();
     let data = pattern(size, size as u64);
-    let mut parts = Vec::new();
-    for (i, chunk) in data.chunks(5 * MIB).enumerate() {
-        let n = i as i32 + 1;
-        parts.push((
-            n,
-            upload_part(client, bucket, key, &upload_id, n, chunk).await,
-        ));
-    }
-    let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(&upload_id)
-        .multipart_upload(meridian_tests::completed_parts(&parts))
-        .send()
-        .await
-        .unwrap()
-        .version_id()
-        .unwrap()
-        .to_owned()
+    let parts: Vec<&[u8]> = data.chunks(5 * MIB).collect();
+    meridian_tests::upload_parts_and_complete(client, bucket, key, &upload_id, &parts).await
 }
 
 #[tokio::test]

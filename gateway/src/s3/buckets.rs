@@ -120,6 +120,7 @@ impl MeridianS3 {
         // Its configuration documents went with it.
         self.replicator.rules().invalidate(&name);
         self.store.lifecycle.invalidate(&name);
+        self.encryption_defaults.invalidate(&name);
         self.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

@@ -3,6 +3,8 @@
 //! stored as the bucket's `encryption` document), and the response headers. The keys and the
 //! encryption itself are the store's (`meridian_store::encryption`).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use md5::Digest as _;
 use meridian_metadata::{Encryption, EncryptionMode};
@@ -12,7 +14,7 @@ use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
 
 use super::MeridianS3;
-use crate::s3::errors::custom_error;
+use crate::s3::errors::{custom_error, IntoS3};
 
 /// The bucket configuration document.
 pub const DOCUMENT: &str = "encryption";
@@ -335,10 +337,16 @@ impl MeridianS3 {
         Ok(())
     }
 
-    /// The bucket's default encryption, if it has one.
-    pub(super) async fn bucket_encryption(&self, bucket: &str) -> S3Result<Option<BucketDefault>> {
-        self.optional_document(bucket, DOCUMENT, BucketDefault::from_json)
-            .await
+    /// The bucket's default encryption, if it has one (from memory after the first ask).
+    pub(super) async fn bucket_encryption(
+        &self,
+        bucket: &str,
+    ) -> S3Result<Option<Arc<BucketDefault>>> {
+        if let Some(cached) = self.encryption_defaults.cached(bucket) {
+            return Ok(cached);
+        }
+        let (cache, b) = (self.encryption_defaults.clone(), bucket.to_owned());
+        self.store.meta(move |_| cache.get(&b)).await.s3()
     }
 
     /// Stores a bucket default encryption (PutBucketEncryption, and new buckets when the
@@ -349,7 +357,9 @@ impl MeridianS3 {
         default: &BucketDefault,
     ) -> S3Result<()> {
         let doc = serde_json::to_vec(default).expect("strings serialize");
-        self.put_document(bucket, DOCUMENT, doc).await
+        self.put_document(bucket, DOCUMENT, doc).await?;
+        self.encryption_defaults.invalidate(bucket);
+        Ok(())
     }
 
     pub(super) async fn put_bucket_encryption_impl(
@@ -438,6 +448,7 @@ impl MeridianS3 {
         let name = &req.input.bucket;
         self.bucket(name).await?;
         self.delete_document(name, DOCUMENT).await?;
+        self.encryption_defaults.invalidate(name);
         Ok(S3Response::new(DeleteBucketEncryptionOutput::default()))
     }
 }

@@ -25,6 +25,8 @@ mod replica;
 mod replication;
 mod tagging;
 
+use std::sync::Arc;
+
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
@@ -46,6 +48,8 @@ pub struct MeridianS3 {
     users: crate::auth::Users,
     /// What `[encryption]` allows and defaults to.
     sse: encryption::SseSettings,
+    /// Every bucket's default encryption, read once (every PUT without SSE headers asks).
+    encryption_defaults: Arc<meridian_metadata::ConfigCache<encryption::BucketDefault>>,
 }
 
 impl MeridianS3 {
@@ -57,6 +61,11 @@ impl MeridianS3 {
         users: crate::auth::Users,
         sse: encryption::SseSettings,
     ) -> MeridianS3 {
+        let encryption_defaults = Arc::new(meridian_metadata::ConfigCache::new(
+            store.meta.clone(),
+            encryption::DOCUMENT,
+            |doc| encryption::BucketDefault::from_json(doc).map_err(|e| e.to_string()),
+        ));
         MeridianS3 {
             store,
             region,
@@ -64,6 +73,7 @@ impl MeridianS3 {
             policies,
             users,
             sse,
+            encryption_defaults,
         }
     }
 
