@@ -705,13 +705,22 @@ async fn disks_hold_ciphertext_a_flipped_shard_heals_and_keys_stay_out_of_logs()
         get(&s3, "disk", "small-c", None, Mode::Customer(3)).await,
         small
     );
-    let _ = with_read_key!(
+    let refused = with_read_key!(
         s3.get_object().bucket("disk").key("small-c"),
         Mode::Customer(4)
     )
     .send()
     .await
     .unwrap_err();
+    // The error answer (status, headers, body) names neither key.
+    let answer = format!("{refused:?}");
+    for seed in [3u8, 4] {
+        let (key, _) = customer_key(seed);
+        assert!(
+            !answer.contains(&key),
+            "a key in the error answer: {answer}"
+        );
+    }
 
     // Neither the shards nor RocksDB (inline objects live there) hold the plaintext.
     for file in files_under(&server.data_dir) {
