@@ -279,3 +279,48 @@ mod tests {
         assert_eq!(back, report);
     }
 }
+
+/// One grant of a key, as `meridian admin key info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// A bucket, a prefix ending in `*`, or `*`.
+    pub bucket: String,
+    /// `read`, `write`, `owner`, `create`, `admin` or `replicate`.
+    pub access: String,
+}
+
+/// An access key as the admin API reports it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub access_key: String,
+    pub name: String,
+    /// `runtime` (managed with `meridian admin`), or `config` (the configuration file's root
+    /// and `[[users]]`: read-only here).
+    pub source: String,
+    pub enabled: bool,
+    /// RFC 3339.
+    pub created: Option<String>,
+    pub expires: Option<String>,
+    /// Until when the secret before the last rotation is still accepted.
+    pub previous_secret_valid_until: Option<String>,
+    pub grants: Vec<GrantInfo>,
+    /// Who made the last change and where.
+    pub changed_by: Option<String>,
+    pub changed_in: Option<String>,
+}
+
+/// The answer to creating or rotating a key: the secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySecret {
+    pub access_key: String,
+    pub secret_key: String,
+    pub name: String,
+    /// After a rotation with a grace period: until when the old secret is accepted.
+    pub previous_secret_valid_until: Option<String>,
+}
+
+/// Every key of a region, for `meridian admin key list` and `meridian drill verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}

@@ -34,6 +34,9 @@ enum Command {
     /// Lifecycle rules of a running server: status, and a preview of what they will expire.
     #[command(subcommand)]
     Lifecycle(meridian_client::lifecycle::LifecycleCommand),
+    /// Access keys and grants of a running server: create, disable, rotate, grant, ...
+    #[command(subcommand)]
+    Admin(meridian_client::admin::AdminCommand),
     /// A disaster-recovery drill between two regions: verify, failover or outage.
     Drill(meridian_client::drill::DrillArgs),
     /// Write a private CA and a server certificate for trying HTTPS locally (not for
@@ -180,6 +183,10 @@ fn main() -> ExitCode {
             }
             Command::Lifecycle(command) => {
                 meridian_client::lifecycle::run(command).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Admin(command) => {
+                meridian_client::admin::run(command).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench(command) => {

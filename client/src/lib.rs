@@ -9,6 +9,7 @@
 //!
 //! The server never links this crate; the `meridian` binary composes both.
 
+pub mod admin;
 pub mod bench;
 pub mod certs;
 pub mod drill;

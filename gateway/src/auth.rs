@@ -15,6 +15,10 @@ use s3s::path::S3Path;
 use s3s::{s3_error, S3Request, S3Result};
 use serde::Deserialize;
 
+use meridian_metadata::{AccessKeyRecord, GrantAccess, KeyGrant, Nanos};
+use meridian_store::access_keys::{AccessKeys, KeyError, OpenKey, Secret};
+use zeroize::Zeroizing;
+
 use crate::bucket_policy::{action_of, resource_of, Decision, Policies, Policy, RequestContext};
 
 /// A `[[users]]` entry: an access key, its secret and what it may do.
@@ -43,7 +47,8 @@ pub struct GrantConfig {
     pub bypass_governance_retention: bool,
 }
 
-/// What a grant allows, each level including the ones before it.
+/// What a grant in the configuration file allows. `read-write` is today's name for read
+/// plus write (it no longer includes the bucket's configuration: that is `owner`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
@@ -52,6 +57,25 @@ pub enum Access {
     /// Read-write, plus writing replicas (`x-meridian-replica-*`): for the user a peer
     /// region replicates as.
     Replicate,
+    Write,
+    Owner,
+    Create,
+    Admin,
+}
+
+impl Access {
+    /// The grants of the run-time model this access stands for.
+    fn grants(self) -> &'static [GrantAccess] {
+        match self {
+            Access::Read => &[GrantAccess::Read],
+            Access::ReadWrite => &[GrantAccess::Read, GrantAccess::Write],
+            Access::Replicate => &[GrantAccess::Replicate],
+            Access::Write => &[GrantAccess::Write],
+            Access::Owner => &[GrantAccess::Owner],
+            Access::Create => &[GrantAccess::Create],
+            Access::Admin => &[GrantAccess::Admin],
+        }
+    }
 }
 
 /// An authenticated caller, put into the request's extensions by the access hook.
@@ -61,42 +85,62 @@ pub struct Principal {
     pub is_root: bool,
     /// May read `/_meridian/metrics`.
     pub metrics: bool,
-    grants: Arc<[GrantConfig]>,
+    grants: Arc<[KeyGrant]>,
+    /// Bucket patterns where GOVERNANCE retention may be bypassed.
+    bypass: Arc<[String]>,
 }
 
 impl Principal {
-    /// The strongest access this principal has on `bucket`, if any.
-    pub fn access_to(&self, bucket: &str) -> Option<Access> {
-        if self.is_root {
-            return Some(Access::Replicate);
-        }
-        self.grants
-            .iter()
-            .filter(|g| grant_matches(&g.bucket, bucket))
-            .map(|g| g.access)
-            .max()
+    /// Whether a grant gives `access` on `bucket` (`replicate` includes read and write).
+    pub fn has(&self, bucket: &str, access: GrantAccess) -> bool {
+        self.is_root
+            || self.grants.iter().any(|g| {
+                grant_matches(&g.bucket, bucket)
+                    && (g.access == access
+                        || (g.access == GrantAccess::Replicate
+                            && matches!(access, GrantAccess::Read | GrantAccess::Write)))
+            })
     }
 
     pub fn can_read(&self, bucket: &str) -> bool {
-        self.access_to(bucket).is_some()
+        self.has(bucket, GrantAccess::Read)
     }
 
     pub fn can_write(&self, bucket: &str) -> bool {
-        self.access_to(bucket) >= Some(Access::ReadWrite)
+        self.has(bucket, GrantAccess::Write)
+    }
+
+    /// Any grant at all on `bucket` (ListBuckets shows it).
+    pub fn sees(&self, bucket: &str) -> bool {
+        self.is_root || self.grants.iter().any(|g| grant_matches(&g.bucket, bucket))
+    }
+
+    /// May use the admin API (keys, grants, replication, lifecycle).
+    pub fn is_admin(&self) -> bool {
+        self.is_root || self.grants.iter().any(|g| g.access == GrantAccess::Admin)
     }
 
     /// Has a grant allowing it to bypass GOVERNANCE retention in `bucket` (root always may).
     pub fn may_bypass_governance(&self, bucket: &str) -> bool {
-        self.is_root
-            || self
-                .grants
-                .iter()
-                .any(|g| g.bypass_governance_retention && grant_matches(&g.bucket, bucket))
+        self.is_root || self.bypass.iter().any(|p| grant_matches(p, bucket))
     }
 
     /// May write replicas (requests with `x-meridian-replica-*` headers) into `bucket`.
     pub fn can_replicate(&self, bucket: &str) -> bool {
-        self.access_to(bucket) == Some(Access::Replicate)
+        self.is_root
+            || self
+                .grants
+                .iter()
+                .any(|g| g.access == GrantAccess::Replicate && grant_matches(&g.bucket, bucket))
+    }
+
+    /// May send this region a peer's key changes: root, or a `replicate` grant on `*`.
+    pub fn replicates_everything(&self) -> bool {
+        self.is_root
+            || self
+                .grants
+                .iter()
+                .any(|g| g.access == GrantAccess::Replicate && g.bucket == "*")
     }
 }
 
@@ -107,15 +151,37 @@ fn grant_matches(pattern: &str, bucket: &str) -> bool {
     }
 }
 
+/// One identity of the user table.
 struct User {
-    secret_key: String,
     principal: Principal,
+    secret: Secret,
+    /// The secret before a rotation, and until when it is accepted.
+    previous: Option<(Secret, Nanos)>,
+    enabled: bool,
+    expires: Option<Nanos>,
+    /// From the configuration file (root, `[[users]]`): read-only at run time.
+    bootstrap: bool,
+    record: Option<AccessKeyRecord>,
 }
 
-/// The user table, shared by the signature check and the access hook.
+impl User {
+    fn usable(&self, now: Nanos) -> bool {
+        self.enabled && self.expires.is_none_or(|t| now < t)
+    }
+}
+
+/// The user table, shared by the signature check, the access hook and the admin API: the
+/// configuration file's identities, and the run-time keys of the store, kept in memory
+/// (secrets in clear only here, wiped when an entry goes) and updated on every change.
 #[derive(Clone)]
 pub struct Users {
-    by_access_key: Arc<HashMap<String, User>>,
+    table: Arc<std::sync::RwLock<HashMap<String, Arc<User>>>>,
+    /// The bootstrap identities, which run-time keys cannot shadow.
+    bootstrap: Arc<std::collections::HashSet<String>>,
+    keys: Option<Arc<AccessKeys>>,
+    /// Keys with an old secret still kept (in grace, or expired but not yet changed again):
+    /// while none, the grace check of a request costs nothing.
+    in_grace: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Users {
@@ -123,18 +189,32 @@ impl Users {
     pub fn new((root_key, root_secret): (String, String), users: &[UserConfig]) -> Users {
         let mut map = HashMap::new();
         for u in users {
+            let grants: Vec<KeyGrant> = u
+                .grants
+                .iter()
+                .flat_map(|g| {
+                    g.access.grants().iter().map(|&access| KeyGrant {
+                        bucket: g.bucket.clone(),
+                        access,
+                    })
+                })
+                .collect();
+            let bypass: Vec<String> = u
+                .grants
+                .iter()
+                .filter(|g| g.bypass_governance_retention)
+                .map(|g| g.bucket.clone())
+                .collect();
             let principal = Principal {
                 access_key: u.access_key.clone(),
                 is_root: false,
                 metrics: u.metrics,
-                grants: u.grants.clone().into(),
+                grants: grants.into(),
+                bypass: bypass.into(),
             };
             map.insert(
                 u.access_key.clone(),
-                User {
-                    secret_key: u.secret_key.clone(),
-                    principal,
-                },
+                Arc::new(User::bootstrap(principal, &u.secret_key)),
             );
         }
         // Root last, so a configured user cannot shadow it.
@@ -143,36 +223,206 @@ impl Users {
             is_root: true,
             metrics: true,
             grants: Arc::new([]),
+            bypass: Arc::new([]),
         };
-        map.insert(
-            root_key,
-            User {
-                secret_key: root_secret,
-                principal,
-            },
-        );
+        map.insert(root_key, Arc::new(User::bootstrap(principal, &root_secret)));
         Users {
-            by_access_key: Arc::new(map),
+            bootstrap: Arc::new(map.keys().cloned().collect()),
+            table: Arc::new(std::sync::RwLock::new(map)),
+            keys: None,
+            in_grace: Arc::default(),
         }
     }
 
-    pub fn principal(&self, access_key: &str) -> Option<&Principal> {
-        self.by_access_key.get(access_key).map(|u| &u.principal)
+    /// Adds the store's run-time keys, and keeps them current from now on.
+    pub fn with_keys(mut self, keys: Arc<AccessKeys>) -> Result<Users, KeyError> {
+        for key in keys.load_all()? {
+            self.install(key);
+        }
+        self.keys = Some(keys);
+        Ok(self)
     }
 
-    /// The principal and secret key of `access_key` (for verifying signatures).
-    pub fn credentials(&self, access_key: &str) -> Option<(Principal, String)> {
-        self.by_access_key
-            .get(access_key)
-            .map(|u| (u.principal.clone(), u.secret_key.clone()))
+    pub fn keys(&self) -> Option<&Arc<AccessKeys>> {
+        self.keys.as_ref()
     }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<User>>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(&self, key: OpenKey) {
+        let access_key = key.record.access_key.clone();
+        if self.bootstrap.contains(&access_key) {
+            tracing::warn!(%access_key, "a run-time key has the access key of a configured user; the configured one is used");
+            return;
+        }
+        let user = User {
+            principal: Principal {
+                access_key: access_key.clone(),
+                is_root: false,
+                metrics: false,
+                grants: key.record.grants.clone().into(),
+                bypass: Arc::new([]),
+            },
+            secret: key.secret,
+            previous: key.previous.zip(key.record.previous_until),
+            enabled: key.record.enabled,
+            expires: key.record.expires,
+            bootstrap: false,
+            record: Some(key.record),
+        };
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        table.insert(access_key, Arc::new(user));
+        self.recount(&table);
+    }
+
+    fn recount(&self, table: &HashMap<String, Arc<User>>) {
+        let n = table.values().filter(|u| u.previous.is_some()).count();
+        self.in_grace.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether any key has an old secret that may still be in grace.
+    pub fn any_in_grace(&self) -> bool {
+        self.in_grace.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// Takes the stored state of `access_key` (after a change here or from a peer): the
+    /// next request sees it.
+    pub fn reload(&self, access_key: &str) -> Result<(), KeyError> {
+        let Some(keys) = &self.keys else {
+            return Ok(());
+        };
+        match keys.record(access_key)? {
+            Some(record) if !record.deleted => self.install(keys.open_key(record)?),
+            _ => {
+                if !self.bootstrap.contains(access_key) {
+                    let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+                    table.remove(access_key);
+                    self.recount(&table);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The principal of a usable (enabled, unexpired) key.
+    pub fn principal(&self, access_key: &str) -> Option<Principal> {
+        let now = meridian_metadata::now_nanos();
+        self.read()
+            .get(access_key)
+            .filter(|u| u.usable(now))
+            .map(|u| u.principal.clone())
+    }
+
+    /// The secret a signature by `access_key` is checked with: the current one, or the one
+    /// before a rotation when the request was signed with it during its grace period.
+    fn secret(&self, access_key: &str) -> Option<Secret> {
+        let now = meridian_metadata::now_nanos();
+        let table = self.read();
+        let user = table.get(access_key).filter(|u| u.usable(now))?;
+        if let Some((previous, until)) = &user.previous {
+            if now < *until && crate::grace::signed_with_previous() {
+                return Some(previous.clone());
+            }
+        }
+        Some(user.secret.clone())
+    }
+
+    /// The old secret of `access_key` while its rotation's grace period lasts.
+    pub fn previous_secret(&self, access_key: &str) -> Option<Secret> {
+        let now = meridian_metadata::now_nanos();
+        let table = self.read();
+        let user = table.get(access_key).filter(|u| u.usable(now))?;
+        user.previous
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Whether `access_key` is one of the configuration file's identities.
+    pub fn is_bootstrap(&self, access_key: &str) -> bool {
+        self.bootstrap.contains(access_key)
+    }
+
+    /// Every identity for `key list`: the configured ones (read-only) and the run-time keys.
+    pub fn list(&self) -> Vec<meridian_api::KeyInfo> {
+        let mut out: Vec<_> = self.read().values().map(|u| u.info()).collect();
+        out.sort_by(|a, b| a.access_key.cmp(&b.access_key));
+        out
+    }
+
+    pub fn info(&self, access_key: &str) -> Option<meridian_api::KeyInfo> {
+        self.read().get(access_key).map(|u| u.info())
+    }
+}
+
+impl User {
+    fn bootstrap(principal: Principal, secret: &str) -> User {
+        User {
+            principal,
+            secret: Zeroizing::new(secret.to_owned()),
+            previous: None,
+            enabled: true,
+            expires: None,
+            bootstrap: true,
+            record: None,
+        }
+    }
+
+    fn info(&self) -> meridian_api::KeyInfo {
+        let p = &self.principal;
+        let mut grants: Vec<meridian_api::GrantInfo> = if p.is_root {
+            vec![meridian_api::GrantInfo {
+                bucket: "*".into(),
+                access: "root".into(),
+            }]
+        } else {
+            p.grants
+                .iter()
+                .map(|g| meridian_api::GrantInfo {
+                    bucket: g.bucket.clone(),
+                    access: g.access.as_str().into(),
+                })
+                .collect()
+        };
+        grants.sort();
+        let r = self.record.as_ref();
+        meridian_api::KeyInfo {
+            access_key: p.access_key.clone(),
+            name: r
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| if p.is_root { "root" } else { "configured user" }.to_owned()),
+            source: if self.bootstrap { "config" } else { "runtime" }.into(),
+            enabled: self.enabled,
+            created: r.map(|r| rfc3339(r.created)),
+            expires: self.expires.map(rfc3339),
+            previous_secret_valid_until: self.previous.as_ref().map(|(_, t)| rfc3339(*t)),
+            grants,
+            changed_by: r.map(|r| r.changed_by.clone()),
+            changed_in: r.map(|r| r.changed_in.clone()),
+        }
+    }
+}
+
+/// A time as RFC 3339, for the admin API.
+pub fn rfc3339(t: Nanos) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(t as i128)
+        .ok()
+        .and_then(|t| {
+            t.replace_nanosecond(0)
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 #[async_trait::async_trait]
 impl S3Auth for Users {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.by_access_key.get(access_key) {
-            Some(user) => Ok(SecretKey::from(user.secret_key.as_str())),
+        match self.secret(access_key) {
+            Some(secret) => Ok(SecretKey::from(secret.as_str())),
             None => Err(s3_error!(
                 InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records."
@@ -188,11 +438,29 @@ enum Need {
     Authenticated,
     Read,
     Write,
+    /// The bucket's configuration, and DeleteBucket.
+    Owner,
+    /// CreateBucket.
+    Create,
+}
+
+/// A read of a bucket's configuration, which its `owner` grant may do too.
+fn reads_configuration(operation: &str) -> bool {
+    operation.starts_with("GetBucket")
+        || matches!(
+            operation,
+            "GetObjectLockConfiguration" | "GetPublicAccessBlock" | "HeadBucket"
+        )
 }
 
 fn need_of(operation: &str) -> Need {
     match operation {
         "ListBuckets" => Need::Authenticated,
+        "CreateBucket" => Need::Create,
+        "PutObjectLockConfiguration" | "PutPublicAccessBlock" | "DeletePublicAccessBlock" => {
+            Need::Owner
+        }
+        op if op.starts_with("PutBucket") || op.starts_with("DeleteBucket") => Need::Owner,
         op if op.starts_with("Get") || op.starts_with("Head") || op.starts_with("List") => {
             Need::Read
         }
@@ -221,6 +489,7 @@ impl Principal {
             is_root: false,
             metrics: false,
             grants: Arc::new([]),
+            bypass: Arc::new([]),
         }
     }
 }
@@ -254,9 +523,19 @@ impl AccessPolicy {
         };
         self.users
             .principal(&credentials.access_key)
-            .cloned()
             .map(Some)
             .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
+    }
+
+    /// Whether `principal` created `bucket` (its recorded owner has every right on it).
+    fn owns(&self, principal: &Principal, bucket: &str) -> bool {
+        let Some((meta, _)) = &self.policies else {
+            return false;
+        };
+        off_the_runtime(|| meta.get_bucket(bucket))
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.owner == principal.access_key)
     }
 
     /// The bucket's policy, if it has one (parsed once, then cached until it changes).
@@ -369,7 +648,9 @@ impl AccessPolicy {
         match self.decide(signer, action, bucket, Some(key), version_id, facts) {
             Decision::Deny => false,
             Decision::Allow => true,
-            Decision::NoOpinion => signed && principal.can_read(bucket),
+            Decision::NoOpinion => {
+                signed && (principal.can_read(bucket) || self.owns(principal, bucket))
+            }
         }
     }
 }
@@ -426,8 +707,23 @@ impl S3Access for AccessPolicy {
             && match (&bucket, need) {
                 (_, Need::Authenticated) => true,
                 (None, _) => principal.is_root,
-                (Some(bucket), Need::Read) => principal.can_read(bucket),
-                (Some(bucket), _) => principal.can_write(bucket),
+                (Some(bucket), Need::Read) => {
+                    principal.can_read(bucket)
+                        || (reads_configuration(operation)
+                            && principal.has(bucket, GrantAccess::Owner))
+                        || self.owns(&principal, bucket)
+                }
+                (Some(bucket), Need::Write) => {
+                    principal.can_write(bucket) || self.owns(&principal, bucket)
+                }
+                (Some(bucket), Need::Owner) => {
+                    principal.has(bucket, GrantAccess::Owner) || self.owns(&principal, bucket)
+                }
+                (Some(bucket), Need::Create) => {
+                    [GrantAccess::Create, GrantAccess::Write, GrantAccess::Owner]
+                        .into_iter()
+                        .any(|a| principal.has(bucket, a))
+                }
             };
         // Without a bucket policy (the common case) the grants alone decide, and nothing
         // below is computed.
@@ -485,7 +781,10 @@ impl S3Access for AccessPolicy {
             return Err(denied());
         }
         let replica = meridian_replicator::headers::is_replica_request(cx.headers());
-        if need == Need::Write && !replica && self.fence.as_ref().is_some_and(|f| f.is_up()) {
+        if !matches!(need, Need::Read | Need::Authenticated)
+            && !replica
+            && self.fence.as_ref().is_some_and(|f| f.is_up())
+        {
             return Err(s3_error!(
                 SlowDown,
                 "This region is fenced for a failover: write to its peer region"
@@ -549,7 +848,7 @@ impl S3Access for AccessPolicy {
             // The grants decided, in `check`.
             return Ok(());
         }
-        let granted = signed && principal.can_write(bucket);
+        let granted = signed && (principal.can_write(bucket) || self.owns(principal, bucket));
         let facts = facts_of(&req.extensions);
         let mut denied = std::collections::HashSet::new();
         for object in &req.input.delete.objects {
@@ -691,6 +990,11 @@ mod tests {
             !writer.can_read("ml"),
             "prefix grant ml-* does not cover ml"
         );
+        assert!(
+            !writer.has("ml-train", GrantAccess::Owner),
+            "read-write is read + write, not the bucket's configuration"
+        );
+        assert!(!writer.is_admin() && users.principal(DEV_ROOT_USER).unwrap().is_admin());
     }
 
     #[test]
@@ -730,7 +1034,24 @@ mod tests {
         assert_eq!(need_of("ListObjectsV2"), Need::Read);
         assert_eq!(need_of("PutObject"), Need::Write);
         assert_eq!(need_of("DeleteObjects"), Need::Write);
-        assert_eq!(need_of("CreateBucket"), Need::Write);
+        assert_eq!(need_of("CreateBucket"), Need::Create);
         assert_eq!(need_of("ListBuckets"), Need::Authenticated);
+        for config in [
+            "PutBucketPolicy",
+            "DeleteBucketPolicy",
+            "PutBucketReplication",
+            "PutBucketVersioning",
+            "PutBucketLifecycleConfiguration",
+            "PutObjectLockConfiguration",
+            "PutBucketEncryption",
+            "PutBucketTagging",
+            "PutBucketOwnershipControls",
+            "PutPublicAccessBlock",
+            "DeleteBucket",
+        ] {
+            assert_eq!(need_of(config), Need::Owner, "{config}");
+        }
+        assert_eq!(need_of("PutObjectTagging"), Need::Write);
+        assert_eq!(need_of("PutObjectRetention"), Need::Write);
     }
 }

@@ -62,6 +62,8 @@ pub struct Router {
     /// Answer only the health probes (the plain-HTTP health listener).
     health_only: bool,
     audit: Option<crate::audit::AuditLog>,
+    /// The user table, for the old secrets of rotated keys (see `grace`).
+    users: Option<crate::auth::Users>,
 }
 
 impl Router {
@@ -73,6 +75,15 @@ impl Router {
             ids: Arc::new(RequestIds::new()),
             health_only: false,
             audit,
+            users: None,
+        }
+    }
+
+    /// The same router, accepting the old secrets of `users`' rotated keys in their grace.
+    pub fn with_users(self, users: crate::auth::Users) -> Router {
+        Router {
+            users: Some(users),
+            ..self
         }
     }
 
@@ -147,7 +158,13 @@ impl Router {
                         let pace = self.pace;
                         let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
                         req.extensions_mut().insert(slot.clone());
-                        let resp = match self.s3.call(req).await {
+                        let previous = self
+                            .users
+                            .as_ref()
+                            .is_some_and(|u| crate::grace::signed_by_previous_secret(&req, u));
+                        let resp = match crate::grace::with_previous(previous, self.s3.call(req))
+                            .await
+                        {
                             Ok(resp) => resp,
                             Err(e) => {
                                 tracing::error!(error = ?e, "S3 service failed");

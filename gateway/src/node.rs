@@ -35,7 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     #[cfg(feature = "fault-injection")]
     skew_clock_from_env();
 
-    let store = Store::open(&config.store_config()).await?;
+    let store_config = config.store_config();
+    let store = Store::open(&store_config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = [
         tokio::spawn(background::run_reclaimer(store.clone(), stop_rx.clone())),
@@ -78,7 +79,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let replication_workers = replicator.spawn(stop_rx.clone());
 
     let (root_key, root_secret, _) = config.root_credentials();
-    let users = Users::new((root_key, root_secret), &config.users);
+    let access_keys = Arc::new(
+        meridian_store::access_keys::AccessKeys::open(
+            store.meta.clone(),
+            &store.sse,
+            &meridian_store::access_keys::default_kek_file(&store_config.metadata_path),
+            config.region.clone(),
+        )
+        .await?,
+    );
+    if config.users.iter().any(|u| {
+        u.grants
+            .iter()
+            .any(|g| g.access == crate::auth::Access::ReadWrite)
+    }) {
+        tracing::info!("[[users]] grants of read-write mean read + write: a bucket's configuration (policy, replication, versioning, lifecycle, ...) and DeleteBucket need `owner` (or creating the bucket)");
+    }
+    let users =
+        Users::new((root_key, root_secret), &config.users).with_keys(access_keys.clone())?;
+    let key_sync = crate::key_sync::KeySync::default();
+    let key_senders = key_sync.spawn(
+        store.meta.clone(),
+        access_keys,
+        &replicator,
+        stop_rx.clone(),
+    );
     let policies = crate::bucket_policy::Policies::default();
     let mut builder = S3ServiceBuilder::new(MeridianS3::new(
         store.clone(),
@@ -109,15 +134,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     builder.set_route(AdminApi::new(
         store.clone(),
         replicator.clone(),
-        users,
+        users.clone(),
         fence,
         config.metrics_public,
+        key_sync,
     ));
     let audit = match &config.audit {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,
     };
-    let router = Router::new(builder.build(), audit.clone());
+    let router = Router::new(builder.build(), audit.clone()).with_users(users);
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),
@@ -186,7 +212,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let _ = stop_tx.send(true);
-    for task in background.into_iter().chain(replication_workers) {
+    for task in background
+        .into_iter()
+        .chain(replication_workers)
+        .chain(key_senders)
+    {
         let _ = task.await;
     }
     drop(store);

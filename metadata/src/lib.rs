@@ -19,6 +19,8 @@
 #![cfg_attr(not(feature = "db"), allow(dead_code))]
 
 #[cfg(feature = "db")]
+mod access_keys;
+#[cfg(feature = "db")]
 mod bucket;
 mod codec;
 #[cfg(feature = "db")]
@@ -59,6 +61,8 @@ mod versions;
 #[cfg(feature = "db")]
 mod walk;
 
+#[cfg(feature = "db")]
+pub use access_keys::{AccessKeyRecord, GrantAccess, KeyGrant};
 #[cfg(feature = "db")]
 pub use bucket::{BucketRecord, VersioningState};
 pub use codec::FORMAT_VERSION;

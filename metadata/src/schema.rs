@@ -21,6 +21,8 @@
 //! | `replication_uploads` | `esc(peer) esc(bucket) esc(key)` version id  | `PeerUpload`: a multipart upload to the peer in progress |
 //! | `replication_jobs` | `esc(peer) esc(bucket)`                         | `ReplicationJob`: a backfill or resync walk and its position |
 //! | `lifecycle_due`   | due(i64) kind(u8) `esc(bucket) esc(key) esc(id)`  | empty: a lifecycle obligation (see `lifecycle`) |
+//! | `access_keys`     | access key                                       | `AccessKeyRecord` (secrets sealed; a deleted key stays as a tombstone) |
+//! | `admin_outbox`    | seq(u64)                                         | access key: a change every peer is to be sent (its cursors are settings `admin-outbox/<peer>`) |
 //!
 //! Invariants kept by every commit (one WriteBatch each): `versions` and `history` hold the
 //! same set of versions; the first `history` entry of a key is its latest version; `listing`
@@ -48,9 +50,11 @@ pub const REPLICATION_UPLOADS: &str = "replication_uploads";
 pub const REPLICATION_JOBS: &str = "replication_jobs";
 pub const COMPLETED_UPLOADS: &str = "completed_uploads";
 pub const LIFECYCLE_DUE: &str = "lifecycle_due";
+pub const ACCESS_KEYS: &str = "access_keys";
+pub const ADMIN_OUTBOX: &str = "admin_outbox";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     META,
     BUCKETS,
     BUCKET_CONFIGS,
@@ -68,11 +72,14 @@ pub const ALL: [&str; 17] = [
     REPLICATION_JOBS,
     COMPLETED_UPLOADS,
     LIFECYCLE_DUE,
+    ACCESS_KEYS,
+    ADMIN_OUTBOX,
 ];
 
 /// Column families read mostly by point lookups: they get bloom filters.
-pub const POINT_LOOKUP: [&str; 9] = [
+pub const POINT_LOOKUP: [&str; 10] = [
     META,
+    ACCESS_KEYS,
     BUCKETS,
     BUCKET_CONFIGS,
     VERSIONS,
@@ -86,9 +93,10 @@ pub const POINT_LOOKUP: [&str; 9] = [
 /// Schema version of this build, stored under `meta/"schema"`. Version 2 added the
 /// replication column families (`replication_retry`, `replication_uploads`,
 /// `replication_jobs`) and the `peers` and `size` of outbox entries; version 3 added
-/// `completed_uploads`; version 4 added `lifecycle_due`. An older database is upgraded in place at open (the new column
+/// `completed_uploads`; version 4 added `lifecycle_due`; version 5 added `access_keys` and
+/// `admin_outbox`. An older database is upgraded in place at open (the new column
 /// families start empty, old outbox entries name no peers).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 pub const META_SCHEMA: &[u8] = b"schema";
 /// Lowest outbox sequence the next entry may take (survives trimming the outbox empty).
 pub const META_OUTBOX_FLOOR: &[u8] = b"outbox_floor";

@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     pub locks: Locks,
     pub outbox: Sequencer,
     pub reclaim_seq: AtomicU64,
+    /// The next sequence number of the admin outbox; held while an access key changes, so
+    /// a change and its outbox entry are decided and written one at a time.
+    pub access_keys: std::sync::Mutex<u64>,
     /// Says when lifecycle obligations fall due (none until the store installs one).
     pub planner: std::sync::RwLock<Option<std::sync::Weak<dyn crate::lifecycle::DuePlanner>>>,
     /// Reads of the lifecycle index start here (see `MetaStore::due_caught_up`).
@@ -141,12 +144,14 @@ impl MetaStore {
         }
         let next_outbox = crate::outbox_entry::next_sequence_at_open(&db)?;
         let next_reclaim = last_u64_key(&db, schema::RECLAIM)?.map_or(1, |s| s + 1);
+        let next_admin = last_u64_key(&db, schema::ADMIN_OUTBOX)?.map_or(1, |s| s + 1);
         let inner = Inner {
             db,
             write_opts,
             locks: Locks::new(),
             outbox: Sequencer::new(next_outbox),
             reclaim_seq: AtomicU64::new(next_reclaim),
+            access_keys: std::sync::Mutex::new(next_admin),
             planner: std::sync::RwLock::new(None),
             due_floor: std::sync::atomic::AtomicI64::new(i64::MIN),
             _cache: cache,

@@ -8,6 +8,7 @@
 //! [`Store`]. Storage semantics that must hold whoever calls — lifecycle expiry, object-lock
 //! enforcement, encryption before erasure coding — belong in this crate.
 
+pub mod access_keys;
 pub mod background;
 pub mod checksum;
 pub mod config;

@@ -6,13 +6,17 @@
 //!   when `metrics_public = true`;
 //! - `replication/...`: status, checkpoint, pause/resume, resync — root only (see
 //!   [`replication`]);
-//! - `lifecycle/...`: status and preview — root only (see [`lifecycle`]).
+//! - `lifecycle/...`: status and preview — root only (see [`lifecycle`]);
+//! - `admin/keys...`: access keys and grants at run time — root or a key with the `admin`
+//!   grant (see [`keys`]); `keys-sync`: a peer region's key changes — root or a `replicate`
+//!   grant on `*`.
 //!
 //! Callers authenticate as for S3: the admin API is a custom route of the S3 service
 //! (`s3s::route::S3Route`), so s3s verifies the SigV4 signature (header or presigned) with the
 //! same user table before [`AdminApi::check_access`] sees the verified principal, which it
 //! also hands to the audit log. `curl --aws-sigv4` and `meridian replication ...` sign so.
 
+mod keys;
 mod lifecycle;
 mod replication;
 
@@ -33,6 +37,7 @@ pub struct AdminApi {
     users: Users,
     fence: Fence,
     metrics_public: bool,
+    key_sync: crate::key_sync::KeySync,
 }
 
 /// An admin answer as JSON.
@@ -70,14 +75,22 @@ enum Audience {
     /// Root, users with `metrics = true`, or anyone with `metrics_public`.
     MetricsReaders,
     Root,
+    /// Root, or a key with the `admin` grant.
+    Admins,
+    /// Root, or a key with the `replicate` grant on `*` (a peer region).
+    Replicators,
 }
 
 fn audience_of(path: &str) -> Audience {
     match path {
         "/_meridian/metrics" => Audience::MetricsReaders,
         "/_meridian/fence" | "/_meridian/unfence" => Audience::Root,
-        p if p.starts_with("/_meridian/replication/") => Audience::Root,
-        p if p.starts_with("/_meridian/lifecycle/") => Audience::Root,
+        p if p.starts_with("/_meridian/replication/") => Audience::Admins,
+        p if p.starts_with("/_meridian/lifecycle/") => Audience::Admins,
+        p if p == "/_meridian/admin/keys" || p.starts_with("/_meridian/admin/keys/") => {
+            Audience::Admins
+        }
+        "/_meridian/keys-sync" => Audience::Replicators,
         // `/_meridian` itself would be a bucket of that name: nobody may touch it.
         "/_meridian" => Audience::Root,
         _ => Audience::Anyone,
@@ -94,6 +107,7 @@ impl AdminApi {
         users: Users,
         fence: Fence,
         metrics_public: bool,
+        key_sync: crate::key_sync::KeySync,
     ) -> AdminApi {
         AdminApi {
             store,
@@ -101,6 +115,7 @@ impl AdminApi {
             users,
             fence,
             metrics_public,
+            key_sync,
         }
     }
 
@@ -129,6 +144,7 @@ impl AdminApi {
             (_, "/_meridian/fence" | "/_meridian/unfence") => self.fence(req).await,
             (_, p) if p.starts_with("/_meridian/replication/") => self.replication(req).await,
             (_, p) if p.starts_with("/_meridian/lifecycle/") => self.lifecycle(req).await,
+            (_, p) if p.starts_with("/_meridian/admin/keys") => self.keys(req).await,
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -197,7 +213,6 @@ impl S3Route for AdminApi {
             Some(c) => Some(
                 self.users
                     .principal(&c.access_key)
-                    .cloned()
                     .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))?,
             ),
             None => None,
@@ -217,12 +232,18 @@ impl S3Route for AdminApi {
                 self.metrics_public || principal.as_ref().is_some_and(|p| p.metrics)
             }
             Audience::Root => principal.as_ref().is_some_and(|p| p.is_root),
+            Audience::Admins => principal.as_ref().is_some_and(|p| p.is_admin()),
+            Audience::Replicators => principal
+                .as_ref()
+                .is_some_and(|p| p.replicates_everything()),
         };
         if !allowed {
             let need = match audience_of(path) {
                 Audience::MetricsReaders => {
                     "metrics need root, a user with metrics = true, or metrics_public"
                 }
+                Audience::Admins => "this endpoint is for root and keys with the admin grant",
+                Audience::Replicators => "this endpoint is for peer regions",
                 _ => "this endpoint is for root only",
             };
             return Err(s3_error!(AccessDenied, "{need}"));
@@ -234,7 +255,12 @@ impl S3Route for AdminApi {
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
-        let (parts, body) = self.handle(&req).await.into_parts();
+        let answer = if req.uri.path() == "/_meridian/keys-sync" {
+            self.keys_sync(req).await
+        } else {
+            self.handle(&req).await
+        };
+        let (parts, body) = answer.into_parts();
         let mut resp = S3Response::new(body);
         resp.status = Some(parts.status);
         resp.headers = parts.headers;
@@ -254,7 +280,17 @@ mod tests {
         assert_eq!(audience_of("/_meridian/metrics"), Audience::MetricsReaders);
         assert_eq!(audience_of("/_meridian/fence"), Audience::Root);
         assert_eq!(audience_of("/_meridian/unfence"), Audience::Root);
-        assert_eq!(audience_of("/_meridian/replication/status"), Audience::Root);
+        assert_eq!(
+            audience_of("/_meridian/replication/status"),
+            Audience::Admins
+        );
+        assert_eq!(audience_of("/_meridian/admin/keys"), Audience::Admins);
+        assert_eq!(
+            audience_of("/_meridian/admin/keys/MK1/rotate"),
+            Audience::Admins
+        );
+        assert_eq!(audience_of("/_meridian/admin/keysx"), Audience::Anyone);
+        assert_eq!(audience_of("/_meridian/keys-sync"), Audience::Replicators);
         assert_eq!(audience_of("/_meridian"), Audience::Root);
     }
 }

@@ -18,7 +18,9 @@ impl MeridianS3 {
         let all = self.store.meta(|m| m.list_buckets()).await.s3()?;
         let buckets = all
             .into_iter()
-            .filter(|b| who.can_read(&b.name) && b.name.starts_with(&prefix))
+            .filter(|b| {
+                (who.sees(&b.name) || b.owner == who.access_key) && b.name.starts_with(&prefix)
+            })
             .map(|b| Bucket {
                 name: Some(b.name),
                 creation_date: Some(timestamp(b.created)),

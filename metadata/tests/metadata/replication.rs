@@ -390,7 +390,7 @@ fn a_schema_1_database_is_upgraded_in_place() {
         .unwrap()
         .unwrap();
     assert_eq!(stored, meridian_metadata::SCHEMA_VERSION.to_be_bytes());
-    assert_eq!(meridian_metadata::SCHEMA_VERSION, 4);
+    assert_eq!(meridian_metadata::SCHEMA_VERSION, 5);
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub struct KeyringConfig {
     pub default_kms_key: String,
 }
 
+/// The keyring key that seals the key-encryption key of access key secrets.
+pub const ACCESS_KEYS_KEY: &str = "meridian-access-keys";
+
 /// What a write asks for.
 #[derive(Debug)]
 pub enum SseRequest {
@@ -84,7 +87,11 @@ impl Sse {
                 default_kms_key: String::new(),
             });
         };
-        let reserved = vec![SSE_S3_KEY.to_owned(), config.default_kms_key.clone()];
+        let reserved = vec![
+            SSE_S3_KEY.to_owned(),
+            config.default_kms_key.clone(),
+            ACCESS_KEYS_KEY.to_owned(),
+        ];
         let ring = Keyring::open(config.path.clone(), config.must_exist, reserved)?;
         Ok(Sse {
             kms: Some(Arc::new(ring)),
@@ -162,6 +169,23 @@ impl Sse {
                 .collect::<Vec<_>>()
                 .join(","),
         ))
+    }
+
+    /// Seals `key` under the keyring key `name`; `None` without a keyring.
+    pub async fn seal_with_keyring(
+        &self,
+        name: &str,
+        key: &DataKey,
+    ) -> Result<Option<Vec<u8>>, SseError> {
+        match &self.kms {
+            Some(kms) => Ok(Some(kms.seal(name, key).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens what [`Sse::seal_with_keyring`] sealed.
+    pub async fn open_with_keyring(&self, sealed: &[u8]) -> Result<DataKey, SseError> {
+        Ok(self.kms()?.unseal(sealed).await?)
     }
 
     /// Whether `name` is a keyring key SSE-KMS can use.
