@@ -260,7 +260,8 @@ async fn a_configuration_round_trips_and_pins_versioning() {
         .unwrap_err();
     assert_eq!(error_code(&err).as_deref(), Some("InvalidBucketState"));
 
-    // A read-only view is not enough to change it; read-write is.
+    // Read-write (read + write) is not enough to change it: it is the bucket's
+    // configuration, which needs `owner` (or creating the bucket).
     let writer = regions.servers[0].client_for(WRITER_KEY, WRITER_SECRET);
     east.delete_bucket_replication()
         .bucket("src")
@@ -268,14 +269,17 @@ async fn a_configuration_round_trips_and_pins_versioning() {
         .await
         .unwrap();
     has_no_config(&east, "src").await;
-    put_config(&writer, "src", rules).await.unwrap();
-    writer
+    let (code, _) = put_config(&writer, "src", rules.clone()).await.unwrap_err();
+    assert_eq!(code.as_deref(), Some("AccessDenied"));
+    has_no_config(&east, "src").await;
+    put_config(&east, "src", rules).await.unwrap();
+    let err = writer
         .delete_bucket_replication()
         .bucket("src")
         .send()
         .await
-        .unwrap();
-    has_no_config(&east, "src").await;
+        .unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("AccessDenied"));
 }
 
 #[tokio::test]

@@ -56,6 +56,11 @@ pub struct DrillArgs {
     /// system roots).
     #[arg(long, env = "MERIDIAN_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The source's name for the target peer (default: the peer configured with the
+    /// endpoint `--target`; name it when the regions reach each other at other addresses,
+    /// through a proxy or a load balancer).
+    #[arg(long)]
+    pub peer: Option<String>,
     /// Only this source bucket (default: every bucket replicated to the target).
     #[arg(long)]
     pub bucket: Option<String>,
@@ -195,16 +200,19 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         ca_file: args.ca_file.clone(),
         http: Default::default(),
     })?;
-    let to_target = source
-        .peer_named_for(target.endpoint())
-        .await
-        .context("reading the source's replication status")?
-        .with_context(|| {
-            format!(
-                "the source has no replication peer at {}",
-                target.endpoint()
-            )
-        })?;
+    let to_target = match &args.peer {
+        Some(peer) => peer.clone(),
+        None => source
+            .peer_named_for(target.endpoint())
+            .await
+            .context("reading the source's replication status")?
+            .with_context(|| {
+                format!(
+                    "the source has no replication peer at {} (name it with --peer)",
+                    target.endpoint()
+                )
+            })?,
+    };
     let to_source = target
         .peer_named_for(source.endpoint())
         .await
@@ -294,7 +302,9 @@ impl Drill {
             &|n| progress.say(&format!("verify: {n} versions compared")),
         )
         .await?;
-        self.report.identical = c.identical();
+        let keys = self.compare_keys().await;
+        self.report.identical = c.identical() && keys.as_ref().is_none_or(|d| d.is_empty());
+        self.report.key_differences = keys;
         let note = format!(
             "{} matching, {} missing, {} extra, {} different",
             c.matching, c.missing, c.extra, c.different
@@ -302,6 +312,16 @@ impl Drill {
         self.report.verify = Some(c);
         self.phase_done("verify", started, note);
         Ok(())
+    }
+
+    /// The run-time keys and grants of both regions, compared (those of the configuration
+    /// files are each region's own and not compared). `None` when either list could not be
+    /// read (credentials without the admin grant, an older server).
+    async fn compare_keys(&mut self) -> Option<Vec<String>> {
+        let path = "/_meridian/admin/keys";
+        let source: meridian_api::KeyList = self.source.admin("GET", path).await.ok()?;
+        let target: meridian_api::KeyList = self.target.admin("GET", path).await.ok()?;
+        Some(key_differences(&source, &target))
     }
 
     async fn verify_only(&mut self) -> anyhow::Result<()> {
@@ -618,4 +638,56 @@ impl Drill {
         self.cleanup().await;
         Ok(())
     }
+}
+
+/// What differs between two regions' run-time keys: missing, extra, or another state,
+/// expiry or set of grants.
+pub fn key_differences(
+    source: &meridian_api::KeyList,
+    target: &meridian_api::KeyList,
+) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let runtime = |l: &meridian_api::KeyList| -> BTreeMap<String, meridian_api::KeyInfo> {
+        l.keys
+            .iter()
+            .filter(|k| k.source == "runtime")
+            .map(|k| (k.access_key.clone(), k.clone()))
+            .collect()
+    };
+    let (s, t) = (runtime(source), runtime(target));
+    let mut out = Vec::new();
+    for (key, a) in &s {
+        match t.get(key) {
+            None => out.push(format!("key {key} missing on the target")),
+            Some(b) => {
+                if a.enabled != b.enabled {
+                    out.push(format!(
+                        "key {key} is {} on the source, {} on the target",
+                        if a.enabled { "enabled" } else { "disabled" },
+                        if b.enabled { "enabled" } else { "disabled" }
+                    ));
+                }
+                if a.expires != b.expires {
+                    out.push(format!("key {key} expires differently"));
+                }
+                if a.grants != b.grants {
+                    let show = |g: &[meridian_api::GrantInfo]| {
+                        g.iter()
+                            .map(|g| format!("{}:{}", g.bucket, g.access))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    out.push(format!(
+                        "key {key} grants [{}] on the source, [{}] on the target",
+                        show(&a.grants),
+                        show(&b.grants)
+                    ));
+                }
+            }
+        }
+    }
+    for key in t.keys().filter(|k| !s.contains_key(*k)) {
+        out.push(format!("key {key} only on the target"));
+    }
+    out
 }

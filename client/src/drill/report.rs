@@ -47,6 +47,9 @@ pub struct DrillReport {
     /// Replication backlog of each region when the drill started.
     pub lag: Vec<Lag>,
     pub verify: Option<Comparison>,
+    /// Run-time access keys or grants that differ between the regions (`None`: not
+    /// compared, e.g. the credentials may not read keys).
+    pub key_differences: Option<Vec<String>>,
     /// The regions ended identical (what the exit status says).
     pub identical: bool,
     pub error: Option<String>,
@@ -68,6 +71,7 @@ impl DrillReport {
             rto_seconds: None,
             lag: Vec::new(),
             verify: None,
+            key_differences: None,
             identical: false,
             error: None,
         }
@@ -118,6 +122,12 @@ impl DrillReport {
                 c.matching, c.missing, c.extra, c.different
             ));
             for e in &c.examples {
+                out.push_str(&format!("  {e}\n"));
+            }
+        }
+        if let Some(d) = &self.key_differences {
+            out.push_str(&format!("access keys: {} differences\n", d.len()));
+            for e in d {
                 out.push_str(&format!("  {e}\n"));
             }
         }
