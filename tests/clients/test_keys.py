@@ -204,3 +204,25 @@ def test_a_key_with_the_admin_grant_manages_keys_and_others_cannot(server, verif
     # The configuration file's keys are read-only here.
     root = as_key(ak, sk, "key", "disable", ACCESS_KEY)
     assert root.returncode != 0 and "configuration file" in root.stderr
+
+
+def test_an_expired_key_is_refused(server, verify, admin, s3):
+    name = "keys-" + uuid.uuid4().hex[:12]
+    s3.create_bucket(Bucket=name)
+    made = json.loads(admin("key", "create", "--expires", "2020-01-31", "--json"))
+    admin("grant", "add", "--key", made["access_key"], "--bucket", name, "--access", "read")
+    late = client(server, verify, made["access_key"], made["secret_key"])
+    assert code_of(lambda: late.list_objects_v2(Bucket=name)) == "InvalidAccessKeyId"
+    info = json.loads(admin("key", "info", made["access_key"], "--json"))
+    assert info["expires"] == "2020-01-31T00:00:00Z"
+    # A date that is not one is refused, and makes no key.
+    before = admin("key", "list")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               MERIDIAN_ENDPOINT=server.endpoint, MERIDIAN_CA_FILE=verify or "")
+    if not verify:
+        del env["MERIDIAN_CA_FILE"]
+    bad = subprocess.run([meridian_binary(), "admin", "key", "create", "--expires", "someday"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode != 0 and "400" in bad.stderr
+    assert admin("key", "list").count("\n") == before.count("\n")
