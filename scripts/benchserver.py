@@ -1,6 +1,7 @@
 """What the benchmark scripts share: a fresh `meridian serve` on temporary disks, and
 `meridian bench ... --json` run and parsed. Imported by put-bench.py and sse-bench.py."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -8,6 +9,16 @@ import sys
 import time
 
 ACCESS, SECRET = "bench-root", "bench-root-secret-key"
+
+
+def arguments(doc, profile="release", duration="8s"):
+    """The options every bench script takes: the binary (of `profile` in the cargo target
+    directory by default) and the length of each run."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/meridian/target"))
+    p.add_argument("--bin", default=os.path.join(target, profile, "meridian"))
+    p.add_argument("--duration", default=duration)
+    return p
 
 
 def run_json(cmd):

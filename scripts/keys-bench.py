@@ -11,7 +11,6 @@ table gives the medians and the ratio run-time key / root, before and after the 
     $MERIDIAN_VENV/bin/python scripts/keys-bench.py [--bin target/debug/meridian] [--rounds 3] [--keys 10000]
 """
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -22,17 +21,17 @@ import sys
 import tempfile
 import urllib.request
 
-from botocore.auth import SigV4Auth
+from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchserver import ACCESS, SECRET, run_json, start_server  # noqa: E402
+from benchserver import arguments, ACCESS, SECRET, run_json, start_server  # noqa: E402
 
 
 def admin(endpoint, method, path):
     req = AWSRequest(method=method, url=endpoint + path, data=b"")
-    SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1").add_auth(req)
+    S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1").add_auth(req)
     r = urllib.request.Request(endpoint + path, method=method, headers=dict(req.headers))
     with urllib.request.urlopen(r, timeout=60) as resp:
         return json.loads(resp.read())
@@ -51,11 +50,8 @@ def bench(binary, endpoint, access, secret, duration, prepare):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/meridian/target"))
-    p.add_argument("--bin", default=os.path.join(target, "debug", "meridian"))
+    p = arguments(__doc__, "debug", "8s")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", default="8s")
     p.add_argument("--keys", type=int, default=10000)
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="meridian-keysbench-")

@@ -10,7 +10,6 @@ server's peak RSS. `--json FILE` keeps every figure.
     scripts/put-bench.py [--bin target/release/meridian] [--layouts 4+2,1+0] [--duration 15s]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchserver import ACCESS, SECRET, run_json, start_server  # noqa: E402
+from benchserver import arguments, ACCESS, SECRET, run_json, start_server  # noqa: E402
 
 
 CASES = [
@@ -42,11 +41,8 @@ def peak_rss_mib(pid):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/meridian/target"))
-    p.add_argument("--bin", default=os.path.join(target, "release", "meridian"))
+    p = arguments(__doc__, "release", "15s")
     p.add_argument("--layouts", default="4+2,1+0")
-    p.add_argument("--duration", default="15s")
     p.add_argument("--cases", default=",".join(c[0] for c in CASES))
     p.add_argument("--json", help="write every figure here")
     args = p.parse_args()

@@ -10,7 +10,6 @@ encrypted / clear (MB/s for 64 MiB, ops/s for 4 KiB). `--json FILE` keeps every 
     scripts/sse-bench.py [--bin target/release/meridian] [--rounds 3] [--duration 8s] [--cases 64MiB,4KiB]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchserver import ACCESS, SECRET, run_json, start_server  # noqa: E402
+from benchserver import arguments, ACCESS, SECRET, run_json, start_server  # noqa: E402
 
 
 CASES = [
@@ -31,11 +30,8 @@ CASES = [
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/meridian/target"))
-    p.add_argument("--bin", default=os.path.join(target, "release", "meridian"))
+    p = arguments(__doc__, "release", "8s")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", default="8s")
     p.add_argument("--cases", default=",".join(c[0] for c in CASES))
     p.add_argument("--json", help="write every run here")
     args = p.parse_args()

@@ -155,22 +155,10 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Key(KeyCommand::Disable { target, key }) => {
-            let info: KeyInfo = call(
-                &target,
-                "POST",
-                &format!("/_meridian/admin/keys/{}/disable", encode(&key)),
-            )
-            .await?;
-            println!("key {} disabled", info.access_key);
+            switch(&target, &key, "disable").await?;
         }
         AdminCommand::Key(KeyCommand::Enable { target, key }) => {
-            let info: KeyInfo = call(
-                &target,
-                "POST",
-                &format!("/_meridian/admin/keys/{}/enable", encode(&key)),
-            )
-            .await?;
-            println!("key {} enabled", info.access_key);
+            switch(&target, &key, "enable").await?;
         }
         AdminCommand::Key(KeyCommand::Delete { target, key }) => {
             let _: serde_json::Value = call(
@@ -199,6 +187,18 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Grant(GrantCommand::Add(args)) => grant(args, "POST").await?,
         AdminCommand::Grant(GrantCommand::Remove(args)) => grant(args, "DELETE").await?,
     }
+    Ok(())
+}
+
+/// `disable` or `enable`.
+async fn switch(target: &Endpoint, key: &str, action: &str) -> anyhow::Result<()> {
+    let info: KeyInfo = call(
+        target,
+        "POST",
+        &format!("/_meridian/admin/keys/{}/{action}", encode(key)),
+    )
+    .await?;
+    println!("key {} {action}d", info.access_key);
     Ok(())
 }
 

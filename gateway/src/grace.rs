@@ -69,7 +69,7 @@ pub fn signed_by_previous_secret<B>(req: &http::Request<B>, users: &Users) -> bo
     let Some(previous) = users.previous_secret(claimed.access_key) else {
         return false;
     };
-    signature_with(req, &query, &claimed, &previous).is_some_and(|s| same(&s, claimed.signature))
+    signature_with(req, &claimed, &previous).is_some_and(|s| same(&s, claimed.signature))
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -265,7 +265,6 @@ fn claimed<'a>(
 /// The signature `req` would carry if it had been signed with `secret`.
 fn signature_with<B>(
     req: &http::Request<B>,
-    query: &[(String, String)],
     claimed: &Claimed<'_>,
     secret: &str,
 ) -> Option<String> {
@@ -279,13 +278,16 @@ fn signature_with<B>(
         .headers()
         .get("x-amz-content-sha256")
         .and_then(|v| v.to_str().ok());
-    // The URL as signed: the path as sent, the query without the presigned fields (the
-    // signer adds them again from the same values).
+    // The URL as signed: the path as sent, the query as sent without the presigned fields
+    // (the signer decodes and canonicalizes the rest, and adds those again from the same
+    // values).
     let mut url = format!("http://signed{}", req.uri().path());
-    let kept: Vec<String> = query
-        .iter()
-        .filter(|(k, _)| claimed.expires.is_none() || !k.starts_with("X-Amz-"))
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+    let kept: Vec<&str> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && (claimed.expires.is_none() || !p.starts_with("X-Amz-")))
         .collect();
     if !kept.is_empty() {
         url.push('?');
@@ -322,16 +324,6 @@ fn signature_with<B>(
         SignableRequest::new(req.method().as_str(), url, headers.into_iter(), body).ok()?;
     let (_, signature) = sign(signable, &params.into()).ok()?.into_parts();
     Some(signature)
-}
-
-/// Percent-encodes a query component as SigV4 does (unreserved characters kept).
-fn encode(v: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(v, SET).to_string()
 }
 
 #[cfg(test)]
@@ -386,9 +378,9 @@ mod tests {
             let claimed = claimed(authorization.as_deref(), &query, req.headers()).unwrap();
             assert_eq!(claimed.access_key, "MKTEST");
             assert_eq!(claimed.expires.is_some(), presigned);
-            let right = signature_with(&req, &query, &claimed, "old-secret").unwrap();
+            let right = signature_with(&req, &claimed, "old-secret").unwrap();
             assert_eq!(right, claimed.signature, "presigned: {presigned}");
-            let wrong = signature_with(&req, &query, &claimed, "new-secret").unwrap();
+            let wrong = signature_with(&req, &claimed, "new-secret").unwrap();
             assert_ne!(wrong, claimed.signature);
         }
     }
