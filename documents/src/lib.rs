@@ -4,11 +4,13 @@
 //! - [`lifecycle`]: `PutBucketLifecycleConfiguration` rules, and when they expire a version;
 //! - [`object_lock`]: `PutObjectLockConfiguration`, retention and legal hold documents and
 //!   the `x-amz-object-lock-*` headers;
+//! - [`cors`]: `PutBucketCors` rules, and which rule lets a browser's origin in;
 //! - [`headers`]: request headers whose reading decides what is answered (`Range`).
 //!
 //! Nothing here does I/O or links RocksDB, so the fuzz targets in `fuzz/` can drive the
 //! same code the server runs on every document a client sends.
 
+pub mod cors;
 pub mod headers;
 pub mod lifecycle;
 pub mod object_lock;

@@ -32,7 +32,7 @@ impl Domains {
     }
 
     /// The bucket a `Host` header names, if it is a virtual host of a configured domain.
-    fn bucket_of<'a>(&self, host: &'a str) -> Option<(&str, &'a str)> {
+    pub(crate) fn bucket_of<'a>(&self, host: &'a str) -> Option<(&str, &'a str)> {
         let name = strip_port(host);
         self.domains.iter().find_map(|d| {
             let bucket = name.strip_suffix(d.as_str())?.strip_suffix('.')?;

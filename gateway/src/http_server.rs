@@ -64,6 +64,8 @@ pub struct Router {
     audit: Option<crate::audit::AuditLog>,
     /// The user table, for the old secrets of rotated keys (see `grace`).
     users: Option<crate::auth::Users>,
+    /// The buckets' CORS rules: preflights, and the headers of answers to browsers.
+    cors: Option<crate::cors::CorsRules>,
 }
 
 impl Router {
@@ -76,6 +78,15 @@ impl Router {
             health_only: false,
             audit,
             users: None,
+            cors: None,
+        }
+    }
+
+    /// The same router, answering browsers by the buckets' CORS rules.
+    pub fn with_cors(self, cors: crate::cors::CorsRules) -> Router {
+        Router {
+            cors: Some(cors),
+            ..self
         }
     }
 
@@ -119,6 +130,13 @@ impl Router {
                 _ => None,
             };
             let slot = RequestSlot::default();
+            let asked = match &self.cors {
+                Some(cors) if !self.health_only => cors.asked(&req),
+                _ => None,
+            };
+            let preflight = crate::cors::is_preflight(&req)
+                && !req.uri().path().starts_with(AdminApi::PREFIX)
+                && !self.health_only;
             // Refused by admission control: counted in its metric, not logged one by one.
             let mut shed = false;
             let resp = if self.health_only && !req.uri().path().starts_with(AdminApi::HEALTH_PREFIX)
@@ -127,6 +145,8 @@ impl Router {
                     http::StatusCode::NOT_FOUND,
                     "only health probes are served here\n",
                 )
+            } else if let (true, Some(cors)) = (preflight, &self.cors) {
+                cors.preflight(&req, &request_id)
             } else if let Some(refusal) = presigned_expiry_refusal(req.uri().query()) {
                 refusal
             } else if let Some(refusal) = oversize_document_refusal(&req, &request_id) {
@@ -186,6 +206,9 @@ impl Router {
                 }
             };
             let mut resp = fixups.apply(resp).await;
+            if let (Some(cors), Some(asked), false) = (&self.cors, &asked, preflight) {
+                cors.decorate(asked, resp.headers_mut());
+            }
             let refused = resp.status().is_client_error() || resp.status().is_server_error();
             let headers = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub use meridian_policy as bucket_policy;
 pub mod config;
+pub mod cors;
 pub mod fence;
 pub mod grace;
 pub mod host;

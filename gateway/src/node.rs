@@ -105,6 +105,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_rx.clone(),
     );
     let policies = crate::bucket_policy::Policies::default();
+    let cors = crate::cors::CorsRules::new(
+        store.meta.clone(),
+        crate::host::Domains::new(&config.domains),
+    );
     let mut builder = S3ServiceBuilder::new(MeridianS3::new(
         store.clone(),
         config.region.clone(),
@@ -115,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
             bucket_default: config.encryption.default.clone(),
         },
+        cors.clone(),
     ));
     if config.encryption.sse_c_over_http && config.tls.is_none() {
         tracing::warn!("[encryption] sse_c_over_http: SSE-C keys are accepted over plain HTTP, where anyone on the path can read them (for tests only)");
@@ -143,7 +148,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,
     };
-    let router = Router::new(builder.build(), audit.clone()).with_users(users);
+    let router = Router::new(builder.build(), audit.clone())
+        .with_users(users)
+        .with_cors(cors);
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),

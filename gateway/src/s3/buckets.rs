@@ -123,6 +123,7 @@ impl MeridianS3 {
         self.replicator.rules().invalidate(&name);
         self.store.lifecycle.invalidate(&name);
         self.encryption_defaults.invalidate(&name);
+        self.cors.invalidate(&name);
         self.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

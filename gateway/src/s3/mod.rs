@@ -9,6 +9,7 @@ mod buckets;
 mod conditions;
 pub mod convert;
 mod copy;
+pub mod cors;
 mod delete;
 pub mod encryption;
 mod errors;
@@ -50,6 +51,8 @@ pub struct MeridianS3 {
     sse: encryption::SseSettings,
     /// Every bucket's default encryption, read once (every PUT without SSE headers asks).
     encryption_defaults: Arc<meridian_metadata::ConfigCache<encryption::BucketDefault>>,
+    /// Every bucket's CORS rules, shared with the HTTP layer that answers browsers.
+    cors: crate::cors::CorsRules,
 }
 
 impl MeridianS3 {
@@ -60,6 +63,7 @@ impl MeridianS3 {
         policies: crate::bucket_policy::Policies,
         users: crate::auth::Users,
         sse: encryption::SseSettings,
+        cors: crate::cors::CorsRules,
     ) -> MeridianS3 {
         let encryption_defaults = Arc::new(meridian_metadata::ConfigCache::new(
             store.meta.clone(),
@@ -74,6 +78,7 @@ impl MeridianS3 {
             users,
             sse,
             encryption_defaults,
+            cors,
         }
     }
 
@@ -250,6 +255,24 @@ impl S3 for MeridianS3 {
         req: S3Request<DeleteBucketEncryptionInput>,
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
         self.delete_bucket_encryption_impl(req).await
+    }
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        self.put_bucket_cors_impl(req).await
+    }
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        self.get_bucket_cors_impl(req).await
+    }
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.delete_bucket_cors_impl(req).await
     }
     async fn put_public_access_block(
         &self,
