@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
                 server_side_encryption: Some("AES256"),
                 kms_key_id: None,
                 customer_algorithm: None,
+                others: &[("x-amz-copy-source", "data/a/b")],
             },
         });
     }

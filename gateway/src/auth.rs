@@ -740,6 +740,18 @@ impl S3Access for AccessPolicy {
                     .get::<crate::request::Connection>()
                     .copied();
                 let header = |name: &str| cx.headers().get(name).and_then(|v| v.to_str().ok());
+                let copy_source = header("x-amz-copy-source").map(|v| {
+                    percent_encoding::percent_decode_str(v.trim_start_matches('/'))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                });
+                let others: Vec<(&str, &str)> = meridian_policy::HEADER_KEYS
+                    .iter()
+                    .filter_map(|&name| match name {
+                        "x-amz-copy-source" => Some((name, copy_source.as_deref()?)),
+                        _ => Some((name, header(name)?)),
+                    })
+                    .collect();
                 let facts = Facts {
                     secure: conn.is_some_and(|c| c.secure),
                     source_ip: conn.map(|c| c.remote.ip()),
@@ -750,6 +762,7 @@ impl S3Access for AccessPolicy {
                         customer_algorithm: header(
                             "x-amz-server-side-encryption-customer-algorithm",
                         ),
+                        others: &others,
                     },
                 };
                 match action_of(operation, version_id.is_some()) {

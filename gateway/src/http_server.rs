@@ -176,20 +176,26 @@ impl Router {
                     }
                     Ok(_admitted) => {
                         let pace = self.pace;
-                        let mut req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
-                        req.extensions_mut().insert(slot.clone());
-                        let previous = self
-                            .users
-                            .as_ref()
-                            .is_some_and(|u| crate::grace::signed_by_previous_secret(&req, u));
-                        let resp = match crate::grace::with_previous(previous, self.s3.call(req))
-                            .await
-                        {
-                            Ok(resp) => resp,
-                            Err(e) => {
-                                tracing::error!(error = ?e, "S3 service failed");
-                                plain(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                        let req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
+                        let resp = match sized(req, &request_id).await {
+                            Ok(mut req) => {
+                                req.extensions_mut().insert(slot.clone());
+                                let previous = self.users.as_ref().is_some_and(|u| {
+                                    crate::grace::signed_by_previous_secret(&req, u)
+                                });
+                                match crate::grace::with_previous(previous, self.s3.call(req)).await
+                                {
+                                    Ok(resp) => resp,
+                                    Err(e) => {
+                                        tracing::error!(error = ?e, "S3 service failed");
+                                        plain(
+                                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                                            "internal error\n",
+                                        )
+                                    }
+                                }
                             }
+                            Err(refusal) => refusal,
                         };
                         // S3 requests only: the admin API's paths are not S3 operations.
                         if !admin {
@@ -205,7 +211,7 @@ impl Router {
                     }
                 }
             };
-            let mut resp = fixups.apply(resp).await;
+            let mut resp = with_request_id(fixups.apply(resp).await, &request_id);
             if let (Some(cors), Some(asked), false) = (&self.cors, &asked, preflight) {
                 cors.decorate(asked, resp.headers_mut());
             }
@@ -288,6 +294,90 @@ impl Fixups {
         }
         resp
     }
+}
+
+/// The largest body of a PUT sent chunked without `Content-Length` that is taken (read whole
+/// first, as RGW and MinIO take them); a larger one must say its length.
+const MAX_UNSIZED_PUT: usize = 16 * 1024 * 1024;
+
+/// A PUT with `Transfer-Encoding: chunked` and no `Content-Length` (nor aws-chunked's
+/// `x-amz-decoded-content-length`): s3s needs a length, so the body is read first (up to
+/// [`MAX_UNSIZED_PUT`]) and its length given. Any other request passes as it is.
+async fn sized(req: Request<Body>, request_id: &str) -> Result<Request<Body>, Response<Body>> {
+    let headers = req.headers();
+    let unsized_chunked = req.method() == http::Method::PUT
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key("x-amz-decoded-content-length")
+        && headers
+            .get(http::header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if !unsized_chunked {
+        return Ok(req);
+    }
+    let (mut parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_UNSIZED_PUT);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            // Transfer-Encoding stays: a client may have signed it.
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            Ok(Request::from_parts(parts, Body::from(bytes)))
+        }
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let (status, code, message) = if too_large {
+                (
+                    http::StatusCode::LENGTH_REQUIRED,
+                    "MissingContentLength",
+                    "A chunked PUT without Content-Length is taken up to 16 MiB; send the length",
+                )
+            } else {
+                (
+                    http::StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    "The request body ended early",
+                )
+            };
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+            );
+            let mut resp = Response::new(Body::from(xml));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            );
+            Err(resp)
+        }
+    }
+}
+
+/// An S3 error document gets the request's id (`<RequestId>`), as the `x-amz-request-id`
+/// header has it.
+fn with_request_id(resp: Response<Body>, request_id: &str) -> Response<Body> {
+    const END: &[u8] = b"</Error>";
+    let is_error = resp.status().is_client_error() || resp.status().is_server_error();
+    let Some(xml) = resp.body().bytes().filter(|_| is_error) else {
+        return resp;
+    };
+    let Some(at) = xml.windows(END.len()).rposition(|w| w == END) else {
+        return resp;
+    };
+    if xml.windows(11).any(|w| w == b"<RequestId>") {
+        return resp;
+    }
+    let mut out = Vec::with_capacity(xml.len() + 48);
+    out.extend_from_slice(&xml[..at]);
+    out.extend_from_slice(format!("<RequestId>{request_id}</RequestId>").as_bytes());
+    out.extend_from_slice(&xml[at..]);
+    let (mut parts, _) = resp.into_parts();
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Response::from_parts(parts, Body::from(bytes::Bytes::from(out)))
 }
 
 /// `<ETag>"abc"</ETag>` becomes `<ETag>abc</ETag>`; the rest of the document is kept.

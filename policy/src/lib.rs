@@ -12,7 +12,9 @@
 //! `Bool`, `IpAddress`, `NotIpAddress` and `Null` on the keys `aws:SecureTransport`,
 //! `aws:SourceIp`, `s3:prefix`, `s3:ExistingObjectTag/<tag>` and the server-side encryption
 //! headers `s3:x-amz-server-side-encryption`, `s3:x-amz-server-side-encryption-aws-kms-key-id`
-//! and `s3:x-amz-server-side-encryption-customer-algorithm`.
+//! and `s3:x-amz-server-side-encryption-customer-algorithm`, and the request headers
+//! `s3:x-amz-copy-source`, `s3:x-amz-metadata-directive`, `s3:x-amz-acl`, `s3:x-amz-grant-*`
+//! and `s3:x-amz-storage-class`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -106,7 +108,24 @@ enum ConditionKey {
     KmsKeyId,
     /// `s3:x-amz-server-side-encryption-customer-algorithm`
     CustomerAlgorithm,
+    /// Another request header the condition key names (`s3:x-amz-copy-source`,
+    /// `s3:x-amz-metadata-directive`, `s3:x-amz-acl`, `s3:x-amz-grant-*`, ...): one of
+    /// [`HEADER_KEYS`], lower case.
+    Header(&'static str),
 }
+
+/// The request headers that are condition keys as `s3:<header>`, beside the SSE ones.
+pub const HEADER_KEYS: [&str; 9] = [
+    "x-amz-copy-source",
+    "x-amz-metadata-directive",
+    "x-amz-acl",
+    "x-amz-grant-read",
+    "x-amz-grant-write",
+    "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp",
+    "x-amz-grant-full-control",
+    "x-amz-storage-class",
+];
 
 impl ConditionKey {
     fn parse(name: &str) -> Option<ConditionKey> {
@@ -119,6 +138,13 @@ impl ConditionKey {
             "s3:x-amz-server-side-encryption" => ConditionKey::ServerSideEncryption,
             "s3:x-amz-server-side-encryption-aws-kms-key-id" => ConditionKey::KmsKeyId,
             "s3:x-amz-server-side-encryption-customer-algorithm" => ConditionKey::CustomerAlgorithm,
+            _ if lower
+                .strip_prefix("s3:")
+                .is_some_and(|h| HEADER_KEYS.contains(&h)) =>
+            {
+                let h = &lower["s3:".len()..];
+                ConditionKey::Header(HEADER_KEYS.iter().find(|k| **k == h)?)
+            }
             _ if lower.starts_with("s3:existingobjecttag/") => {
                 let tag = &name["s3:ExistingObjectTag/".len()..];
                 if tag.is_empty() {
@@ -183,12 +209,16 @@ pub struct RequestContext<'a> {
     pub encryption: EncryptionHeaders<'a>,
 }
 
-/// The SSE headers of a request, for the `s3:x-amz-server-side-encryption*` condition keys.
+/// The headers of a request that are condition keys: the SSE ones
+/// (`s3:x-amz-server-side-encryption*`), and the others of [`HEADER_KEYS`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EncryptionHeaders<'a> {
     pub server_side_encryption: Option<&'a str>,
     pub kms_key_id: Option<&'a str>,
     pub customer_algorithm: Option<&'a str>,
+    /// The request's headers among [`HEADER_KEYS`] (names lower case; `x-amz-copy-source` as
+    /// `bucket/key`, decoded, without a leading `/`).
+    pub others: &'a [(&'a str, &'a str)],
 }
 
 /// What the policy says about a request.
@@ -552,7 +582,7 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
         for (key_name, value) in keys {
             let Some(key) = ConditionKey::parse(key_name) else {
                 return malformed(format!(
-                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, s3:prefix, s3:ExistingObjectTag/<tag>, s3:x-amz-server-side-encryption, s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-server-side-encryption-customer-algorithm)"
+                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, s3:prefix, s3:ExistingObjectTag/<tag>, s3:x-amz-server-side-encryption, s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-server-side-encryption-customer-algorithm, s3:x-amz-copy-source, s3:x-amz-metadata-directive, s3:x-amz-acl, s3:x-amz-grant-*, s3:x-amz-storage-class)"
                 ));
             };
             let values = match (&key, operator) {
@@ -578,7 +608,8 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
                     | ConditionKey::ExistingObjectTag(_)
                     | ConditionKey::ServerSideEncryption
                     | ConditionKey::KmsKeyId
-                    | ConditionKey::CustomerAlgorithm,
+                    | ConditionKey::CustomerAlgorithm
+                    | ConditionKey::Header(_),
                     Operator::StringEquals
                     | Operator::StringNotEquals
                     | Operator::StringEqualsIgnoreCase
@@ -649,6 +680,12 @@ impl Condition {
             ConditionKey::ServerSideEncryption => r.encryption.server_side_encryption,
             ConditionKey::KmsKeyId => r.encryption.kms_key_id,
             ConditionKey::CustomerAlgorithm => r.encryption.customer_algorithm,
+            ConditionKey::Header(name) => r
+                .encryption
+                .others
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| *v),
             ConditionKey::SecureTransport | ConditionKey::SourceIp => None,
         }
     }
@@ -820,6 +857,7 @@ mod tests {
                 server_side_encryption: sse,
                 kms_key_id: key,
                 customer_algorithm: None,
+                others: &[],
             },
             ..request(None, "s3:PutObject", Some("k"))
         };
@@ -1206,5 +1244,60 @@ mod tests {
         }
         assert_eq!(action_of("ListBuckets", false), None);
         assert_eq!(action_of("GetObject", true), Some("s3:GetObjectVersion"));
+    }
+
+    #[test]
+    fn request_headers_are_condition_keys() {
+        let policy = parse(
+            r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringLike": {"s3:x-amz-copy-source": "src/public/*"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringEquals": {"s3:x-amz-acl": "public-read",
+                                            "S3:X-Amz-Metadata-Directive": "REPLACE"}}}]}"#,
+        )
+        .unwrap();
+        let put = |others: &[(&str, &str)]| {
+            policy.evaluate(&RequestContext {
+                principal: None,
+                action: "s3:PutObject",
+                resource: resource_of("data", Some("k")),
+                secure: false,
+                source_ip: None,
+                prefix: None,
+                object_tags: None,
+                encryption: EncryptionHeaders {
+                    others,
+                    ..EncryptionHeaders::default()
+                },
+            })
+        };
+        assert_eq!(
+            put(&[("x-amz-copy-source", "src/public/a")]),
+            Decision::Allow
+        );
+        assert_eq!(
+            put(&[("x-amz-copy-source", "src/private/a")]),
+            Decision::NoOpinion
+        );
+        assert_eq!(put(&[]), Decision::NoOpinion);
+        assert_eq!(
+            put(&[
+                ("x-amz-copy-source", "src/public/a"),
+                ("x-amz-acl", "public-read"),
+                ("x-amz-metadata-directive", "REPLACE")
+            ]),
+            Decision::Deny
+        );
+        assert!(Policy::parse(
+            r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringEquals": {"s3:x-amz-grant-anything": "x"}}}]}"#,
+            "data",
+            &|_| true
+        )
+        .is_err());
     }
 }

@@ -14,7 +14,7 @@ use super::conditions::ReadConditions;
 use super::convert::{self, ChecksumFields};
 use super::encryption::{copy_source_customer_headers, sse_headers, with_sse_fields, SseFields};
 use super::put::{check_user_metadata, shard_identity, stored_checksum};
-use super::{versioned, MeridianS3};
+use super::{reports_written_version, versioned, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, BodyError, IngestOptions, Ingested};
@@ -269,7 +269,10 @@ impl MeridianS3 {
                 ChecksumFields::of(record.checksum.as_ref())
             )),
             copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
-            version_id: convert::reported_version_id(&record, versioned(&target_bucket)),
+            version_id: convert::reported_version_id(
+                &record,
+                reports_written_version(&target_bucket),
+            ),
             ..Default::default()
         };
         Ok(S3Response::new(with_sse_fields!(

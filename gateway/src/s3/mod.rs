@@ -150,6 +150,12 @@ fn versioned(bucket: &BucketRecord) -> bool {
     bucket.versioning != VersioningState::Unversioned
 }
 
+/// Whether the answer to a write carries the new version's id: only where versioning is
+/// enabled (a write into a suspended bucket makes the `null` version, and S3 names none).
+fn reports_written_version(bucket: &BucketRecord) -> bool {
+    bucket.versioning == VersioningState::Enabled
+}
+
 fn principal<T>(req: &S3Request<T>) -> S3Result<&Principal> {
     req.extensions
         .get::<Principal>()

@@ -12,7 +12,7 @@ use super::conditions::check_write_preconditions;
 use super::convert::{self, ChecksumFields};
 use super::encryption::SseFields;
 use super::replica::{apply_replica, note_existing};
-use super::{versioned, MeridianS3};
+use super::{reports_written_version, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_replicator::headers::ReplicaHeaders;
 use meridian_store::checksum;
@@ -418,7 +418,7 @@ impl MeridianS3 {
         let output = convert::with_checksum_fields!(
             PutObjectOutput {
                 e_tag: Some(convert::etag(&record.etag)),
-                version_id: convert::reported_version_id(&record, versioned(&bucket)),
+                version_id: convert::reported_version_id(&record, reports_written_version(&bucket)),
                 expiration: expiration,
             },
             ChecksumFields::of(record.checksum.as_ref())

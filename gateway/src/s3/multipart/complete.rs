@@ -29,7 +29,7 @@ impl MeridianS3 {
             Ok(upload) => upload,
             Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
                 return self
-                    .repeated_completion(&input, &requested, versioned(&bucket))
+                    .repeated_completion(&input, &requested, reports_written_version(&bucket))
                     .await?
                     .ok_or(e);
             }
@@ -136,7 +136,7 @@ impl MeridianS3 {
             // Another completion of this upload committed first.
             Err(StoreError::Meta(MetaError::NoSuchUpload { .. })) => {
                 return self
-                    .repeated_completion(&input, &requested, versioned(&bucket))
+                    .repeated_completion(&input, &requested, reports_written_version(&bucket))
                     .await?
                     .ok_or_else(|| s3_error!(NoSuchUpload, "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."));
             }
@@ -153,7 +153,7 @@ impl MeridianS3 {
         let mut out = completion_output(
             &input,
             &record.etag,
-            convert::reported_version_id(&record, versioned(&bucket)),
+            convert::reported_version_id(&record, reports_written_version(&bucket)),
             record.checksum.as_ref(),
         );
         out.output.expiration = self.expiration_of(&record).await?;

@@ -20,7 +20,7 @@ use super::encryption::{
 };
 use super::put::{checksum_headers, parse_content_md5, BodyClaims, ChecksumClaim};
 use super::replica::{apply_replica, note_existing};
-use super::{principal, versioned, MeridianS3};
+use super::{principal, reports_written_version, MeridianS3};
 use crate::s3::errors::IntoS3;
 use meridian_store::checksum;
 use meridian_store::encryption::{etag_of, DataKey};
