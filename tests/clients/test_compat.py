@@ -111,3 +111,23 @@ def test_policy_conditions_on_the_copy_source_and_metadata_directive(server, ver
     with pytest.raises(ClientError) as e:
         other.put_object(Bucket=dst, Key="plain", Body=b"x")
     assert e.value.response["Error"]["Code"] == "AccessDenied", "no copy source, no allow"
+
+
+def test_bucket_tagging_round_trips_and_bad_sets_change_nothing(s3, bucket):
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_tagging(Bucket=bucket)
+    assert e.value.response["Error"]["Code"] == "NoSuchTagSet"
+    tags = [{"Key": f"k{i:02}", "Value": f"v{i}"} for i in range(12)]
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
+    assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == tags
+    for bad in ([{"Key": f"k{i}", "Value": ""} for i in range(51)],
+                [{"Key": "aws:cost", "Value": "x"}],
+                [{"Key": "same", "Value": "1"}, {"Key": "same", "Value": "2"}],
+                [{"Key": "k" * 129, "Value": "x"}]):
+        with pytest.raises(ClientError) as e:
+            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": bad})
+        assert e.value.response["Error"]["Code"] == "InvalidTag", bad
+    assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == tags
+    s3.delete_bucket_tagging(Bucket=bucket)
+    with pytest.raises(ClientError):
+        s3.get_bucket_tagging(Bucket=bucket)

@@ -132,6 +132,12 @@ pub fn validate_tags(tags: &[(String, String)]) -> S3Result<()> {
             "Object tags cannot be greater than 10",
         ));
     }
+    validate_each_tag(tags)
+}
+
+/// S3's rules for each tag of a set, whatever their number: unique keys of 1..=128
+/// characters, values of at most 256.
+pub fn validate_each_tag(tags: &[(String, String)]) -> S3Result<()> {
     let mut seen = std::collections::HashSet::new();
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {

@@ -262,6 +262,24 @@ impl S3 for MeridianS3 {
     ) -> S3Result<S3Response<DeleteBucketEncryptionOutput>> {
         self.delete_bucket_encryption_impl(req).await
     }
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        self.put_bucket_tagging_impl(req).await
+    }
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        self.get_bucket_tagging_impl(req).await
+    }
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.delete_bucket_tagging_impl(req).await
+    }
     async fn put_bucket_cors(
         &self,
         req: S3Request<PutBucketCorsInput>,

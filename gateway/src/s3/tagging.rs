@@ -1,6 +1,7 @@
 //! Object tagging: replace, read and remove the tag set of one version (the latest when no
 //! version id is given). A tag change is recorded like any other change, with an outbox
-//! entry, so it replicates.
+//! entry, so it replicates. Bucket tagging: the bucket's own tags, a configuration document
+//! of the bucket (not replicated, like the bucket's other configurations).
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
@@ -98,5 +99,77 @@ impl MeridianS3 {
             )
             .await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput { version_id }))
+    }
+}
+
+/// The bucket configuration document holding a bucket's own tags (JSON pairs).
+const BUCKET_DOCUMENT: &str = "tagging";
+/// S3's limit on a bucket's tags.
+const MAX_BUCKET_TAGS: usize = 50;
+
+fn decode_bucket_tags(doc: &[u8]) -> Result<Vec<(String, String)>, serde_json::Error> {
+    serde_json::from_slice(doc)
+}
+
+impl MeridianS3 {
+    /// PutBucketTagging: the bucket's own tags (cost allocation and the like), replaced whole.
+    pub(super) async fn put_bucket_tagging_impl(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let input = req.input;
+        self.bucket(&input.bucket).await?;
+        let tags: Vec<(String, String)> = input
+            .tagging
+            .tag_set
+            .into_iter()
+            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+            .collect();
+        if tags.len() > MAX_BUCKET_TAGS {
+            return Err(s3s::s3_error!(
+                InvalidTag,
+                "Bucket tag count cannot be greater than {MAX_BUCKET_TAGS}"
+            ));
+        }
+        if tags.iter().any(|(k, _)| k.starts_with("aws:")) {
+            return Err(s3s::s3_error!(
+                InvalidTag,
+                "System tags cannot be added/updated by requester"
+            ));
+        }
+        convert::validate_each_tag(&tags)?;
+        let doc = serde_json::to_vec(&tags).expect("tags serialize");
+        self.put_document(&input.bucket, BUCKET_DOCUMENT, doc)
+            .await?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    pub(super) async fn get_bucket_tagging_impl(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let bucket = &req.input.bucket;
+        self.bucket(bucket).await?;
+        let missing = super::errors::custom_error(
+            "NoSuchTagSet",
+            http::StatusCode::NOT_FOUND,
+            "The TagSet does not exist",
+        );
+        let tags = self
+            .stored_document(bucket, BUCKET_DOCUMENT, missing, decode_bucket_tags)
+            .await?;
+        Ok(S3Response::new(GetBucketTaggingOutput {
+            tag_set: dto_tags(&tags),
+        }))
+    }
+
+    pub(super) async fn delete_bucket_tagging_impl(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let bucket = &req.input.bucket;
+        self.bucket(bucket).await?;
+        self.delete_document(bucket, BUCKET_DOCUMENT).await?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
 }
