@@ -10,6 +10,7 @@
 //! Nothing here does I/O or links RocksDB, so the fuzz targets in `fuzz/` can drive the
 //! same code the server runs on every document a client sends.
 
+pub mod acl;
 pub mod cors;
 pub mod headers;
 pub mod lifecycle;

@@ -32,6 +32,22 @@ pub struct UserConfig {
     /// May read `/_meridian/metrics` (e.g. the user Prometheus scrapes as).
     #[serde(default)]
     pub metrics: bool,
+    /// How ACLs and owners name this user: its canonical user id (default: the access key),
+    /// display name and e-mail address (for grants by `emailAddress`).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// How ACLs and owners name a user.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub user_id: Option<String>,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
 }
 
 /// Access to a bucket, or to the buckets a pattern names.
@@ -162,6 +178,7 @@ struct User {
     /// From the configuration file (root, `[[users]]`): read-only at run time.
     bootstrap: bool,
     record: Option<AccessKeyRecord>,
+    identity: Identity,
 }
 
 impl User {
@@ -212,9 +229,14 @@ impl Users {
                 grants: grants.into(),
                 bypass: bypass.into(),
             };
+            let identity = Identity {
+                user_id: u.user_id.clone(),
+                display_name: u.display_name.clone(),
+                email: u.email.clone(),
+            };
             map.insert(
                 u.access_key.clone(),
-                Arc::new(User::bootstrap(principal, &u.secret_key)),
+                Arc::new(User::bootstrap(principal, &u.secret_key, identity)),
             );
         }
         // Root last, so a configured user cannot shadow it.
@@ -225,7 +247,14 @@ impl Users {
             grants: Arc::new([]),
             bypass: Arc::new([]),
         };
-        map.insert(root_key, Arc::new(User::bootstrap(principal, &root_secret)));
+        map.insert(
+            root_key,
+            Arc::new(User::bootstrap(
+                principal,
+                &root_secret,
+                Identity::default(),
+            )),
+        );
         Users {
             bootstrap: Arc::new(map.keys().cloned().collect()),
             table: Arc::new(std::sync::RwLock::new(map)),
@@ -270,6 +299,10 @@ impl Users {
             enabled: key.record.enabled,
             expires: key.record.expires,
             bootstrap: false,
+            identity: Identity {
+                display_name: (!key.record.name.is_empty()).then(|| key.record.name.clone()),
+                ..Identity::default()
+            },
             record: Some(key.record),
         };
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
@@ -340,6 +373,40 @@ impl Users {
             .map(|(s, _)| s.clone())
     }
 
+    /// Root's canonical id, display name and e-mail address (from `[root]`).
+    pub fn with_root_identity(self, root: &str, identity: Identity) -> Users {
+        {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(user) = table.get(root) {
+                let user = User {
+                    principal: user.principal.clone(),
+                    secret: user.secret.clone(),
+                    previous: None,
+                    enabled: true,
+                    expires: None,
+                    bootstrap: true,
+                    record: None,
+                    identity,
+                };
+                table.insert(root.to_owned(), Arc::new(user));
+            }
+        }
+        self
+    }
+
+    /// How ACLs and owners name `access_key`: (canonical id, display name).
+    pub fn canonical(&self, access_key: &str) -> (String, String) {
+        let table = self.read();
+        let identity = table.get(access_key).map(|u| &u.identity);
+        let id = identity
+            .and_then(|i| i.user_id.clone())
+            .unwrap_or_else(|| access_key.to_owned());
+        let display = identity
+            .and_then(|i| i.display_name.clone())
+            .unwrap_or_else(|| id.clone());
+        (id, display)
+    }
+
     /// Whether `access_key` is one of the configuration file's identities.
     pub fn is_bootstrap(&self, access_key: &str) -> bool {
         self.bootstrap.contains(access_key)
@@ -358,7 +425,7 @@ impl Users {
 }
 
 impl User {
-    fn bootstrap(principal: Principal, secret: &str) -> User {
+    fn bootstrap(principal: Principal, secret: &str, identity: Identity) -> User {
         User {
             principal,
             secret: Zeroizing::new(secret.to_owned()),
@@ -367,6 +434,7 @@ impl User {
             expires: None,
             bootstrap: true,
             record: None,
+            identity,
         }
     }
 
@@ -478,6 +546,8 @@ pub struct AccessPolicy {
     fence: Option<crate::fence::Fence>,
     /// Where bucket policies are read from, and their cache.
     policies: Option<(meridian_metadata::MetaStore, Policies)>,
+    /// Buckets' Object Ownership and ACLs (consulted when grants and policy do not decide).
+    acls: Option<crate::s3::acl::AclCache>,
 }
 
 impl Principal {
@@ -513,7 +583,42 @@ impl AccessPolicy {
             users,
             fence,
             policies,
+            acls: None,
         }
+    }
+
+    /// The same hook, letting the ACLs of ACL-enabled buckets allow requests too.
+    pub fn with_acls(self, acls: crate::s3::acl::AclCache) -> AccessPolicy {
+        AccessPolicy {
+            acls: Some(acls),
+            ..self
+        }
+    }
+
+    /// Whether the bucket's (or object's) ACL allows `operation` to `signer` (`None`:
+    /// anonymous), in a bucket whose Object Ownership enables ACLs.
+    fn acl_allows(
+        &self,
+        signer: Option<&Principal>,
+        operation: &str,
+        bucket: &str,
+        key: Option<&str>,
+        version_id: Option<&str>,
+    ) -> bool {
+        let Some(acls) = &self.acls else {
+            return false;
+        };
+        let caller = match signer {
+            Some(p) => meridian_documents::acl::Caller::Signed(&p.access_key),
+            None => meridian_documents::acl::Caller::Anonymous,
+        };
+        off_the_runtime(|| {
+            let ignore_public = self
+                .policies
+                .as_ref()
+                .is_some_and(|(meta, _)| public_access_block(meta, bucket).ignore_public_acls);
+            acls.allows(caller, operation, bucket, key, version_id, ignore_public)
+        })
     }
 
     /// The signed principal; `None` for an unsigned request.
@@ -649,7 +754,14 @@ impl AccessPolicy {
             Decision::Deny => false,
             Decision::Allow => true,
             Decision::NoOpinion => {
-                signed && (principal.can_read(bucket) || self.owns(principal, bucket))
+                (signed && (principal.can_read(bucket) || self.owns(principal, bucket)))
+                    || self.acl_allows(
+                        signed.then_some(principal),
+                        "GetObject",
+                        bucket,
+                        Some(key),
+                        version_id,
+                    )
             }
         }
     }
@@ -788,7 +900,20 @@ impl S3Access for AccessPolicy {
         let allowed = match decision {
             Decision::Deny => policy_management,
             Decision::Allow => true,
-            Decision::NoOpinion => granted || (operation == "DeleteObjects" && has_policy),
+            Decision::NoOpinion => {
+                granted
+                    || (operation == "DeleteObjects" && has_policy)
+                    || bucket.as_deref().is_some_and(|b| {
+                        let version_id = crate::query::value(cx.uri().query(), "versionId");
+                        self.acl_allows(
+                            is_signed.then_some(&principal),
+                            operation,
+                            b,
+                            key.as_deref(),
+                            version_id.as_deref(),
+                        )
+                    })
+            }
         };
         if !allowed {
             return Err(denied());
@@ -925,12 +1050,20 @@ struct Signed(bool);
 
 /// Whether the bucket's public access block sets RestrictPublicBuckets.
 fn restricts_public(meta: &meridian_metadata::MetaStore, bucket: &str) -> bool {
+    off_the_runtime(|| public_access_block(meta, bucket)).restrict_public_buckets
+}
+
+/// The bucket's public access block (all off when it has none). Blocking.
+fn public_access_block(
+    meta: &meridian_metadata::MetaStore,
+    bucket: &str,
+) -> crate::s3::public_access::PublicAccessBlock {
     use crate::s3::public_access::{PublicAccessBlock, DOCUMENT};
-    off_the_runtime(|| meta.get_bucket_config(bucket, DOCUMENT))
+    meta.get_bucket_config(bucket, DOCUMENT)
         .ok()
         .flatten()
         .and_then(|doc| PublicAccessBlock::from_json(&doc).ok())
-        .is_some_and(|b| b.restrict_public_buckets)
+        .unwrap_or_default()
 }
 
 /// Runs a blocking RocksDB read from inside the (synchronous) access check: on a
@@ -962,6 +1095,9 @@ mod tests {
             access_key: "reader".into(),
             secret_key: "reader-secret".into(),
             metrics: false,
+            user_id: None,
+            display_name: None,
+            email: None,
             grants: vec![GrantConfig {
                 bucket: "models".into(),
                 access: Access::Read,
@@ -972,6 +1108,9 @@ mod tests {
             access_key: "writer".into(),
             secret_key: "writer-secret".into(),
             metrics: false,
+            user_id: None,
+            display_name: None,
+            email: None,
             grants: vec![
                 GrantConfig {
                     bucket: "ml-*".into(),
@@ -1017,6 +1156,9 @@ mod tests {
             access_key: "peer".into(),
             secret_key: "peer-secret".into(),
             metrics: false,
+            user_id: None,
+            display_name: None,
+            email: None,
             grants: vec![GrantConfig {
                 bucket: "*".into(),
                 access: Access::Replicate,
@@ -1066,5 +1208,25 @@ mod tests {
         }
         assert_eq!(need_of("PutObjectTagging"), Need::Write);
         assert_eq!(need_of("PutObjectRetention"), Need::Write);
+    }
+}
+
+impl meridian_documents::acl::Users for Users {
+    fn by_id(&self, id: &str) -> Option<String> {
+        let table = self.read();
+        if table.contains_key(id) {
+            return Some(id.to_owned());
+        }
+        table
+            .iter()
+            .find(|(_, u)| u.identity.user_id.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+    }
+
+    fn by_email(&self, email: &str) -> Option<String> {
+        self.read()
+            .iter()
+            .find(|(_, u)| u.identity.email.as_deref() == Some(email))
+            .map(|(k, _)| k.clone())
     }
 }

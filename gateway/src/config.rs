@@ -59,6 +59,9 @@ pub struct Config {
     pub replication: ReplicationSettings,
     /// Anyone may read `/_meridian/metrics`, signed or not (for scrapers that cannot sign).
     pub metrics_public: bool,
+    /// The Object Ownership of new buckets that name none: `BucketOwnerEnforced` (ACLs
+    /// disabled, AWS's default), `BucketOwnerPreferred` or `ObjectWriter`.
+    pub object_ownership: String,
     /// A plain-HTTP listener answering only `/_meridian/health/live` and `.../ready`, for
     /// load balancers that cannot speak TLS to the S3 listener.
     pub health_address: Option<SocketAddr>,
@@ -119,6 +122,14 @@ pub struct MetadataConfig {
 pub struct RootCredentials {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// How ACLs and owners name root: its canonical user id (default: the access key),
+    /// display name and e-mail address (for grants by `emailAddress`).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 impl Default for Config {
@@ -141,6 +152,7 @@ impl Default for Config {
             peers: Vec::new(),
             replication: ReplicationSettings::default(),
             metrics_public: false,
+            object_ownership: "BucketOwnerEnforced".into(),
             health_address: None,
             tls: None,
             audit: None,
@@ -278,6 +290,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if crate::s3::acl::Ownership::parse(&self.object_ownership).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "object_ownership {:?}: BucketOwnerEnforced, BucketOwnerPreferred or ObjectWriter",
+                self.object_ownership
+            )));
+        }
         let (k, m) = (self.erasure.data_shards, self.erasure.parity_shards);
         if k == 0 || k + m > 16 || m > k {
             return Err(ConfigError::Invalid(format!(

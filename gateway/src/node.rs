@@ -95,8 +95,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }) {
         tracing::info!("[[users]] grants of read-write mean read + write: a bucket's configuration (policy, replication, versioning, lifecycle, ...) and DeleteBucket need `owner` (or creating the bucket)");
     }
-    let users =
-        Users::new((root_key, root_secret), &config.users).with_keys(access_keys.clone())?;
+    let users = Users::new((root_key.clone(), root_secret), &config.users)
+        .with_root_identity(
+            &root_key,
+            crate::auth::Identity {
+                user_id: config.root.user_id.clone(),
+                display_name: config.root.display_name.clone(),
+                email: config.root.email.clone(),
+            },
+        )
+        .with_keys(access_keys.clone())?;
     let key_sync = crate::key_sync::KeySync::default();
     let key_senders = key_sync.spawn(
         store.meta.clone(),
@@ -105,33 +113,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_rx.clone(),
     );
     let policies = crate::bucket_policy::Policies::default();
+    let acls = crate::s3::acl::AclCache::new(store.meta.clone());
     let cors = crate::cors::CorsRules::new(
         store.meta.clone(),
         crate::host::Domains::new(&config.domains),
     );
-    let mut builder = S3ServiceBuilder::new(MeridianS3::new(
-        store.clone(),
-        config.region.clone(),
-        replicator.clone(),
-        policies.clone(),
-        users.clone(),
-        crate::s3::encryption::SseSettings {
-            customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
-            bucket_default: config.encryption.default.clone(),
-        },
-        cors.clone(),
-    ));
+    let mut builder = S3ServiceBuilder::new(
+        MeridianS3::new(
+            store.clone(),
+            config.region.clone(),
+            replicator.clone(),
+            policies.clone(),
+            users.clone(),
+            crate::s3::encryption::SseSettings {
+                customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
+                bucket_default: config.encryption.default.clone(),
+            },
+            cors.clone(),
+        )
+        .with_acls(
+            acls.clone(),
+            crate::s3::acl::Ownership::parse(&config.object_ownership)
+                .unwrap_or(crate::s3::acl::Ownership::Enforced),
+        ),
+    );
     if config.encryption.sse_c_over_http && config.tls.is_none() {
         tracing::warn!("[encryption] sse_c_over_http: SSE-C keys are accepted over plain HTTP, where anyone on the path can read them (for tests only)");
     }
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     let fence = crate::fence::Fence::load(store.meta.clone())?;
-    builder.set_access(AccessPolicy::new(
-        users.clone(),
-        Some(fence.clone()),
-        Some((store.meta.clone(), policies)),
-    ));
+    builder.set_access(
+        AccessPolicy::new(
+            users.clone(),
+            Some(fence.clone()),
+            Some((store.meta.clone(), policies)),
+        )
+        .with_acls(acls),
+    );
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
     ))));

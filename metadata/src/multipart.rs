@@ -41,6 +41,9 @@ pub struct UploadRecord {
     pub lock: ObjectLock,
     /// The encryption of every part and of the completed version (one data key).
     pub encryption: Option<Encryption>,
+    /// The completed version's ACL (opaque), from CreateMultipartUpload's ACL headers.
+    #[serde(with = "crate::codec::opt_bytes")]
+    pub acl: Option<Vec<u8>>,
 }
 
 /// One uploaded part.

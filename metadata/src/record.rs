@@ -232,6 +232,9 @@ pub struct NewVersion {
     /// Checked against the key's latest version under the key lock, in the same commit
     /// (conditional writes: `If-None-Match: *`, `If-Match`).
     pub precondition: Option<Precondition>,
+    /// The version's ACL (opaque to this crate), in buckets whose Object Ownership enables
+    /// ACLs.
+    pub acl: Option<Vec<u8>>,
 }
 
 /// A condition on the current (latest, not deleted) version of a key that a write requires.
@@ -267,6 +270,10 @@ pub struct VersionRecord {
     pub storage: Storage,
     pub parts: Vec<ObjectPart>,
     pub replication: ReplicationState,
+    /// The version's ACL (opaque to this crate), in buckets whose Object Ownership enables
+    /// ACLs.
+    #[serde(with = "crate::codec::opt_bytes")]
+    pub acl: Option<Vec<u8>>,
     /// Format version of the stored record this was read from (not itself stored: the codec
     /// writes it in front of every record).
     #[serde(skip)]
@@ -297,6 +304,7 @@ impl VersionRecord {
             tags: new.tags,
             lock: new.lock,
             encryption: new.encryption,
+            acl: new.acl,
             storage: new.storage,
             parts: new.parts,
             replication: new.replication,

@@ -531,6 +531,37 @@ impl MetaStore {
         Ok(record)
     }
 
+    /// Replaces the ACL of one version (the latest when `None`; not a delete marker). ACLs
+    /// are this region's: no outbox entry.
+    pub fn set_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        acl: Vec<u8>,
+    ) -> Result<VersionRecord, MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_shared(bucket);
+        let _key = inner.locks.key(bucket, key);
+        let mut record = self.require_version(bucket, key, version_id)?;
+        if record.is_delete_marker {
+            return Err(MetaError::IsDeleteMarker {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                version_id: record.version_id,
+            });
+        }
+        record.acl = Some(acl);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::VERSIONS),
+            schema::version_key(bucket, key, &record.version_id),
+            codec::encode(&record),
+        );
+        inner.commit(batch, None, "changing a version's ACL")?;
+        Ok(record)
+    }
+
     /// Records the replication status of one version towards `peer` (`None` removes it: no
     /// rule sends the version there any more). Not a replicated change: no outbox entry.
     pub fn set_replication_status(

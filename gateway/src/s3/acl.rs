@@ -12,7 +12,7 @@ use super::MeridianS3;
 use crate::s3::errors::IntoS3;
 
 /// The bucket configuration document recording that ownership controls were deleted.
-const OWNERSHIP_DOCUMENT: &str = "ownership-controls";
+pub(crate) const OWNERSHIP_DOCUMENT: &str = "ownership-controls";
 const OWNERSHIP_DELETED: &[u8] = b"deleted";
 
 fn acls_not_supported() -> S3Error {
@@ -100,29 +100,38 @@ impl MeridianS3 {
     }
 }
 
-/// The ACL headers of CreateBucket: only `private`, and only the `BucketOwnerEnforced`
-/// ownership this server implements.
-pub(super) fn check_new_bucket_acl(input: &CreateBucketInput) -> S3Result<()> {
-    if let Some(o) = &input.object_ownership {
-        if o.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED {
-            return Err(s3_error!(
-                NotImplemented,
-                "Only the BucketOwnerEnforced object ownership is supported: ACLs are disabled"
+/// The Object Ownership and ACL of a new bucket: `x-amz-object-ownership` (else the region's
+/// default); with BucketOwnerEnforced only `private` is accepted (as on AWS), otherwise the
+/// ACL the headers ask for, owned by the creator.
+pub(super) fn new_bucket_acl(
+    input: &CreateBucketInput,
+    owner: &str,
+    default: Ownership,
+    users: &dyn doc::Users,
+) -> S3Result<(Ownership, Option<Acl>)> {
+    let ownership = match &input.object_ownership {
+        Some(o) => Ownership::parse(o.as_str())
+            .ok_or_else(|| s3_error!(InvalidArgument, "Invalid x-amz-object-ownership header"))?,
+        None => default,
+    };
+    let grants = grant_headers!(input, input.grant_write.as_deref());
+    if ownership == Ownership::Enforced {
+        let canned_ok = input
+            .acl
+            .as_ref()
+            .is_none_or(|c| c.as_str() == BucketCannedACL::PRIVATE);
+        if !canned_ok || grants.any() {
+            return Err(super::errors::custom_error(
+                "InvalidBucketAclWithObjectOwnership",
+                http::StatusCode::BAD_REQUEST,
+                "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
             ));
         }
+        return Ok((ownership, None));
     }
-    let canned_ok = input
-        .acl
-        .as_ref()
-        .is_none_or(|c| c.as_str() == BucketCannedACL::PRIVATE);
-    if !canned_ok || grant_headers!(input, input.grant_write.as_deref()).any() {
-        return Err(super::errors::custom_error(
-            "InvalidBucketAclWithObjectOwnership",
-            http::StatusCode::BAD_REQUEST,
-            "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
-        ));
-    }
-    Ok(())
+    let canned = input.acl.as_ref().map(BucketCannedACL::as_str);
+    let acl = acl_of_headers(canned, &grants, owner, owner, users)?;
+    Ok((ownership, Some(acl)))
 }
 
 /// A policy that grants the owner FULL_CONTROL and nothing else changes nothing.
@@ -137,16 +146,20 @@ fn only_owner_full_control(policy: &AccessControlPolicy, owner: &str) -> bool {
     })
 }
 
-fn owner_policy(bucket: &BucketRecord) -> (Option<Owner>, Option<Grants>) {
+fn owner_policy(
+    bucket: &BucketRecord,
+    users: &crate::auth::Users,
+) -> (Option<Owner>, Option<Grants>) {
+    let (id, display) = users.canonical(&bucket.owner);
     let owner = Owner {
-        id: Some(bucket.owner.clone()),
-        display_name: Some(bucket.owner.clone()),
+        id: Some(id.clone()),
+        display_name: Some(display.clone()),
     };
     let grant = Grant {
         grantee: Some(Grantee {
-            display_name: Some(bucket.owner.clone()),
+            display_name: Some(display),
             email_address: None,
-            id: Some(bucket.owner.clone()),
+            id: Some(id),
             type_: Type::from_static(Type::CANONICAL_USER),
             uri: None,
         }),
@@ -155,10 +168,10 @@ fn owner_policy(bucket: &BucketRecord) -> (Option<Owner>, Option<Grants>) {
     (Some(owner), Some(vec![grant]))
 }
 
-fn enforced() -> OwnershipControls {
+fn controls(ownership: Ownership) -> OwnershipControls {
     OwnershipControls {
         rules: vec![OwnershipControlsRule {
-            object_ownership: ObjectOwnership::from_static(ObjectOwnership::BUCKET_OWNER_ENFORCED),
+            object_ownership: ObjectOwnership::from_static(ownership.as_str()),
         }],
     }
 }
@@ -169,7 +182,19 @@ impl MeridianS3 {
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
         let bucket = self.bucket(&req.input.bucket).await?;
-        let (owner, grants) = owner_policy(&bucket);
+        let (owner, grants) = match self.acls_of(&bucket.name).await {
+            Ownership::Enforced => owner_policy(&bucket, &self.users),
+            _ => {
+                let cache = self.acls.clone();
+                let name = bucket.name.clone();
+                let acl = tokio::task::spawn_blocking(move || cache.bucket_acl(&name))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| Acl::private(&bucket.owner));
+                dto_of_acl(&acl, &self.users)
+            }
+        };
         Ok(S3Response::new(GetBucketAclOutput { owner, grants }))
     }
 
@@ -185,17 +210,37 @@ impl MeridianS3 {
             &grant_headers!(input, input.grant_write.as_deref()),
         )
         .await?;
-        let canned_ok = input
-            .acl
-            .as_ref()
-            .is_none_or(|c| c.as_str() == BucketCannedACL::PRIVATE);
-        let policy_ok = input
-            .access_control_policy
-            .as_ref()
-            .is_none_or(|p| only_owner_full_control(p, &bucket.owner));
-        if !canned_ok || !policy_ok || grant_headers!(input, input.grant_write.as_deref()).any() {
-            return Err(acls_not_supported());
+        if self.acls_of(&bucket.name).await == Ownership::Enforced {
+            let canned_ok = input
+                .acl
+                .as_ref()
+                .is_none_or(|c| c.as_str() == BucketCannedACL::PRIVATE);
+            let policy_ok = input
+                .access_control_policy
+                .as_ref()
+                .is_none_or(|p| only_owner_full_control(p, &bucket.owner));
+            if !canned_ok || !policy_ok || grant_headers!(input, input.grant_write.as_deref()).any()
+            {
+                return Err(acls_not_supported());
+            }
+            return Ok(S3Response::new(PutBucketAclOutput {}));
         }
+        let acl = match &input.access_control_policy {
+            Some(policy) if policy.grants.is_some() => {
+                acl_of_policy(policy, &bucket.owner, &self.users)?
+            }
+            _ => acl_of_headers(
+                input.acl.as_ref().map(BucketCannedACL::as_str),
+                &grant_headers!(input, input.grant_write.as_deref()),
+                &bucket.owner,
+                &bucket.owner,
+                &self.users,
+            )?,
+        };
+        self.refuse_public_acl_body(&bucket.name, &acl).await?;
+        self.put_document(&bucket.name, ACL_DOCUMENT, acl.to_json())
+            .await?;
+        self.acls.invalidate(&bucket.name);
         Ok(S3Response::new(PutBucketAclOutput {}))
     }
 
@@ -205,9 +250,21 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         let input = &req.input;
         let bucket = self.bucket(&input.bucket).await?;
-        self.resolve(&input.bucket, &input.key, input.version_id.as_deref())
+        let resolved = self
+            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
             .await?;
-        let (owner, grants) = owner_policy(&bucket);
+        let (owner, grants) = match self.acls_of(&bucket.name).await {
+            Ownership::Enforced => owner_policy(&bucket, &self.users),
+            _ => {
+                let acl = resolved
+                    .record
+                    .acl
+                    .as_deref()
+                    .and_then(|a| Acl::from_json(a).ok())
+                    .unwrap_or_else(|| Acl::private(&bucket.owner));
+                dto_of_acl(&acl, &self.users)
+            }
+        };
         Ok(S3Response::new(GetObjectAclOutput {
             owner,
             grants,
@@ -221,22 +278,108 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         let input = &req.input;
         let bucket = self.bucket(&input.bucket).await?;
-        self.resolve(&input.bucket, &input.key, input.version_id.as_deref())
+        let resolved = self
+            .resolve(&input.bucket, &input.key, input.version_id.as_deref())
             .await?;
-        self.check_write_acl(
+        if self.acls_of(&bucket.name).await == Ownership::Enforced {
+            self.check_write_acl(
+                &input.bucket,
+                input.acl.as_ref(),
+                grant_headers!(input, None),
+            )
+            .await?;
+            if input
+                .access_control_policy
+                .as_ref()
+                .is_some_and(|p| !only_owner_full_control(p, &bucket.owner))
+            {
+                return Err(acls_not_supported());
+            }
+            return Ok(S3Response::new(PutObjectAclOutput::default()));
+        }
+        self.refuse_blocked_acl(
             &input.bucket,
-            input.acl.as_ref(),
-            grant_headers!(input, None),
+            input.acl.as_ref().map(ObjectCannedACL::as_str),
+            &grant_headers!(input, None),
         )
         .await?;
-        if input
-            .access_control_policy
-            .as_ref()
-            .is_some_and(|p| !only_owner_full_control(p, &bucket.owner))
-        {
-            return Err(acls_not_supported());
-        }
+        let owner = resolved
+            .record
+            .acl
+            .as_deref()
+            .and_then(|a| Acl::from_json(a).ok())
+            .map_or_else(|| bucket.owner.clone(), |a| a.owner);
+        let acl = match &input.access_control_policy {
+            Some(policy) if policy.grants.is_some() => acl_of_policy(policy, &owner, &self.users)?,
+            _ => acl_of_headers(
+                input.acl.as_ref().map(ObjectCannedACL::as_str),
+                &grant_headers!(input, None),
+                &owner,
+                &bucket.owner,
+                &self.users,
+            )?,
+        };
+        self.refuse_public_acl_body(&bucket.name, &acl).await?;
+        let (b, k, v) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            resolved.record.version_id.clone(),
+        );
+        let json = acl.to_json();
+        self.store
+            .meta(move |m| m.set_acl(&b, &k, Some(&v), json))
+            .await
+            .s3()?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+
+    /// The bucket's Object Ownership.
+    pub(super) async fn acls_of(&self, bucket: &str) -> Ownership {
+        let cache = self.acls.clone();
+        let b = bucket.to_owned();
+        tokio::task::spawn_blocking(move || cache.ownership(&b))
+            .await
+            .unwrap_or(Ownership::Enforced)
+    }
+
+    /// A public ACL given as a document: refused where the public access block says so.
+    async fn refuse_public_acl_body(&self, bucket: &str, acl: &Acl) -> S3Result<()> {
+        if acl.is_public() && self.public_access_block(bucket).await?.block_public_acls {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's public access block forbids public ACLs"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ACL of a new object version: `None` in a bucket without ACLs (after checking the
+    /// headers ask for nothing it cannot do), else the one the headers ask for, owned by the
+    /// writer (ObjectWriter; BucketOwnerPreferred unless `bucket-owner-full-control` gives it
+    /// to the bucket owner).
+    pub(super) async fn acl_of_write(
+        &self,
+        bucket: &BucketRecord,
+        writer: &str,
+        canned: Option<&ObjectCannedACL>,
+        grants: GrantHeaders<'_>,
+    ) -> S3Result<Option<Vec<u8>>> {
+        let ownership = self.acls_of(&bucket.name).await;
+        if ownership == Ownership::Enforced {
+            self.check_write_acl(&bucket.name, canned, grants).await?;
+            return Ok(None);
+        }
+        let canned = canned.map(ObjectCannedACL::as_str);
+        self.refuse_blocked_acl(&bucket.name, canned, &grants)
+            .await?;
+        let owner = match (ownership, canned) {
+            (Ownership::Preferred, Some(ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL)) => {
+                bucket.owner.as_str()
+            }
+            _ => writer,
+        };
+        let acl = acl_of_headers(canned, &grants, owner, &bucket.owner, &self.users)?;
+        Ok(Some(acl.to_json()))
     }
 
     pub(super) async fn get_bucket_ownership_controls_impl(
@@ -256,8 +399,9 @@ impl MeridianS3 {
                 "The bucket ownership controls were not found",
             ));
         }
+        let ownership = Ownership::of_document(doc.as_deref());
         Ok(S3Response::new(GetBucketOwnershipControlsOutput {
-            ownership_controls: Some(enforced()),
+            ownership_controls: Some(controls(ownership)),
         }))
     }
 
@@ -275,17 +419,39 @@ impl MeridianS3 {
             ));
         }
         // One rule, checked just above.
-        if rules[0].object_ownership.as_str() != ObjectOwnership::BUCKET_OWNER_ENFORCED {
+        let Some(ownership) = Ownership::parse(rules[0].object_ownership.as_str()) else {
             return Err(s3_error!(
-                NotImplemented,
-                "Only the BucketOwnerEnforced object ownership is supported: ACLs are disabled"
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema"
             ));
+        };
+        if ownership == Ownership::Enforced {
+            // AWS refuses to disable ACLs while the bucket's ACL grants beyond its owner.
+            let cache = self.acls.clone();
+            let name = input.bucket.clone();
+            let acl = tokio::task::spawn_blocking(move || cache.bucket_acl(&name))
+                .await
+                .ok()
+                .flatten();
+            if acl.is_some_and(|a| {
+                a.grants
+                    .iter()
+                    .any(|g| g.grantee != doc::Grantee::User(a.owner.clone()))
+            }) {
+                return Err(super::errors::custom_error(
+                    "InvalidBucketAclWithObjectOwnership",
+                    http::StatusCode::BAD_REQUEST,
+                    "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+                ));
+            }
         }
-        let name = input.bucket.clone();
-        self.store
-            .meta(move |m| m.delete_bucket_config(&name, OWNERSHIP_DOCUMENT))
-            .await
-            .s3()?;
+        self.put_document(
+            &input.bucket,
+            OWNERSHIP_DOCUMENT,
+            ownership.as_str().as_bytes().to_vec(),
+        )
+        .await?;
+        self.acls.invalidate(&input.bucket);
         Ok(S3Response::new(PutBucketOwnershipControlsOutput {}))
     }
 
@@ -295,13 +461,299 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
         let name = req.input.bucket.clone();
         self.bucket(&name).await?;
-        // ACLs stay disabled either way; GetBucketOwnershipControls reports the deletion.
+        // As on AWS, the bucket then behaves as ObjectWriter (ACLs enabled);
+        // GetBucketOwnershipControls reports the deletion.
+        let n = name.clone();
         self.store
-            .meta(move |m| {
-                m.put_bucket_config(&name, OWNERSHIP_DOCUMENT, OWNERSHIP_DELETED.to_vec())
-            })
+            .meta(move |m| m.put_bucket_config(&n, OWNERSHIP_DOCUMENT, OWNERSHIP_DELETED.to_vec()))
             .await
             .s3()?;
+        self.acls.invalidate(&name);
         Ok(S3Response::new(DeleteBucketOwnershipControlsOutput {}))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// ACLs enabled: buckets whose Object Ownership is ObjectWriter or BucketOwnerPreferred.
+
+use meridian_documents::acl::{self as doc, Acl, Caller};
+
+/// The bucket configuration document holding a bucket's ACL (JSON).
+pub(crate) const ACL_DOCUMENT: &str = "acl";
+
+/// A bucket's Object Ownership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// ACLs disabled: the bucket owner owns every object (AWS's default for new buckets).
+    Enforced,
+    /// ACLs enabled; an object written with `bucket-owner-full-control` goes to the bucket
+    /// owner, others to their writer.
+    Preferred,
+    /// ACLs enabled; the writer owns each object.
+    Writer,
+}
+
+impl Ownership {
+    pub fn parse(s: &str) -> Option<Ownership> {
+        Some(match s {
+            ObjectOwnership::BUCKET_OWNER_ENFORCED => Ownership::Enforced,
+            ObjectOwnership::BUCKET_OWNER_PREFERRED => Ownership::Preferred,
+            ObjectOwnership::OBJECT_WRITER => Ownership::Writer,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ownership::Enforced => ObjectOwnership::BUCKET_OWNER_ENFORCED,
+            Ownership::Preferred => ObjectOwnership::BUCKET_OWNER_PREFERRED,
+            Ownership::Writer => ObjectOwnership::OBJECT_WRITER,
+        }
+    }
+
+    /// The stored `ownership-controls` document: none is the region's default for buckets
+    /// made before ownership was recorded (Enforced); a deletion leaves ObjectWriter, as on
+    /// AWS.
+    fn of_document(doc: Option<&[u8]>) -> Ownership {
+        match doc {
+            None => Ownership::Enforced,
+            Some(OWNERSHIP_DELETED) => Ownership::Writer,
+            Some(d) => std::str::from_utf8(d)
+                .ok()
+                .and_then(Ownership::parse)
+                .unwrap_or(Ownership::Enforced),
+        }
+    }
+}
+
+/// Every bucket's ownership and ACL, read once and cached: the access hook asks on every
+/// request that its grants and policy did not decide.
+#[derive(Clone)]
+pub struct AclCache {
+    meta: meridian_metadata::MetaStore,
+    ownership: Arc<meridian_metadata::ConfigCache<Ownership>>,
+    acls: Arc<meridian_metadata::ConfigCache<Acl>>,
+}
+
+use std::sync::Arc;
+
+impl AclCache {
+    pub fn new(meta: meridian_metadata::MetaStore) -> AclCache {
+        AclCache {
+            ownership: Arc::new(meridian_metadata::ConfigCache::new(
+                meta.clone(),
+                OWNERSHIP_DOCUMENT,
+                |d| Ok(Ownership::of_document(Some(d))),
+            )),
+            acls: Arc::new(meridian_metadata::ConfigCache::new(
+                meta.clone(),
+                ACL_DOCUMENT,
+                |d| Acl::from_json(d).map_err(|e| e.to_string()),
+            )),
+            meta,
+        }
+    }
+
+    pub fn invalidate(&self, bucket: &str) {
+        self.ownership.invalidate(bucket);
+        self.acls.invalidate(bucket);
+    }
+
+    /// Blocking (a cached read, RocksDB on a miss).
+    pub fn ownership(&self, bucket: &str) -> Ownership {
+        match self.ownership.get(bucket) {
+            Ok(Some(o)) => *o,
+            _ => Ownership::Enforced,
+        }
+    }
+
+    /// The bucket's ACL (its owner's FULL_CONTROL when none was set). Blocking.
+    pub fn bucket_acl(&self, bucket: &str) -> Option<Acl> {
+        if let Ok(Some(acl)) = self.acls.get(bucket) {
+            return Some((*acl).clone());
+        }
+        let record = self.meta.get_bucket(bucket).ok()??;
+        Some(Acl::private(&record.owner))
+    }
+
+    /// The ACL of a version (the latest when `None`): its own, else its bucket owner's
+    /// FULL_CONTROL. Blocking.
+    pub fn object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Option<Acl> {
+        let record = self.meta.get_version(bucket, key, version_id).ok()??;
+        if record.is_delete_marker {
+            return None;
+        }
+        match record.acl.as_deref().map(Acl::from_json) {
+            Some(Ok(acl)) => Some(acl),
+            _ => {
+                let bucket = self.meta.get_bucket(bucket).ok()??;
+                Some(Acl::private(&bucket.owner))
+            }
+        }
+    }
+
+    /// Whether the ACLs of an ACL-enabled bucket let `caller` do `operation`. Blocking.
+    pub fn allows(
+        &self,
+        caller: Caller<'_>,
+        operation: &str,
+        bucket: &str,
+        key: Option<&str>,
+        version_id: Option<&str>,
+        ignore_public: bool,
+    ) -> bool {
+        use doc::Permission as P;
+        if self.ownership(bucket) == Ownership::Enforced {
+            return false;
+        }
+        let (permission, on_object) = match operation {
+            "GetObject" | "HeadObject" | "GetObjectAttributes" => (P::Read, true),
+            "GetObjectAcl" => (P::ReadAcp, true),
+            "PutObjectAcl" => (P::WriteAcp, true),
+            "ListObjects"
+            | "ListObjectsV2"
+            | "ListObjectVersions"
+            | "HeadBucket"
+            | "ListMultipartUploads"
+            | "ListParts" => (P::Read, false),
+            "PutObject"
+            | "PostObject"
+            | "DeleteObject"
+            | "DeleteObjects"
+            | "CreateMultipartUpload"
+            | "UploadPart"
+            | "UploadPartCopy"
+            | "CompleteMultipartUpload"
+            | "AbortMultipartUpload"
+            | "CopyObject" => (P::Write, false),
+            "GetBucketAcl" => (P::ReadAcp, false),
+            "PutBucketAcl" => (P::WriteAcp, false),
+            _ => return false,
+        };
+        let acl = match (on_object, key) {
+            (true, Some(key)) => self.object_acl(bucket, key, version_id),
+            (true, None) => None,
+            (false, _) => self.bucket_acl(bucket),
+        };
+        acl.is_some_and(|acl| acl.allows(caller, permission, ignore_public))
+    }
+}
+
+fn document_error(e: meridian_documents::DocumentError) -> S3Error {
+    super::errors::document_error(e)
+}
+
+/// The ACL `x-amz-acl` and `x-amz-grant-*` ask for (the owner's FULL_CONTROL when neither).
+pub(super) fn acl_of_headers(
+    canned: Option<&str>,
+    grants: &GrantHeaders<'_>,
+    owner: &str,
+    bucket_owner: &str,
+    users: &dyn doc::Users,
+) -> S3Result<Acl> {
+    use doc::Permission as P;
+    if grants.any() {
+        if canned.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Specifying both Canned ACLs and Header Grants is not allowed"
+            ));
+        }
+        let headers: Vec<(P, &str)> = [
+            (P::FullControl, grants.full_control),
+            (P::Read, grants.read),
+            (P::ReadAcp, grants.read_acp),
+            (P::Write, grants.write),
+            (P::WriteAcp, grants.write_acp),
+        ]
+        .into_iter()
+        .filter_map(|(p, v)| Some((p, v?)))
+        .collect();
+        return Acl::from_grant_headers(owner, &headers, users).map_err(document_error);
+    }
+    Acl::canned(canned.unwrap_or("private"), owner, bucket_owner).map_err(document_error)
+}
+
+/// An `AccessControlPolicy` document as an ACL.
+pub(super) fn acl_of_policy(
+    policy: &AccessControlPolicy,
+    owner: &str,
+    users: &dyn doc::Users,
+) -> S3Result<Acl> {
+    let mut grants = Vec::new();
+    for g in policy.grants.iter().flatten() {
+        let (Some(grantee), Some(permission)) = (&g.grantee, &g.permission) else {
+            return Err(s3_error!(
+                MalformedACLError,
+                "A grant needs a grantee and a permission"
+            ));
+        };
+        let permission = doc::Permission::parse(permission.as_str())
+            .ok_or_else(|| s3_error!(MalformedACLError, "Unknown permission"))?;
+        let grantee = match grantee.type_.as_str() {
+            Type::CANONICAL_USER => {
+                doc::user(grantee.id.as_deref().unwrap_or(""), users).map_err(document_error)?
+            }
+            Type::GROUP => grantee
+                .uri
+                .as_deref()
+                .and_then(doc::Grantee::group)
+                .ok_or_else(|| s3_error!(InvalidArgument, "Invalid group uri"))?,
+            Type::AMAZON_CUSTOMER_BY_EMAIL => doc::Grantee::User(
+                grantee
+                    .email_address
+                    .as_deref()
+                    .and_then(|e| users.by_email(e))
+                    .ok_or_else(|| document_error(doc::unresolvable_email()))?,
+            ),
+            _ => return Err(s3_error!(MalformedACLError, "Unknown grantee type")),
+        };
+        grants.push(doc::Grant {
+            grantee,
+            permission,
+        });
+    }
+    Ok(Acl {
+        owner: owner.to_owned(),
+        grants,
+    })
+}
+
+/// An ACL as S3 answers it.
+pub(super) fn dto_of_acl(acl: &Acl, users: &crate::auth::Users) -> (Option<Owner>, Option<Grants>) {
+    let (id, display) = users.canonical(&acl.owner);
+    let owner = Owner {
+        id: Some(id),
+        display_name: Some(display),
+    };
+    let grants = acl
+        .grants
+        .iter()
+        .map(|g| {
+            let grantee = match &g.grantee {
+                doc::Grantee::User(key) => {
+                    let (id, display) = users.canonical(key);
+                    Grantee {
+                        display_name: Some(display),
+                        email_address: None,
+                        id: Some(id),
+                        type_: Type::from_static(Type::CANONICAL_USER),
+                        uri: None,
+                    }
+                }
+                group => Grantee {
+                    display_name: None,
+                    email_address: None,
+                    id: None,
+                    type_: Type::from_static(Type::GROUP),
+                    uri: group.uri().map(str::to_owned),
+                },
+            };
+            Grant {
+                grantee: Some(grantee),
+                permission: Some(Permission::from(g.permission.as_str().to_owned())),
+            }
+        })
+        .collect();
+    (Some(owner), Some(grants))
 }

@@ -29,9 +29,12 @@ impl MeridianS3 {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                id: Some(who.access_key.clone()),
-                display_name: Some(who.access_key),
+            owner: Some({
+                let (id, display) = self.users.canonical(&who.access_key);
+                Owner {
+                    id: Some(id),
+                    display_name: Some(display),
+                }
             }),
             prefix: req.input.prefix,
             continuation_token: None,
@@ -44,7 +47,12 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let who = principal(&req)?.clone();
         let input = req.input;
-        super::acl::check_new_bucket_acl(&input)?;
+        let (ownership, acl) = super::acl::new_bucket_acl(
+            &input,
+            &who.access_key,
+            self.default_ownership,
+            &self.users,
+        )?;
         // Object Lock comes with versioning, for ever.
         let object_lock = input.object_lock_enabled_for_bucket == Some(true);
         let constraint = input
@@ -76,6 +84,14 @@ impl MeridianS3 {
         self.policies.forget(&input.bucket);
         match created {
             Ok(()) => {
+                let ownership_doc = ownership.as_str().as_bytes().to_vec();
+                self.put_document(&input.bucket, super::acl::OWNERSHIP_DOCUMENT, ownership_doc)
+                    .await?;
+                if let Some(acl) = acl {
+                    self.put_document(&input.bucket, super::acl::ACL_DOCUMENT, acl.to_json())
+                        .await?;
+                }
+                self.acls.invalidate(&input.bucket);
                 if let Some(algorithm) = &self.sse.bucket_default {
                     let default = super::encryption::BucketDefault {
                         algorithm: algorithm.clone(),
@@ -124,6 +140,7 @@ impl MeridianS3 {
         self.store.lifecycle.invalidate(&name);
         self.encryption_defaults.invalidate(&name);
         self.cors.invalidate(&name);
+        self.acls.invalidate(&name);
         self.policies.forget(&name);
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

@@ -119,14 +119,17 @@ impl MeridianS3 {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let writer = super::principal_key(&req.extensions);
         let input = req.input;
-        self.check_write_acl(
-            &input.bucket,
-            input.acl.as_ref(),
-            super::acl::grant_headers!(input, None),
-        )
-        .await?;
         let target_bucket = self.bucket(&input.bucket).await?;
+        let acl = self
+            .acl_of_write(
+                &target_bucket,
+                &writer,
+                input.acl.as_ref(),
+                super::acl::grant_headers!(input, None),
+            )
+            .await?;
         let sse = self.sse_request(&sse_headers!(input))?;
         let changes_encryption = sse.is_some();
         let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
@@ -245,6 +248,7 @@ impl MeridianS3 {
 
         let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
+            acl,
             size: ingested.size,
             etag: etag_of(mode, data_key.as_ref(), &ingested.md5),
             encryption,

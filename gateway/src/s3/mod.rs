@@ -2,7 +2,7 @@
 //! copies, listings, tagging, multipart), each file thin and delegating to the storage
 //! service. Operations not listed here answer `NotImplemented` (the trait's default).
 
-mod acl;
+pub(crate) mod acl;
 mod attributes;
 mod body;
 mod buckets;
@@ -53,6 +53,10 @@ pub struct MeridianS3 {
     encryption_defaults: Arc<meridian_metadata::ConfigCache<encryption::BucketDefault>>,
     /// Every bucket's CORS rules, shared with the HTTP layer that answers browsers.
     cors: crate::cors::CorsRules,
+    /// Every bucket's Object Ownership and ACL, shared with the access hook.
+    acls: acl::AclCache,
+    /// The Object Ownership of new buckets that do not name one.
+    default_ownership: acl::Ownership,
 }
 
 impl MeridianS3 {
@@ -65,6 +69,7 @@ impl MeridianS3 {
         sse: encryption::SseSettings,
         cors: crate::cors::CorsRules,
     ) -> MeridianS3 {
+        let store_meta = store.meta.clone();
         let encryption_defaults = Arc::new(meridian_metadata::ConfigCache::new(
             store.meta.clone(),
             encryption::DOCUMENT,
@@ -79,6 +84,18 @@ impl MeridianS3 {
             sse,
             encryption_defaults,
             cors,
+            acls: acl::AclCache::new(store_meta),
+            default_ownership: acl::Ownership::Enforced,
+        }
+    }
+
+    /// The same service with `acls` shared with the access hook, and new buckets getting
+    /// `default_ownership` when they name none.
+    pub fn with_acls(self, acls: acl::AclCache, default_ownership: acl::Ownership) -> MeridianS3 {
+        MeridianS3 {
+            acls,
+            default_ownership,
+            ..self
         }
     }
 
@@ -154,6 +171,13 @@ fn versioned(bucket: &BucketRecord) -> bool {
 /// enabled (a write into a suspended bucket makes the `null` version, and S3 names none).
 fn reports_written_version(bucket: &BucketRecord) -> bool {
     bucket.versioning == VersioningState::Enabled
+}
+
+/// The access key of the request's principal (`anonymous` for an unsigned one).
+fn principal_key(extensions: &http::Extensions) -> String {
+    extensions
+        .get::<Principal>()
+        .map_or_else(|| "anonymous".to_owned(), |p| p.access_key.clone())
 }
 
 fn principal<T>(req: &S3Request<T>) -> S3Result<&Principal> {

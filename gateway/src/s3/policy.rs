@@ -76,11 +76,29 @@ impl MeridianS3 {
             .meta(move |m| m.get_bucket_config(&name, DOCUMENT))
             .await
             .s3()?;
-        // No policy (and ACLs cannot grant anyone else: BucketOwnerEnforced): not public.
+        // A bucket ACL granting AllUsers or AuthenticatedUsers makes it public too (where
+        // ACLs are enabled and the public access block does not ignore them).
+        let acl_public = if self.acls_of(&req.input.bucket).await == super::acl::Ownership::Enforced
+        {
+            false
+        } else {
+            let cache = self.acls.clone();
+            let b = req.input.bucket.clone();
+            let public = tokio::task::spawn_blocking(move || {
+                cache.bucket_acl(&b).is_some_and(|a| a.is_public())
+            })
+            .await
+            .unwrap_or(false);
+            public
+                && !self
+                    .public_access_block(&req.input.bucket)
+                    .await?
+                    .ignore_public_acls
+        };
         let Some(doc) = doc else {
             return Ok(S3Response::new(GetBucketPolicyStatusOutput {
                 policy_status: Some(PolicyStatus {
-                    is_public: Some(false),
+                    is_public: Some(acl_public),
                 }),
             }));
         };
@@ -91,7 +109,7 @@ impl MeridianS3 {
             .map_err(|e| s3_error!(InternalError, "stored bucket policy unreadable: {}", e.0))?;
         Ok(S3Response::new(GetBucketPolicyStatusOutput {
             policy_status: Some(PolicyStatus {
-                is_public: Some(policy.is_public()),
+                is_public: Some(policy.is_public() || acl_public),
             }),
         }))
     }

@@ -313,14 +313,17 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let trailers = req.trailing_headers.clone();
         let headers = req.headers;
+        let writer = super::principal_key(&req.extensions);
         let mut input = req.input;
-        self.check_write_acl(
-            &input.bucket,
-            input.acl.as_ref(),
-            super::acl::grant_headers!(input, None),
-        )
-        .await?;
         let bucket = self.bucket(&input.bucket).await?;
+        let acl = self
+            .acl_of_write(
+                &bucket,
+                &writer,
+                input.acl.as_ref(),
+                super::acl::grant_headers!(input, None),
+            )
+            .await?;
         let replica = self.replica_of(&headers, &bucket)?;
 
         if input.write_offset_bytes.is_some() {
@@ -397,6 +400,7 @@ impl MeridianS3 {
 
         let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
+            acl,
             size: ingested.size,
             etag: etag_of(mode, data_key.as_ref(), &ingested.md5),
             encryption,

@@ -82,6 +82,7 @@ impl MeridianS3 {
             tags: upload.tags.clone(),
             lock: upload.lock,
             encryption: upload.encryption.clone(),
+            acl: upload.acl.clone(),
             storage: meridian_metadata::Storage::Layout(layout.to_bytes()),
             parts: chosen
                 .iter()

@@ -143,13 +143,15 @@ impl MeridianS3 {
         let replica = meridian_replicator::headers::is_replica_request(&req.headers);
         let req_headers = req.headers;
         let input = req.input;
-        self.check_write_acl(
-            &input.bucket,
-            input.acl.as_ref(),
-            super::acl::grant_headers!(input, None),
-        )
-        .await?;
         let bucket = self.bucket(&input.bucket).await?;
+        let acl = self
+            .acl_of_write(
+                &bucket,
+                &owner,
+                input.acl.as_ref(),
+                super::acl::grant_headers!(input, None),
+            )
+            .await?;
         // Decided now (a default retention counts from the upload's start) and given to the
         // completed version.
         let lock = self
@@ -217,6 +219,7 @@ impl MeridianS3 {
             checksum_type,
             lock,
             encryption,
+            acl,
         };
         let upload_id = upload.upload_id.clone();
         let sse = SseFields::of(upload.encryption.as_ref());
