@@ -1079,6 +1079,26 @@ fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
     }
 }
 
+impl meridian_documents::acl::Users for Users {
+    fn by_id(&self, id: &str) -> Option<String> {
+        let table = self.read();
+        if table.contains_key(id) {
+            return Some(id.to_owned());
+        }
+        table
+            .iter()
+            .find(|(_, u)| u.identity.user_id.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+    }
+
+    fn by_email(&self, email: &str) -> Option<String> {
+        self.read()
+            .iter()
+            .find(|(_, u)| u.identity.email.as_deref() == Some(email))
+            .map(|(k, _)| k.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1208,25 +1228,5 @@ mod tests {
         }
         assert_eq!(need_of("PutObjectTagging"), Need::Write);
         assert_eq!(need_of("PutObjectRetention"), Need::Write);
-    }
-}
-
-impl meridian_documents::acl::Users for Users {
-    fn by_id(&self, id: &str) -> Option<String> {
-        let table = self.read();
-        if table.contains_key(id) {
-            return Some(id.to_owned());
-        }
-        table
-            .iter()
-            .find(|(_, u)| u.identity.user_id.as_deref() == Some(id))
-            .map(|(k, _)| k.clone())
-    }
-
-    fn by_email(&self, email: &str) -> Option<String> {
-        self.read()
-            .iter()
-            .find(|(_, u)| u.identity.email.as_deref() == Some(email))
-            .map(|(k, _)| k.clone())
     }
 }

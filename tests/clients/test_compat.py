@@ -38,7 +38,7 @@ def test_a_chunked_put_without_content_length_is_taken(server, verify, s3, bucke
     def put(key, data):
         tls = ["--cacert", verify] if verify else []
         out = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *tls,
+            ["curl", "-s", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}", *tls,
              "--aws-sigv4", f"aws:amz:{REGION}:s3", "--user", f"{ACCESS_KEY}:{SECRET_KEY}",
              "-X", "PUT", "-H", "Transfer-Encoding: chunked",
              "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--data-binary", "@-",
