@@ -175,14 +175,5 @@ fn allow(headers: &mut HeaderMap, rule: &CorsRule, origin: &str, requested: &[&s
 }
 
 fn refusal(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
-    );
-    let mut resp = Response::new(Body::from(xml));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
-    resp
+    crate::request::xml_error(status, code, message, request_id)
 }

@@ -341,16 +341,7 @@ async fn sized(req: Request<Body>, request_id: &str) -> Result<Request<Body>, Re
                     "The request body ended early",
                 )
             };
-            let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
-            );
-            let mut resp = Response::new(Body::from(xml));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml"),
-            );
-            Err(resp)
+            Err(crate::request::xml_error(status, code, message, request_id))
         }
     }
 }

@@ -51,6 +51,25 @@ pub fn plain(status: http::StatusCode, text: &str) -> Response<Body> {
     resp
 }
 
+/// An S3 error document, answered by the HTTP layer itself (before or beside s3s).
+pub fn xml_error(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+    );
+    let mut resp = Response::new(Body::from(xml));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
 /// What the router knows of the connection a request came on (a request extension).
 #[derive(Clone, Copy, Debug)]
 pub struct Connection {

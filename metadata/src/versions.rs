@@ -500,6 +500,19 @@ impl MetaStore {
         change: ChangeSource,
         update: impl FnOnce(&mut VersionRecord) -> Result<(), MetaError>,
     ) -> Result<VersionRecord, MetaError> {
+        self.rewrite_version(bucket, key, version_id, Some((kind, change)), update)
+    }
+
+    /// Applies `update` to one version that is not a delete marker and commits it, with an
+    /// outbox entry when `outbox` says of what kind and for which peers.
+    fn rewrite_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        outbox: Option<(OutboxKind, ChangeSource)>,
+        update: impl FnOnce(&mut VersionRecord) -> Result<(), MetaError>,
+    ) -> Result<VersionRecord, MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_shared(bucket);
         let _key = inner.locks.key(bucket, key);
@@ -518,7 +531,7 @@ impl MetaStore {
             schema::version_key(bucket, key, &record.version_id),
             codec::encode(&record),
         );
-        let draft = OutboxDraft {
+        let draft = outbox.map(|(kind, change)| OutboxDraft {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             version_id: record.version_id.clone(),
@@ -526,8 +539,8 @@ impl MetaStore {
             origin: change.origin,
             peers: change.peers,
             size: 0,
-        };
-        inner.commit(batch, Some(draft), "changing a version's tags or lock")?;
+        });
+        inner.commit(batch, draft, "changing a version's tags, lock or ACL")?;
         Ok(record)
     }
 
@@ -540,26 +553,10 @@ impl MetaStore {
         version_id: Option<&str>,
         acl: Vec<u8>,
     ) -> Result<VersionRecord, MetaError> {
-        let inner = &self.inner;
-        let _bucket = inner.locks.bucket_shared(bucket);
-        let _key = inner.locks.key(bucket, key);
-        let mut record = self.require_version(bucket, key, version_id)?;
-        if record.is_delete_marker {
-            return Err(MetaError::IsDeleteMarker {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                version_id: record.version_id,
-            });
-        }
-        record.acl = Some(acl);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            inner.cf(schema::VERSIONS),
-            schema::version_key(bucket, key, &record.version_id),
-            codec::encode(&record),
-        );
-        inner.commit(batch, None, "changing a version's ACL")?;
-        Ok(record)
+        self.rewrite_version(bucket, key, version_id, None, |record| {
+            record.acl = Some(acl);
+            Ok(())
+        })
     }
 
     /// Records the replication status of one version towards `peer` (`None` removes it: no

@@ -107,3 +107,25 @@ class Server:
         self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def new_account(server, verify):
+    """A run-time key made with `meridian admin key create` (as root), with no grants, and a
+    boto3 client signing with it: (access key, client)."""
+    import json
+    import boto3
+    from botocore.config import Config
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               MERIDIAN_ENDPOINT=server.endpoint)
+    if verify:
+        env["MERIDIAN_CA_FILE"] = verify
+    made = json.loads(subprocess.run([meridian_binary(), "admin", "key", "create", "--json"],
+                                     capture_output=True, text=True, env=env, timeout=60,
+                                     check=True).stdout)
+    client = boto3.client("s3", endpoint_url=server.endpoint, verify=verify, region_name=REGION,
+                          aws_access_key_id=made["access_key"],
+                          aws_secret_access_key=made["secret_key"],
+                          config=Config(s3={"addressing_style": "path"},
+                                        retries={"max_attempts": 1}))
+    return made["access_key"], client

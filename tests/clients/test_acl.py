@@ -4,18 +4,14 @@ users and to the AllUsers / AuthenticatedUsers groups, evaluated with grants and
 policies (an explicit Deny still wins); BucketOwnerEnforced stays the default."""
 
 import json
-import os
-import subprocess
 import urllib.error
 import urllib.request
 import uuid
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, meridian_binary
+from meridian_server import ACCESS_KEY, new_account
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -23,20 +19,7 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 @pytest.fixture(scope="module")
 def other(server, verify):
     """A second account: a run-time key with no grants of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               MERIDIAN_ENDPOINT=server.endpoint)
-    if verify:
-        env["MERIDIAN_CA_FILE"] = verify
-    made = json.loads(subprocess.run([meridian_binary(), "admin", "key", "create", "--json"],
-                                     capture_output=True, text=True, env=env, timeout=60,
-                                     check=True).stdout)
-    client = boto3.client("s3", endpoint_url=server.endpoint, verify=verify, region_name=REGION,
-                          aws_access_key_id=made["access_key"],
-                          aws_secret_access_key=made["secret_key"],
-                          config=Config(s3={"addressing_style": "path"},
-                                        retries={"max_attempts": 1}))
-    return made["access_key"], client
+    return new_account(server, verify)
 
 
 def anonymous_get(server, verify, path):

@@ -9,12 +9,10 @@ import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, meridian_binary
+from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, new_account
 
 
 def test_an_error_document_names_the_request_id_of_its_header(s3, bucket):
@@ -74,28 +72,17 @@ def test_a_write_into_a_suspended_bucket_names_no_version(s3, bucket):
 
 
 def test_policy_conditions_on_the_copy_source_and_metadata_directive(server, verify, s3):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               MERIDIAN_ENDPOINT=server.endpoint)
-    if verify:
-        env["MERIDIAN_CA_FILE"] = verify
-    made = json.loads(subprocess.run([meridian_binary(), "admin", "key", "create", "--json"],
-                                     capture_output=True, text=True, env=env, timeout=60,
-                                     check=True).stdout)
-    other = boto3.client("s3", endpoint_url=server.endpoint, verify=verify, region_name=REGION,
-                         aws_access_key_id=made["access_key"],
-                         aws_secret_access_key=made["secret_key"],
-                         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    other_key, other = new_account(server, verify)
     src, dst = "src-" + uuid.uuid4().hex[:10], "dst-" + uuid.uuid4().hex[:10]
     for b in (src, dst):
         s3.create_bucket(Bucket=b)
     for key in ("public/a", "private/a"):
         s3.put_object(Bucket=src, Key=key, Body=b"data")
     s3.put_bucket_policy(Bucket=src, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": [made["access_key"]]}, "Action": "s3:GetObject",
+        {"Effect": "Allow", "Principal": {"AWS": [other_key]}, "Action": "s3:GetObject",
          "Resource": f"arn:aws:s3:::{src}/*"}]}))
     s3.put_bucket_policy(Bucket=dst, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": [made["access_key"]]}, "Action": "s3:PutObject",
+        {"Effect": "Allow", "Principal": {"AWS": [other_key]}, "Action": "s3:PutObject",
          "Resource": f"arn:aws:s3:::{dst}/*",
          "Condition": {"StringLike": {"s3:x-amz-copy-source": f"{src}/public/*"}}},
         {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",

@@ -51,12 +51,7 @@ impl MeridianS3 {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let (headers, input) = (req.headers, req.input);
-        let tags: Vec<(String, String)> = input
-            .tagging
-            .tag_set
-            .into_iter()
-            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-            .collect();
+        let tags = pairs(input.tagging.tag_set);
         convert::validate_tags(&tags)?;
         let version_id = self
             .replace_tags(
@@ -102,6 +97,14 @@ impl MeridianS3 {
     }
 }
 
+/// A tag set as (key, value) pairs.
+fn pairs(tag_set: Vec<Tag>) -> Vec<(String, String)> {
+    tag_set
+        .into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+        .collect()
+}
+
 /// The bucket configuration document holding a bucket's own tags (JSON pairs).
 const BUCKET_DOCUMENT: &str = "tagging";
 /// S3's limit on a bucket's tags.
@@ -119,12 +122,7 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
         let input = req.input;
         self.bucket(&input.bucket).await?;
-        let tags: Vec<(String, String)> = input
-            .tagging
-            .tag_set
-            .into_iter()
-            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-            .collect();
+        let tags = pairs(input.tagging.tag_set);
         if tags.len() > MAX_BUCKET_TAGS {
             return Err(s3s::s3_error!(
                 InvalidTag,
