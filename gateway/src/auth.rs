@@ -612,13 +612,13 @@ impl AccessPolicy {
             Some(p) => meridian_documents::acl::Caller::Signed(&p.access_key),
             None => meridian_documents::acl::Caller::Anonymous,
         };
-        off_the_runtime(|| {
-            let ignore_public = self
-                .policies
+        // The public access block is read only for buckets whose ACLs count.
+        let ignore_public = || {
+            self.policies
                 .as_ref()
-                .is_some_and(|(meta, _)| public_access_block(meta, bucket).ignore_public_acls);
-            acls.allows(caller, operation, bucket, key, version_id, ignore_public)
-        })
+                .is_some_and(|(meta, _)| public_access_block(meta, bucket).ignore_public_acls)
+        };
+        off_the_runtime(|| acls.allows(caller, operation, bucket, key, version_id, ignore_public))
     }
 
     /// The signed principal; `None` for an unsigned request.

@@ -335,6 +335,9 @@ impl MeridianS3 {
 
     /// The bucket's Object Ownership.
     pub(super) async fn acls_of(&self, bucket: &str) -> Ownership {
+        if let Some(ownership) = self.acls.cached_ownership(bucket) {
+            return ownership;
+        }
         let cache = self.acls.clone();
         let b = bucket.to_owned();
         tokio::task::spawn_blocking(move || cache.ownership(&b))
@@ -559,6 +562,13 @@ impl AclCache {
         self.acls.invalidate(bucket);
     }
 
+    /// The ownership, if the cache holds it (no I/O).
+    pub fn cached_ownership(&self, bucket: &str) -> Option<Ownership> {
+        self.ownership
+            .cached(bucket)
+            .map(|o| o.map_or(Ownership::Enforced, |o| *o))
+    }
+
     /// Blocking (a cached read, RocksDB on a miss).
     pub fn ownership(&self, bucket: &str) -> Ownership {
         match self.ownership.get(bucket) {
@@ -600,7 +610,7 @@ impl AclCache {
         bucket: &str,
         key: Option<&str>,
         version_id: Option<&str>,
-        ignore_public: bool,
+        ignore_public: impl FnOnce() -> bool,
     ) -> bool {
         use doc::Permission as P;
         if self.ownership(bucket) == Ownership::Enforced {
@@ -635,7 +645,7 @@ impl AclCache {
             (true, None) => None,
             (false, _) => self.bucket_acl(bucket),
         };
-        acl.is_some_and(|acl| acl.allows(caller, permission, ignore_public))
+        acl.is_some_and(|acl| acl.allows(caller, permission, ignore_public()))
     }
 }
 
