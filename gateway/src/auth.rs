@@ -265,8 +265,14 @@ impl Users {
 
     /// Adds the store's run-time keys, and keeps them current from now on.
     pub fn with_keys(mut self, keys: Arc<AccessKeys>) -> Result<Users, KeyError> {
-        for key in keys.load_all()? {
-            self.install(key);
+        {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            for key in keys.load_all()? {
+                if let Some((access_key, user)) = self.user_of(key) {
+                    table.insert(access_key, Arc::new(user));
+                }
+            }
+            self.recount(&table);
         }
         self.keys = Some(keys);
         Ok(self)
@@ -280,11 +286,12 @@ impl Users {
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn install(&self, key: OpenKey) {
+    /// The table entry of a run-time key; `None` when a configured user has its access key.
+    fn user_of(&self, key: OpenKey) -> Option<(String, User)> {
         let access_key = key.record.access_key.clone();
         if self.bootstrap.contains(&access_key) {
             tracing::warn!(%access_key, "a run-time key has the access key of a configured user; the configured one is used");
-            return;
+            return None;
         }
         let user = User {
             principal: Principal {
@@ -304,6 +311,13 @@ impl Users {
                 ..Identity::default()
             },
             record: Some(key.record),
+        };
+        Some((access_key, user))
+    }
+
+    fn install(&self, key: OpenKey) {
+        let Some((access_key, user)) = self.user_of(key) else {
+            return;
         };
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         table.insert(access_key, Arc::new(user));

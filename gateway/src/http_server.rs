@@ -350,8 +350,10 @@ async fn sized(req: Request<Body>, request_id: &str) -> Result<Request<Body>, Re
 /// header has it.
 fn with_request_id(resp: Response<Body>, request_id: &str) -> Response<Body> {
     const END: &[u8] = b"</Error>";
-    let is_error = resp.status().is_client_error() || resp.status().is_server_error();
-    let Some(xml) = resp.body().bytes().filter(|_| is_error) else {
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return resp;
+    }
+    let Some(xml) = resp.body().bytes() else {
         return resp;
     };
     let Some(at) = xml.windows(END.len()).rposition(|w| w == END) else {

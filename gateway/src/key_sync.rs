@@ -143,13 +143,12 @@ async fn send(
     let Some(body) = body else {
         return Ok(());
     };
-    let body = zeroize::Zeroizing::new(body);
     let sent = client
         .put_object()
         .bucket("_meridian")
         .key("keys-sync")
         .content_type("application/json")
-        .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
         .send()
         .await;
     match sent {
