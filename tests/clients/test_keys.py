@@ -76,6 +76,11 @@ def test_a_new_key_works_at_once_and_a_disabled_one_is_refused_at_once(server, v
     job = client(server, verify, ak, sk)
     job.put_object(Bucket=name, Key="weights.bin", Body=b"w" * 1000)
     assert job.get_object(Bucket=name, Key="weights.bin")["Body"].read() == b"w" * 1000
+    # A grant removed is gone from the next request on.
+    admin("grant", "remove", "--key", ak, "--bucket", name, "--access", "write")
+    assert code_of(lambda: job.put_object(Bucket=name, Key="late", Body=b"")) == "AccessDenied"
+    assert json.loads(admin("key", "info", ak, "--json"))["grants"] == [{"bucket": name, "access": "read"}]
+    admin("grant", "add", "--key", ak, "--bucket", name, "--access", "write")
     # SigV2 presigned (boto3's default) and SigV4 presigned URLs.
     v4 = client(server, verify, ak, sk)
     v4.meta.config.signature_version = "s3v4"
