@@ -376,6 +376,20 @@ impl Users {
         Some(user.secret.clone())
     }
 
+    /// The secrets a signature by `access_key` may be made with now: the current one, and
+    /// the one before a rotation while its grace period lasts.
+    pub fn secrets(&self, access_key: &str) -> Vec<Secret> {
+        let now = meridian_metadata::now_nanos();
+        let table = self.read();
+        let Some(user) = table.get(access_key).filter(|u| u.usable(now)) else {
+            return Vec::new();
+        };
+        let previous = user.previous.as_ref().filter(|(_, until)| now < *until);
+        std::iter::once(user.secret.clone())
+            .chain(previous.map(|(s, _)| s.clone()))
+            .collect()
+    }
+
     /// The old secret of `access_key` while its rotation's grace period lasts.
     pub fn previous_secret(&self, access_key: &str) -> Option<Secret> {
         let now = meridian_metadata::now_nanos();

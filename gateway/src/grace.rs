@@ -72,6 +72,58 @@ pub fn signed_by_previous_secret<B>(req: &http::Request<B>, users: &Users) -> bo
     signature_with(req, &claimed, &previous).is_some_and(|s| same(&s, claimed.signature))
 }
 
+/// botocore's SigV2 signs a path-style bucket request (`/bucket?...`) as `/bucket/`, which
+/// AWS accepts, and s3s 0.14 checks it against the path as sent. When a SigV2 header
+/// signature matches only the path with the slash, the path gets the slash (the same bucket
+/// request to s3s), so s3s finds the signature the client made. Only SigV2 requests to a
+/// bucket path without a trailing slash cost the extra HMAC.
+pub fn add_slash_signed_by_sigv2<B>(req: &mut http::Request<B>, users: &Users) {
+    let path = req.uri().path();
+    let bucket_only = path.len() > 1 && !path[1..].contains('/');
+    if !bucket_only {
+        return;
+    }
+    let Some((access_key, signature)) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("AWS "))
+        .and_then(|v2| v2.split_once(':'))
+        .map(|(k, s)| (k.to_owned(), s.to_owned()))
+    else {
+        return;
+    };
+    let query: Vec<(String, String)> = crate::query::pairs(req.uri().query());
+    let as_sent = users
+        .secrets(&access_key)
+        .iter()
+        .any(|secret| same(&signature_v2(req, &query, secret), &signature));
+    if as_sent {
+        return;
+    }
+    let slashed = format!("{path}/");
+    let with_slash = users.secrets(&access_key).iter().any(|secret| {
+        same(
+            &signature_v2_of_path(req, &query, secret, &slashed),
+            &signature,
+        )
+    });
+    if !with_slash {
+        return;
+    }
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{slashed}?{q}"),
+        None => slashed,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -137,6 +189,16 @@ const V2_SUBRESOURCES: &[&str] = &[
 
 /// The SigV2 signature of a path-style request with `secret`.
 fn signature_v2<B>(req: &http::Request<B>, query: &[(String, String)], secret: &str) -> String {
+    signature_v2_of_path(req, query, secret, req.uri().path())
+}
+
+/// The SigV2 signature of a path-style request with `secret`, were its path `path`.
+fn signature_v2_of_path<B>(
+    req: &http::Request<B>,
+    query: &[(String, String)],
+    secret: &str,
+    path: &str,
+) -> String {
     use base64::Engine as _;
     let header = |name: &str| {
         req.headers()
@@ -179,7 +241,7 @@ fn signature_v2<B>(req: &http::Request<B>, query: &[(String, String)], secret: &
     for (name, values) in amz {
         text.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    text.push_str(req.uri().path());
+    text.push_str(path);
     let mut first = true;
     for sub in V2_SUBRESOURCES {
         if let Some(v) = q(sub) {

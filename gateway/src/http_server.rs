@@ -180,6 +180,9 @@ impl Router {
                         let resp = match sized(req, &request_id).await {
                             Ok(mut req) => {
                                 req.extensions_mut().insert(slot.clone());
+                                if let Some(u) = &self.users {
+                                    crate::grace::add_slash_signed_by_sigv2(&mut req, u);
+                                }
                                 let previous = self.users.as_ref().is_some_and(|u| {
                                     crate::grace::signed_by_previous_secret(&req, u)
                                 });

@@ -83,10 +83,10 @@ pub use multipart::{
 pub use object_lock::LockChange;
 pub use outbox_entry::{OutboxEntry, OutboxKind};
 pub use record::{
-    ChangeSource, Checksum, ChecksumAlgorithm, ChecksumType, DeleteOptions, DeleteOutcome,
-    Encryption, EncryptionMode, Nanos, NewVersion, ObjectHeaders, ObjectLock, ObjectPart, Origin,
-    PeerStatus, Precondition, PutOutcome, ReclaimEntry, ReplicationState, Retention, RetentionMode,
-    Storage, VersionRecord, NULL_VERSION_ID,
+    ChangeSource, Checksum, ChecksumAlgorithm, ChecksumType, DeleteCondition, DeleteOptions,
+    DeleteOutcome, Encryption, EncryptionMode, Nanos, NewVersion, ObjectHeaders, ObjectLock,
+    ObjectPart, Origin, PeerStatus, Precondition, PutOutcome, ReclaimEntry, ReplicationState,
+    Retention, RetentionMode, Storage, VersionRecord, NULL_VERSION_ID,
 };
 #[cfg(feature = "db")]
 pub use replication::{

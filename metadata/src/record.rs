@@ -333,6 +333,36 @@ pub struct DeleteOptions {
     /// checked that the principal may bypass it). Nothing removes one under COMPLIANCE
     /// retention or a legal hold.
     pub bypass_governance: bool,
+    /// A conditional delete's conditions, checked under the key lock.
+    pub condition: Option<DeleteCondition>,
+}
+
+/// What a conditional delete (`If-Match`, `x-amz-if-match-size`,
+/// `x-amz-if-match-last-modified-time`, or the same in a DeleteObjects entry) requires of the
+/// version it addresses: the named version, else the current one. Every condition given must
+/// hold; a target that does not exist, or is a delete marker, fails them all (S3 answers 404).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteCondition {
+    /// `Some(None)` for `If-Match: *` (the version exists), `Some(Some(etag))` for that ETag
+    /// (without quotes).
+    pub etag: Option<Option<String>>,
+    pub size: Option<u64>,
+    /// Last-Modified in whole seconds since the epoch (HTTP dates have no finer grain).
+    pub mtime_secs: Option<i64>,
+}
+
+impl DeleteCondition {
+    /// Whether `target` satisfies every condition.
+    pub fn holds_for(&self, target: &VersionRecord) -> bool {
+        let etag = match &self.etag {
+            None | Some(None) => true,
+            Some(Some(e)) => &target.etag == e,
+        };
+        etag && self.size.is_none_or(|s| s == target.size)
+            && self
+                .mtime_secs
+                .is_none_or(|t| t == target.mtime.div_euclid(1_000_000_000))
+    }
 }
 
 /// Result of `delete_object`.

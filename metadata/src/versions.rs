@@ -274,6 +274,19 @@ impl MetaStore {
         let _key = inner.locks.key(bucket, key);
         if let Some(v) = version_id {
             validate_version_id(v)?;
+        }
+        if let Some(condition) = &opts.condition {
+            let target = self.get_version(bucket, key, version_id)?;
+            let target = target.filter(|t| !t.is_delete_marker);
+            if !target.as_ref().is_some_and(|t| condition.holds_for(t)) {
+                return Err(MetaError::PreconditionFailed {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    current_exists: target.is_some(),
+                });
+            }
+        }
+        if let Some(v) = version_id {
             return self.remove_version(bucket, key, v, &opts);
         }
         if opts.version_id.is_none() && b.versioning == VersioningState::Unversioned {

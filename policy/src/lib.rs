@@ -114,8 +114,10 @@ enum ConditionKey {
     Header(&'static str),
 }
 
-/// The request headers that are condition keys as `s3:<header>`, beside the SSE ones.
-pub const HEADER_KEYS: [&str; 9] = [
+/// The request headers that are condition keys as `s3:<header>`, beside the SSE ones
+/// (`s3:if-match` and `s3:if-none-match` let a policy require conditional writes and
+/// deletes, as AWS documents).
+pub const HEADER_KEYS: [&str; 11] = [
     "x-amz-copy-source",
     "x-amz-metadata-directive",
     "x-amz-acl",
@@ -125,6 +127,8 @@ pub const HEADER_KEYS: [&str; 9] = [
     "x-amz-grant-write-acp",
     "x-amz-grant-full-control",
     "x-amz-storage-class",
+    "if-match",
+    "if-none-match",
 ];
 
 impl ConditionKey {

@@ -118,3 +118,31 @@ def test_bucket_tagging_round_trips_and_bad_sets_change_nothing(s3, bucket):
     s3.delete_bucket_tagging(Bucket=bucket)
     with pytest.raises(ClientError):
         s3.get_bucket_tagging(Bucket=bucket)
+
+
+def test_sigv2_clients_reach_bucket_operations(server, verify):
+    """botocore's SigV2 (`signature_version="s3"`) signs `/bucket/` for a request sent to
+    `/bucket`; AWS takes it, and so must we (CreateBucket, ListObjects, bucket settings)."""
+    from botocore.config import Config
+    import boto3
+
+    v2 = boto3.client(
+        "s3", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY, region_name=REGION, verify=verify,
+        config=Config(signature_version="s3", s3={"addressing_style": "path"}),
+    )
+    name = f"v2-{uuid.uuid4().hex[:12]}"
+    v2.create_bucket(Bucket=name)
+    v2.put_object(Bucket=name, Key="k", Body=b"v2")
+    assert [o["Key"] for o in v2.list_objects(Bucket=name)["Contents"]] == ["k"]
+    v2.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    assert v2.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    # A wrong secret is still refused, with or without the slash.
+    bad = boto3.client(
+        "s3", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key="not-the-secret", region_name=REGION, verify=verify,
+        config=Config(signature_version="s3", s3={"addressing_style": "path"}),
+    )
+    with pytest.raises(ClientError) as e:
+        bad.list_objects(Bucket=name)
+    assert e.value.response["Error"]["Code"] == "SignatureDoesNotMatch"

@@ -380,6 +380,219 @@ async fn conditional_overwrite_with_if_match() {
 }
 
 #[tokio::test]
+async fn racing_if_match_writers_have_exactly_one_winner() {
+    let (_server, s3) = setup("race-match").await;
+    for round in 0..5 {
+        let key = format!("manifest-{round}");
+        let first = s3
+            .put_object()
+            .bucket("race-match")
+            .key(&key)
+            .body(b"v0".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let seen = first.e_tag().unwrap().to_owned();
+        // Eight writers read the same ETag and each tries to replace that version.
+        let attempts: Vec<_> = (0..8u64)
+            .map(|i| {
+                let (s3, key, seen) = (s3.clone(), key.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let body = pattern(200_000, 100 + i);
+                    s3.put_object()
+                        .bucket("race-match")
+                        .key(&key)
+                        .body(body.clone().into())
+                        .if_match(&seen)
+                        .send()
+                        .await
+                        .map(|_| body)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for a in attempts {
+            match a.await.unwrap() {
+                Ok(body) => winners.push(body),
+                Err(e) => assert_eq!(error_code(&e).as_deref(), Some("PreconditionFailed")),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(get_bytes(&s3, "race-match", &key).await, winners[0]);
+    }
+}
+
+#[tokio::test]
+async fn copy_destination_conditions_guard_the_target() {
+    let (_server, s3) = setup("copy-cond").await;
+    let put = |key: &'static str, body: &'static [u8]| {
+        s3.put_object()
+            .bucket("copy-cond")
+            .key(key)
+            .body(ByteStream::from_static(body))
+            .send()
+    };
+    put("src", b"source").await.unwrap();
+    let target = put("dst", b"old")
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_owned();
+    let copy = || {
+        s3.copy_object()
+            .bucket("copy-cond")
+            .key("dst")
+            .copy_source("copy-cond/src")
+    };
+    // If-None-Match: * refuses to replace an existing target.
+    let err = copy().if_none_match("*").send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("PreconditionFailed"));
+    // If-Match with another ETag refuses; the target is unchanged.
+    let err = copy().if_match("\"0000\"").send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("PreconditionFailed"));
+    assert_eq!(get_bytes(&s3, "copy-cond", "dst").await, b"old");
+    // The target's own ETag lets the copy replace it.
+    copy().if_match(&target).send().await.unwrap();
+    assert_eq!(get_bytes(&s3, "copy-cond", "dst").await, b"source");
+    // If-Match on a target that does not exist is NoSuchKey; If-None-Match: * creates it.
+    let to_new = || {
+        s3.copy_object()
+            .bucket("copy-cond")
+            .key("new")
+            .copy_source("copy-cond/src")
+    };
+    let err = to_new().if_match(&target).send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("NoSuchKey"));
+    to_new().if_none_match("*").send().await.unwrap();
+    assert_eq!(get_bytes(&s3, "copy-cond", "new").await, b"source");
+}
+
+#[tokio::test]
+async fn conditional_deletes_follow_aws() {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, Delete, ObjectIdentifier, VersioningConfiguration,
+    };
+    let (_server, s3) = setup("cond-del").await;
+    let put = |key: &'static str| {
+        s3.put_object()
+            .bucket("cond-del")
+            .key(key)
+            .body(ByteStream::from_static(b"data"))
+            .send()
+    };
+    let exists = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            s3.head_object()
+                .bucket("cond-del")
+                .key(key)
+                .send()
+                .await
+                .is_ok()
+        }
+    };
+    let etag = put("k").await.unwrap().e_tag().unwrap().to_owned();
+    let delete = || s3.delete_object().bucket("cond-del").key("k");
+
+    // A mismatch of any condition is 412 and deletes nothing.
+    for err in [
+        delete().if_match("\"0000\"").send().await.unwrap_err(),
+        delete().if_match_size(9999).send().await.unwrap_err(),
+        delete()
+            .if_match_last_modified_time(DateTime::from_secs(1_420_070_400))
+            .send()
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(error_code(&err).as_deref(), Some("PreconditionFailed"));
+    }
+    assert!(exists("k").await);
+    // Conditions that all hold delete it.
+    let head = s3
+        .head_object()
+        .bucket("cond-del")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    delete()
+        .if_match(&etag)
+        .if_match_size(4)
+        .if_match_last_modified_time(*head.last_modified().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(!exists("k").await);
+    // As on AWS, a conditional delete of nothing is 404 NoSuchKey (a plain one succeeds).
+    let err = delete().if_match("*").send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("NoSuchKey"));
+    delete().send().await.unwrap();
+
+    // Versioned: If-Match: * on the current version makes a delete marker; then the current
+    // version is the marker and a conditional delete answers 404.
+    s3.put_bucket_versioning()
+        .bucket("cond-del")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let v1 = put("k").await.unwrap();
+    let out = delete().if_match("*").send().await.unwrap();
+    assert_eq!(out.delete_marker(), Some(true));
+    let err = delete().if_match("*").send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("NoSuchKey"));
+    // With a version id the named version is checked and removed.
+    let by_version = || delete().version_id(v1.version_id().unwrap());
+    let err = by_version().if_match("\"0000\"").send().await.unwrap_err();
+    assert_eq!(error_code(&err).as_deref(), Some("PreconditionFailed"));
+    by_version()
+        .if_match(v1.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let versions = s3
+        .list_object_versions()
+        .bucket("cond-del")
+        .send()
+        .await
+        .unwrap();
+    assert!(versions.versions().is_empty(), "{versions:?}");
+
+    // DeleteObjects: each entry's ETag and Size are conditions of its own.
+    let a = put("a").await.unwrap().e_tag().unwrap().to_owned();
+    put("b").await.unwrap();
+    let entry = |key: &str| ObjectIdentifier::builder().key(key);
+    let out = s3
+        .delete_objects()
+        .bucket("cond-del")
+        .delete(
+            Delete::builder()
+                .objects(entry("a").e_tag(a).build().unwrap())
+                .objects(entry("b").e_tag("badetag").build().unwrap())
+                .objects(entry("c").size(4).build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let deleted: Vec<_> = out.deleted().iter().filter_map(|d| d.key()).collect();
+    assert_eq!(deleted, ["a"]);
+    let errors: Vec<_> = out
+        .errors()
+        .iter()
+        .map(|e| (e.key().unwrap(), e.code().unwrap()))
+        .collect();
+    assert_eq!(errors, [("b", "PreconditionFailed"), ("c", "NoSuchKey")]);
+    assert!(exists("b").await);
+}
+
+#[tokio::test]
 async fn ranges_including_suffix_and_open_ended() {
     let (server, s3) = setup("ranges").await;
     let data = pattern(3 * (1 << 20) + 12345, 9);

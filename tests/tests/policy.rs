@@ -580,7 +580,7 @@ async fn a_public_access_block_refuses_public_acls_and_policies_and_shuts_out_an
         .bucket("data")
         .key("x")
         .body(ByteStream::from_static(b"x"))
-        .acl(aws_sdk_s3::types::ObjectCannedAcl::Private)
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::BucketOwnerFullControl)
         .send()
         .await
         .unwrap();

@@ -67,18 +67,15 @@ impl GrantHeaders<'_> {
 }
 
 /// The ACL headers of an object write (PutObject, CopyObject, CreateMultipartUpload,
-/// PutObjectAcl): `private` and `bucket-owner-full-control` say what is true anyway; any
-/// other canned ACL or grant would share the object, which a bucket without ACLs refuses.
+/// PutObjectAcl) in a bucket without ACLs: only `bucket-owner-full-control` (what is true
+/// anyway) is accepted; any other canned ACL or grant is refused, as on AWS.
 pub(super) fn check_object_acl(
     canned: Option<&ObjectCannedACL>,
     grants: GrantHeaders<'_>,
 ) -> S3Result<()> {
-    let canned_ok = canned.is_none_or(|c| {
-        matches!(
-            c.as_str(),
-            ObjectCannedACL::PRIVATE | ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL
-        )
-    });
+    // As on AWS, even `private` is refused (it would make the writer the owner): only
+    // `bucket-owner-full-control` says what a bucket without ACLs does anyway.
+    let canned_ok = canned.is_none_or(|c| c.as_str() == ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL);
     if !canned_ok || grants.any() {
         return Err(acls_not_supported());
     }
@@ -211,10 +208,9 @@ impl MeridianS3 {
         )
         .await?;
         if self.acls_of(&bucket.name).await == Ownership::Enforced {
-            let canned_ok = input
-                .acl
-                .as_ref()
-                .is_none_or(|c| c.as_str() == BucketCannedACL::PRIVATE);
+            // AWS refuses every canned ACL here, `private` included; a body that grants only
+            // the owner full control says nothing new and is accepted.
+            let canned_ok = input.acl.is_none();
             let policy_ok = input
                 .access_control_policy
                 .as_ref()

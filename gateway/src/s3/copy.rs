@@ -10,7 +10,7 @@ use meridian_metadata::{NewVersion, VersionRecord};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
-use super::conditions::ReadConditions;
+use super::conditions::{check_write_preconditions, ReadConditions};
 use super::convert::{self, ChecksumFields};
 use super::encryption::{copy_source_customer_headers, sse_headers, with_sse_fields, SseFields};
 use super::put::{check_user_metadata, shard_identity, stored_checksum};
@@ -120,6 +120,10 @@ impl MeridianS3 {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let writer = super::principal_key(&req.extensions);
+        // s3s 0.14's CopyObjectInput has no fields for the destination's conditions (AWS
+        // added them in 2024): they are read from the headers and checked as PutObject's are.
+        let dest_if_match = destination_condition(&req.headers, "if-match")?;
+        let dest_if_none_match = destination_condition(&req.headers, "if-none-match")?;
         let input = req.input;
         let target_bucket = self.bucket(&input.bucket).await?;
         let acl = self
@@ -133,6 +137,14 @@ impl MeridianS3 {
         let sse = self.sse_request(&sse_headers!(input))?;
         let changes_encryption = sse.is_some();
         let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        let precondition = check_write_preconditions(
+            &self.store,
+            &input.bucket,
+            &input.key,
+            dest_if_match.as_ref(),
+            dest_if_none_match.as_ref(),
+        )
+        .await?;
         let source_key = self
             .data_key_of(
                 source.encryption.as_ref(),
@@ -259,6 +271,7 @@ impl MeridianS3 {
             tags,
             lock,
             storage: Store::storage_of(&ingested.data),
+            precondition,
             ..NewVersion::default()
         };
         let record = self
@@ -284,4 +297,15 @@ impl MeridianS3 {
             SseFields::of(record.encryption.as_ref())
         )))
     }
+}
+
+/// A destination condition of CopyObject (`If-Match` / `If-None-Match`), as the header says.
+fn destination_condition(headers: &http::HeaderMap, name: &str) -> S3Result<Option<ETagCondition>> {
+    headers
+        .get(name)
+        .map(|v| {
+            ETagCondition::parse_http_header(v.as_bytes())
+                .map_err(|_| s3_error!(InvalidArgument, "Invalid {name} header"))
+        })
+        .transpose()
 }

@@ -1,9 +1,17 @@
 //! DeleteObject and DeleteObjects with S3's versioning semantics: a delete marker in enabled
 //! buckets, a null marker in suspended ones, removal in unversioned ones, and removal of one
 //! version when a version id is given. Deleting what does not exist succeeds, as on S3.
+//!
+//! Conditional deletes (`If-Match` with an ETag or `*`, and `x-amz-if-match-size` /
+//! `x-amz-if-match-last-modified-time`, or the same in DeleteObjects entries) are checked
+//! under the key lock against the version addressed: the named one, else the current one.
+//! As on AWS, a target that does not exist (or is a delete marker) answers 404 NoSuchKey and
+//! a mismatch 412.
 
 use futures::StreamExt;
-use meridian_metadata::{DeleteOptions, DeleteOutcome, MetaError, ReplicationState};
+use meridian_metadata::{
+    DeleteCondition, DeleteOptions, DeleteOutcome, MetaError, ReplicationState,
+};
 use meridian_replicator::headers::ReplicaHeaders;
 use meridian_replicator::Change;
 use s3s::dto::*;
@@ -29,6 +37,7 @@ impl MeridianS3 {
         key: &str,
         version_id: Option<&str>,
         bypass_governance: bool,
+        condition: Option<DeleteCondition>,
     ) -> S3Result<DeleteOutcome> {
         let replication = match version_id {
             None => {
@@ -40,6 +49,7 @@ impl MeridianS3 {
         let opts = DeleteOptions {
             replication,
             bypass_governance,
+            condition,
             ..DeleteOptions::default()
         };
         self.delete_with(bucket, key, version_id, opts).await.s3()
@@ -90,15 +100,14 @@ impl MeridianS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let bypass = super::object_lock::bypass_of(&req.extensions);
         let input = req.input;
-        if input.if_match.is_some()
-            || input.if_match_size.is_some()
-            || input.if_match_last_modified_time.is_some()
-        {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional deletes are not supported"
-            ));
-        }
+        let condition = delete_condition(
+            input.if_match.as_ref().map(|c| match c {
+                ETagCondition::Any => None,
+                ETagCondition::ETag(e) => Some(e.value().to_owned()),
+            }),
+            input.if_match_size,
+            input.if_match_last_modified_time.as_ref(),
+        )?;
         let bucket = self.bucket(&input.bucket).await?;
         let outcome = match self.replica_of(&req.headers, &bucket)? {
             Some(replica) => self.replicate_delete_marker(&input, replica).await?,
@@ -108,6 +117,7 @@ impl MeridianS3 {
                     &input.key,
                     input.version_id.as_deref(),
                     bypass,
+                    condition,
                 )
                 .await?
             }
@@ -140,7 +150,7 @@ impl MeridianS3 {
             replication: ReplicationState::replica_from(&replica.region),
             version_id: Some(version_id.clone()),
             mtime: Some(mtime),
-            bypass_governance: false,
+            ..DeleteOptions::default()
         };
         let outcome = self
             .delete_with(&input.bucket, &input.key, None, opts)
@@ -184,11 +194,26 @@ impl MeridianS3 {
             .map(|object| {
                 let denied = &denied;
                 async move {
-                    let outcome = if denied.contains(&object.key, object.version_id.as_deref()) {
-                        Err(s3_error!(AccessDenied, "Access Denied"))
-                    } else {
-                        self.delete_one(bucket, &object.key, object.version_id.as_deref(), bypass)
+                    let condition = delete_condition(
+                        object.e_tag.as_ref().map(|e| Some(e.value().to_owned())),
+                        object.size,
+                        object.last_modified_time.as_ref(),
+                    );
+                    let outcome = match condition {
+                        _ if denied.contains(&object.key, object.version_id.as_deref()) => {
+                            Err(s3_error!(AccessDenied, "Access Denied"))
+                        }
+                        Err(e) => Err(e),
+                        Ok(condition) => {
+                            self.delete_one(
+                                bucket,
+                                &object.key,
+                                object.version_id.as_deref(),
+                                bypass,
+                                condition,
+                            )
                             .await
+                        }
                     };
                     (object, outcome)
                 }
@@ -233,4 +258,28 @@ impl MeridianS3 {
             request_charged: None,
         }))
     }
+}
+
+/// The conditions of a conditional delete (DeleteObject's headers, or a DeleteObjects entry's
+/// `ETag`, `Size` and `LastModifiedTime`); `None` when none is given. `etag` is `Some(None)`
+/// for `If-Match: *`.
+fn delete_condition(
+    etag: Option<Option<String>>,
+    size: Option<i64>,
+    mtime: Option<&Timestamp>,
+) -> S3Result<Option<DeleteCondition>> {
+    if etag.is_none() && size.is_none() && mtime.is_none() {
+        return Ok(None);
+    }
+    let size = size
+        .map(|s| {
+            u64::try_from(s)
+                .map_err(|_| s3_error!(InvalidArgument, "The size to match is negative"))
+        })
+        .transpose()?;
+    Ok(Some(DeleteCondition {
+        etag,
+        size,
+        mtime_secs: mtime.map(|t| super::convert::whole_seconds(super::convert::nanos(t))),
+    }))
 }

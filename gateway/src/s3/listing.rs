@@ -76,10 +76,12 @@ fn decode_token(token: &str) -> S3Result<String> {
         })
 }
 
-fn owner_of(bucket: &BucketRecord) -> Owner {
+/// The owner listings show: the bucket's owner as a canonical user (as GetBucketAcl does).
+fn owner_of(bucket: &BucketRecord, users: &crate::auth::Users) -> Owner {
+    let (id, display_name) = users.canonical(&bucket.owner);
     Owner {
-        id: Some(bucket.owner.clone()),
-        display_name: Some(bucket.owner.clone()),
+        id: Some(id),
+        display_name: Some(display_name),
     }
 }
 
@@ -144,7 +146,7 @@ impl MeridianS3 {
             max_keys: max,
         };
         let page = self.list_page(&input.bucket, query).await?;
-        let owner = owner_of(&bucket);
+        let owner = owner_of(&bucket, &self.users);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             // ListObjects (v1) echoes the prefix unencoded even with encoding-type=url (unlike
@@ -195,7 +197,7 @@ impl MeridianS3 {
         let owner = input
             .fetch_owner
             .unwrap_or(false)
-            .then(|| owner_of(&bucket));
+            .then(|| owner_of(&bucket, &self.users));
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
@@ -256,7 +258,7 @@ impl MeridianS3 {
                 .await
                 .s3()?
         };
-        let owner = owner_of(&bucket);
+        let owner = owner_of(&bucket, &self.users);
         let mut versions = Vec::new();
         let mut markers = Vec::new();
         for v in page.versions {

@@ -2,7 +2,8 @@
 //! the commit itself, so racing create-only writers have exactly one winner.
 
 use meridian_metadata::{
-    DeleteOptions, ListVersionsQuery, MetaError, NewVersion, Precondition, VersioningState,
+    DeleteCondition, DeleteOptions, ListVersionsQuery, MetaError, NewVersion, Precondition,
+    VersioningState,
 };
 
 use crate::support::{inline, make_bucket, TestStore};
@@ -129,4 +130,42 @@ fn none_match_with_an_etag_refuses_only_a_current_version_with_it() {
     t.store.put_version(B, K, unless("etag-zzz", "c")).unwrap();
     // Only the current version counts: the first one is noncurrent now.
     t.store.put_version(B, K, unless(&first.etag, "d")).unwrap();
+}
+
+#[test]
+fn racing_conditional_deletes_of_one_version_have_exactly_one_winner() {
+    let t = TestStore::new();
+    make_bucket(&t.store, B, VersioningState::Enabled);
+    for round in 0..20 {
+        let key = format!("del-{round}");
+        let v = t.store.put_version(B, &key, inline("x")).unwrap().version;
+        // Eight deleters saw the same ETag: one makes the delete marker, the others find the
+        // marker current and fail (S3's 404).
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (store, key, etag) = (&t.store, &key, &v.etag);
+                    s.spawn(move || {
+                        let opts = DeleteOptions {
+                            condition: Some(DeleteCondition {
+                                etag: Some(Some(etag.clone())),
+                                ..DeleteCondition::default()
+                            }),
+                            ..DeleteOptions::default()
+                        };
+                        match store.delete_object(B, key, None, opts) {
+                            Ok(o) => o.delete_marker as usize,
+                            Err(MetaError::PreconditionFailed {
+                                current_exists: false,
+                                ..
+                            }) => 0,
+                            Err(e) => panic!("{e}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1, "round {round}");
+    }
 }

@@ -425,7 +425,7 @@ fn replicated_delete_marker_keeps_its_version_id() {
             },
             ..Default::default()
         },
-        bypass_governance: false,
+        ..DeleteOptions::default()
     };
     let out = s.delete_object(B, K, None, opts).unwrap();
     assert_eq!(

@@ -4,6 +4,34 @@ use super::*;
 use crate::s3::errors::IntoS3;
 
 impl MeridianS3 {
+    /// An upload's owner — the one its ACL names (the writer, or the bucket owner when
+    /// BucketOwnerPreferred and `bucket-owner-full-control` gave it), else the bucket's owner
+    /// (a bucket without ACLs) — and its initiator, as canonical users.
+    fn upload_parties(
+        &self,
+        bucket: &meridian_metadata::BucketRecord,
+        upload: &meridian_metadata::UploadRecord,
+    ) -> (Owner, Initiator) {
+        let acl_owner = upload
+            .acl
+            .as_deref()
+            .and_then(|a| meridian_documents::acl::Acl::from_json(a).ok())
+            .map(|a| a.owner);
+        let (id, display_name) = self
+            .users
+            .canonical(acl_owner.as_deref().unwrap_or(&bucket.owner));
+        let owner = Owner {
+            id: Some(id),
+            display_name: Some(display_name),
+        };
+        let (id, display_name) = self.users.canonical(&upload.owner);
+        let initiator = Initiator {
+            id: Some(id),
+            display_name: Some(display_name),
+        };
+        (owner, initiator)
+    }
+
     pub(in crate::s3) async fn list_parts_impl(
         &self,
         req: S3Request<ListPartsInput>,
@@ -33,10 +61,8 @@ impl MeridianS3 {
             .meta(move |m| m.list_parts(&b, &k, &u, marker, max as usize))
             .await
             .s3()?;
-        let who = Owner {
-            id: Some(upload.owner.clone()),
-            display_name: Some(upload.owner.clone()),
-        };
+        let bucket = self.bucket(&input.bucket).await?;
+        let (owner, initiator) = self.upload_parties(&bucket, &upload);
         let parts = page
             .parts
             .iter()
@@ -64,11 +90,8 @@ impl MeridianS3 {
             max_parts: Some(max),
             is_truncated: Some(page.is_truncated),
             parts: Some(parts),
-            initiator: Some(Initiator {
-                id: who.id.clone(),
-                display_name: who.display_name.clone(),
-            }),
-            owner: Some(who),
+            initiator: Some(initiator),
+            owner: Some(owner),
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             checksum_algorithm: upload
                 .checksum_algorithm
@@ -84,7 +107,7 @@ impl MeridianS3 {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
-        self.bucket(&input.bucket).await?;
+        let bucket = self.bucket(&input.bucket).await?;
         let max = match input.max_uploads {
             Some(n) if n < 0 => {
                 return Err(s3_error!(
@@ -121,19 +144,13 @@ impl MeridianS3 {
             .uploads
             .into_iter()
             .map(|u| {
-                let who = Owner {
-                    id: Some(u.owner.clone()),
-                    display_name: Some(u.owner.clone()),
-                };
+                let (owner, initiator) = self.upload_parties(&bucket, &u);
                 MultipartUpload {
                     key: Some(u.key),
                     upload_id: Some(u.upload_id),
                     initiated: Some(convert::timestamp(u.initiated)),
-                    initiator: Some(Initiator {
-                        id: who.id.clone(),
-                        display_name: who.display_name.clone(),
-                    }),
-                    owner: Some(who),
+                    initiator: Some(initiator),
+                    owner: Some(owner),
                     storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                     checksum_algorithm: u.checksum_algorithm.as_ref().map(convert::dto_algorithm),
                     checksum_type: u.checksum_type.map(convert::dto_checksum_type),
