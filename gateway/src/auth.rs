@@ -887,6 +887,7 @@ impl S3Access for AccessPolicy {
                 });
                 let others: Vec<(&str, &str)> = meridian_policy::HEADER_KEYS
                     .iter()
+                    .chain(meridian_policy::AWS_HEADER_KEYS.iter())
                     .filter_map(|&name| match name {
                         "x-amz-copy-source" => Some((name, copy_source.as_deref()?)),
                         _ => Some((name, header(name)?)),

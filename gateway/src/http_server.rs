@@ -177,7 +177,11 @@ impl Router {
                     Ok(_admitted) => {
                         let pace = self.pace;
                         let req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
-                        let resp = match sized(req, &request_id).await {
+                        let prepared = match sized(req, &request_id).await {
+                            Ok(req) => crate::post_form::prepare(req, &request_id).await,
+                            Err(refusal) => Err(refusal),
+                        };
+                        let resp = match prepared {
                             Ok(mut req) => {
                                 req.extensions_mut().insert(slot.clone());
                                 if let Some(u) = &self.users {
@@ -260,6 +264,11 @@ struct Fixups {
     /// s3s quotes every ETag it writes in XML; S3's GetObjectAttributes alone leaves the
     /// ETag unquoted.
     object_attributes: bool,
+    /// A browser form upload (POST Object), where s3s 0.14 and S3 differ in two answers: a
+    /// form that breaks its policy's conditions is 403 AccessDenied on S3 (s3s: 400
+    /// InvalidPolicyDocument, a code S3 keeps for a policy it cannot read), and the
+    /// `success_action_redirect` URL carries the ETag quoted, as S3's does.
+    post_object: bool,
 }
 
 impl Fixups {
@@ -269,10 +278,19 @@ impl Fixups {
             head: method == http::Method::HEAD,
             object_attributes: method == http::Method::GET
                 && crate::query::value(req.uri().query(), "attributes").is_some(),
+            post_object: method == http::Method::POST
+                && req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with("multipart/form-data")),
         }
     }
 
     async fn apply(&self, mut resp: Response<Body>) -> Response<Body> {
+        if self.post_object {
+            return post_object_answer(resp);
+        }
         if resp.status() != http::StatusCode::OK {
             return resp;
         }
@@ -297,6 +315,102 @@ impl Fixups {
         }
         resp
     }
+}
+
+/// A POST Object answer as S3 gives it (see [`Fixups::post_object`]).
+fn post_object_answer(resp: Response<Body>) -> Response<Body> {
+    if resp.status() == http::StatusCode::CREATED {
+        // S3's PostResponse quotes its ETag, as every other S3 document does.
+        let Some(xml) = resp.body().bytes() else {
+            return resp;
+        };
+        let quoted = quote_etag_element(&xml);
+        let (mut parts, _) = resp.into_parts();
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(quoted.len()),
+        );
+        return Response::from_parts(parts, Body::from(quoted));
+    }
+    if resp.status() == http::StatusCode::SEE_OTHER {
+        let (mut parts, body) = resp.into_parts();
+        let quoted = parts
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(quote_redirect_etag)
+            .and_then(|l| HeaderValue::from_str(&l).ok());
+        if let Some(location) = quoted {
+            parts.headers.insert(http::header::LOCATION, location);
+        }
+        return Response::from_parts(parts, body);
+    }
+    if resp.status() != http::StatusCode::BAD_REQUEST {
+        return resp;
+    }
+    let Some(xml) = resp.body().bytes() else {
+        return resp;
+    };
+    let text = String::from_utf8_lossy(&xml);
+    let broken_condition = text.contains("<Code>InvalidPolicyDocument</Code>")
+        && (text.contains("<Message>Policy condition")
+            || text.contains("<Message>Bucket in form field"));
+    if !broken_condition {
+        return resp;
+    }
+    let detail = text
+        .split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map_or("", |(m, _)| m);
+    let (mut parts, _) = resp.into_parts();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Invalid according to Policy: {detail}</Message></Error>"
+    );
+    parts.status = http::StatusCode::FORBIDDEN;
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// `<ETag>abc</ETag>` becomes `<ETag>"abc"</ETag>`; the rest of the document is kept.
+fn quote_etag_element(xml: &[u8]) -> bytes::Bytes {
+    const OPEN: &[u8] = b"<ETag>";
+    const CLOSE: &[u8] = b"</ETag>";
+    let Some(start) = xml.windows(OPEN.len()).position(|w| w == OPEN) else {
+        return bytes::Bytes::copy_from_slice(xml);
+    };
+    let value_start = start + OPEN.len();
+    let Some(len) = xml[value_start..]
+        .windows(CLOSE.len())
+        .position(|w| w == CLOSE)
+    else {
+        return bytes::Bytes::copy_from_slice(xml);
+    };
+    let value = &xml[value_start..value_start + len];
+    if value.starts_with(b"\"") || value.starts_with(b"&quot;") {
+        return bytes::Bytes::copy_from_slice(xml);
+    }
+    let mut out = Vec::with_capacity(xml.len() + 2);
+    out.extend_from_slice(&xml[..value_start]);
+    out.push(b'"');
+    out.extend_from_slice(value);
+    out.push(b'"');
+    out.extend_from_slice(&xml[value_start + len..]);
+    out.into()
+}
+
+/// `...&etag=abc` becomes `...&etag=%22abc%22` (S3 quotes the ETag it appends to a
+/// `success_action_redirect`); `None` when there is nothing to change.
+fn quote_redirect_etag(location: &str) -> Option<String> {
+    let at = location.rfind("etag=")? + "etag=".len();
+    let rest = &location[at..];
+    let end = rest.find('&').unwrap_or(rest.len());
+    let etag = &rest[..end];
+    if etag.is_empty() || etag.starts_with("%22") {
+        return None;
+    }
+    Some(format!("{}%22{etag}%22{}", &location[..at], &rest[end..]))
 }
 
 /// The largest body of a PUT sent chunked without `Content-Length` that is taken (read whole
@@ -660,6 +774,23 @@ mod tests {
             let resp = presigned_expiry_refusal(Some(query)).expect(query);
             assert_eq!(resp.status(), http::StatusCode::FORBIDDEN);
         }
+    }
+
+    #[test]
+    fn a_post_redirect_carries_the_etag_quoted() {
+        assert_eq!(
+            quote_redirect_etag("http://a/b?x=1&bucket=b&key=k.txt&etag=37b5").as_deref(),
+            Some("http://a/b?x=1&bucket=b&key=k.txt&etag=%2237b5%22")
+        );
+        assert_eq!(quote_redirect_etag("http://a/b?etag=%2237b5%22"), None);
+        assert_eq!(quote_redirect_etag("http://a/b?bucket=b"), None);
+        let xml = b"<PostResponse><Key>k</Key><ETag>abc</ETag></PostResponse>";
+        assert_eq!(
+            &quote_etag_element(xml)[..],
+            &b"<PostResponse><Key>k</Key><ETag>\"abc\"</ETag></PostResponse>"[..]
+        );
+        let quoted = b"<PostResponse><ETag>\"abc\"</ETag></PostResponse>";
+        assert_eq!(&quote_etag_element(quoted)[..], &quoted[..]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod key_sync;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod post_form;
 pub mod query;
 pub mod replication_source;
 pub mod request;

@@ -114,6 +114,9 @@ enum ConditionKey {
     Header(&'static str),
 }
 
+/// The request headers condition keys read besides [`HEADER_KEYS`]: `aws:Referer`.
+pub const AWS_HEADER_KEYS: [&str; 1] = ["referer"];
+
 /// The request headers that are condition keys as `s3:<header>`, beside the SSE ones
 /// (`s3:if-match` and `s3:if-none-match` let a policy require conditional writes and
 /// deletes, as AWS documents).
@@ -138,6 +141,7 @@ impl ConditionKey {
         Some(match lower.as_str() {
             "aws:securetransport" => ConditionKey::SecureTransport,
             "aws:sourceip" => ConditionKey::SourceIp,
+            "aws:referer" => ConditionKey::Header("referer"),
             "s3:prefix" => ConditionKey::Prefix,
             "s3:x-amz-server-side-encryption" => ConditionKey::ServerSideEncryption,
             "s3:x-amz-server-side-encryption-aws-kms-key-id" => ConditionKey::KmsKeyId,
@@ -171,6 +175,8 @@ enum Values {
 #[derive(Debug, Clone, PartialEq)]
 struct Condition {
     operator: Operator,
+    /// `...IfExists`: the condition also holds when the request has no value for the key.
+    if_exists: bool,
     key: ConditionKey,
     values: Values,
 }
@@ -577,7 +583,11 @@ fn parse_statement(
 fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyError> {
     let mut out = Vec::new();
     for (op_name, keys) in ops {
-        let Some(operator) = Operator::parse(op_name) else {
+        let (base, if_exists) = match op_name.strip_suffix("IfExists") {
+            Some(base) if base != "Null" => (base, true),
+            _ => (op_name.as_str(), false),
+        };
+        let Some(operator) = Operator::parse(base) else {
             return malformed(format!("Unsupported condition operator: {op_name}"));
         };
         let Value::Object(keys) = keys else {
@@ -586,7 +596,7 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
         for (key_name, value) in keys {
             let Some(key) = ConditionKey::parse(key_name) else {
                 return malformed(format!(
-                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, s3:prefix, s3:ExistingObjectTag/<tag>, s3:x-amz-server-side-encryption, s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-server-side-encryption-customer-algorithm, s3:x-amz-copy-source, s3:x-amz-metadata-directive, s3:x-amz-acl, s3:x-amz-grant-*, s3:x-amz-storage-class)"
+                    "Unsupported condition key: {key_name} (supported: aws:SecureTransport, aws:SourceIp, aws:Referer, s3:prefix, s3:ExistingObjectTag/<tag>, s3:x-amz-server-side-encryption, s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-server-side-encryption-customer-algorithm, s3:x-amz-copy-source, s3:x-amz-metadata-directive, s3:x-amz-acl, s3:x-amz-grant-*, s3:x-amz-storage-class, s3:if-match, s3:if-none-match)"
                 ));
             };
             let values = match (&key, operator) {
@@ -629,6 +639,7 @@ fn parse_conditions(ops: &Map<String, Value>) -> Result<Vec<Condition>, PolicyEr
             };
             out.push(Condition {
                 operator,
+                if_exists,
                 key,
                 values,
             });
@@ -673,6 +684,15 @@ fn bool_value(value: &Value, key_name: &str) -> Result<bool, PolicyError> {
 }
 
 impl Condition {
+    /// Whether the request has a value for the key.
+    fn present(&self, r: &RequestContext<'_>) -> bool {
+        match self.key {
+            ConditionKey::SecureTransport => true,
+            ConditionKey::SourceIp => r.source_ip.is_some(),
+            _ => self.actual(r).is_some(),
+        }
+    }
+
     /// The request's value of a string-valued key, if it has one.
     fn actual<'r>(&self, r: &'r RequestContext<'_>) -> Option<&'r str> {
         match &self.key {
@@ -695,15 +715,11 @@ impl Condition {
     }
 
     fn holds(&self, r: &RequestContext<'_>) -> bool {
+        if self.if_exists && !self.present(r) {
+            return true;
+        }
         match (&self.values, &self.key) {
-            (Values::Bool(want), key) if self.operator == Operator::Null => {
-                let present = match key {
-                    ConditionKey::SecureTransport => true,
-                    ConditionKey::SourceIp => r.source_ip.is_some(),
-                    _ => self.actual(r).is_some(),
-                };
-                present != *want
-            }
+            (Values::Bool(want), _) if self.operator == Operator::Null => self.present(r) != *want,
             (Values::Bool(want), ConditionKey::SecureTransport) => r.secure == *want,
             (Values::Networks(nets), ConditionKey::SourceIp) => match r.source_ip {
                 Some(ip) => nets.iter().any(|n| n.contains(&ip)) != self.operator.negated(),
@@ -826,10 +842,25 @@ mod tests {
              "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}}
         ]}"#,
         );
-        assert!(
-            policy.is_err(),
-            "IfExists operators are not supported: refused, not ignored"
-        );
+        let policy = policy.unwrap();
+        let put = |sse: Option<&'static str>| {
+            policy.evaluate(&RequestContext {
+                principal: None,
+                action: "s3:PutObject",
+                resource: resource_of("data", Some("k")),
+                secure: false,
+                source_ip: None,
+                prefix: None,
+                object_tags: None,
+                encryption: EncryptionHeaders {
+                    server_side_encryption: sse,
+                    ..EncryptionHeaders::default()
+                },
+            })
+        };
+        assert_eq!(put(None), Decision::Deny, "no SSE header");
+        assert_eq!(put(Some("AES256")), Decision::Deny, "the wrong kind");
+        assert_eq!(put(Some("aws:kms")), Decision::NoOpinion);
         let policy = parse(
             r#"{"Statement": [
             {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data/*",
@@ -1299,6 +1330,64 @@ mod tests {
             r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
              "Resource": "arn:aws:s3:::data/*",
              "Condition": {"StringEquals": {"s3:x-amz-grant-anything": "x"}}}]}"#,
+            "data",
+            &|_| true
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn if_exists_operators_hold_without_the_key_and_referer_is_a_key() {
+        let policy = parse(
+            r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"StringLikeIfExists": {"aws:Referer": "http://www.example.com/*"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"Null": {"s3:if-match": "true"}}}]}"#,
+        )
+        .unwrap();
+        let ask = |action: &'static str, others: &[(&str, &str)]| {
+            policy.evaluate(&RequestContext {
+                principal: None,
+                action,
+                resource: resource_of("data", Some("k")),
+                secure: false,
+                source_ip: None,
+                prefix: None,
+                object_tags: None,
+                encryption: EncryptionHeaders {
+                    others,
+                    ..EncryptionHeaders::default()
+                },
+            })
+        };
+        let get = |others: &[(&str, &str)]| ask("s3:GetObject", others);
+        assert_eq!(
+            get(&[("referer", "http://www.example.com/a")]),
+            Decision::Allow
+        );
+        assert_eq!(
+            get(&[("referer", "http://elsewhere/")]),
+            Decision::NoOpinion
+        );
+        assert_eq!(
+            get(&[]),
+            Decision::Allow,
+            "IfExists: no Referer, the condition holds"
+        );
+        // A policy can require conditional deletes (as AWS documents with s3:if-match).
+        assert_eq!(ask("s3:DeleteObject", &[]), Decision::Deny);
+        assert_eq!(
+            ask("s3:DeleteObject", &[("if-match", "\"abc\"")]),
+            Decision::NoOpinion
+        );
+        // NullIfExists is not an operator.
+        assert!(Policy::parse(
+            r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": "arn:aws:s3:::data/*",
+             "Condition": {"NullIfExists": {"aws:Referer": "true"}}}]}"#,
             "data",
             &|_| true
         )

@@ -65,6 +65,10 @@ def test_public_read_bucket_and_objects(server, verify, s3):
     assert anonymous_get(server, verify, f"{name}/open") == (200, b"for all")
     assert anonymous_get(server, verify, f"{name}/closed")[0] == 403
     assert anonymous_get(server, verify, f"{name}?list-type=2")[0] == 200, "the bucket lists"
+    # Who may list the bucket learns that a key is missing (404); others get 403, as on AWS.
+    assert anonymous_get(server, verify, f"{name}/missing")[0] == 404
+    private = new_bucket(s3, "ObjectWriter")
+    assert anonymous_get(server, verify, f"{private}/missing")[0] == 403
     assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"]
     # An explicit Deny in the policy wins over the ACL.
     s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [

@@ -583,7 +583,8 @@ impl AclCache {
     }
 
     /// The ACL of a version (the latest when `None`): its own, else its bucket owner's
-    /// FULL_CONTROL. Blocking.
+    /// FULL_CONTROL; `None` when there is no such version (or it is a delete marker).
+    /// Blocking.
     pub fn object_acl(&self, bucket: &str, key: &str, version_id: Option<&str>) -> Option<Acl> {
         let record = self.meta.get_version(bucket, key, version_id).ok()??;
         if record.is_delete_marker {
@@ -637,11 +638,16 @@ impl AclCache {
             _ => return false,
         };
         let acl = match (on_object, key) {
-            (true, Some(key)) => self.object_acl(bucket, key, version_id),
+            // As on AWS, a caller who may list the bucket learns that an object is missing
+            // (404) rather than being refused (403): with no object, the bucket's READ counts.
+            (true, Some(key)) => self
+                .object_acl(bucket, key, version_id)
+                .map(|acl| (acl, permission))
+                .or_else(|| self.bucket_acl(bucket).map(|acl| (acl, P::Read))),
             (true, None) => None,
-            (false, _) => self.bucket_acl(bucket),
+            (false, _) => self.bucket_acl(bucket).map(|acl| (acl, permission)),
         };
-        acl.is_some_and(|acl| acl.allows(caller, permission, ignore_public()))
+        acl.is_some_and(|(acl, permission)| acl.allows(caller, permission, ignore_public()))
     }
 }
 
@@ -665,12 +671,13 @@ pub(super) fn acl_of_headers(
                 "Specifying both Canned ACLs and Header Grants is not allowed"
             ));
         }
+        // The order RGW lists them in (and the s3-tests expect): from the least to the most.
         let headers: Vec<(P, &str)> = [
-            (P::FullControl, grants.full_control),
             (P::Read, grants.read),
-            (P::ReadAcp, grants.read_acp),
             (P::Write, grants.write),
+            (P::ReadAcp, grants.read_acp),
             (P::WriteAcp, grants.write_acp),
+            (P::FullControl, grants.full_control),
         ]
         .into_iter()
         .filter_map(|(p, v)| Some((p, v?)))
@@ -732,9 +739,14 @@ pub(super) fn dto_of_acl(acl: &Acl, users: &crate::auth::Users) -> (Option<Owner
         id: Some(id),
         display_name: Some(display),
     };
-    let grants = acl
+    // Group grants first, then users', each in the order stored.
+    let (groups, people): (Vec<_>, Vec<_>) = acl
         .grants
         .iter()
+        .partition(|g| !matches!(g.grantee, doc::Grantee::User(_)));
+    let grants = groups
+        .into_iter()
+        .chain(people)
         .map(|g| {
             let grantee = match &g.grantee {
                 doc::Grantee::User(key) => {

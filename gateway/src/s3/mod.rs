@@ -235,6 +235,8 @@ impl S3 for MeridianS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        // POST Object comes here too (s3s's default `post_object`).
+        let req = put::with_form_fields(req)?;
         self.put_object_impl(req).await
     }
     async fn get_object(

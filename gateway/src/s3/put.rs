@@ -485,3 +485,48 @@ impl MeridianS3 {
         }
     }
 }
+
+/// A POST Object's PutObject with the form's `acl` and `tagging` (a `<Tagging>` document),
+/// which s3s does not read itself, as [`crate::post_form`] passed them on. Other requests
+/// never carry those headers.
+pub(super) fn with_form_fields(
+    mut req: S3Request<PutObjectInput>,
+) -> S3Result<S3Request<PutObjectInput>> {
+    let field = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (acl, tagging) = (
+        field(crate::post_form::ACL_HEADER),
+        field(crate::post_form::TAGGING_HEADER),
+    );
+    if let (None, Some(acl)) = (&req.input.acl, acl) {
+        req.input.acl = Some(ObjectCannedACL::from(acl));
+    }
+    if let (None, Some(xml)) = (&req.input.tagging, tagging) {
+        req.input.tagging = Some(tagging_of_form(&xml)?);
+    }
+    Ok(req)
+}
+
+/// The `x-amz-tagging` form (`k=v&...`) of a POST form's `<Tagging>` document.
+fn tagging_of_form(xml: &str) -> S3Result<String> {
+    use s3s::xml::Deserialize as _;
+    let mut d = s3s::xml::Deserializer::new(xml.as_bytes());
+    let tagging = Tagging::deserialize(&mut d).map_err(|_| {
+        s3_error!(
+            MalformedXML,
+            "The form's tagging field is not a Tagging document"
+        )
+    })?;
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for tag in &tagging.tag_set {
+        out.append_pair(
+            tag.key.as_deref().unwrap_or_default(),
+            tag.value.as_deref().unwrap_or_default(),
+        );
+    }
+    Ok(out.finish())
+}
