@@ -1082,7 +1082,7 @@ fn restricts_public(meta: &meridian_metadata::MetaStore, bucket: &str) -> bool {
     off_the_runtime(|| public_access_block(meta, bucket)).restrict_public_buckets
 }
 
-/// The bucket's public access block (all off when it has none). Blocking.
+/// The public access block in force on the bucket (its own with the region's). Blocking.
 fn public_access_block(
     meta: &meridian_metadata::MetaStore,
     bucket: &str,
@@ -1093,6 +1093,7 @@ fn public_access_block(
         .flatten()
         .and_then(|doc| PublicAccessBlock::from_json(&doc).ok())
         .unwrap_or_default()
+        .with_region()
 }
 
 /// Runs a blocking RocksDB read from inside the (synchronous) access check: on a

@@ -73,6 +73,10 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Lifecycle rules (`[lifecycle]`).
     pub lifecycle: LifecycleSettings,
+    /// The region's Public Access Block (`[public_access_block]`), in force on every bucket
+    /// beside the bucket's own (as an AWS account's is): each setting is on when either
+    /// turns it on. All off by default.
+    pub public_access_block: crate::s3::public_access::PublicAccessBlock,
     /// Server-side encryption (`[encryption]`).
     pub encryption: EncryptionSettings,
 }
@@ -159,6 +163,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             lifecycle: LifecycleSettings::default(),
             encryption: EncryptionSettings::default(),
+            public_access_block: Default::default(),
         }
     }
 }

@@ -118,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.meta.clone(),
         crate::host::Domains::new(&config.domains),
     );
+    crate::s3::public_access::PublicAccessBlock::set_region(config.public_access_block);
     let mut builder = S3ServiceBuilder::new(
         MeridianS3::new(
             store.clone(),

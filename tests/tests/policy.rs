@@ -92,7 +92,7 @@ async fn the_policy_api_stores_reads_and_deletes_and_refuses_malformed_policies(
         "{not json",
         r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::elsewhere/*"}]}"#,
         r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": ["nobody"]}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*"}]}"#,
-        r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*", "Condition": {"StringEquals": {"aws:Referer": "x"}}}]}"#,
+        r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*", "Condition": {"StringEquals": {"aws:UserAgent": "x"}}}]}"#,
     ] {
         let err = s3
             .put_bucket_policy()
@@ -628,4 +628,55 @@ async fn a_public_access_block_refuses_public_acls_and_policies_and_shuts_out_an
         .await
         .unwrap();
     assert_eq!(get(), 200);
+}
+
+#[tokio::test]
+async fn the_regions_public_access_block_holds_on_every_bucket() {
+    // The region blocks public policies and ignores public ACLs; buckets cannot undo it.
+    let server = TestServer::start_with(ServerOptions {
+        extra_config: format!(
+            "object_ownership = \"ObjectWriter\"\n\n[public_access_block]\nblock_public_policy = true\nignore_public_acls = true\n{USERS}"
+        ),
+        ..ServerOptions::default()
+    });
+    let s3 = server.client();
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    let refused = s3
+        .put_bucket_policy()
+        .bucket("data")
+        .policy(public_prefix("data"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&refused).as_deref(), Some("AccessDenied"));
+    // A public ACL may be set (BlockPublicAcls is off) but counts for nothing.
+    s3.put_object()
+        .bucket("data")
+        .key("public/a")
+        .body(ByteStream::from_static(b"a"))
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous_request(&server.endpoint, "GET", "/data/public/a").0,
+        403
+    );
+    // A bucket's own block that turns everything off leaves the region's in force.
+    put_block(&s3, "data", block(false, false, false)).await;
+    assert_eq!(
+        anonymous_request(&server.endpoint, "GET", "/data/public/a").0,
+        403
+    );
+    // GetPublicAccessBlock answers the bucket's own settings, as on AWS.
+    let own = s3
+        .get_public_access_block()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        own.public_access_block_configuration(),
+        Some(&block(false, false, false))
+    );
 }

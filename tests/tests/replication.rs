@@ -704,3 +704,90 @@ async fn a_foreign_s3_target_gets_plain_calls_and_its_own_version_ids() {
     .await;
     assert!(marker.is_latest);
 }
+
+#[tokio::test]
+async fn conditional_writes_and_deletes_decide_per_region_and_converge() {
+    // Active-active: each region checks a condition against what it has; the versions and
+    // markers it lets through replicate like any other, and both regions end up the same.
+    let regions = Regions::start(RegionsOptions::active_active());
+    let (east, west) = (regions.client(0), regions.client(1));
+    replicated_both_ways(&east, &west, "cond").await;
+    let first = east
+        .put_object()
+        .bucket("cond")
+        .key("manifest")
+        .body(b"v1".to_vec().into())
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    let etag = first.e_tag().unwrap().to_owned();
+    wait_identical(&east, &west, "cond", SETTLE).await;
+    // West saw v1 arrive: a create-only write there now fails, an If-Match on v1 succeeds.
+    let refused = west
+        .put_object()
+        .bucket("cond")
+        .key("manifest")
+        .body(b"other".to_vec().into())
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        meridian_tests::error_code(&refused).as_deref(),
+        Some("PreconditionFailed")
+    );
+    let v2 = west
+        .put_object()
+        .bucket("cond")
+        .key("manifest")
+        .body(b"v2".to_vec().into())
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
+    wait_identical(&east, &west, "cond", SETTLE).await;
+    // East now has v2 as current: an If-Match on v1 there fails, a conditional delete on v2
+    // makes a delete marker that reaches west.
+    let stale = east
+        .delete_object()
+        .bucket("cond")
+        .key("manifest")
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        meridian_tests::error_code(&stale).as_deref(),
+        Some("PreconditionFailed")
+    );
+    let marker = east
+        .delete_object()
+        .bucket("cond")
+        .key("manifest")
+        .if_match(v2.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marker.delete_marker(), Some(true));
+    let listed = wait_identical(&east, &west, "cond", SETTLE).await;
+    assert_eq!(
+        listed.len(),
+        3,
+        "v1, v2 and the marker, once each: {listed:?}"
+    );
+    assert!(listed.iter().any(|v| v.delete_marker));
+    let gone = west
+        .delete_object()
+        .bucket("cond")
+        .key("manifest")
+        .if_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        meridian_tests::error_code(&gone).as_deref(),
+        Some("NoSuchKey"),
+        "west sees the replicated marker as current"
+    );
+}

@@ -20,7 +20,7 @@ mod multipart;
 mod object_lock;
 mod policy;
 mod proxy;
-pub(crate) mod public_access;
+pub mod public_access;
 mod put;
 mod replica;
 mod replication;

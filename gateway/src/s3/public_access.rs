@@ -20,8 +20,9 @@ use super::MeridianS3;
 /// The bucket configuration document.
 pub const DOCUMENT: &str = "public-access-block";
 
-/// The four settings, as stored.
+/// The four settings, as stored (and as `[public_access_block]` in the config file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PublicAccessBlock {
     pub block_public_acls: bool,
     pub ignore_public_acls: bool,
@@ -29,9 +30,30 @@ pub struct PublicAccessBlock {
     pub restrict_public_buckets: bool,
 }
 
+/// The region's settings (`[public_access_block]`), set once when the server starts; both
+/// the S3 handlers and the access check read them, as they read a bucket's own.
+static REGION: std::sync::OnceLock<PublicAccessBlock> = std::sync::OnceLock::new();
+
 impl PublicAccessBlock {
     pub fn from_json(doc: &[u8]) -> Result<PublicAccessBlock, serde_json::Error> {
         serde_json::from_slice(doc)
+    }
+
+    /// Puts the region's settings in force (the first call wins; a server makes one).
+    pub fn set_region(block: PublicAccessBlock) {
+        let _ = REGION.set(block);
+    }
+
+    /// What is in force on a bucket whose own settings are `self`: a setting is on when
+    /// the bucket or the region turns it on.
+    pub fn with_region(self) -> PublicAccessBlock {
+        let region = REGION.get().copied().unwrap_or_default();
+        PublicAccessBlock {
+            block_public_acls: self.block_public_acls || region.block_public_acls,
+            ignore_public_acls: self.ignore_public_acls || region.ignore_public_acls,
+            block_public_policy: self.block_public_policy || region.block_public_policy,
+            restrict_public_buckets: self.restrict_public_buckets || region.restrict_public_buckets,
+        }
     }
 }
 
@@ -57,12 +79,13 @@ pub(super) fn acl_is_public(canned: Option<&str>, grants: &GrantHeaders<'_>) -> 
 }
 
 impl MeridianS3 {
-    /// The bucket's settings (all off when it has none).
+    /// The settings in force on the bucket: its own (all off when it has none) with the
+    /// region's.
     pub(super) async fn public_access_block(&self, bucket: &str) -> S3Result<PublicAccessBlock> {
         let block = self
             .optional_document(bucket, DOCUMENT, PublicAccessBlock::from_json)
             .await?;
-        Ok(block.unwrap_or_default())
+        Ok(block.unwrap_or_default().with_region())
     }
 
     /// AccessDenied for a public ACL on a bucket that blocks them.
