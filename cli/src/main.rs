@@ -45,6 +45,30 @@ enum Command {
     /// The keyring of server-side encryption: add a key, rotate one.
     #[command(subcommand)]
     Kms(KmsCommand),
+    /// A region of several nodes: the placement simulation (the rest is being built: see
+    /// docs/CLUSTER.md).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Balance and movement of the partition layout for 4 to 100 nodes, next to a hash
+    /// ring and a Garage-style layout, and the load the control plane puts on etcd.
+    Simulate {
+        /// Copies of every partition.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Node counts to simulate.
+        #[arg(long, value_delimiter = ',', default_values_t = [4usize, 8, 16, 32, 64, 100])]
+        nodes: Vec<usize>,
+        /// Objects in the region (for the sampling noise a layout adds).
+        #[arg(long, default_value_t = 1_000_000_000u64)]
+        objects: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +151,15 @@ fn main() -> ExitCode {
                 meridian_gateway::node::run(config)
                     .await
                     .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Cluster(ClusterCommand::Simulate {
+                replicas,
+                nodes,
+                objects,
+                json,
+            }) => {
+                cluster_simulate(replicas, &nodes, objects, json)?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Drill(args) => {
                 let identical = meridian_client::drill::run(args).await?;
@@ -217,4 +250,54 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `meridian cluster simulate`: the placement comparison and etcd's load, as a table or JSON.
+fn cluster_simulate(replicas: usize, nodes: &[usize], objects: u64, json: bool) -> anyhow::Result<()> {
+    use meridian_cluster::simulate::{etcd_load, schemes};
+    if let Some(n) = nodes.iter().find(|n| **n < replicas) {
+        anyhow::bail!("{n} nodes cannot hold {replicas} copies");
+    }
+    let rows: Vec<_> = schemes()
+        .iter()
+        .flat_map(|s| nodes.iter().map(move |n| s.row(*n, replicas)))
+        .collect();
+    let load = etcd_load(100, meridian_cluster::DEFAULT_PARTITIONS, replicas, 10.0);
+    // One partition's share of the objects varies by about 1/sqrt(objects per partition).
+    let per_partition = objects as f64 / meridian_cluster::DEFAULT_PARTITIONS as f64;
+    let noise = 1.0 / per_partition.sqrt();
+    if json {
+        let doc = serde_json::json!({"replicas": replicas, "objects": objects,
+            "object_noise": noise, "rows": rows, "etcd_at_100_nodes": load});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{} objects, {replicas} copies each; balance = most loaded node / mean (1.00 is perfect)",
+        objects
+    );
+    println!("{:<40} {:>5} {:>9} {:>12} {:>7}", "scheme", "nodes", "max/mean", "moved on +1", "ideal");
+    for r in &rows {
+        println!(
+            "{:<40} {:>5} {:>9.3} {:>11.2}% {:>6.2}%",
+            r.scheme,
+            r.nodes,
+            r.max_over_mean,
+            100.0 * r.moved_on_add,
+            100.0 * r.ideal_move
+        );
+    }
+    println!(
+        "(partition layouts: objects per partition vary by about {:.3}% at this count)",
+        100.0 * noise
+    );
+    println!();
+    println!("etcd at {} nodes (P={}, R={}, 10 s leases):", load.nodes, load.partitions, load.replicas);
+    println!("  layout value: {} bytes, written once per layout change", load.layout_bytes);
+    println!("  lease keep-alives: {:.0}/s (not raft writes)", load.keepalives_per_s);
+    println!(
+        "  a node failure: {} partition epochs in one transaction of ~{} bytes (limit {})",
+        load.epochs_on_failure, load.failure_txn_bytes, load.request_limit_bytes
+    );
+    Ok(())
 }
