@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Meridian needs, idempotently:
-#   system: libclang-dev (RocksDB's bindings), python3-venv (client tests), curl and promtool
-#           (Debian's prometheus package) for deploy/
+#   system: libclang-dev (RocksDB's bindings), protobuf-compiler (etcd's gRPC API, built by
+#           the etcd-client crate), etcd-server (the control plane of a region of several
+#           nodes: tests start it), python3-venv (client tests), curl and promtool (Debian's
+#           prometheus package) for deploy/
 #   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
 #           and one with s3fs (tests/clients-s3fs/requirements.txt; s3fs pins its own botocore)
 # Usage: scripts/setup.sh [system|python|fuzz|all]   (default: all)
@@ -32,6 +34,8 @@ apt_install() {
 
 system() {
     apt_install libclang-dev
+    command -v protoc >/dev/null || apt_install protobuf-compiler
+    command -v etcd >/dev/null || apt_install etcd-server
     # curl drives deploy/local-regions.sh; promtool (Debian's prometheus) checks deploy/prometheus.
     command -v curl >/dev/null || apt_install curl
     command -v promtool >/dev/null || apt_install prometheus

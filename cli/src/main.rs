@@ -51,8 +51,48 @@ enum Command {
     Cluster(ClusterCommand),
 }
 
+/// Where the region's control plane is.
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// etcd's client URLs.
+    #[arg(
+        long,
+        env = "MERIDIAN_ETCD",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd: Vec<String>,
+    /// The region (the `region` of the nodes' config).
+    #[arg(long, env = "MERIDIAN_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// The region's nodes (registered, alive, copies and primaries held) and its current
+    /// and staged layouts.
+    Status(ControlArgs),
+    /// Put a registered node in the layout. The first layout (once R nodes are in) takes
+    /// effect at once; a later one is staged until its copies are filled.
+    AddNode {
+        id: u32,
+        /// Copies of every partition (R), for the region's first layout.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Take a node out of the layout: it drains (its copies are staged onto the others).
+    RemoveNode {
+        id: u32,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
     /// Balance and movement of the partition layout for 4 to 100 nodes, next to a hash
     /// ring and a Garage-style layout, and the load the control plane puts on etcd.
     Simulate {
@@ -151,6 +191,29 @@ fn main() -> ExitCode {
                 meridian_gateway::node::run(config)
                     .await
                     .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Cluster(ClusterCommand::Status(control)) => {
+                let cp = connect_control(&control).await?;
+                print_status(&cp.status().await?, control.json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Cluster(ClusterCommand::AddNode {
+                id,
+                replicas,
+                control,
+            }) => {
+                let cp = connect_control(&control).await?;
+                print_status(&cp.add_node(id, replicas).await?, control.json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Cluster(ClusterCommand::RemoveNode {
+                id,
+                replicas,
+                control,
+            }) => {
+                let cp = connect_control(&control).await?;
+                print_status(&cp.remove_node(id, replicas).await?, control.json)?;
+                Ok(ExitCode::SUCCESS)
             }
             Command::Cluster(ClusterCommand::Simulate {
                 replicas,
@@ -253,7 +316,12 @@ fn main() -> ExitCode {
 }
 
 /// `meridian cluster simulate`: the placement comparison and etcd's load, as a table or JSON.
-fn cluster_simulate(replicas: usize, nodes: &[usize], objects: u64, json: bool) -> anyhow::Result<()> {
+fn cluster_simulate(
+    replicas: usize,
+    nodes: &[usize],
+    objects: u64,
+    json: bool,
+) -> anyhow::Result<()> {
     use meridian_cluster::simulate::{etcd_load, schemes};
     if let Some(n) = nodes.iter().find(|n| **n < replicas) {
         anyhow::bail!("{n} nodes cannot hold {replicas} copies");
@@ -276,7 +344,10 @@ fn cluster_simulate(replicas: usize, nodes: &[usize], objects: u64, json: bool) 
         "{} objects, {replicas} copies each; balance = most loaded node / mean (1.00 is perfect)",
         objects
     );
-    println!("{:<40} {:>5} {:>9} {:>12} {:>7}", "scheme", "nodes", "max/mean", "moved on +1", "ideal");
+    println!(
+        "{:<40} {:>5} {:>9} {:>12} {:>7}",
+        "scheme", "nodes", "max/mean", "moved on +1", "ideal"
+    );
     for r in &rows {
         println!(
             "{:<40} {:>5} {:>9.3} {:>11.2}% {:>6.2}%",
@@ -292,12 +363,65 @@ fn cluster_simulate(replicas: usize, nodes: &[usize], objects: u64, json: bool) 
         100.0 * noise
     );
     println!();
-    println!("etcd at {} nodes (P={}, R={}, 10 s leases):", load.nodes, load.partitions, load.replicas);
-    println!("  layout value: {} bytes, written once per layout change", load.layout_bytes);
-    println!("  lease keep-alives: {:.0}/s (not raft writes)", load.keepalives_per_s);
+    println!(
+        "etcd at {} nodes (P={}, R={}, 10 s leases):",
+        load.nodes, load.partitions, load.replicas
+    );
+    println!(
+        "  layout value: {} bytes, written once per layout change",
+        load.layout_bytes
+    );
+    println!(
+        "  lease keep-alives: {:.0}/s (not raft writes)",
+        load.keepalives_per_s
+    );
     println!(
         "  a node failure: {} partition epochs in one transaction of ~{} bytes (limit {})",
         load.epochs_on_failure, load.failure_txn_bytes, load.request_limit_bytes
     );
+    Ok(())
+}
+
+async fn connect_control(
+    control: &ControlArgs,
+) -> anyhow::Result<meridian_cluster::control::ControlPlane> {
+    Ok(meridian_cluster::control::ControlPlane::connect(&control.etcd, &control.region).await?)
+}
+
+/// `meridian cluster status` (and the answer of add-node / remove-node).
+fn print_status(status: &meridian_cluster::control::Status, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(());
+    }
+    println!("region {}", status.region);
+    for n in &status.nodes {
+        println!(
+            "node {}: {} weight {} {:?} {} copies {} primaries {}",
+            n.record.id,
+            n.record.endpoint,
+            n.record.weight,
+            n.record.state,
+            if n.alive { "alive" } else { "down" },
+            n.copies,
+            n.primaries
+        );
+    }
+    match &status.current {
+        Some(l) => println!(
+            "layout {}: {} partitions x {} copies over {} nodes",
+            l.version,
+            l.partitions.len(),
+            l.replicas,
+            l.nodes.len()
+        ),
+        None => println!("no layout yet (add-node puts registered nodes in it)"),
+    }
+    if let Some(s) = &status.staged {
+        println!(
+            "staged layout {}: {} copies to fill before it takes effect",
+            s.version, status.copies_to_fill
+        );
+    }
     Ok(())
 }

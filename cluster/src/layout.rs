@@ -95,8 +95,19 @@ fn shares(total: usize, weights: &[u64], cap: usize) -> Vec<usize> {
     // Water-filling: a node whose share passes the cap gets the cap, and the rest is
     // shared again among the others.
     loop {
-        let left = total - out.iter().zip(&capped).filter(|(_, c)| **c).map(|(s, _)| s).sum::<usize>();
-        let weight: u64 = weights.iter().zip(&capped).filter(|(_, c)| !**c).map(|(w, _)| w).sum();
+        let left = total
+            - out
+                .iter()
+                .zip(&capped)
+                .filter(|(_, c)| **c)
+                .map(|(s, _)| s)
+                .sum::<usize>();
+        let weight: u64 = weights
+            .iter()
+            .zip(&capped)
+            .filter(|(_, c)| !**c)
+            .map(|(w, _)| w)
+            .sum();
         let mut newly_capped = false;
         for i in 0..n {
             if !capped[i] && (left as u128 * weights[i] as u128) > (cap as u128 * weight as u128) {
@@ -126,7 +137,11 @@ fn shares(total: usize, weights: &[u64], cap: usize) -> Vec<usize> {
 
 impl Layout {
     /// The first layout of a region.
-    pub fn initial(nodes: &[Node], partitions: usize, replicas: usize) -> Result<Layout, LayoutError> {
+    pub fn initial(
+        nodes: &[Node],
+        partitions: usize,
+        replicas: usize,
+    ) -> Result<Layout, LayoutError> {
         Layout::compute(None, nodes, partitions, replicas)
     }
 
@@ -238,9 +253,8 @@ impl Layout {
         // are ones it holds already: copies then move from nodes above their target to
         // nodes below it, new copies first (re-placing a copy not yet made costs nothing),
         // an existing one only when no new one will do.
-        let was_on = |p: usize, i: usize| {
-            previous.is_some_and(|prev| prev.partitions[p].contains(&ids[i]))
-        };
+        let was_on =
+            |p: usize, i: usize| previous.is_some_and(|prev| prev.partitions[p].contains(&ids[i]));
         loop {
             let mut best: Option<(bool, usize, usize, usize)> = None; // (costs, p, from, to)
             for u in (0..nodes.len()).filter(|&u| count[u] > target[u]) {
@@ -250,7 +264,7 @@ impl Layout {
                             continue;
                         }
                         let costs = was_on(p, u);
-                        if best.is_none_or(|b| costs < b.0) {
+                        if best.is_none_or(|b| !costs && b.0) {
                             best = Some((costs, p, u, v));
                         }
                         if !costs {
@@ -364,7 +378,11 @@ mod tests {
             let mut distinct = copies.clone();
             distinct.sort_unstable();
             distinct.dedup();
-            assert_eq!(distinct.len(), copies.len(), "partition {p} twice on a node");
+            assert_eq!(
+                distinct.len(),
+                copies.len(),
+                "partition {p} twice on a node"
+            );
         }
     }
 
@@ -375,7 +393,10 @@ mod tests {
         let copies = l.copies_per_node();
         assert!(copies.iter().all(|c| (682..=683).contains(c)), "{copies:?}");
         let primaries = l.primaries_per_node();
-        assert!(primaries.iter().all(|c| (341..=342).contains(c)), "{primaries:?}");
+        assert!(
+            primaries.iter().all(|c| (341..=342).contains(c)),
+            "{primaries:?}"
+        );
     }
 
     #[test]
@@ -420,7 +441,10 @@ mod tests {
         );
         let mut dup = nodes(2);
         dup[1].id = 1;
-        assert_eq!(Layout::initial(&dup, 16, 1), Err(LayoutError::DuplicateNode(1)));
+        assert_eq!(
+            Layout::initial(&dup, 16, 1),
+            Err(LayoutError::DuplicateNode(1))
+        );
         let l = Layout::initial(&nodes(2), 16, 1).unwrap();
         assert!(matches!(
             Layout::compute(Some(&l), &nodes(2), 32, 1),
@@ -434,11 +458,18 @@ mod tests {
         for i in 0..64_000 {
             counts[partition_of("bucket", &format!("key-{i}"), 64)] += 1;
         }
-        assert!(counts.iter().all(|c| (850..=1150).contains(c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| (850..=1150).contains(c)),
+            "{counts:?}"
+        );
         assert_eq!(partition_of("b", "k", 1024), partition_of("b", "k", 1024));
         assert_ne!(
-            (0..32).map(|i| partition_of("a", &i.to_string(), 1024)).collect::<Vec<_>>(),
-            (0..32).map(|i| partition_of("b", &i.to_string(), 1024)).collect::<Vec<_>>()
+            (0..32)
+                .map(|i| partition_of("a", &i.to_string(), 1024))
+                .collect::<Vec<_>>(),
+            (0..32)
+                .map(|i| partition_of("b", &i.to_string(), 1024))
+                .collect::<Vec<_>>()
         );
     }
 

@@ -59,7 +59,9 @@ impl Scheme {
         let (max_over_mean, moved_on_add) = match *self {
             Scheme::Partitions(p) => {
                 let members = |count: usize| -> Vec<Node> {
-                    (1..=count as NodeId).map(|id| Node { id, weight: 1 }).collect()
+                    (1..=count as NodeId)
+                        .map(|id| Node { id, weight: 1 })
+                        .collect()
                 };
                 let before = Layout::initial(&members(n), p, replicas).expect("enough nodes");
                 let after = before.next(&members(n + 1)).expect("enough nodes");
@@ -108,7 +110,9 @@ pub struct EtcdLoad {
 
 /// The load of a region of `nodes` equal nodes on etcd, with leases of `ttl_s` seconds.
 pub fn etcd_load(nodes: usize, partitions: usize, replicas: usize, ttl_s: f64) -> EtcdLoad {
-    let members: Vec<Node> = (1..=nodes as NodeId).map(|id| Node { id, weight: 1 }).collect();
+    let members: Vec<Node> = (1..=nodes as NodeId)
+        .map(|id| Node { id, weight: 1 })
+        .collect();
     let layout = Layout::initial(&members, partitions, replicas).expect("enough nodes");
     let layout_bytes = serde_json::to_vec(&layout).map_or(0, |v| v.len());
     let epochs_on_failure = layout.primaries_per_node().into_iter().max().unwrap_or(0);
@@ -202,7 +206,11 @@ impl Ring {
         let mut moved = 0.0;
         for w in 0..cuts.len() {
             let end = cuts[w];
-            let start = if w == 0 { cuts[cuts.len() - 1] } else { cuts[w - 1] };
+            let start = if w == 0 {
+                cuts[cuts.len() - 1]
+            } else {
+                cuts[w - 1]
+            };
             let length = end.wrapping_sub(start) as f64 / 2f64.powi(64);
             let (old, new) = (owner_at(self, end), owner_at(next, end));
             moved += length * new.iter().filter(|n| !old.contains(n)).count() as f64;
@@ -226,7 +234,10 @@ mod tests {
     fn the_layout_moves_near_the_ideal_and_a_bare_ring_is_lopsided() {
         let layout = Scheme::Partitions(1024).row(8, 2);
         assert!(layout.max_over_mean < 1.01, "{layout:?}");
-        assert!((layout.moved_on_add - layout.ideal_move).abs() < 0.01, "{layout:?}");
+        assert!(
+            (layout.moved_on_add - layout.ideal_move).abs() < 0.01,
+            "{layout:?}"
+        );
         let ring = Scheme::Ring(1).row(8, 2);
         assert!(ring.max_over_mean > 1.2, "{ring:?}");
         let vnodes = Scheme::Ring(128).row(8, 2);
@@ -238,7 +249,10 @@ mod tests {
     #[test]
     fn the_control_plane_stays_far_below_etcds_limits_at_a_hundred_nodes() {
         let load = etcd_load(100, 1024, 2, 10.0);
-        assert!(load.layout_bytes < load.request_limit_bytes / 10, "{load:?}");
+        assert!(
+            load.layout_bytes < load.request_limit_bytes / 10,
+            "{load:?}"
+        );
         assert!((10..=12).contains(&load.epochs_on_failure), "{load:?}");
         assert!((load.keepalives_per_s - 30.0).abs() < 1e-9);
     }

@@ -566,12 +566,13 @@ fn need_of(operation: &str) -> Need {
 
 /// The access hook. A request is allowed when nothing denies it explicitly (a bucket
 /// policy's Deny) and something allows it: a grant of the signed principal, or the bucket's
-/// policy (which alone can let anonymous requests in). While the region is fenced, no
-/// client writes.
+/// policy (which alone can let anonymous requests in). While the region is fenced, or the
+/// node of a cluster does not hold its lease, no client writes.
 #[derive(Clone)]
 pub struct AccessPolicy {
     users: Users,
     fence: Option<crate::fence::Fence>,
+    cluster: crate::cluster::ClusterGate,
     /// Where bucket policies are read from, and their cache.
     policies: Option<(meridian_metadata::MetaStore, Policies)>,
     /// Buckets' Object Ownership and ACLs (consulted when grants and policy do not decide).
@@ -610,9 +611,16 @@ impl AccessPolicy {
         AccessPolicy {
             users,
             fence,
+            cluster: crate::cluster::ClusterGate::default(),
             policies,
             acls: None,
         }
+    }
+
+    /// The same hook, refusing client writes while this node of a cluster does not hold
+    /// its lease.
+    pub fn with_cluster(self, cluster: crate::cluster::ClusterGate) -> AccessPolicy {
+        AccessPolicy { cluster, ..self }
     }
 
     /// The same hook, letting the ACLs of ACL-enabled buckets allow requests too.
@@ -955,6 +963,12 @@ impl S3Access for AccessPolicy {
             return Err(s3_error!(
                 SlowDown,
                 "This region is fenced for a failover: write to its peer region"
+            ));
+        }
+        if !matches!(need, Need::Read | Need::Authenticated) && !self.cluster.may_write() {
+            return Err(s3_error!(
+                SlowDown,
+                "This node does not hold its lease in the cluster's control plane: it takes no writes until it does"
             ));
         }
         // Replica headers make the server keep a version id, mtime and ETag it did not

@@ -77,6 +77,8 @@ pub struct Config {
     /// beside the bucket's own (as an AWS account's is): each setting is on when either
     /// turns it on. All off by default.
     pub public_access_block: crate::s3::public_access::PublicAccessBlock,
+    /// Membership of a region of several nodes (`[cluster]`); a single node has none.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Server-side encryption (`[encryption]`).
     pub encryption: EncryptionSettings,
 }
@@ -164,6 +166,7 @@ impl Default for Config {
             lifecycle: LifecycleSettings::default(),
             encryption: EncryptionSettings::default(),
             public_access_block: Default::default(),
+            cluster: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub use meridian_policy as bucket_policy;
 pub mod config;
 pub mod cors;

@@ -144,13 +144,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     let fence = crate::fence::Fence::load(store.meta.clone())?;
+    let cluster = match &config.cluster {
+        Some(c) => {
+            crate::cluster::ClusterGate::join(c.clone(), config.region.clone(), store.meta.clone())
+        }
+        None => crate::cluster::ClusterGate::default(),
+    };
     builder.set_access(
         AccessPolicy::new(
             users.clone(),
             Some(fence.clone()),
             Some((store.meta.clone(), policies)),
         )
-        .with_acls(acls),
+        .with_acls(acls)
+        .with_cluster(cluster),
     );
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
