@@ -192,36 +192,8 @@ fn main() -> ExitCode {
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
-            Command::Cluster(ClusterCommand::Status(control)) => {
-                let cp = connect_control(&control).await?;
-                print_status(&cp.status().await?, control.json)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Cluster(ClusterCommand::AddNode {
-                id,
-                replicas,
-                control,
-            }) => {
-                let cp = connect_control(&control).await?;
-                print_status(&cp.add_node(id, replicas).await?, control.json)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Cluster(ClusterCommand::RemoveNode {
-                id,
-                replicas,
-                control,
-            }) => {
-                let cp = connect_control(&control).await?;
-                print_status(&cp.remove_node(id, replicas).await?, control.json)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Cluster(ClusterCommand::Simulate {
-                replicas,
-                nodes,
-                objects,
-                json,
-            }) => {
-                cluster_simulate(replicas, &nodes, objects, json)?;
+            Command::Cluster(command) => {
+                run_cluster(command).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Drill(args) => {
@@ -382,10 +354,41 @@ fn cluster_simulate(
     Ok(())
 }
 
-async fn connect_control(
-    control: &ControlArgs,
-) -> anyhow::Result<meridian_cluster::control::ControlPlane> {
-    Ok(meridian_cluster::control::ControlPlane::connect(&control.etcd, &control.region).await?)
+/// `meridian cluster ...`.
+async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use meridian_cluster::control::ControlPlane;
+    let (control, status) = match command {
+        ClusterCommand::Simulate {
+            replicas,
+            nodes,
+            objects,
+            json,
+        } => return cluster_simulate(replicas, &nodes, objects, json),
+        ClusterCommand::Status(control) => {
+            let cp = ControlPlane::connect(&control.etcd, &control.region).await?;
+            let status = cp.status().await?;
+            (control, status)
+        }
+        ClusterCommand::AddNode {
+            id,
+            replicas,
+            control,
+        } => {
+            let cp = ControlPlane::connect(&control.etcd, &control.region).await?;
+            let status = cp.add_node(id, replicas).await?;
+            (control, status)
+        }
+        ClusterCommand::RemoveNode {
+            id,
+            replicas,
+            control,
+        } => {
+            let cp = ControlPlane::connect(&control.etcd, &control.region).await?;
+            let status = cp.remove_node(id, replicas).await?;
+            (control, status)
+        }
+    };
+    print_status(&status, control.json)
 }
 
 /// `meridian cluster status` (and the answer of add-node / remove-node).

@@ -375,29 +375,29 @@ fn post_object_answer(resp: Response<Body>) -> Response<Body> {
 
 /// `<ETag>abc</ETag>` becomes `<ETag>"abc"</ETag>`; the rest of the document is kept.
 fn quote_etag_element(xml: &[u8]) -> bytes::Bytes {
+    match etag_value(xml) {
+        Some(v) if !xml[v.clone()].starts_with(b"\"") && !xml[v.clone()].starts_with(b"&quot;") => {
+            [
+                &xml[..v.start],
+                b"\"",
+                &xml[v.clone()],
+                b"\"",
+                &xml[v.end..],
+            ]
+            .concat()
+            .into()
+        }
+        _ => bytes::Bytes::copy_from_slice(xml),
+    }
+}
+
+/// Where the value of the first `<ETag>` element is.
+fn etag_value(xml: &[u8]) -> Option<std::ops::Range<usize>> {
     const OPEN: &[u8] = b"<ETag>";
     const CLOSE: &[u8] = b"</ETag>";
-    let Some(start) = xml.windows(OPEN.len()).position(|w| w == OPEN) else {
-        return bytes::Bytes::copy_from_slice(xml);
-    };
-    let value_start = start + OPEN.len();
-    let Some(len) = xml[value_start..]
-        .windows(CLOSE.len())
-        .position(|w| w == CLOSE)
-    else {
-        return bytes::Bytes::copy_from_slice(xml);
-    };
-    let value = &xml[value_start..value_start + len];
-    if value.starts_with(b"\"") || value.starts_with(b"&quot;") {
-        return bytes::Bytes::copy_from_slice(xml);
-    }
-    let mut out = Vec::with_capacity(xml.len() + 2);
-    out.extend_from_slice(&xml[..value_start]);
-    out.push(b'"');
-    out.extend_from_slice(value);
-    out.push(b'"');
-    out.extend_from_slice(&xml[value_start + len..]);
-    out.into()
+    let start = xml.windows(OPEN.len()).position(|w| w == OPEN)? + OPEN.len();
+    let len = xml[start..].windows(CLOSE.len()).position(|w| w == CLOSE)?;
+    Some(start..start + len)
 }
 
 /// `...&etag=abc` becomes `...&etag=%22abc%22` (S3 quotes the ETag it appends to a
@@ -492,25 +492,14 @@ fn with_request_id(resp: Response<Body>, request_id: &str) -> Response<Body> {
 
 /// `<ETag>"abc"</ETag>` becomes `<ETag>abc</ETag>`; the rest of the document is kept.
 fn unquote_etag_element(xml: &[u8]) -> bytes::Bytes {
-    const OPEN: &[u8] = b"<ETag>\"";
-    const CLOSE: &[u8] = b"\"</ETag>";
-    let Some(start) = xml.windows(OPEN.len()).position(|w| w == OPEN) else {
-        return bytes::Bytes::copy_from_slice(xml);
-    };
-    let value_start = start + OPEN.len();
-    let Some(len) = xml[value_start..]
-        .windows(CLOSE.len())
-        .position(|w| w == CLOSE)
-    else {
-        return bytes::Bytes::copy_from_slice(xml);
-    };
-    let mut out = Vec::with_capacity(xml.len());
-    out.extend_from_slice(&xml[..start]);
-    out.extend_from_slice(b"<ETag>");
-    out.extend_from_slice(&xml[value_start..value_start + len]);
-    out.extend_from_slice(b"</ETag>");
-    out.extend_from_slice(&xml[value_start + len + CLOSE.len()..]);
-    out.into()
+    match etag_value(xml) {
+        Some(v) if v.len() >= 2 && xml[v.start] == b'"' && xml[v.end - 1] == b'"' => {
+            [&xml[..v.start], &xml[v.start + 1..v.end - 1], &xml[v.end..]]
+                .concat()
+                .into()
+        }
+        _ => bytes::Bytes::copy_from_slice(xml),
+    }
 }
 
 /// The longest validity a presigned URL may ask for: seven days, as on S3.
