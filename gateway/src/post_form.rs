@@ -23,9 +23,10 @@ pub const ACL_HEADER: &str = "x-meridian-post-acl";
 /// The form's `tagging` field (a `<Tagging>` document), for PostObject.
 pub const TAGGING_HEADER: &str = "x-meridian-post-tagging";
 
-/// How much of a form is read looking for its file part: the fields' limit of s3s (20 MiB)
-/// and a little more for the parts' headers. A longer form goes on unchanged.
-const MAX_FIELDS: usize = 20 * 1024 * 1024 + 64 * 1024;
+/// How much of a form is read looking for its file part. Browser forms carry a few KiB of
+/// fields; a form with more goes on to s3s unchanged (its own limit is 20 MiB). Each new
+/// piece of the head is parsed from the start, so this also bounds that work.
+const MAX_FIELDS: usize = 1024 * 1024;
 
 /// The form fields of a POST Object request read, `${filename}` replaced in its key, and its
 /// `acl` and `tagging` fields put in [`ACL_HEADER`] and [`TAGGING_HEADER`]. Any other
