@@ -845,17 +845,11 @@ mod tests {
         let policy = policy.unwrap();
         let put = |sse: Option<&'static str>| {
             policy.evaluate(&RequestContext {
-                principal: None,
-                action: "s3:PutObject",
-                resource: resource_of("data", Some("k")),
-                secure: false,
-                source_ip: None,
-                prefix: None,
-                object_tags: None,
                 encryption: EncryptionHeaders {
                     server_side_encryption: sse,
                     ..EncryptionHeaders::default()
                 },
+                ..request(None, "s3:PutObject", Some("k"))
             })
         };
         assert_eq!(put(None), Decision::Deny, "no SSE header");
@@ -1350,17 +1344,11 @@ mod tests {
         .unwrap();
         let ask = |action: &'static str, others: &[(&str, &str)]| {
             policy.evaluate(&RequestContext {
-                principal: None,
-                action,
-                resource: resource_of("data", Some("k")),
-                secure: false,
-                source_ip: None,
-                prefix: None,
-                object_tags: None,
                 encryption: EncryptionHeaders {
                     others,
                     ..EncryptionHeaders::default()
                 },
+                ..request(None, action, Some("k"))
             })
         };
         let get = |others: &[(&str, &str)]| ask("s3:GetObject", others);
