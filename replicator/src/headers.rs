@@ -22,6 +22,8 @@ pub const REGION: &str = "x-meridian-replica-region";
 pub const SEALED: &str = "x-meridian-replica-sealed";
 /// The body is compressed (`zstd`); the receiver decompresses it before anything else.
 pub const ENCODING: &str = "x-meridian-replica-encoding";
+/// The version's ACL (base64 of its stored JSON), where the source bucket has ACLs.
+pub const ACL: &str = "x-meridian-replica-acl";
 
 /// Largest body sent compressed (and taken compressed): a compressed body is held whole in
 /// memory on both sides, so larger parts go as they are.
@@ -103,6 +105,8 @@ pub struct ReplicaHeaders {
     pub delete_marker: bool,
     /// The body is the version's ciphertext (SSE-C).
     pub sealed: Option<Sealed>,
+    /// The version's ACL as stored at the source (absent where its bucket has no ACLs).
+    pub acl: Option<Vec<u8>>,
 }
 
 /// Whether a request carries any replica header (and so needs the replicate grant).
@@ -163,6 +167,9 @@ impl ReplicaHeaders {
                 SEALED,
                 base64::engine::general_purpose::STANDARD.encode(json),
             ));
+        }
+        if let Some(acl) = &self.acl {
+            out.push((ACL, base64::engine::general_purpose::STANDARD.encode(acl)));
         }
         out
     }
@@ -236,6 +243,13 @@ impl ReplicaHeaders {
                     .ok_or_else(|| format!("{SEALED} must be base64 of a sealed version record"))
             })
             .transpose()?;
+        let acl = get(ACL)?
+            .map(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|_| format!("{ACL} must be base64"))
+            })
+            .transpose()?;
         Ok(Some(ReplicaHeaders {
             region,
             version_id,
@@ -244,6 +258,7 @@ impl ReplicaHeaders {
             checksum,
             delete_marker,
             sealed,
+            acl,
         }))
     }
 }
@@ -284,6 +299,7 @@ mod tests {
                 (24 << 20) + 3,
                 None,
             )),
+            acl: Some(br#"{"owner":"alice","grants":[]}"#.to_vec()),
         };
         let sealed = r.sealed.as_ref().unwrap();
         assert_eq!(sealed.runs, vec![(8 << 20, 3), (3, 1)]);

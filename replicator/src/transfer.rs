@@ -153,6 +153,7 @@ impl Sender<'_> {
             checksum: record.checksum.clone(),
             delete_marker: record.is_delete_marker,
             sealed: self.sealed.clone(),
+            acl: record.acl.clone(),
         }
         .to_pairs()
     }

@@ -791,3 +791,76 @@ async fn conditional_writes_and_deletes_decide_per_region_and_converge() {
         "west sees the replicated marker as current"
     );
 }
+
+#[tokio::test]
+async fn a_versions_acl_travels_with_it() {
+    // Buckets with ACLs (ObjectWriter) on both sides: the replica keeps the source's owner
+    // and grants, not an ACL made for the replication user.
+    let regions = Regions::start(RegionsOptions::one_way(2));
+    let (east, west) = (regions.client(0), regions.client(1));
+    for client in [&east, &west] {
+        client
+            .create_bucket()
+            .bucket("pub")
+            .object_ownership(aws_sdk_s3::types::ObjectOwnership::ObjectWriter)
+            .send()
+            .await
+            .unwrap();
+        client
+            .put_bucket_versioning()
+            .bucket("pub")
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    put_rules(&east, "pub", vec![rule_to("west", "pub", "all", 1, true)]).await;
+    let version = east
+        .put_object()
+        .bucket("pub")
+        .key("open")
+        .body(b"for all".to_vec().into())
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+    wait_completed(&east, "pub", "open", &version).await;
+    let acl_of = |c: Client| async move {
+        let acl = c
+            .get_object_acl()
+            .bucket("pub")
+            .key("open")
+            .send()
+            .await
+            .unwrap();
+        let grants: Vec<_> = acl
+            .grants()
+            .iter()
+            .map(|g| {
+                let who = g.grantee().unwrap();
+                (
+                    who.uri().or(who.id()).unwrap_or_default().to_owned(),
+                    g.permission().unwrap().as_str().to_owned(),
+                )
+            })
+            .collect();
+        (acl.owner().and_then(|o| o.id()).map(str::to_owned), grants)
+    };
+    let (east_acl, west_acl) = (acl_of(east.clone()).await, acl_of(west.clone()).await);
+    assert_eq!(east_acl, west_acl);
+    assert!(east_acl
+        .1
+        .iter()
+        .any(|(who, p)| who.ends_with("/AllUsers") && p == "READ"));
+    let (status, body) =
+        meridian_tests::anonymous_request(&regions.servers[1].endpoint, "GET", "/pub/open");
+    assert_eq!(status, 200, "west serves it to anyone");
+    assert!(body.ends_with("\r\n\r\nfor all"), "{body}");
+}

@@ -185,6 +185,8 @@ pub(super) fn apply_replica(
     }
     new.version_id = Some(version_id.clone());
     new.mtime = Some(mtime);
+    // The source's ACL (its owner and grants), not one made here for the replication user.
+    new.acl = replica.acl.clone();
     new.replication = ReplicationState::replica_from(&replica.region);
     // A replica is the source's version, whatever is current here.
     new.precondition = None;
@@ -269,6 +271,7 @@ mod tests {
             checksum: Some(crc("x")),
             delete_marker: false,
             sealed: None,
+            acl: None,
         }
     }
 
