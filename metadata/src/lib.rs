@@ -60,6 +60,8 @@ mod version_id;
 mod versions;
 #[cfg(feature = "db")]
 mod walk;
+#[cfg(feature = "db")]
+pub use walk::KeyFilter;
 
 #[cfg(feature = "db")]
 pub use access_keys::{AccessKeyRecord, GrantAccess, KeyGrant};

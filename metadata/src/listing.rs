@@ -12,10 +12,10 @@ use crate::keys;
 use crate::record::{ChecksumAlgorithm, Nanos};
 use crate::schema::{self, VersionSummary};
 use crate::store::MetaStore;
-use crate::walk::{Step, Walk};
+use crate::walk::{KeyFilter, Step, Walk};
 
 /// A ListObjects request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListObjectsQuery {
     pub prefix: String,
     pub delimiter: Option<String>,
@@ -36,7 +36,7 @@ impl Default for ListObjectsQuery {
 }
 
 /// One version as listings show it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectSummary {
     pub key: String,
     pub version_id: String,
@@ -64,7 +64,7 @@ impl ObjectSummary {
 }
 
 /// A page of ListObjects.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListObjectsPage {
     pub objects: Vec<ObjectSummary>,
     pub common_prefixes: Vec<String>,
@@ -74,7 +74,7 @@ pub struct ListObjectsPage {
 }
 
 /// A ListObjectVersions request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListVersionsQuery {
     pub prefix: String,
     pub delimiter: Option<String>,
@@ -97,7 +97,7 @@ impl Default for ListVersionsQuery {
 }
 
 /// A page of ListObjectVersions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListVersionsPage {
     /// Versions and delete markers, keys ascending, newest first per key.
     pub versions: Vec<ObjectSummary>,
@@ -121,6 +121,16 @@ impl MetaStore {
         bucket: &str,
         q: &ListObjectsQuery,
     ) -> Result<ListObjectsPage, MetaError> {
+        self.list_objects_keeping(bucket, q, None)
+    }
+
+    /// [`MetaStore::list_objects`] of the keys `keep` keeps.
+    pub fn list_objects_keeping(
+        &self,
+        bucket: &str,
+        q: &ListObjectsQuery,
+        keep: Option<KeyFilter<'_>>,
+    ) -> Result<ListObjectsPage, MetaError> {
         self.require_bucket(bucket)?;
         let mut page = ListObjectsPage::default();
         if q.max_keys == 0 {
@@ -138,7 +148,8 @@ impl MetaStore {
             q.delimiter.as_deref(),
             start,
             q.start_after.as_deref(),
-        );
+        )
+        .keeping(keep);
         let mut last = None;
         while let Some(step) = walk.next_step()? {
             if page.objects.len() + page.common_prefixes.len() == q.max_keys {
@@ -170,6 +181,16 @@ impl MetaStore {
         &self,
         bucket: &str,
         q: &ListVersionsQuery,
+    ) -> Result<ListVersionsPage, MetaError> {
+        self.list_versions_keeping(bucket, q, None)
+    }
+
+    /// [`MetaStore::list_versions`] of the keys `keep` keeps.
+    pub fn list_versions_keeping(
+        &self,
+        bucket: &str,
+        q: &ListVersionsQuery,
+        keep: Option<KeyFilter<'_>>,
     ) -> Result<ListVersionsPage, MetaError> {
         self.require_bucket(bucket)?;
         let mut page = ListVersionsPage::default();
@@ -206,7 +227,8 @@ impl MetaStore {
             q.delimiter.as_deref(),
             start,
             q.key_marker.as_deref(),
-        );
+        )
+        .keeping(keep);
         let mut last = None;
         while let Some(step) = walk.next_step()? {
             if page.versions.len() + page.common_prefixes.len() == q.max_keys {

@@ -365,8 +365,9 @@ impl MetaStore {
             version_id: version_id.to_owned(),
             kind: OutboxKind::DeleteVersion,
             origin: opts.replication.origin.clone(),
-            // Removing one version is not replicated (as on S3).
-            peers: Vec::new(),
+            // Removing one version is not replicated (as on S3): only the copies between the
+            // nodes of a region, which the caller names, take it.
+            peers: opts.replication.peers.keys().cloned().collect(),
             size: 0,
         };
         inner.commit(batch, Some(draft), "removing a version")?;

@@ -27,7 +27,12 @@ pub(crate) struct Walk<'a> {
     delimiter: Option<String>,
     /// Common prefixes `<=` this marker were reported by an earlier page: skip them.
     marker: Option<String>,
+    /// Only keys it keeps are walked (and roll up into common prefixes); all when `None`.
+    keep: Option<KeyFilter<'a>>,
 }
+
+/// Which object keys a listing shows (a node of a cluster shows the keys it answers for).
+pub type KeyFilter<'a> = &'a (dyn Fn(&str) -> bool + Sync);
 
 impl<'a> Walk<'a> {
     /// Walks `cf` (keys `esc(bucket) esc(key) suffix`) from the row key `start` (or the start
@@ -54,7 +59,13 @@ impl<'a> Walk<'a> {
             prefix: prefix.to_owned(),
             delimiter: delimiter.filter(|d| !d.is_empty()).map(str::to_owned),
             marker: marker.map(str::to_owned),
+            keep: None,
         }
+    }
+
+    /// The same walk over only the keys `keep` keeps.
+    pub fn keeping(self, keep: Option<KeyFilter<'a>>) -> Self {
+        Walk { keep, ..self }
     }
 
     pub fn next_step(&mut self) -> Result<Option<Step>, MetaError> {
@@ -72,6 +83,10 @@ impl<'a> Walk<'a> {
                 .ok_or_else(|| MetaError::corrupt(self.cf, row_key, "malformed key component"))?;
             let key =
                 String::from_utf8(raw).map_err(|e| MetaError::corrupt(self.cf, row_key, e))?;
+            if self.keep.is_some_and(|keep| !keep(&key)) {
+                self.it.next();
+                continue;
+            }
             if let Some(common) = self.common_prefix(&key) {
                 let mut under = self.bucket_prefix.clone();
                 keys::push_escaped(&mut under, common.as_bytes());
