@@ -63,6 +63,24 @@ pub struct PeerConfig {
     /// warning at every start; never a default.
     #[serde(default)]
     pub tls_insecure: bool,
+    /// Headers set on every request to this peer, computed when it is sent (the nodes of a
+    /// region name their layout's version on the copies they send each other).
+    #[serde(skip)]
+    pub stamp: Option<Stamp>,
+    /// Every change of every bucket goes, to the same bucket and key, removals of single
+    /// versions included, whatever the rules say: the copies between the nodes of a region.
+    #[serde(skip)]
+    pub mirror: bool,
+}
+
+/// Headers computed for each request to a peer.
+#[derive(Clone)]
+pub struct Stamp(pub std::sync::Arc<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>);
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stamp")
+    }
 }
 
 /// Compression of bodies sent to a peer.
@@ -110,6 +128,8 @@ impl PeerConfig {
             compression: Compression::None,
             ca_file: None,
             tls_insecure: false,
+            stamp: None,
+            mirror: false,
         }
     }
 

@@ -45,7 +45,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use config::{
-    Compression, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings,
+    Compression, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings, Stamp,
 };
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;

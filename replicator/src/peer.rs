@@ -39,6 +39,29 @@ pub struct Peer {
     pub(crate) metrics: PeerMetrics,
 }
 
+/// Sets a peer's [`Stamp`](crate::config::Stamp) headers on each request as it leaves.
+#[derive(Debug)]
+struct StampHeaders(crate::config::Stamp);
+
+impl aws_sdk_s3::config::Intercept for StampHeaders {
+    fn name(&self) -> &'static str {
+        "meridian-peer-stamp"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let headers = context.request_mut().headers_mut();
+        for (name, value) in (self.0 .0)() {
+            headers.insert(name, value);
+        }
+        Ok(())
+    }
+}
+
 /// What a peer says about a destination bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestinationCheck {
@@ -92,6 +115,10 @@ impl Peer {
                 tracing::error!(peer = %config.name, error = %e, "peer CA file unusable");
                 sdk.http_client(https_client_trusting(Vec::new()))
             }
+        };
+        let sdk = match &config.stamp {
+            Some(stamp) => sdk.interceptor(StampHeaders(stamp.clone())),
+            None => sdk,
         };
         let sdk = sdk.build();
         Peer {

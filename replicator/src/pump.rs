@@ -69,7 +69,10 @@ fn settlement_for(
     max_backoff: Duration,
 ) -> Settlement {
     let entry = job.entry();
-    let metadata_only = entry.kind.is_metadata_only();
+    // A removed version has no status left to keep (and a null version written since must
+    // not take this one's).
+    let metadata_only =
+        entry.kind.is_metadata_only() || entry.kind == meridian_metadata::OutboxKind::DeleteVersion;
     let retried = match job {
         Job::Retry(r) => Some(r.clone()),
         Job::Fresh(_) => None,

@@ -66,6 +66,9 @@ pub(crate) async fn send_change(
     entry: &OutboxEntry,
 ) -> Result<Sent, SendError> {
     if entry.kind == OutboxKind::DeleteVersion {
+        if peer.config.mirror {
+            return delete_version(peer, entry).await;
+        }
         return Ok(Sent::Skipped("removing a version is not replicated"));
     }
     let (b, k, v) = (
@@ -110,12 +113,43 @@ pub(crate) async fn send_change(
     }
 }
 
+/// Removes one version on a mirror peer (a node of this region): its own removal, not a
+/// replica of anything.
+async fn delete_version(peer: &Peer, entry: &OutboxEntry) -> Result<Sent, SendError> {
+    let what = format!(
+        "DeleteObject {}/{} (version {}) on peer {}",
+        entry.bucket,
+        entry.key,
+        entry.version_id,
+        peer.name()
+    );
+    peer.client
+        .delete_object()
+        .bucket(&entry.bucket)
+        .key(&entry.key)
+        .version_id(&entry.version_id)
+        .customize()
+        .config_override(crate::peer::control_call())
+        .send()
+        .await
+        .map_err(|e| SendError::from_sdk(&what, e))?;
+    Ok(Sent::done())
+}
+
 /// The rule that sends this version to `peer` now, read at send time.
 async fn current_target(
     shared: &Shared,
     peer: &Peer,
     record: &VersionRecord,
 ) -> Result<Option<Delivery>, SendError> {
+    if peer.config.mirror {
+        return Ok(Some(Delivery {
+            peer: peer.name().to_owned(),
+            bucket: record.bucket.clone(),
+            rule_id: "mirror".into(),
+            replica_kms_key_id: None,
+        }));
+    }
     let (rules, bucket) = (shared.rules.clone(), record.bucket.clone());
     // The cache answers from memory; a miss reads one small document.
     let rules = tokio::task::spawn_blocking(move || rules.get(&bucket))

@@ -817,7 +817,11 @@ impl Sender<'_> {
         } else {
             None
         };
-        let observed = ObservedVersion::from_head(&whole, part1.as_ref(), None);
+        let mut observed = ObservedVersion::from_head(&whole, part1.as_ref(), None);
+        // An unversioned bucket's HEAD names no version: its one version is the null one.
+        if meridian && record.version_id == "null" && observed.version_id.is_none() {
+            observed.version_id = Some(record.version_id.clone());
+        }
         let mut expected = expected_of(record, self.target);
         if part1.is_none() {
             expected.parts_count = None;
