@@ -78,7 +78,9 @@ enum ClusterCommand {
     /// Put a registered node in the layout. The first layout (once R nodes are in) takes
     /// effect at once; a later one is staged until its copies are filled.
     AddNode {
-        id: u32,
+        /// One or more node ids; the first layout of a region takes them all at once.
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<u32>,
         /// Copies of every partition (R), for the region's first layout.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
@@ -370,12 +372,12 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
             (control, status)
         }
         ClusterCommand::AddNode {
-            id,
+            ids,
             replicas,
             control,
         } => {
             let cp = ControlPlane::connect(&control.etcd, &control.region).await?;
-            let status = cp.add_node(id, replicas).await?;
+            let status = cp.add_nodes(&ids, replicas).await?;
             (control, status)
         }
         ClusterCommand::RemoveNode {

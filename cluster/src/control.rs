@@ -241,6 +241,32 @@ impl ControlPlane {
         Ok(self.get_json("layout/current").await?.map(|(l, _)| l))
     }
 
+    /// The current layout and its revision (for a compare-and-swap).
+    pub async fn current_layout_at(&self) -> Result<Option<(Layout, i64)>, ControlError> {
+        self.get_json("layout/current").await
+    }
+
+    /// Replaces the current layout with `change(current)` by compare-and-swap, again on a
+    /// conflict; `Ok(None)` when there is no layout or `change` has nothing to do.
+    pub async fn change_current(
+        &self,
+        change: impl Fn(&Layout) -> Option<Layout>,
+    ) -> Result<Option<Layout>, ControlError> {
+        for _ in 0..16 {
+            let Some((current, revision)) = self.current_layout_at().await? else {
+                return Ok(None);
+            };
+            let Some(next) = change(&current) else {
+                return Ok(None);
+            };
+            let value = serde_json::to_vec(&next).expect("a layout serializes");
+            if self.put_if("layout/current", revision, &value).await? {
+                return Ok(Some(next));
+            }
+        }
+        Err(ControlError::Conflict("layout/current"))
+    }
+
     pub async fn staged_layout(&self) -> Result<Option<Layout>, ControlError> {
         Ok(self.get_json("layout/staged").await?.map(|(l, _)| l))
     }
@@ -264,7 +290,14 @@ impl ControlPlane {
     /// region (once it has `replicas` active nodes) takes effect at once — there is nothing
     /// to fill; a later one is staged, to take effect once its copies are filled.
     pub async fn add_node(&self, id: NodeId, replicas: usize) -> Result<Status, ControlError> {
-        self.set_state(id, NodeState::Active).await?;
+        self.add_nodes(&[id], replicas).await
+    }
+
+    /// [`ControlPlane::add_node`] of several nodes in one layout change.
+    pub async fn add_nodes(&self, ids: &[NodeId], replicas: usize) -> Result<Status, ControlError> {
+        for id in ids {
+            self.set_state(*id, NodeState::Active).await?;
+        }
         self.restage(replicas).await?;
         self.status().await
     }

@@ -45,6 +45,10 @@ pub struct Layout {
     pub nodes: Vec<Node>,
     /// For each partition, its R nodes in order: the primary first.
     pub partitions: Vec<Vec<NodeId>>,
+    /// Nodes whose copies may be behind (marked down when they stopped answering): not
+    /// waited for, never made primary, until they have caught up and are marked up again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<NodeId>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -315,6 +319,7 @@ impl Layout {
             }
         }
         Ok(Layout {
+            down: Vec::new(),
             version: previous.map_or(1, |p| p.version + 1),
             replicas,
             nodes: nodes.to_vec(),
@@ -351,6 +356,68 @@ impl Layout {
             .collect()
     }
 
+    /// The nodes of `partition`, the primary first.
+    pub fn nodes_of(&self, partition: usize) -> &[NodeId] {
+        &self.partitions[partition]
+    }
+
+    /// The partition of (`bucket`, `key`) in this layout.
+    pub fn partition(&self, bucket: &str, key: &str) -> usize {
+        partition_of(bucket, key, self.partitions.len())
+    }
+
+    pub fn is_down(&self, node: NodeId) -> bool {
+        self.down.contains(&node)
+    }
+
+    /// The next version with `node` marked down: it is no longer waited for, and each
+    /// partition it was primary of is led by its first copy that is not down (a follower
+    /// promoted). `None` when it is down already. A partition whose every copy is down keeps
+    /// its order (it has no primary that can take writes until one comes back).
+    pub fn with_down(&self, node: NodeId) -> Option<Layout> {
+        if self.is_down(node) || !self.nodes.iter().any(|n| n.id == node) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.version += 1;
+        next.down.push(node);
+        next.down.sort_unstable();
+        for copies in &mut next.partitions {
+            if copies[0] != node {
+                continue;
+            }
+            if let Some(at) = copies
+                .iter()
+                .position(|n| !self.down.contains(n) && *n != node)
+            {
+                let promoted = copies.remove(at);
+                copies.insert(0, promoted);
+            }
+        }
+        Some(next)
+    }
+
+    /// The next version with `node` up again (caught up): waited for and eligible as
+    /// primary. Partitions whose every other copy is down get it back as primary. `None`
+    /// when it is not down.
+    pub fn with_up(&self, node: NodeId) -> Option<Layout> {
+        if !self.is_down(node) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.version += 1;
+        next.down.retain(|n| *n != node);
+        for copies in &mut next.partitions {
+            if next.down.contains(&copies[0]) {
+                if let Some(at) = copies.iter().position(|n| !next.down.contains(n)) {
+                    let promoted = copies.remove(at);
+                    copies.insert(0, promoted);
+                }
+            }
+        }
+        Some(next)
+    }
+
     /// The largest load over the mean, by weight: 1.0 is perfect balance.
     pub fn imbalance(&self) -> f64 {
         let total_weight: f64 = self.nodes.iter().map(|n| f64::from(n.weight)).sum();
@@ -367,6 +434,42 @@ impl Layout {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_node_marked_down_hands_its_primaries_to_followers_and_gets_them_back_only_if_needed() {
+        let nodes: Vec<Node> = (1..=3).map(|id| Node { id, weight: 1 }).collect();
+        let l = Layout::initial(&nodes, 64, 2).unwrap();
+        let led_by_2 = l.partitions.iter().filter(|p| p[0] == 2).count();
+        assert!(led_by_2 > 0);
+        let down = l.with_down(2).unwrap();
+        assert_eq!(down.version, l.version + 1);
+        assert_eq!(down.down, vec![2]);
+        assert!(down.partitions.iter().all(|p| p[0] != 2), "2 leads nothing");
+        for (before, after) in l.partitions.iter().zip(&down.partitions) {
+            let (mut b, mut a) = (before.clone(), after.clone());
+            b.sort_unstable();
+            a.sort_unstable();
+            assert_eq!(a, b, "the same copies, only their order changes");
+        }
+        assert!(down.with_down(2).is_none());
+        // 3 goes down too: partitions on {2, 3} have no copy up and keep their order.
+        let both = down.with_down(3).unwrap();
+        for p in &both.partitions {
+            if p.contains(&1) {
+                assert_eq!(p[0], 1);
+            }
+        }
+        // 2 comes back: it leads the partitions whose other copy (3) is down.
+        let back = both.with_up(2).unwrap();
+        assert_eq!(back.down, vec![3]);
+        for p in &back.partitions {
+            assert!(
+                p[0] != 3,
+                "a down node leads nothing while another copy is up"
+            );
+        }
+        assert!(back.with_up(2).is_none());
+    }
 
     fn nodes(n: u32) -> Vec<Node> {
         (1..=n).map(|id| Node { id, weight: 1 }).collect()
