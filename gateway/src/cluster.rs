@@ -1,15 +1,50 @@
-//! This node's place in a region of several nodes (`[cluster]` in the config): it registers
-//! in the control plane (etcd) and holds its lease there, and takes client writes only while
-//! it holds it — a node cut off from etcd stops writing by itself before its partitions can
-//! be handed to another. The data plane of such a region (copies on R nodes, forwarding,
-//! merged listings) is being built: see docs/CLUSTER.md.
+//! This node's place in a region of several nodes (`[cluster]` in the config).
+//!
+//! - **Control plane**: the node registers in etcd and holds its lease there; it takes client
+//!   writes only while it holds it, so a node cut off from etcd stops writing by itself
+//!   before its partitions can be handed to another.
+//! - **Routing**: a request for an object goes to the primary of the object's partition (any
+//!   node forwards it, streamed, with the client's signed headers untouched); a change to a
+//!   bucket (create, delete, configurations) is applied here and then on every other node.
+//! - **Copies**: the primary commits a version and the followers get it through the
+//!   replication machinery (one `sync` peer per other node, named `cluster.node-<id>`, whose
+//!   outbox also catches a returning node up). The write is acknowledged once every follower
+//!   that is not marked down has it; a follower that does not answer within `copy_timeout`
+//!   is marked down in etcd (a new layout version) first — never silently.
+//! - **Fencing**: every copy names the sender and its layout version; a node refuses a copy
+//!   from a node that is not the partition's primary in its layout (fetching a newer layout
+//!   first when the copy names one).
+//! - **Failover**: the lowest live node marks nodes whose lease lapsed down, which promotes
+//!   a follower of each partition they led. A node marked down marks itself up once no other
+//!   node has copies queued for it.
+//! - **Listings**: every node answers for the keys of the partitions it leads; a listing is
+//!   the merge of their pages (see `merge_*`).
+//!
+//! What is not built yet is listed in docs/CLUSTER.md.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
-use meridian_cluster::control::{ControlPlane, WriteGate};
-use meridian_metadata::MetaStore;
-use serde::Deserialize;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use meridian_cluster::control::{ControlPlane, Membership, NodeRecord, WriteGate};
+use meridian_cluster::layout::{Layout, NodeId};
+use meridian_metadata::{
+    ListObjectsPage, ListObjectsQuery, ListVersionsPage, ListVersionsQuery, MetaStore,
+    ObjectSummary,
+};
+use meridian_replicator::{
+    ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, Stamp,
+};
+use s3s::Body;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +62,9 @@ pub struct ClusterConfig {
     /// How long the node's lease lasts without a keep-alive (kept alive every third of it).
     #[serde(default = "ten_seconds", with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// How long a primary waits for a follower's copy before marking it down.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub copy_timeout: Duration,
 }
 
 fn one() -> u32 {
@@ -37,86 +75,1205 @@ fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
 
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
 /// The metadata setting that keeps the node's id once it was given one.
 const NODE_ID: &str = "cluster/node-id";
 
-/// Whether this node may take client writes: always without `[cluster]`, else while it
-/// holds its lease.
+/// On requests between the nodes: the region's hop token (derived from the root secret every
+/// node shares). A request carrying it is served where it arrives, never forwarded again.
+pub const HOP: &str = "x-meridian-cluster-hop";
+/// On copies: the node that sent it.
+pub const FROM: &str = "x-meridian-cluster-from";
+/// On copies: the version of the layout the sender went by.
+pub const EPOCH: &str = "x-meridian-cluster-epoch";
+/// The internal endpoints, between the nodes only.
+pub const INTERNAL: &str = "/_meridian/cluster/";
+/// How often a node reads the layout and the members from etcd.
+const REFRESH: Duration = Duration::from_millis(500);
+
+/// The name of the replication peer that carries copies to node `id`: not a valid name of a
+/// configured peer, so the two never mix.
+pub fn copy_peer(id: NodeId) -> String {
+    format!("cluster.node-{id}")
+}
+
+fn copy_peer_id(name: &str) -> Option<NodeId> {
+    name.strip_prefix("cluster.node-")?.parse().ok()
+}
+
+/// What a node knows of the region, refreshed from etcd.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub layout: Option<Layout>,
+    pub endpoints: BTreeMap<NodeId, String>,
+    pub alive: Vec<NodeId>,
+}
+
+struct Joined {
+    id: NodeId,
+    control: ControlPlane,
+    gate: WriteGate,
+    /// Held for the life of the process; dropping it would give up the lease.
+    _membership: Membership,
+}
+
+/// What the node needs to make copies: a replicator with one `sync` peer per other node.
+pub struct CopyParts {
+    pub meta: MetaStore,
+    pub source: Arc<dyn ObjectSource>,
+    pub settings: ReplicationSettings,
+    pub root: (String, String),
+    pub geo_peers: Vec<String>,
+}
+
+struct Copies {
+    replicator: Replicator,
+    peers: BTreeMap<NodeId, String>,
+    stop: watch::Sender<bool>,
+}
+
+pub struct ClusterNode {
+    config: ClusterConfig,
+    region: String,
+    hop: String,
+    parts: CopyParts,
+    domains: crate::host::Domains,
+    joined: OnceLock<Joined>,
+    view: RwLock<Arc<View>>,
+    epoch: Arc<AtomicU64>,
+    copies: Mutex<Option<Copies>>,
+    http: Client<HttpConnector, Body>,
+}
+
+/// Whether this node may take client writes, and its cluster if it is in one.
 #[derive(Clone, Default)]
 pub struct ClusterGate {
-    gate: Option<Arc<OnceLock<WriteGate>>>,
+    node: Option<Arc<ClusterNode>>,
 }
 
 impl ClusterGate {
     pub fn may_write(&self) -> bool {
-        match &self.gate {
+        match &self.node {
             None => true,
-            Some(g) => g.get().is_some_and(WriteGate::may_write),
+            Some(n) => n.joined.get().is_some_and(|j| j.gate.may_write()),
         }
     }
 
-    /// Joins the control plane in the background (again and again until etcd answers) and
-    /// holds the lease for the life of the process.
-    pub fn join(config: ClusterConfig, region: String, meta: MetaStore) -> ClusterGate {
-        let cell = Arc::new(OnceLock::new());
-        tokio::spawn(hold(config, region, meta, cell.clone()));
-        ClusterGate { gate: Some(cell) }
+    pub fn node(&self) -> Option<&Arc<ClusterNode>> {
+        self.node.as_ref()
+    }
+
+    /// Joins the control plane in the background (again and again until etcd answers),
+    /// holds the lease for the life of the process, and keeps the region's view fresh.
+    pub fn join(
+        config: ClusterConfig,
+        region: String,
+        domains: crate::host::Domains,
+        parts: CopyParts,
+    ) -> ClusterGate {
+        let hop = hop_token(&region, &parts.root.1);
+        let node = Arc::new(ClusterNode {
+            config,
+            region,
+            hop,
+            parts,
+            domains,
+            joined: OnceLock::new(),
+            view: RwLock::new(Arc::new(View::default())),
+            epoch: Arc::new(AtomicU64::new(0)),
+            copies: Mutex::new(None),
+            http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+        });
+        tokio::spawn(node.clone().run());
+        ClusterGate { node: Some(node) }
     }
 }
 
-async fn hold(
-    config: ClusterConfig,
-    region: String,
-    meta: MetaStore,
-    cell: Arc<OnceLock<WriteGate>>,
-) {
-    let mut delay = Duration::from_millis(200);
-    let (control, record) = loop {
-        match join_once(&config, &region, &meta).await {
-            Ok(joined) => break joined,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot join the cluster's control plane yet: no client writes until it does");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+fn hop_token(region: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"meridian-cluster-hop\0");
+    h.update(region.as_bytes());
+    h.update([0]);
+    h.update(secret.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A change to a bucket applied here, to be applied on every other node once it succeeded.
+pub struct BucketChange {
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+/// The largest bucket change sent to the other nodes (configuration documents are smaller).
+const MAX_BUCKET_CHANGE: usize = 8 << 20;
+
+/// Sends `req` where it is served: `Ok` with the request when that is here (and the change to
+/// send on to the other nodes, for a bucket change), `Err` with the answer when it was
+/// forwarded or refused.
+pub async fn routed(
+    node: &ClusterNode,
+    req: Request<Body>,
+) -> Result<(Request<Body>, Option<BucketChange>), Response<Body>> {
+    if node.is_hop(req.headers()) {
+        node.check_copy(&req).await?;
+        return Ok((req, None));
+    }
+    match node.route(&req) {
+        Route::Local => Ok((req, None)),
+        Route::Forward(endpoint) => Err(node.forward(&endpoint, req).await),
+        Route::Refuse(status, code, message) => Err(error_response(status, code, message)),
+        Route::Broadcast => {
+            let (parts, body) = req.into_parts();
+            let body = match http_body_util::Limited::new(body, MAX_BUCKET_CHANGE)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return Err(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "MaxMessageLengthExceeded",
+                        "Your request was too big.",
+                    ))
+                }
+            };
+            let change = BucketChange {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body: body.clone(),
+            };
+            Ok((Request::from_parts(parts, Body::from(body)), Some(change)))
+        }
+    }
+}
+
+/// Where a request is served.
+pub enum Route {
+    Local,
+    /// At the partition's primary.
+    Forward(String),
+    /// Here, then on every other node.
+    Broadcast,
+    Refuse(StatusCode, &'static str, &'static str),
+}
+
+impl ClusterNode {
+    pub fn id(&self) -> Option<NodeId> {
+        self.joined.get().map(|j| j.id)
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn layout(&self) -> Option<(Layout, NodeId)> {
+        Some((self.view().layout.clone()?, self.id()?))
+    }
+
+    /// Ready to serve: joined, holding its lease, and the region's layout known.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        match self.joined.get() {
+            None => Err("not joined to the cluster's control plane yet"),
+            Some(j) if !j.gate.may_write() => Err("not holding its lease in the control plane"),
+            Some(_) if self.view().layout.is_none() => Err("the region has no layout yet"),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Whether a request comes from another node of the region.
+    pub fn is_hop(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(HOP)
+            .is_some_and(|v| v.as_bytes() == self.hop.as_bytes())
+    }
+
+    /// Whether this node answers for (`bucket`, `key`) in listings: it leads its partition
+    /// (every key when there is no layout yet).
+    pub fn answers_for(&self, layout: Option<&Layout>, bucket: &str, key: &str) -> bool {
+        match (layout, self.id()) {
+            (Some(l), Some(me)) => l.nodes_of(l.partition(bucket, key))[0] == me,
+            _ => true,
+        }
+    }
+
+    /// The copy peers a new version of (`bucket`, `key`) must reach: the followers of its
+    /// partition when this node leads it (down ones too: they catch up from the outbox).
+    pub fn copy_peers(&self, bucket: &str, key: &str) -> Vec<String> {
+        let Some((layout, me)) = self.layout() else {
+            return Vec::new();
+        };
+        let nodes = layout.nodes_of(layout.partition(bucket, key));
+        if nodes[0] != me {
+            return Vec::new();
+        }
+        nodes[1..].iter().map(|id| copy_peer(*id)).collect()
+    }
+
+    /// After a commit that queued copies: waits until every follower that is not down has
+    /// it; a follower that does not answer in time is marked down in etcd before this
+    /// returns. `Err` (the write is not acknowledged) when that cannot be recorded.
+    pub async fn await_copies(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+    ) -> Result<(), String> {
+        let layout = self.view().layout.clone();
+        let waited: Vec<String> = peers
+            .iter()
+            .filter(|p| {
+                copy_peer_id(p).is_some_and(|id| layout.as_ref().is_some_and(|l| !l.is_down(id)))
+            })
+            .cloned()
+            .collect();
+        if waited.is_empty() {
+            return Ok(());
+        }
+        let replicator = match &*self.copies.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(c) => c.replicator.clone(),
+            None => return Err("the copies to the other nodes are not set up yet".into()),
+        };
+        replicator.changed();
+        let late = replicator
+            .wait_synced(bucket, key, version_id, &waited)
+            .await;
+        for peer in late {
+            let Some(id) = copy_peer_id(&peer) else {
+                continue;
+            };
+            tracing::warn!(%bucket, %key, version = %version_id, node = id, "a follower did not take a copy in time: marking it down");
+            self.mark_down(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn mark_down(&self, id: NodeId) -> Result<(), String> {
+        let joined = self.joined.get().ok_or("not joined")?;
+        joined
+            .control
+            .change_current(|l| l.with_down(id))
+            .await
+            .map_err(|e| format!("marking node {id} down: {e}"))?;
+        self.refresh().await.map_err(|e| e.to_string())
+    }
+
+    /// Where a request is served (before s3s sees it).
+    pub fn route<B>(&self, req: &Request<B>) -> Route {
+        let path = req.uri().path();
+        if path.starts_with(crate::admin::AdminApi::PREFIX) || self.is_hop(req.headers()) {
+            return Route::Local;
+        }
+        let Some((bucket, key)) = self.bucket_and_key(req) else {
+            return Route::Local; // ListBuckets
+        };
+        let method = req.method();
+        let Some((layout, me)) = self.layout() else {
+            // Bucket changes reach every known node; objects wait for the first layout.
+            return match key {
+                None if method == Method::GET || method == Method::HEAD => Route::Local,
+                None => Route::Broadcast,
+                Some(_) => Route::Refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The region has no layout yet (meridian cluster add-node)",
+                ),
+            };
+        };
+        let Some(key) = key else {
+            if method == Method::GET || method == Method::HEAD {
+                return Route::Local;
+            }
+            let query = req.uri().query().unwrap_or_default();
+            if method == Method::POST
+                && query
+                    .split('&')
+                    .any(|p| p == "delete" || p.starts_with("delete="))
+            {
+                return Route::Refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "NotImplemented",
+                    "DeleteObjects is not implemented in a region of several nodes yet; delete the keys one by one",
+                );
+            }
+            if method == Method::POST {
+                return Route::Refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "NotImplemented",
+                    "Browser form uploads (POST Object) are not implemented in a region of several nodes yet",
+                );
+            }
+            return Route::Broadcast;
+        };
+        let primary = layout.nodes_of(layout.partition(&bucket, &key))[0];
+        if let Some(source) = req.headers().get("x-amz-copy-source") {
+            let source = source.to_str().unwrap_or_default();
+            let source = percent_encoding::percent_decode_str(source.trim_start_matches('/'))
+                .decode_utf8_lossy()
+                .into_owned();
+            let source = source.split("?versionId=").next().unwrap_or_default();
+            if let Some((sb, sk)) = source.split_once('/') {
+                if layout.nodes_of(layout.partition(sb, sk))[0] != primary {
+                    return Route::Refuse(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "NotImplemented",
+                        "A copy between objects led by different nodes is not implemented in a region of several nodes yet",
+                    );
+                }
             }
         }
-    };
-    tracing::info!(node = record.id, endpoint = %record.endpoint, "joined the cluster's control plane");
-    let membership = control.hold(record, config.lease_ttl);
-    let _ = cell.set(membership.gate());
-    // The membership lives as long as the process; dropping it would give up the lease.
-    std::future::pending::<()>().await;
-    drop(membership);
+        if primary == me {
+            return Route::Local;
+        }
+        match self.view().endpoints.get(&primary) {
+            Some(endpoint) => Route::Forward(endpoint.clone()),
+            None => Route::Refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The node that leads this object's partition is not known yet",
+            ),
+        }
+    }
+
+    /// The bucket and key a request names (path-style, or virtual-hosted under a configured
+    /// domain); the key is `None` for a bucket request.
+    fn bucket_and_key<B>(&self, req: &Request<B>) -> Option<(String, Option<String>)> {
+        let path = req.uri().path();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let (bucket, key) = match self.domains.bucket_of(host) {
+            Some((_, bucket)) => (bucket.to_owned(), path.trim_start_matches('/').to_owned()),
+            None => {
+                let rest = path.strip_prefix('/')?;
+                match rest.split_once('/') {
+                    Some((b, k)) => (b.to_owned(), k.to_owned()),
+                    None => (rest.to_owned(), String::new()),
+                }
+            }
+        };
+        if bucket.is_empty() {
+            return None;
+        }
+        Some((decode(&bucket), (!key.is_empty()).then(|| decode(&key))))
+    }
+
+    /// Sends `req` to `endpoint` as it came (its signed headers untouched, the body streamed
+    /// through), marked as a hop so that it is served there.
+    pub async fn forward(&self, endpoint: &str, req: Request<Body>) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let target = format!(
+            "{}{}",
+            endpoint.trim_end_matches('/'),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        parts.uri = match target.parse() {
+            Ok(uri) => uri,
+            Err(_) => return internal_error("a node's endpoint is not a URL"),
+        };
+        parts.version = http::Version::HTTP_11;
+        parts.headers.insert(
+            HOP,
+            HeaderValue::from_str(&self.hop).expect("hex is a header value"),
+        );
+        match self.http.request(Request::from_parts(parts, body)).await {
+            Ok(resp) => resp.map(Body::from),
+            Err(e) => {
+                tracing::warn!(%endpoint, error = %e, "forwarding to the partition's primary failed");
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The node that leads this object's partition did not answer; try again",
+                )
+            }
+        }
+    }
+
+    /// Sends a bucket change that succeeded here to every other node.
+    pub async fn broadcast(&self, change: BucketChange) {
+        let BucketChange {
+            method,
+            uri,
+            headers,
+            body,
+        } = change;
+        let me = self.id();
+        let endpoints: Vec<(NodeId, String)> = self
+            .view()
+            .endpoints
+            .iter()
+            .filter(|(id, _)| Some(**id) != me)
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        let sends = endpoints.into_iter().map(|(id, endpoint)| {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri.clone())
+                .body(Body::from(body.clone()))
+                .expect("a request from parts");
+            *req.headers_mut() = headers.clone();
+            async move {
+                let resp =
+                    tokio::time::timeout(Duration::from_secs(10), self.forward(&endpoint, req))
+                        .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(
+                            node = id,
+                            status = r.status().as_u16(),
+                            "a bucket change did not apply on another node"
+                        )
+                    }
+                    Err(_) => tracing::warn!(
+                        node = id,
+                        "a bucket change was not answered by another node in time"
+                    ),
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    /// The internal endpoints (`/_meridian/cluster/...`), for requests between the nodes.
+    pub async fn internal(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        if !self.is_hop(req.headers()) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Between the nodes of a region only",
+            );
+        }
+        let path = req.uri().path().trim_start_matches(INTERNAL).to_owned();
+        match path.as_str() {
+            "list" => {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return internal_error("reading the request"),
+                };
+                let ask: ListAsk = match serde_json::from_slice(&body) {
+                    Ok(a) => a,
+                    Err(_) => {
+                        return error_response(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidArgument",
+                            "bad listing request",
+                        )
+                    }
+                };
+                match self.list_here(ask).await {
+                    Ok(answer) => json_response(&answer),
+                    Err(e) => internal_error(&e),
+                }
+            }
+            "backlog" => {
+                let node = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("node="))
+                    .and_then(|n| n.parse::<NodeId>().ok());
+                let Some(node) = node else {
+                    return error_response(StatusCode::BAD_REQUEST, "InvalidArgument", "node=ID");
+                };
+                match self.backlog_for(node).await {
+                    Ok(pending) => json_response(&serde_json::json!({ "pending": pending })),
+                    Err(e) => internal_error(&e),
+                }
+            }
+            _ => error_response(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "No such internal endpoint",
+            ),
+        }
+    }
+
+    /// Changes queued here for node `id` and not yet taken by it.
+    async fn backlog_for(&self, id: NodeId) -> Result<u64, String> {
+        let replicator = match &*self.copies.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(c) => c.replicator.clone(),
+            None => return Err("copies not set up yet".into()),
+        };
+        let name = copy_peer(id);
+        let reports = replicator.status(None).await?;
+        Ok(reports.iter().find(|r| r.peer == name).map_or(0, |r| {
+            r.pending.pending_versions + r.pending.retrying + r.pending.failed
+        }))
+    }
+
+    /// Checks a copy sent by another node: its sender must lead the object's partition in
+    /// this node's layout (fetched again when the copy names a newer one).
+    pub async fn check_copy<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
+        let (Some(from), Some(epoch)) = (req.headers().get(FROM), req.headers().get(EPOCH)) else {
+            return Ok(());
+        };
+        let from: Option<NodeId> = from.to_str().ok().and_then(|s| s.parse().ok());
+        let epoch: u64 = epoch
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if epoch > self.epoch.load(Ordering::Acquire) {
+            let _ = self.refresh().await;
+        }
+        let Some((layout, _)) = self.layout() else {
+            return Ok(());
+        };
+        let Some((bucket, Some(key))) = self.bucket_and_key(req) else {
+            return Ok(());
+        };
+        let leader = layout.nodes_of(layout.partition(&bucket, &key))[0];
+        if Some(leader) != from {
+            tracing::warn!(%bucket, %key, from = ?from, epoch, leader, "refused a copy from a node that no longer leads the partition");
+            return Err(error_response(
+                StatusCode::CONFLICT,
+                "OperationAborted",
+                "The sending node does not lead this object's partition in the current layout",
+            ));
+        }
+        Ok(())
+    }
+
+    /// One node's share of a listing: the keys it answers for.
+    async fn list_here(&self, ask: ListAsk) -> Result<ListAnswer, String> {
+        if ask.epoch() > self.epoch.load(Ordering::Acquire) {
+            let _ = self.refresh().await;
+        }
+        let layout = self.view().layout.clone();
+        let meta = self.parts.meta.clone();
+        let me = self.id();
+        tokio::task::spawn_blocking(move || {
+            let answers = |bucket: &str, key: &str| match (&layout, me) {
+                (Some(l), Some(me)) => l.nodes_of(l.partition(bucket, key))[0] == me,
+                _ => true,
+            };
+            match ask {
+                ListAsk::Objects { bucket, query, .. } => {
+                    let keep = |k: &str| answers(&bucket, k);
+                    meta.list_objects_keeping(&bucket, &query, Some(&keep))
+                        .map(ListAnswer::Objects)
+                }
+                ListAsk::Versions { bucket, query, .. } => {
+                    let keep = |k: &str| answers(&bucket, k);
+                    meta.list_versions_keeping(&bucket, &query, Some(&keep))
+                        .map(ListAnswer::Versions)
+                }
+            }
+            .map_err(|e| match e {
+                meridian_metadata::MetaError::NoSuchBucket { .. } => "NoSuchBucket".to_owned(),
+                e => e.to_string(),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The nodes that lead at least one partition: those a listing asks.
+    fn leaders(layout: &Layout) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = layout.partitions.iter().map(|p| p[0]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    async fn ask(&self, node: NodeId, ask: &ListAsk) -> Result<ListAnswer, String> {
+        if Some(node) == self.id() {
+            return self.list_here(ask.clone()).await;
+        }
+        let endpoint = self
+            .view()
+            .endpoints
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| format!("node {node} is not known"))?;
+        let body = serde_json::to_vec(ask).expect("a listing request serializes");
+        let req = Request::post(format!("{}{INTERNAL}list", endpoint.trim_end_matches('/')))
+            .header(HOP, &self.hop)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a listing request");
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
+            .await
+            .map_err(|_| format!("node {node} did not answer a listing in time"))?
+            .map_err(|e| format!("node {node}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("node {node}: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("NoSuchBucket") {
+                return Err("NoSuchBucket".into());
+            }
+            return Err(format!("node {node} answered {status}: {text}"));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("node {node}: {e}"))
+    }
+
+    async fn ask_leaders(&self, ask: ListAsk) -> Result<Vec<ListAnswer>, String> {
+        let Some((layout, _)) = self.layout() else {
+            return Ok(vec![self.list_here(ask).await?]);
+        };
+        let asks = Self::leaders(&layout).into_iter().map(|node| {
+            let ask = &ask;
+            async move { self.ask(node, ask).await }
+        });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+
+    /// ListObjects(V2) over the whole region.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        query: ListObjectsQuery,
+    ) -> Result<ListObjectsPage, String> {
+        let max = query.max_keys;
+        let answers = self
+            .ask_leaders(ListAsk::Objects {
+                bucket: bucket.to_owned(),
+                query,
+                epoch: self.epoch.load(Ordering::Acquire),
+            })
+            .await?;
+        let pages = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                ListAnswer::Objects(p) => Some(p),
+                ListAnswer::Versions(_) => None,
+            })
+            .collect();
+        Ok(merge_objects(pages, max))
+    }
+
+    /// ListObjectVersions over the whole region.
+    pub async fn list_versions(
+        &self,
+        bucket: &str,
+        query: ListVersionsQuery,
+    ) -> Result<ListVersionsPage, String> {
+        let max = query.max_keys;
+        let answers = self
+            .ask_leaders(ListAsk::Versions {
+                bucket: bucket.to_owned(),
+                query,
+                epoch: self.epoch.load(Ordering::Acquire),
+            })
+            .await?;
+        let pages = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                ListAnswer::Versions(p) => Some(p),
+                ListAnswer::Objects(_) => None,
+            })
+            .collect();
+        Ok(merge_versions(pages, max))
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut delay = Duration::from_millis(200);
+        let record = loop {
+            match self.join_once().await {
+                Ok(joined) => break joined,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join the cluster's control plane yet: no client writes until it does");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!(node = record.id, endpoint = %record.endpoint, "joined the cluster's control plane");
+        let started = Instant::now();
+        let mut trimmed = Instant::now();
+        loop {
+            if let Err(e) = self.refresh().await {
+                tracing::debug!(error = %e, "reading the region's layout");
+            }
+            self.keep_copies();
+            if started.elapsed() > self.config.lease_ttl * 2 {
+                self.fail_over().await;
+                self.catch_up().await;
+            }
+            if trimmed.elapsed() > Duration::from_secs(60) {
+                trimmed = Instant::now();
+                self.trim_outbox().await;
+            }
+            tokio::time::sleep(REFRESH).await;
+        }
+    }
+
+    async fn join_once(&self) -> anyhow::Result<NodeRecord> {
+        let control = ControlPlane::connect(&self.config.etcd, &self.region).await?;
+        let meta = self.parts.meta.clone();
+        let stored = tokio::task::spawn_blocking(move || meta.setting(NODE_ID)).await??;
+        let known = match (self.config.node_id, stored) {
+            (Some(id), _) => Some(id),
+            (None, Some(bytes)) => Some(
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("the stored cluster node id is not a number"))?,
+            ),
+            (None, None) => None,
+        };
+        let record = control
+            .register(known, &self.config.endpoint, self.config.weight)
+            .await?;
+        if known.is_none() {
+            let meta = self.parts.meta.clone();
+            let id = record.id.to_string();
+            tokio::task::spawn_blocking(move || meta.put_setting(NODE_ID, Some(id.as_bytes())))
+                .await??;
+        }
+        let membership = control.hold(record.clone(), self.config.lease_ttl);
+        let _ = self.joined.set(Joined {
+            id: record.id,
+            gate: membership.gate(),
+            control,
+            _membership: membership,
+        });
+        Ok(record)
+    }
+
+    /// Reads the layout, the nodes and the live members from etcd.
+    async fn refresh(&self) -> Result<(), meridian_cluster::control::ControlError> {
+        let Some(joined) = self.joined.get() else {
+            return Ok(());
+        };
+        let layout = joined.control.current_layout().await?;
+        let nodes = joined.control.nodes().await?;
+        let alive = joined.control.alive().await?;
+        let view = View {
+            endpoints: nodes.into_iter().map(|n| (n.id, n.endpoint)).collect(),
+            alive,
+            layout,
+        };
+        if let Some(l) = &view.layout {
+            self.epoch.fetch_max(l.version, Ordering::AcqRel);
+        }
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        Ok(())
+    }
+
+    /// (Re)builds the copy replicator when the set of other nodes changed.
+    fn keep_copies(&self) {
+        let Some(me) = self.id() else { return };
+        let others: BTreeMap<NodeId, String> = self
+            .view()
+            .endpoints
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        let mut copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        if copies.as_ref().is_some_and(|c| c.peers == others) {
+            return;
+        }
+        if let Some(old) = copies.take() {
+            old.stop.send_replace(true);
+        }
+        let (root_key, root_secret) = &self.parts.root;
+        let stamp = {
+            let epoch = self.epoch.clone();
+            let hop = self.hop.clone();
+            Stamp(Arc::new(move || {
+                vec![
+                    (HOP, hop.clone()),
+                    (FROM, me.to_string()),
+                    (EPOCH, epoch.load(Ordering::Acquire).to_string()),
+                ]
+            }))
+        };
+        let peers = others
+            .iter()
+            .map(|(id, endpoint)| PeerConfig {
+                region: self.region.clone(),
+                mode: PeerMode::Sync,
+                sync_timeout: self.config.copy_timeout,
+                proxy_reads: false,
+                stamp: Some(stamp.clone()),
+                mirror: true,
+                ..PeerConfig::new(&copy_peer(*id), endpoint, root_key, root_secret)
+            })
+            .collect();
+        let settings = ReplicationSettings {
+            // A node that comes back is caught up within seconds, not minutes.
+            max_backoff: self.parts.settings.max_backoff.min(Duration::from_secs(2)),
+            ..self.parts.settings.clone()
+        };
+        let replicator = Replicator::new(
+            self.parts.meta.clone(),
+            self.parts.source.clone(),
+            peers,
+            settings,
+            self.region.clone(),
+            &prometheus::Registry::new(),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        replicator.spawn(stop_rx);
+        tracing::info!(nodes = ?others.keys().collect::<Vec<_>>(), "copies to the other nodes of the region set up");
+        *copies = Some(Copies {
+            replicator,
+            peers: others,
+            stop,
+        });
+    }
+
+    /// The lowest live node marks down the nodes of the layout whose lease lapsed.
+    async fn fail_over(&self) {
+        let (Some(joined), view) = (self.joined.get(), self.view()) else {
+            return;
+        };
+        let Some(layout) = &view.layout else { return };
+        if !joined.gate.may_write() || view.alive.first() != Some(&joined.id) {
+            return;
+        }
+        for node in &layout.nodes {
+            if !view.alive.contains(&node.id) && !layout.is_down(node.id) {
+                tracing::warn!(
+                    node = node.id,
+                    "a node's lease lapsed: marking it down, its partitions go to their followers"
+                );
+                if let Err(e) = self.mark_down(node.id).await {
+                    tracing::warn!(error = %e, "marking a node down failed; will retry");
+                }
+            }
+        }
+    }
+
+    /// A node marked down marks itself up once no other node has copies queued for it.
+    async fn catch_up(&self) {
+        let (Some(joined), view) = (self.joined.get(), self.view()) else {
+            return;
+        };
+        let Some(layout) = &view.layout else { return };
+        if !layout.is_down(joined.id) || !joined.gate.may_write() {
+            return;
+        }
+        for node in &layout.nodes {
+            if node.id == joined.id || layout.is_down(node.id) {
+                continue;
+            }
+            let Some(endpoint) = view.endpoints.get(&node.id) else {
+                return;
+            };
+            let req = Request::get(format!(
+                "{}{INTERNAL}backlog?node={}",
+                endpoint.trim_end_matches('/'),
+                joined.id
+            ))
+            .header(HOP, &self.hop)
+            .body(Body::empty())
+            .expect("a backlog request");
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await
+            else {
+                return;
+            };
+            if !resp.status().is_success() {
+                return;
+            }
+            let Ok(body) = resp.into_body().collect().await else {
+                return;
+            };
+            let pending = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                .ok()
+                .and_then(|v| v["pending"].as_u64());
+            if pending != Some(0) {
+                tracing::info!(node = node.id, pending = ?pending, "catching up before marking this node up");
+                return;
+            }
+        }
+        match joined
+            .control
+            .change_current(|l| l.with_up(joined.id))
+            .await
+        {
+            Ok(Some(l)) => {
+                tracing::info!(
+                    version = l.version,
+                    "caught up: this node is marked up again"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "marking this node up failed; will retry"),
+        }
+    }
+
+    /// Trims the outbox below what every peer, geo and copy, has taken.
+    async fn trim_outbox(&self) {
+        let me = self.id();
+        let mut peers = self.parts.geo_peers.clone();
+        peers.extend(
+            self.view()
+                .endpoints
+                .keys()
+                .filter(|id| Some(**id) != me)
+                .map(|id| copy_peer(*id)),
+        );
+        let meta = self.parts.meta.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut below = u64::MAX;
+            for p in &peers {
+                below = below.min(meta.outbox_cursor(p)?);
+            }
+            if below != 0 && below != u64::MAX {
+                meta.outbox_trim(below)?;
+            }
+            Ok::<_, meridian_metadata::MetaError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "trimming the outbox failed; will retry");
+        }
+    }
 }
 
-async fn join_once(
-    config: &ClusterConfig,
-    region: &str,
-    meta: &MetaStore,
-) -> anyhow::Result<(ControlPlane, meridian_cluster::control::NodeRecord)> {
-    let control = ControlPlane::connect(&config.etcd, region).await?;
-    let stored = {
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || meta.setting(NODE_ID)).await??
-    };
-    let known = match (config.node_id, stored) {
-        (Some(id), _) => Some(id),
-        (None, Some(bytes)) => Some(
-            std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("the stored cluster node id is not a number"))?,
-        ),
-        (None, None) => None,
-    };
-    let record = control
-        .register(known, &config.endpoint, config.weight)
-        .await?;
-    if known.is_none() {
-        let meta = meta.clone();
-        let id = record.id.to_string();
-        tokio::task::spawn_blocking(move || meta.put_setting(NODE_ID, Some(id.as_bytes())))
-            .await??;
+/// A listing asked of one node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum ListAsk {
+    Objects {
+        bucket: String,
+        query: ListObjectsQuery,
+        epoch: u64,
+    },
+    Versions {
+        bucket: String,
+        query: ListVersionsQuery,
+        epoch: u64,
+    },
+}
+
+impl ListAsk {
+    fn epoch(&self) -> u64 {
+        match self {
+            ListAsk::Objects { epoch, .. } | ListAsk::Versions { epoch, .. } => *epoch,
+        }
     }
-    Ok((control, record))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "page", rename_all = "kebab-case")]
+enum ListAnswer {
+    Objects(ListObjectsPage),
+    Versions(ListVersionsPage),
+}
+
+/// One entry of a merged listing.
+enum Entry {
+    Row(ObjectSummary),
+    Prefix(String),
+}
+
+impl Entry {
+    fn key(&self) -> &str {
+        match self {
+            Entry::Row(o) => &o.key,
+            Entry::Prefix(p) => p,
+        }
+    }
+}
+
+/// The first `max` entries of the union of the nodes' pages, in key order (a key's versions
+/// all come from the one node that answers for it, newest first, and keep that order).
+/// Each node returned its own first `max` entries, so the union holds the region's first
+/// `max`; the page is truncated when there were more, or a node had more.
+fn merge(pages: Vec<(Vec<ObjectSummary>, Vec<String>, bool)>, max: usize) -> (Vec<Entry>, bool) {
+    let mut truncated = false;
+    let mut entries = Vec::new();
+    for (rows, prefixes, more) in pages {
+        truncated |= more;
+        entries.extend(rows.into_iter().map(Entry::Row));
+        entries.extend(prefixes.into_iter().map(Entry::Prefix));
+    }
+    entries.sort_by(|a, b| a.key().cmp(b.key()));
+    entries.dedup_by(|a, b| matches!((a, b), (Entry::Prefix(x), Entry::Prefix(y)) if x == y));
+    if entries.len() > max {
+        truncated = true;
+        entries.truncate(max);
+    }
+    (entries, truncated)
+}
+
+fn merge_objects(pages: Vec<ListObjectsPage>, max: usize) -> ListObjectsPage {
+    let (entries, is_truncated) = merge(
+        pages
+            .into_iter()
+            .map(|p| (p.objects, p.common_prefixes, p.is_truncated))
+            .collect(),
+        max,
+    );
+    let next_marker = is_truncated
+        .then(|| entries.last().map(|e| e.key().to_owned()))
+        .flatten();
+    let mut page = ListObjectsPage {
+        is_truncated,
+        next_marker,
+        ..ListObjectsPage::default()
+    };
+    for e in entries {
+        match e {
+            Entry::Row(o) => page.objects.push(o),
+            Entry::Prefix(p) => page.common_prefixes.push(p),
+        }
+    }
+    page
+}
+
+fn merge_versions(pages: Vec<ListVersionsPage>, max: usize) -> ListVersionsPage {
+    let (entries, is_truncated) = merge(
+        pages
+            .into_iter()
+            .map(|p| (p.versions, p.common_prefixes, p.is_truncated))
+            .collect(),
+        max,
+    );
+    let mut page = ListVersionsPage {
+        is_truncated,
+        ..ListVersionsPage::default()
+    };
+    if is_truncated {
+        match entries.last() {
+            Some(Entry::Row(o)) => {
+                page.next_key_marker = Some(o.key.clone());
+                page.next_version_id_marker = Some(o.version_id.clone());
+            }
+            Some(Entry::Prefix(p)) => page.next_key_marker = Some(p.clone()),
+            None => {}
+        }
+    }
+    for e in entries {
+        match e {
+            Entry::Row(o) => page.versions.push(o),
+            Entry::Prefix(p) => page.common_prefixes.push(p),
+        }
+    }
+    page
+}
+
+fn json_response<T: Serialize>(value: &T) -> Response<Body> {
+    let mut resp = Response::new(Body::from(
+        serde_json::to_vec(value).expect("an answer serializes"),
+    ));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn internal_error(message: &str) -> Response<Body> {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+}
+
+/// An S3 error document.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+        escape(code),
+        escape(message)
+    );
+    let mut resp = Response::new(Body::from(xml));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, version: &str) -> ObjectSummary {
+        ObjectSummary {
+            key: key.into(),
+            version_id: version.into(),
+            ..ObjectSummary::default()
+        }
+    }
+
+    #[test]
+    fn merged_pages_keep_key_order_prefixes_once_and_the_right_markers() {
+        let a = ListObjectsPage {
+            objects: vec![row("a", "1"), row("d", "1")],
+            common_prefixes: vec!["p/".into()],
+            is_truncated: false,
+            next_marker: None,
+        };
+        let b = ListObjectsPage {
+            objects: vec![row("b", "1"), row("c", "1")],
+            common_prefixes: vec!["p/".into()],
+            is_truncated: false,
+            next_marker: None,
+        };
+        let all = merge_objects(vec![a.clone(), b.clone()], 10);
+        let keys: Vec<&str> = all.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d"]);
+        assert_eq!(all.common_prefixes, ["p/"]);
+        assert!(!all.is_truncated);
+        let first = merge_objects(vec![a, b], 3);
+        assert!(first.is_truncated);
+        assert_eq!(first.next_marker.as_deref(), Some("c"));
+        // A node with more than the page keeps the merge truncated.
+        let more = ListObjectsPage {
+            objects: vec![row("x", "1")],
+            is_truncated: true,
+            next_marker: Some("x".into()),
+            ..ListObjectsPage::default()
+        };
+        let one = merge_objects(vec![more], 1);
+        assert!(one.is_truncated);
+    }
+
+    #[test]
+    fn merged_versions_keep_each_keys_versions_together_and_end_on_a_version() {
+        let a = ListVersionsPage {
+            versions: vec![row("k", "3"), row("k", "2"), row("k", "1")],
+            ..ListVersionsPage::default()
+        };
+        let b = ListVersionsPage {
+            versions: vec![row("j", "9"), row("m", "8")],
+            ..ListVersionsPage::default()
+        };
+        let page = merge_versions(vec![a, b], 3);
+        let got: Vec<(&str, &str)> = page
+            .versions
+            .iter()
+            .map(|o| (o.key.as_str(), o.version_id.as_str()))
+            .collect();
+        assert_eq!(got, [("j", "9"), ("k", "3"), ("k", "2")]);
+        assert!(page.is_truncated);
+        assert_eq!(page.next_key_marker.as_deref(), Some("k"));
+        assert_eq!(page.next_version_id_marker.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn copy_peers_are_named_apart_from_configured_peers() {
+        assert_eq!(copy_peer(7), "cluster.node-7");
+        assert_eq!(copy_peer_id("cluster.node-7"), Some(7));
+        assert_eq!(copy_peer_id("west"), None);
+    }
 }

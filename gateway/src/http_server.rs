@@ -66,6 +66,8 @@ pub struct Router {
     users: Option<crate::auth::Users>,
     /// The buckets' CORS rules: preflights, and the headers of answers to browsers.
     cors: Option<crate::cors::CorsRules>,
+    /// This node's region of several nodes, if it is in one: where requests are served.
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl Router {
@@ -79,6 +81,15 @@ impl Router {
             audit,
             users: None,
             cors: None,
+            cluster: None,
+        }
+    }
+
+    /// The same router, sending each request to the node that serves it.
+    pub fn with_cluster(self, cluster: &crate::cluster::ClusterGate) -> Router {
+        Router {
+            cluster: cluster.node().cloned(),
+            ..self
         }
     }
 
@@ -121,6 +132,19 @@ impl Router {
         let fixups = Fixups::of(&req);
         let may_leave_body_unread = http1_with_body(&req);
         async move {
+            if let (Some(cluster), false) = (&self.cluster, self.health_only) {
+                if req.uri().path().starts_with(crate::cluster::INTERNAL) {
+                    return Ok(cluster.internal(req).await);
+                }
+                if req.uri().path() == "/_meridian/health/ready" {
+                    if let Err(why) = cluster.ready() {
+                        return Ok(plain(
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("not ready: {why}\n"),
+                        ));
+                    }
+                }
+            }
             let started = Instant::now();
             let arrived = SystemTime::now();
             let audit = match &self.audit {
@@ -177,6 +201,21 @@ impl Router {
                     Ok(_admitted) => {
                         let pace = self.pace;
                         let req = req.map(|b| Body::http_body(PacedBody::new(b, pace)));
+                        let routed = match &self.cluster {
+                            Some(c) => crate::cluster::routed(c, req).await,
+                            None => Ok((req, None)),
+                        };
+                        let (req, broadcast) = match routed {
+                            Ok(local) => local,
+                            Err(answer) => {
+                                let mut answer = with_request_id(answer, &request_id);
+                                answer.headers_mut().insert(
+                                    http::header::SERVER,
+                                    HeaderValue::from_static("Meridian"),
+                                );
+                                return Ok(answer);
+                            }
+                        };
                         let prepared = match sized(req, &request_id).await {
                             Ok(req) => crate::post_form::prepare(req, &request_id).await,
                             Err(refusal) => Err(refusal),
@@ -204,6 +243,11 @@ impl Router {
                             }
                             Err(refusal) => refusal,
                         };
+                        if let (Some(c), Some(change), true) =
+                            (&self.cluster, broadcast, resp.status().is_success())
+                        {
+                            c.broadcast(change).await;
+                        }
                         // S3 requests only: the admin API's paths are not S3 operations.
                         if !admin {
                             crate::metrics::global().request(

@@ -50,12 +50,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.multipart_expiry,
             stop_rx.clone(),
         )),
-        tokio::spawn(background::run_outbox_trimmer(
-            store.clone(),
-            config.outbox_retention,
-            config.peers.iter().map(|p| p.name.clone()).collect(),
-            stop_rx.clone(),
-        )),
+        // In a region of several nodes the cluster trims it, below its copies' cursors too.
+        if config.cluster.is_some() {
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(background::run_outbox_trimmer(
+                store.clone(),
+                config.outbox_retention,
+                config.peers.iter().map(|p| p.name.clone()).collect(),
+                stop_rx.clone(),
+            ))
+        },
         tokio::spawn(meridian_store::encryption::reseal::run_resealer(
             store.clone(),
             stop_rx.clone(),
@@ -77,6 +82,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &crate::metrics::global().registry,
     );
     let replication_workers = replicator.spawn(stop_rx.clone());
+    let cluster = match &config.cluster {
+        Some(c) => crate::cluster::ClusterGate::join(
+            c.clone(),
+            config.region.clone(),
+            crate::host::Domains::new(&config.domains),
+            crate::cluster::CopyParts {
+                meta: store.meta.clone(),
+                source: Arc::new(crate::replication_source::StoreSource(store.clone())),
+                settings: config.replication.clone(),
+                root: {
+                    let (k, s, _) = config.root_credentials();
+                    (k, s)
+                },
+                geo_peers: config.peers.iter().map(|p| p.name.clone()).collect(),
+            },
+        ),
+        None => crate::cluster::ClusterGate::default(),
+    };
 
     let (root_key, root_secret, _) = config.root_credentials();
     let access_keys = Arc::new(
@@ -136,7 +159,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             acls.clone(),
             crate::s3::acl::Ownership::parse(&config.object_ownership)
                 .unwrap_or(crate::s3::acl::Ownership::Enforced),
-        ),
+        )
+        .with_cluster(cluster.clone()),
     );
     if config.encryption.sse_c_over_http && config.tls.is_none() {
         tracing::warn!("[encryption] sse_c_over_http: SSE-C keys are accepted over plain HTTP, where anyone on the path can read them (for tests only)");
@@ -144,12 +168,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     builder.set_host(crate::host::Domains::new(&config.domains));
     builder.set_auth(users.clone());
     let fence = crate::fence::Fence::load(store.meta.clone())?;
-    let cluster = match &config.cluster {
-        Some(c) => {
-            crate::cluster::ClusterGate::join(c.clone(), config.region.clone(), store.meta.clone())
-        }
-        None => crate::cluster::ClusterGate::default(),
-    };
     builder.set_access(
         AccessPolicy::new(
             users.clone(),
@@ -157,7 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some((store.meta.clone(), policies)),
         )
         .with_acls(acls)
-        .with_cluster(cluster),
+        .with_cluster(cluster.clone()),
     );
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(
         S3Config::default(),
@@ -177,7 +195,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let router = Router::new(builder.build(), audit.clone())
         .with_users(users)
-        .with_cors(cors);
+        .with_cors(cors)
+        .with_cluster(&cluster);
 
     let certs = match &config.tls {
         Some(tls) => Some(crate::tls::Certificates::load(tls)?),

@@ -44,7 +44,14 @@ impl MeridianS3 {
                 self.local_replication(bucket, key, &[], Change::DeleteMarker)
                     .await?
             }
-            Some(_) => ReplicationState::default(),
+            // Removing one version is not replicated, except to the other copies of its
+            // partition in a region of several nodes.
+            Some(_) => ReplicationState::pending_for(
+                self.cluster
+                    .node()
+                    .map(|c| c.copy_peers(bucket, key))
+                    .unwrap_or_default(),
+            ),
         };
         let opts = DeleteOptions {
             replication,
@@ -78,8 +85,14 @@ impl MeridianS3 {
                     self.store.wake_reclaimer();
                 }
                 if let (true, Some(marker)) = (o.delete_marker, &o.version_id) {
-                    self.replication_queued(bucket, key, marker, &replication)
-                        .await;
+                    // A marker whose copies could not be confirmed stays queued for the
+                    // followers; the delete itself is done.
+                    if let Err(e) = self
+                        .replication_queued(bucket, key, marker, &replication)
+                        .await
+                    {
+                        tracing::warn!(%bucket, %key, error = %e, "a delete marker's copies are not confirmed");
+                    }
                 }
                 Ok(o)
             }

@@ -114,6 +114,19 @@ fn common_prefixes(prefixes: Vec<String>, enc: &Encoder) -> Option<Vec<CommonPre
     })
 }
 
+/// A listing some node of the region could not give: the bucket is missing there, or the
+/// listing would be incomplete (an error rather than a page that silently misses keys).
+fn cluster_listing_error(bucket: &str, e: String) -> s3s::S3Error {
+    if e == "NoSuchBucket" {
+        return s3_error!(NoSuchBucket, "The specified bucket does not exist");
+    }
+    tracing::warn!(%bucket, error = %e, "a listing across the region's nodes failed");
+    s3_error!(
+        ServiceUnavailable,
+        "A node of the region did not answer the listing; try again"
+    )
+}
+
 impl MeridianS3 {
     async fn list_page(&self, bucket: &str, query: ListObjectsQuery) -> S3Result<ListObjectsPage> {
         if query.max_keys == 0 {
@@ -123,6 +136,12 @@ impl MeridianS3 {
                 is_truncated: false,
                 next_marker: None,
             });
+        }
+        if let Some(c) = self.cluster.node() {
+            return c
+                .list_objects(bucket, query)
+                .await
+                .map_err(|e| cluster_listing_error(bucket, e));
         }
         let b = bucket.to_owned();
         self.store
@@ -253,10 +272,17 @@ impl MeridianS3 {
                 max_keys: max,
             };
             let b = input.bucket.clone();
-            self.store
-                .meta(move |m| m.list_versions(&b, &query))
-                .await
-                .s3()?
+            match self.cluster.node() {
+                Some(c) => c
+                    .list_versions(&b, query)
+                    .await
+                    .map_err(|e| cluster_listing_error(&b, e))?,
+                None => self
+                    .store
+                    .meta(move |m| m.list_versions(&b, &query))
+                    .await
+                    .s3()?,
+            }
         };
         let owner = owner_of(&bucket, &self.users);
         let mut versions = Vec::new();

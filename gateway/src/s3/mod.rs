@@ -57,6 +57,8 @@ pub struct MeridianS3 {
     acls: acl::AclCache,
     /// The Object Ownership of new buckets that do not name one.
     default_ownership: acl::Ownership,
+    /// This node's region of several nodes, if it is in one.
+    cluster: crate::cluster::ClusterGate,
 }
 
 impl MeridianS3 {
@@ -86,11 +88,18 @@ impl MeridianS3 {
             cors,
             acls: acl::AclCache::new(store_meta),
             default_ownership: acl::Ownership::Enforced,
+            cluster: crate::cluster::ClusterGate::default(),
         }
     }
 
     /// The same service with `acls` shared with the access hook, and new buckets getting
     /// `default_ownership` when they name none.
+    /// The same service as a node of a region of several nodes: versions it leads are
+    /// copied to their followers, listings span the region.
+    pub fn with_cluster(self, cluster: crate::cluster::ClusterGate) -> MeridianS3 {
+        MeridianS3 { cluster, ..self }
+    }
+
     pub fn with_acls(self, acls: acl::AclCache, default_ownership: acl::Ownership) -> MeridianS3 {
         MeridianS3 {
             acls,

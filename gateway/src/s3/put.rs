@@ -475,7 +475,7 @@ impl MeridianS3 {
                 }
                 let v = &outcome.version;
                 self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
-                    .await;
+                    .await?;
                 Ok(outcome.version)
             }
             Err(e) => {

@@ -42,8 +42,13 @@ impl MeridianS3 {
         tags: &[(String, String)],
         change: Change,
     ) -> S3Result<Vec<String>> {
+        // The followers of the key's partition, when this node of a cluster leads it.
+        let copies = match self.cluster.node() {
+            Some(c) => c.copy_peers(bucket, key),
+            None => Vec::new(),
+        };
         if !self.replicator.has_peers() {
-            return Ok(Vec::new());
+            return Ok(copies);
         }
         let (r, b, k, t) = (
             self.replicator.clone(),
@@ -56,7 +61,7 @@ impl MeridianS3 {
             .map_err(|e| s3_error!(InternalError, "replication rules task failed: {e}"))?
             .map_err(meridian_store::StoreError::from)
             .s3()?;
-        Ok(peers)
+        Ok(peers.into_iter().chain(copies).collect())
     }
 
     /// Who makes a change that is not a new version (tags, lock) and which peers take it:
@@ -97,9 +102,18 @@ impl MeridianS3 {
         key: &str,
         version_id: &str,
         replication: &ReplicationState,
-    ) {
+    ) -> S3Result<()> {
         if replication.peers.is_empty() {
-            return;
+            return Ok(());
+        }
+        if let Some(c) = self.cluster.node() {
+            let peers: Vec<String> = replication.peers.keys().cloned().collect();
+            c.await_copies(bucket, key, version_id, &peers)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%bucket, %key, error = %e, "a version's copies could not be made or accounted for");
+                    s3_error!(ServiceUnavailable, "The version's copies on other nodes could not be confirmed; try again")
+                })?;
         }
         self.replicator.changed();
         let peers: Vec<String> = replication.peers.keys().cloned().collect();
@@ -113,6 +127,7 @@ impl MeridianS3 {
                 "sync replication timed out; acknowledged, the version stays PENDING for them"
             );
         }
+        Ok(())
     }
 
     /// The replica headers of a write, if it is one; a replica only goes into a bucket with
@@ -127,7 +142,9 @@ impl MeridianS3 {
         else {
             return Ok(None);
         };
-        if bucket.versioning != VersioningState::Enabled {
+        // A copy from another node of this region keeps the bucket's own versioning.
+        let copy = replica.region == self.region && self.cluster.node().is_some();
+        if bucket.versioning != VersioningState::Enabled && !copy {
             return Err(s3_error!(
                 InvalidRequest,
                 "Destination bucket must have versioning enabled."

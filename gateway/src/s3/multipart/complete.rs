@@ -149,7 +149,7 @@ impl MeridianS3 {
         }
         let v = &outcome.version;
         self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
-            .await;
+            .await?;
         let record = outcome.version;
         let mut out = completion_output(
             &input,
