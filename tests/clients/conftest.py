@@ -13,9 +13,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, Server, PrivateCA
+from meridian_server import ACCESS_KEY, REGION, SECRET_KEY, ClusterServer, Server, PrivateCA
 
 TLS = os.environ.get("MERIDIAN_CLIENT_TLS") == "1"
+# MERIDIAN_CLIENT_CLUSTER=1: the same tests against a region of three nodes (etcd and
+# `deploy/local-cluster.sh`), each request sent to the next node in turn.
+CLUSTER = os.environ.get("MERIDIAN_CLIENT_CLUSTER") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,11 @@ def test_ca():
 
 @pytest.fixture(scope="session")
 def server(test_ca):
+    if CLUSTER:
+        s = ClusterServer(3)
+        yield s
+        s.stop()
+        return
     # Over plain HTTP, SSE-C needs the test-only override (AWS refuses it without TLS).
     s = Server(extra_config=test_ca.config() if test_ca else "[encryption]\nsse_c_over_http = true\n")
     if test_ca:
@@ -47,9 +55,26 @@ def verify(test_ca):
     return str(test_ca.ca_file) if test_ca else None
 
 
+def spread_over_nodes(client, server):
+    """Sends each request of `client` to the next node of a cluster in turn (the request is
+    signed for node 1's Host header, which every node accepts)."""
+    endpoints = getattr(server, "endpoints", None)
+    if not endpoints or len(endpoints) < 2:
+        return client
+    turn = {"n": 0}
+
+    def before_send(request, **_):
+        turn["n"] += 1
+        target = endpoints[turn["n"] % len(endpoints)]
+        request.url = request.url.replace(server.endpoint, target, 1)
+
+    client.meta.events.register("before-send.s3", before_send)
+    return client
+
+
 @pytest.fixture(scope="session")
 def s3(server, verify):
-    return boto3.client(
+    return spread_over_nodes(boto3.client(
         "s3",
         endpoint_url=server.endpoint,
         verify=verify,
@@ -57,7 +82,7 @@ def s3(server, verify):
         aws_secret_access_key=SECRET_KEY,
         region_name=REGION,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
+    ), server)
 
 
 @pytest.fixture
@@ -84,9 +109,15 @@ def aws(server, verify, tmp_path_factory):
     }
     aws_bin = os.path.join(os.path.dirname(sys.executable), "aws")
 
+    turn = {"n": 0}
+
     def run(*args, check=True):
         tls = ["--ca-bundle", verify] if verify else []
-        p = subprocess.run([aws_bin, "--endpoint-url", server.endpoint, *tls, *args],
+        # Each command through the next node of a cluster.
+        endpoints = getattr(server, "endpoints", [server.endpoint])
+        turn["n"] += 1
+        endpoint = endpoints[turn["n"] % len(endpoints)]
+        p = subprocess.run([aws_bin, "--endpoint-url", endpoint, *tls, *args],
                            capture_output=True, text=True, env=env, timeout=600)
         if check and p.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

@@ -109,6 +109,64 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_base(count: int) -> int:
+    """A base port with BASE+1..BASE+count and BASE+90, BASE+91 free a moment ago."""
+    import random
+    import socket
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 100)
+        ports = [base + i for i in range(1, count + 1)] + [base + 90, base + 91]
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range")
+
+
+class ClusterServer:
+    """A region of `nodes` nodes on one etcd, started by `deploy/local-cluster.sh` as a user
+    starts it. `endpoint` is node 1; `endpoints` all of them (clients spread over them)."""
+
+    def __init__(self, nodes: int = 3):
+        self.dir = Path(tempfile.mkdtemp(prefix="meridian-cluster-"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MERIDIAN_")}
+        env.update(MERIDIAN_CLUSTER_DIR=str(self.dir), MERIDIAN_BASE_PORT=str(_free_base(nodes)),
+                   MERIDIAN_BIN=meridian_binary(), MERIDIAN_ROOT_USER=ACCESS_KEY,
+                   MERIDIAN_ROOT_PASSWORD=SECRET_KEY)
+        self.env = env
+        script = str(REPO / "deploy" / "local-cluster.sh")
+        out = subprocess.run([script, str(nodes)], capture_output=True, text=True, env=env,
+                             timeout=180)
+        if out.returncode != 0:
+            raise RuntimeError(f"local-cluster.sh failed:\n{out.stdout}\n{out.stderr}")
+        self.endpoints = []
+        self.pids = []
+        for line in out.stdout.splitlines():
+            if line.startswith("node "):
+                # node I: http://127.0.0.1:PORT pid PID
+                parts = line.split()
+                self.endpoints.append(parts[2])
+                self.pids.append(int(parts[4]))
+        assert len(self.endpoints) == nodes, out.stdout
+        self.endpoint = self.endpoints[0]
+        self.address = self.endpoint.split("://", 1)[1]
+
+    def kill(self):
+        import pytest
+        pytest.skip("restarting a node of a region is tested by tests/tests/cluster.rs")
+
+    def stop(self):
+        subprocess.run([str(REPO / "deploy" / "local-cluster.sh"), "stop"], env=self.env,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def new_account(server, verify):
     """A run-time key made with `meridian admin key create` (as root), with no grants, and a
     boto3 client signing with it: (access key, client)."""
