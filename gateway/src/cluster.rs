@@ -158,7 +158,7 @@ impl ClusterGate {
     pub fn may_write(&self) -> bool {
         match &self.node {
             None => true,
-            Some(n) => n.joined.get().is_some_and(|j| j.gate.may_write()),
+            Some(n) => n.holds_lease(),
         }
     }
 
@@ -192,7 +192,8 @@ impl ClusterGate {
     }
 }
 
-fn hop_token(region: &str, secret: &str) -> String {
+/// The hop token of a region whose nodes share the root secret `secret`.
+pub fn hop_token(region: &str, secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"meridian-cluster-hop\0");
     h.update(region.as_bytes());
@@ -220,8 +221,24 @@ pub async fn routed(
     req: Request<Body>,
 ) -> Result<(Request<Body>, Option<BucketChange>), Response<Body>> {
     if node.is_hop(req.headers()) {
-        node.check_copy(&req).await?;
+        node.catch_up_with(req.headers()).await;
+        if req.headers().contains_key(FROM) {
+            node.check_copy(&req).await?;
+        } else {
+            node.check_forwarded(&req)?;
+        }
         return Ok((req, None));
+    }
+    // A node without its lease has a view of the region that may be stale: it sends no
+    // writes anywhere (reads go on).
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let admin = req.uri().path().starts_with(crate::admin::AdminApi::PREFIX);
+    if !read && !admin && !node.holds_lease() {
+        return Err(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "This node does not hold its lease in the cluster's control plane: it takes no writes until it does",
+        ));
     }
     match node.route(&req) {
         Route::Local => Ok((req, None)),
@@ -276,6 +293,10 @@ impl ClusterNode {
         Some((self.view().layout.clone()?, self.id()?))
     }
 
+    pub fn holds_lease(&self) -> bool {
+        self.joined.get().is_some_and(|j| j.gate.may_write())
+    }
+
     /// Ready to serve: joined, holding its lease, and the region's layout known.
     pub fn ready(&self) -> Result<(), &'static str> {
         match self.joined.get() {
@@ -325,7 +346,10 @@ impl ClusterNode {
         version_id: &str,
         peers: &[String],
     ) -> Result<(), String> {
-        let layout = self.view().layout.clone();
+        let Some(layout) = self.view().layout.clone() else {
+            return Err("the region has no layout yet".into());
+        };
+        let layout = Some(layout);
         let waited: Vec<String> = peers
             .iter()
             .filter(|p| {
@@ -334,7 +358,7 @@ impl ClusterNode {
             .cloned()
             .collect();
         if waited.is_empty() {
-            return Ok(());
+            return self.still_leads(bucket, key);
         }
         let replicator = match &*self.copies.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(c) => c.replicator.clone(),
@@ -351,14 +375,33 @@ impl ClusterNode {
             tracing::warn!(%bucket, %key, version = %version_id, node = id, "a follower did not take a copy in time: marking it down");
             self.mark_down(id).await?;
         }
+        self.still_leads(bucket, key)
+    }
+
+    /// Acknowledged only by the partition's primary in the layout that now holds (a primary
+    /// demoted meanwhile — its followers refused its copies, or the copies were never
+    /// queued because the write raced a layout change — must not acknowledge what only it
+    /// has).
+    fn still_leads(&self, bucket: &str, key: &str) -> Result<(), String> {
+        let (layout, me) = self.layout().ok_or("no layout")?;
+        if layout.nodes_of(layout.partition(bucket, key))[0] != me || layout.is_down(me) {
+            return Err("this node no longer leads the partition".into());
+        }
         Ok(())
     }
 
+    /// Marks `id` down, unless this node is down itself (then it has no say).
     async fn mark_down(&self, id: NodeId) -> Result<(), String> {
         let joined = self.joined.get().ok_or("not joined")?;
         joined
             .control
-            .change_current(|l| l.with_down(id))
+            .change_current(|l| {
+                if l.is_down(joined.id) {
+                    None
+                } else {
+                    l.with_down(id)
+                }
+            })
             .await
             .map_err(|e| format!("marking node {id} down: {e}"))?;
         self.refresh().await.map_err(|e| e.to_string())
@@ -489,6 +532,10 @@ impl ClusterNode {
             HOP,
             HeaderValue::from_str(&self.hop).expect("hex is a header value"),
         );
+        parts.headers.remove(FROM);
+        parts
+            .headers
+            .insert(EPOCH, HeaderValue::from(self.epoch.load(Ordering::Acquire)));
         match self.http.request(Request::from_parts(parts, body)).await {
             Ok(resp) => resp.map(Body::from),
             Err(e) => {
@@ -614,21 +661,53 @@ impl ClusterNode {
         }))
     }
 
-    /// Checks a copy sent by another node: its sender must lead the object's partition in
-    /// this node's layout (fetched again when the copy names a newer one).
-    pub async fn check_copy<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
-        let (Some(from), Some(epoch)) = (req.headers().get(FROM), req.headers().get(EPOCH)) else {
-            return Ok(());
-        };
-        let from: Option<NodeId> = from.to_str().ok().and_then(|s| s.parse().ok());
-        let epoch: u64 = epoch
-            .to_str()
-            .ok()
+    /// Reads the layout again when a request from another node names a newer one.
+    async fn catch_up_with(&self, headers: &http::HeaderMap) {
+        let epoch: u64 = headers
+            .get(EPOCH)
+            .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         if epoch > self.epoch.load(Ordering::Acquire) {
             let _ = self.refresh().await;
         }
+    }
+
+    /// A client's write forwarded here by another node is served only if this node leads
+    /// the object's partition in its layout (else the two nodes' layouts differ for a moment:
+    /// the client tries again).
+    fn check_forwarded<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Ok(());
+        }
+        let (Some((layout, me)), Some((bucket, Some(key)))) =
+            (self.layout(), self.bucket_and_key(req))
+        else {
+            return Ok(());
+        };
+        if layout.nodes_of(layout.partition(&bucket, &key))[0] != me {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The region's layout is changing: try again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a copy sent by another node: its sender must lead the object's partition in
+    /// this node's layout (read again first when the copy names a newer one).
+    pub async fn check_copy<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
+        let Some(from) = req.headers().get(FROM) else {
+            return Ok(());
+        };
+        let from: Option<NodeId> = from.to_str().ok().and_then(|s| s.parse().ok());
+        let epoch: u64 = req
+            .headers()
+            .get(EPOCH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let Some((layout, _)) = self.layout() else {
             return Ok(());
         };

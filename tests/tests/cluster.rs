@@ -1,5 +1,6 @@
-//! A region of several nodes, as far as it is built: `meridian cluster simulate` (the
-//! placement comparison behind docs/CLUSTER.md) run as a user runs it.
+//! A region of several nodes: the placement simulation behind docs/CLUSTER.md, leases in
+//! etcd, and a three-node region (R = 2) serving S3 from every node, keeping two copies of
+//! every acknowledged version, and failing over when a primary is killed.
 
 use std::process::Command;
 use std::time::Duration;
@@ -61,6 +62,11 @@ struct Region {
 
 impl Region {
     fn start(count: usize) -> Region {
+        Region::start_with(count, "")
+    }
+
+    /// `count` nodes with `extra` in their `[cluster]` table.
+    fn start_with(count: usize, extra: &str) -> Region {
         let etcd = meridian_tests::etcd::Etcd::start();
         let mut links = Vec::new();
         let mut nodes = Vec::new();
@@ -68,7 +74,7 @@ impl Region {
             let link = meridian_tests::fault_proxy::FaultProxy::start(etcd.client);
             let port = meridian_tests::free_port();
             let config = format!(
-                "[cluster]\netcd = [\"http://{}\"]\nendpoint = \"http://127.0.0.1:{port}\"\nlease_ttl = \"3s\"\n",
+                "[cluster]\netcd = [\"http://{}\"]\nendpoint = \"http://127.0.0.1:{port}\"\nlease_ttl = \"3s\"\n{extra}\n",
                 link.addr()
             );
             nodes.push(meridian_tests::TestServer::start_with(
@@ -182,15 +188,17 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
         "node 3's share of 2048 copies: {to_fill}"
     );
 
-    // Each node keeps its own buckets until the data plane lands (docs/CLUSTER.md).
     for node in &region.nodes {
-        node.client()
-            .create_bucket()
-            .bucket("data")
-            .send()
-            .await
-            .unwrap();
+        wait_ready(&node.endpoint);
     }
+    // A bucket made on one node is made on every node.
+    region.nodes[1]
+        .client()
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
     let s3 = region.nodes[0].client();
     put(&s3, "before").await.unwrap();
 
@@ -203,13 +211,27 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
     region.wait_status("node 1 down", |s| {
         !alive(s, 1) && alive(s, 2) && alive(s, 3)
     });
-    // The other nodes still write.
-    put(&region.nodes[1].client(), "elsewhere").await.unwrap();
+    // The other nodes still write: node 1's partitions go to their followers.
+    wait_put(&region.nodes[1].client(), Ok(()), Duration::from_secs(10)).await;
+    let status = region.wait_status("node 1 marked down", |s| {
+        s["current"]["down"] == serde_json::json!([1])
+    });
+    assert!(
+        status["current"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p[0] == 2),
+        "node 2 leads every partition while node 1 is down"
+    );
 
-    // Healed: node 1 gets a lease again and writes.
+    // Healed: node 1 gets a lease again, writes, and once nothing is queued for it any
+    // more it is marked up.
     region.links[0].update(|f| f.blackhole = false);
     wait_put(&s3, Ok(()), Duration::from_secs(20)).await;
-    region.wait_status("node 1 back", |s| alive(s, 1));
+    region.wait_status("node 1 back and caught up", |s| {
+        alive(s, 1) && s["current"]["down"].is_null()
+    });
 
     // etcd restarted: every node holds a lease again and writes go on.
     region.etcd.kill();
@@ -222,10 +244,11 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
         (1..=3).all(|id| alive(s, id))
     });
     assert_eq!(
-        status["current"]["version"], 1,
+        status["current"]["partitions"].as_array().unwrap().len(),
+        1024,
         "the layout survived: {status:#}"
     );
-    assert_eq!(status["staged"]["version"], 2);
+    assert_eq!(status["staged"]["nodes"].as_array().unwrap().len(), 3);
 
     // remove-node stages a layout without it.
     let removed = region.cli(&["remove-node", "3"]);
@@ -234,4 +257,620 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
         removed["copies_to_fill"], 0,
         "back to the current layout's nodes"
     );
+}
+
+impl Region {
+    /// `count` nodes, all in the first layout (R = 2), each ready (lease held, layout known).
+    fn in_layout(count: usize, extra: &str) -> Region {
+        let region = Region::start_with(count, extra);
+        region.wait_status("every node alive", |s| {
+            (1..=count as u64).all(|id| alive(s, id))
+        });
+        let ids: Vec<String> = (1..=count).map(|i| i.to_string()).collect();
+        let mut args = vec!["add-node"];
+        args.extend(ids.iter().map(String::as_str));
+        let status = region.cli(&args);
+        assert_eq!(status["current"]["nodes"].as_array().unwrap().len(), count);
+        for node in &region.nodes {
+            wait_ready(&node.endpoint);
+        }
+        region
+    }
+
+    fn layout(&self) -> serde_json::Value {
+        self.cli(&["status"])["current"].clone()
+    }
+}
+
+/// Polls the node's readiness probe (lease held, layout known) for at most 30 s.
+fn wait_ready(endpoint: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) =
+            meridian_tests::anonymous_request(endpoint, "GET", "/_meridian/health/ready");
+        if status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{endpoint} not ready: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The node id (1-based) that leads the partition of (`bucket`, `key`) in `layout`.
+fn leader(layout: &serde_json::Value, bucket: &str, key: &str) -> u64 {
+    let partitions = layout["partitions"].as_array().unwrap();
+    let p = meridian_cluster::partition_of(bucket, key, partitions.len());
+    partitions[p][0].as_u64().unwrap()
+}
+
+/// The nodes of the partition of (`bucket`, `key`) in `layout`.
+fn copies_of(layout: &serde_json::Value, bucket: &str, key: &str) -> Vec<u64> {
+    let partitions = layout["partitions"].as_array().unwrap();
+    let p = meridian_cluster::partition_of(bucket, key, partitions.len());
+    partitions[p]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+/// The bytes of a version as `node` alone holds it (a request marked as coming from another
+/// node is served where it arrives), or the error code.
+async fn held_by(
+    node: &meridian_tests::TestServer,
+    bucket: &str,
+    key: &str,
+    version: &str,
+) -> Result<Vec<u8>, Option<String>> {
+    let hop =
+        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
+    let out = node
+        .client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .customize()
+        .mutate_request(move |r| {
+            r.headers_mut()
+                .insert(meridian_gateway::cluster::HOP, hop.clone());
+        })
+        .send()
+        .await
+        .map_err(|e| meridian_tests::error_code(&e))?;
+    Ok(out.body.collect().await.unwrap().into_bytes().to_vec())
+}
+
+/// How many nodes hold exactly `bytes` as that version, polled until it is `want` (copies of
+/// removals travel in the background) for at most 30 s.
+async fn wait_held(
+    region: &Region,
+    bucket: &str,
+    key: &str,
+    version: &str,
+    bytes: Option<&[u8]>,
+    want: usize,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut holding = 0;
+        let mut seen = Vec::new();
+        for node in &region.nodes {
+            let got = held_by(node, bucket, key, version).await;
+            seen.push(got.as_ref().map(Vec::len).map_err(Clone::clone));
+            match (got, bytes) {
+                (Ok(got), Some(b)) if got == b => holding += 1,
+                (Ok(got), Some(_)) => panic!(
+                    "{bucket}/{key} ({version}) differs on {}: {} bytes",
+                    node.endpoint,
+                    got.len()
+                ),
+                (Ok(_), None) => holding += 1,
+                (Err(_), _) => {}
+            }
+        }
+        if holding == want {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            let logs: Vec<String> = region
+                .nodes
+                .iter()
+                .map(|n| {
+                    let log = n.log();
+                    let lines: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains(key) || l.contains("meridian_gateway::cluster"))
+                        .filter(|l| !l.contains("forwarding to the partition"))
+                        .collect();
+                    format!("{}:\n{}", n.endpoint, lines.join("\n"))
+                })
+                .collect();
+            panic!(
+                "{bucket}/{key} ({version}) is on {holding} nodes, not {want}: {seen:?}; layout {:?}\n{}",
+                copies_of(&region.layout(), bucket, key),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, page: i32) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(page)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(out.contents().iter().map(|o| o.key().unwrap().to_owned()));
+        if !out.is_truncated().unwrap_or(false) {
+            return keys;
+        }
+        token = out.next_continuation_token().map(str::to_owned);
+    }
+}
+
+async fn list_versions(s3: &aws_sdk_s3::Client, bucket: &str, page: i32) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let out = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .max_keys(page)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .unwrap();
+        let mut rows: Vec<(String, String, String)> = out
+            .versions()
+            .iter()
+            .map(|v| {
+                let mtime = v.last_modified().unwrap().as_nanos().to_string();
+                (
+                    v.key().unwrap().to_owned(),
+                    mtime,
+                    v.version_id().unwrap().to_owned(),
+                )
+            })
+            .chain(out.delete_markers().iter().map(|m| {
+                let mtime = m.last_modified().unwrap().as_nanos().to_string();
+                (
+                    m.key().unwrap().to_owned(),
+                    mtime,
+                    m.version_id().unwrap().to_owned(),
+                )
+            }))
+            .collect();
+        rows.sort();
+        all.extend(rows.into_iter().map(|(k, _, v)| (k, v)));
+        if !out.is_truncated().unwrap_or(false) {
+            all.sort();
+            return all;
+        }
+        key_marker = out.next_key_marker().map(str::to_owned);
+        version_marker = out.next_version_id_marker().map(str::to_owned);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_region_serves_every_request_from_every_node_with_two_copies_of_each_version()
+{
+    let region = Region::in_layout(3, "");
+    let layout = region.layout();
+    let client = |i: usize| region.nodes[i % 3].client();
+
+    // Buckets made and configured through different nodes are everywhere.
+    client(0)
+        .create_bucket()
+        .bucket("plain")
+        .send()
+        .await
+        .unwrap();
+    client(1)
+        .create_bucket()
+        .bucket("versions")
+        .send()
+        .await
+        .unwrap();
+    client(2)
+        .put_bucket_versioning()
+        .bucket("versions")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let names: Vec<String> = client(i)
+            .list_buckets()
+            .send()
+            .await
+            .unwrap()
+            .buckets()
+            .iter()
+            .map(|b| b.name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["plain", "versions"], "node {}", i + 1);
+    }
+
+    // Objects written through every node, some overwritten, some deleted.
+    let mut plain: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for i in 0..36u64 {
+        let key = if i % 4 == 0 {
+            format!("dir/k{i:03}")
+        } else {
+            format!("k{i:03}")
+        };
+        let bytes = meridian_tests::pattern((i as usize * 977) % 20_000, i);
+        client(i as usize)
+            .put_object()
+            .bucket("plain")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        plain.insert(key, bytes);
+    }
+    let overwritten: Vec<String> = plain.keys().step_by(7).cloned().collect();
+    for (i, key) in overwritten.iter().enumerate() {
+        let bytes = meridian_tests::pattern(5000 + i, 1000 + i as u64);
+        client(i + 1)
+            .put_object()
+            .bucket("plain")
+            .key(key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        plain.insert(key.clone(), bytes);
+    }
+    let deleted: Vec<String> = plain.keys().skip(3).step_by(9).cloned().collect();
+    for (i, key) in deleted.iter().enumerate() {
+        client(i + 2)
+            .delete_object()
+            .bucket("plain")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        plain.remove(key);
+    }
+    let leaders: std::collections::BTreeSet<u64> =
+        plain.keys().map(|k| leader(&layout, "plain", k)).collect();
+    assert_eq!(leaders.len(), 3, "every node leads some of the keys");
+
+    // Reads through every node; listings from every node, paged and with a delimiter, are
+    // the region's.
+    for (i, (key, bytes)) in plain.iter().enumerate() {
+        let got = meridian_tests::read_object(&client(i), "plain", key).await;
+        assert_eq!(&got, bytes, "{key}");
+    }
+    let expected: Vec<String> = plain.keys().cloned().collect();
+    for i in 0..3 {
+        assert_eq!(list_keys(&client(i), "plain", "", 7).await, expected);
+        assert_eq!(list_keys(&client(i), "plain", "", 1000).await, expected);
+        let dir: Vec<String> = expected
+            .iter()
+            .filter(|k| k.starts_with("dir/"))
+            .cloned()
+            .collect();
+        assert_eq!(list_keys(&client(i), "plain", "dir/", 2).await, dir);
+        let out = client(i)
+            .list_objects_v2()
+            .bucket("plain")
+            .delimiter("/")
+            .max_keys(5)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.contents().len() + out.common_prefixes().len(), 5);
+        assert_eq!(out.common_prefixes()[0].prefix(), Some("dir/"));
+    }
+
+    // Versions: several per key through different nodes, a delete marker, a version removed,
+    // and a multipart upload.
+    let mut versions: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for i in 0..24usize {
+        let key = format!("v{:02}", i % 8);
+        let bytes = meridian_tests::pattern(100 + i * 300, 7 + i as u64);
+        let out = client(i)
+            .put_object()
+            .bucket("versions")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        versions.push((key, out.version_id().unwrap().to_owned(), bytes));
+    }
+    let big = meridian_tests::pattern(12 << 20, 99);
+    let upload = meridian_tests::create_upload(&client(2), "versions", "big").await;
+    let mut parts = Vec::new();
+    for (n, chunk) in big.chunks(5 << 20).enumerate() {
+        let etag = meridian_tests::upload_part(
+            &client(n),
+            "versions",
+            "big",
+            &upload,
+            n as i32 + 1,
+            chunk,
+        )
+        .await;
+        parts.push((n as i32 + 1, etag));
+    }
+    let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    let done = client(1)
+        .complete_multipart_upload()
+        .bucket("versions")
+        .key("big")
+        .upload_id(&upload)
+        .multipart_upload(meridian_tests::completed_parts(&parts))
+        .send()
+        .await
+        .unwrap();
+    versions.push(("big".into(), done.version_id().unwrap().to_owned(), big));
+    let marker = client(0)
+        .delete_object()
+        .bucket("versions")
+        .key("v00")
+        .send()
+        .await
+        .unwrap();
+    let marker = marker.version_id().unwrap().to_owned();
+    let (gone_key, gone_version, _) = versions.remove(1);
+    client(2)
+        .delete_object()
+        .bucket("versions")
+        .key(&gone_key)
+        .version_id(&gone_version)
+        .send()
+        .await
+        .unwrap();
+    let mut expected_versions: Vec<(String, String)> = versions
+        .iter()
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .chain([("v00".to_owned(), marker)])
+        .collect();
+    expected_versions.sort();
+    for i in 0..3 {
+        assert_eq!(
+            list_versions(&client(i), "versions", 5).await,
+            expected_versions
+        );
+    }
+    let newest = client(1)
+        .get_object()
+        .bucket("versions")
+        .key("v03")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        newest.version_id(),
+        versions
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k == "v03")
+            .map(|(_, v, _)| v.as_str())
+    );
+
+    // Every acknowledged version is on exactly its partition's two nodes, byte for byte;
+    // what was removed is on none.
+    for (key, bytes) in &plain {
+        wait_held(&region, "plain", key, "null", Some(bytes), 2).await;
+        let holders = copies_of(&layout, "plain", key);
+        for id in holders {
+            let got = held_by(&region.nodes[id as usize - 1], "plain", key, "null").await;
+            assert_eq!(
+                got.as_deref().ok(),
+                Some(bytes.as_slice()),
+                "{key} on node {id}"
+            );
+        }
+    }
+    for key in &deleted {
+        wait_held(&region, "plain", key, "null", None, 0).await;
+    }
+    for (key, version, bytes) in &versions {
+        wait_held(&region, "versions", key, version, Some(bytes), 2).await;
+    }
+    wait_held(&region, "versions", &gone_key, &gone_version, None, 0).await;
+
+    // A copy from a node that does not lead the partition is refused (fencing).
+    let key = plain.keys().next().unwrap();
+    let copies = copies_of(&layout, "plain", key);
+    let follower = &region.nodes[copies[1] as usize - 1];
+    let hop =
+        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
+    let stale = follower
+        .client()
+        .put_object()
+        .bucket("plain")
+        .key(key)
+        .body(b"from a node that does not lead".to_vec().into())
+        .customize()
+        .mutate_request(move |r| {
+            r.headers_mut()
+                .insert(meridian_gateway::cluster::HOP, hop.clone());
+            r.headers_mut()
+                .insert(meridian_gateway::cluster::FROM, copies[1].to_string());
+            r.headers_mut()
+                .insert(meridian_gateway::cluster::EPOCH, "1");
+        })
+        .send()
+        .await;
+    assert_eq!(
+        stale
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("OperationAborted")
+    );
+    assert_eq!(
+        &meridian_tests::read_object(&client(0), "plain", key).await,
+        &plain[key]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
+    let mut region = Region::in_layout(3, "copy_timeout = \"2s\"");
+    region.nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("load")
+        .send()
+        .await
+        .unwrap();
+    region.nodes[1]
+        .client()
+        .put_bucket_versioning()
+        .bucket("load")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let layout = region.layout();
+
+    // Two writers through nodes 1 and 2, recording what was acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(String, String, Vec<u8>)>::new(),
+    ));
+    let mut writers = Vec::new();
+    for w in 0..2usize {
+        let s3 = region.nodes[w].client();
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut failed = 0;
+            for n in 0..2000u64 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("w{w}-{n:04}");
+                let bytes = meridian_tests::pattern(1000 + (n as usize % 7) * 1000, n);
+                match s3
+                    .put_object()
+                    .bucket("load")
+                    .key(&key)
+                    .body(bytes.clone().into())
+                    .send()
+                    .await
+                {
+                    Ok(out) => acked.lock().unwrap().push((
+                        key,
+                        out.version_id().unwrap().to_owned(),
+                        bytes,
+                    )),
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            failed
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers make no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // kill -9 node 3 under load: the partitions it led get a new primary, and writes to
+    // them resume within 10 s.
+    region.nodes[2].kill9();
+    let killed = std::time::Instant::now();
+    let key = (0..)
+        .map(|i| format!("led-by-3-{i}"))
+        .find(|k| leader(&layout, "load", k) == 3)
+        .unwrap();
+    loop {
+        let out = region.nodes[0]
+            .client()
+            .put_object()
+            .bucket("load")
+            .key(&key)
+            .body(b"after the failover".to_vec().into())
+            .send()
+            .await;
+        if let Ok(out) = out {
+            acked.lock().unwrap().push((
+                key.clone(),
+                out.version_id().unwrap().to_owned(),
+                b"after the failover".to_vec(),
+            ));
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "writes to node 3's partitions did not resume within 10 s: {:?}",
+            out.err().as_ref().and_then(meridian_tests::error_code)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = acked.lock().unwrap().len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < after + 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers make no progress after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // Nothing acknowledged is lost: readable through the region at once...
+    for (key, version, bytes) in &acked {
+        let out = region.nodes[1]
+            .client()
+            .get_object()
+            .bucket("load")
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key} ({version}): {e:?}"));
+        assert_eq!(
+            &out.body.collect().await.unwrap().into_bytes().to_vec(),
+            bytes
+        );
+    }
+    // ...and, once node 3 is back and caught up (marked up again), on two nodes each.
+    region.nodes[2].restart();
+    region.wait_status("node 3 back and caught up", |s| {
+        alive(s, 3) && s["current"]["down"].is_null()
+    });
+    for (key, version, bytes) in &acked {
+        wait_held(&region, "load", key, version, Some(bytes), 2).await;
+    }
 }

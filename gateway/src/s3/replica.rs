@@ -103,10 +103,9 @@ impl MeridianS3 {
         version_id: &str,
         replication: &ReplicationState,
     ) -> S3Result<()> {
-        if replication.peers.is_empty() {
-            return Ok(());
-        }
-        if let Some(c) = self.cluster.node() {
+        // A node of a cluster acknowledges its own writes only with their copies made, and
+        // only as the partition's primary (not a copy it received).
+        if let (Some(c), Origin::Local) = (self.cluster.node(), &replication.origin) {
             let peers: Vec<String> = replication.peers.keys().cloned().collect();
             c.await_copies(bucket, key, version_id, &peers)
                 .await
@@ -114,6 +113,9 @@ impl MeridianS3 {
                     tracing::warn!(%bucket, %key, error = %e, "a version's copies could not be made or accounted for");
                     s3_error!(ServiceUnavailable, "The version's copies on other nodes could not be confirmed; try again")
                 })?;
+        }
+        if replication.peers.is_empty() {
+            return Ok(());
         }
         self.replicator.changed();
         let peers: Vec<String> = replication.peers.keys().cloned().collect();
