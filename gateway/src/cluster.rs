@@ -225,7 +225,9 @@ pub async fn routed(
         if req.headers().contains_key(FROM) {
             node.check_copy(&req).await?;
         } else {
-            node.check_forwarded(&req)?;
+            node.check_forwarded(&req).map_err(|why| {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why)
+            })?;
         }
         return Ok((req, None));
     }
@@ -676,7 +678,7 @@ impl ClusterNode {
     /// A client's write forwarded here by another node is served only if this node leads
     /// the object's partition in its layout (else the two nodes' layouts differ for a moment:
     /// the client tries again).
-    fn check_forwarded<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
+    fn check_forwarded<B>(&self, req: &Request<B>) -> Result<(), &'static str> {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             return Ok(());
         }
@@ -686,11 +688,7 @@ impl ClusterNode {
             return Ok(());
         };
         if layout.nodes_of(layout.partition(&bucket, &key))[0] != me {
-            return Err(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The region's layout is changing: try again",
-            ));
+            return Err("The region's layout is changing: try again");
         }
         Ok(())
     }
