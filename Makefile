@@ -51,13 +51,16 @@ else
 endif
 
 # The client suites, then the boto3, aws CLI and conformance suites again over HTTPS (a CA
-# made for the run), then s3fs.
+# made for the run), then against a region of three nodes (deploy/local-cluster.sh), then s3fs.
 client-test: build setup-python
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q tests/clients
 	MERIDIAN_CLIENT_TLS=1 MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q \
 		tests/clients/test_boto3.py tests/clients/test_aws_cli.py tests/clients/test_conformance.py \
 		tests/clients/test_encryption.py tests/clients/test_keys.py tests/clients/test_cors.py \
 		tests/clients/test_acl.py tests/clients/test_compat.py tests/clients/test_post.py
+	MERIDIAN_CLIENT_CLUSTER=1 MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q \
+		tests/clients/test_boto3.py tests/clients/test_aws_cli.py tests/clients/test_conformance.py \
+		tests/clients/test_large_transfers.py tests/clients/test_cors.py
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_S3FS_VENV)/bin/python -m pytest -q tests/clients-s3fs
 
 bench: setup
