@@ -427,6 +427,14 @@ fn print_status(status: &meridian_cluster::control::Status, json: bool) -> anyho
             "staged layout {}: {} copies to fill before it takes effect",
             s.version, status.copies_to_fill
         );
+        for (id, f) in &status.fills {
+            println!(
+                "  node {id}: {} versions queued for new copies, {} still to arrive{}",
+                f.queued,
+                f.pending,
+                if f.done { ", done" } else { "" }
+            );
+        }
     }
     Ok(())
 }

@@ -64,6 +64,20 @@ pub enum NodeState {
     Draining,
 }
 
+/// A node's progress in filling the copies a staged layout gives to new nodes, for the
+/// partitions it leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillReport {
+    /// The staged layout's version it is for.
+    pub version: u64,
+    /// Versions queued for new nodes so far.
+    pub queued: u64,
+    /// Of those, still to be taken by them.
+    pub pending: u64,
+    /// Every version is queued and every new node has what was queued.
+    pub done: bool,
+}
+
 /// What `cluster status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
@@ -73,6 +87,8 @@ pub struct Status {
     pub staged: Option<Layout>,
     /// Copies the staged layout needs that the current one does not have.
     pub copies_to_fill: usize,
+    /// Each node's progress in filling them.
+    pub fills: Vec<(NodeId, FillReport)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -267,6 +283,71 @@ impl ControlPlane {
         Err(ControlError::Conflict("layout/current"))
     }
 
+    /// Records this node's progress in filling the staged layout `version` (`fill/<id>`).
+    pub async fn report_fill(&self, id: NodeId, report: &FillReport) -> Result<(), ControlError> {
+        let mut c = self.client.clone();
+        let value = serde_json::to_vec(report).expect("a report serializes");
+        timed(c.put(self.key(&format!("fill/{id}")), value, None)).await?;
+        Ok(())
+    }
+
+    /// Every node's fill report.
+    pub async fn fill_reports(&self) -> Result<Vec<(NodeId, FillReport)>, ControlError> {
+        let mut c = self.client.clone();
+        let prefix = self.key("fill/");
+        let resp = timed(c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let id = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(&prefix))
+                .and_then(|k| k.parse().ok());
+            let report = serde_json::from_slice(kv.value()).ok();
+            if let (Some(id), Some(report)) = (id, report) {
+                out.push((id, report));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts the staged layout in force, in one transaction that holds only if neither
+    /// layout changed since they were read (`current_revision`, `staged_revision`): its
+    /// version follows the current one's, and the staged layout and fill reports go.
+    pub async fn apply_staged(
+        &self,
+        current: &Layout,
+        current_revision: i64,
+        staged: &Layout,
+        staged_revision: i64,
+    ) -> Result<Option<Layout>, ControlError> {
+        let mut next = staged.clone();
+        next.version = current.version.max(staged.version) + 1;
+        next.down.clear();
+        let value = serde_json::to_vec(&next).expect("a layout serializes");
+        let (current_key, staged_key) = (self.key("layout/current"), self.key("layout/staged"));
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(current_key.clone(), CompareOp::Equal, current_revision),
+                Compare::mod_revision(staged_key.clone(), CompareOp::Equal, staged_revision),
+            ])
+            .and_then([
+                TxnOp::put(current_key, value, None),
+                TxnOp::delete(staged_key, None),
+                TxnOp::delete(
+                    self.key("fill/"),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+            ]);
+        let mut c = self.client.clone();
+        Ok(timed(c.txn(txn)).await?.succeeded().then_some(next))
+    }
+
+    /// The staged layout and its revision.
+    pub async fn staged_layout_at(&self) -> Result<Option<(Layout, i64)>, ControlError> {
+        self.get_json("layout/staged").await
+    }
+
     pub async fn staged_layout(&self) -> Result<Option<Layout>, ControlError> {
         Ok(self.get_json("layout/staged").await?.map(|(l, _)| l))
     }
@@ -378,12 +459,22 @@ impl ControlPlane {
             (Some(c), Some(s)) => c.copies_to_fill(s),
             _ => 0,
         };
+        let fills = match &staged {
+            Some(s) => self
+                .fill_reports()
+                .await?
+                .into_iter()
+                .filter(|(_, r)| r.version == s.version)
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Status {
             region: self.region.clone(),
             nodes,
             current,
             staged,
             copies_to_fill,
+            fills,
         })
     }
 

@@ -108,6 +108,8 @@ fn copy_peer_id(name: &str) -> Option<NodeId> {
 #[derive(Clone, Debug, Default)]
 pub struct View {
     pub layout: Option<Layout>,
+    /// The next layout, while its new copies are filled.
+    pub staged: Option<Layout>,
     pub endpoints: BTreeMap<NodeId, String>,
     pub alive: Vec<NodeId>,
 }
@@ -145,6 +147,8 @@ pub struct ClusterNode {
     view: RwLock<Arc<View>>,
     epoch: Arc<AtomicU64>,
     copies: Mutex<Option<Copies>>,
+    /// The staged layout version this node is filling (or has filled).
+    filling: Mutex<Option<u64>>,
     http: Client<HttpConnector, Body>,
 }
 
@@ -185,6 +189,7 @@ impl ClusterGate {
             view: RwLock::new(Arc::new(View::default())),
             epoch: Arc::new(AtomicU64::new(0)),
             copies: Mutex::new(None),
+            filling: Mutex::new(None),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
         });
         tokio::spawn(node.clone().run());
@@ -327,15 +332,31 @@ impl ClusterNode {
 
     /// The copy peers a new version of (`bucket`, `key`) must reach: the followers of its
     /// partition when this node leads it (down ones too: they catch up from the outbox).
+    /// While a staged layout is filled, the nodes it adds to the partition take new versions
+    /// too.
     pub fn copy_peers(&self, bucket: &str, key: &str) -> Vec<String> {
-        let Some((layout, me)) = self.layout() else {
+        let view = self.view();
+        let (Some(layout), Some(me)) = (&view.layout, self.id()) else {
             return Vec::new();
         };
-        let nodes = layout.nodes_of(layout.partition(bucket, key));
+        let p = layout.partition(bucket, key);
+        let nodes = layout.nodes_of(p);
         if nodes[0] != me {
             return Vec::new();
         }
-        nodes[1..].iter().map(|id| copy_peer(*id)).collect()
+        let mut peers: Vec<NodeId> = nodes[1..].to_vec();
+        if let Some(staged) = view
+            .staged
+            .as_ref()
+            .filter(|s| s.partitions.len() == layout.partitions.len())
+        {
+            for id in staged.nodes_of(p) {
+                if *id != me && !peers.contains(id) {
+                    peers.push(*id);
+                }
+            }
+        }
+        peers.into_iter().map(copy_peer).collect()
     }
 
     /// After a commit that queued copies: waits until every follower that is not down has
@@ -628,6 +649,34 @@ impl ClusterNode {
                     Err(e) => internal_error(&e),
                 }
             }
+            "buckets" if req.method() == Method::GET => {
+                let meta = self.parts.meta.clone();
+                match tokio::task::spawn_blocking(move || meta.list_buckets()).await {
+                    Ok(Ok(buckets)) => json_response(&buckets),
+                    _ => internal_error("listing buckets"),
+                }
+            }
+            "buckets" => {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return internal_error("reading the request"),
+                };
+                let Ok(record) = serde_json::from_slice::<meridian_metadata::BucketRecord>(&body)
+                else {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidArgument",
+                        "bad bucket record",
+                    );
+                };
+                let meta = self.parts.meta.clone();
+                match tokio::task::spawn_blocking(move || meta.create_bucket(record)).await {
+                    Ok(Ok(())) | Ok(Err(meridian_metadata::MetaError::BucketExists { .. })) => {
+                        json_response(&serde_json::json!({}))
+                    }
+                    _ => internal_error("creating the bucket"),
+                }
+            }
             "backlog" => {
                 let node = req
                     .uri()
@@ -877,6 +926,7 @@ impl ClusterNode {
         tracing::info!(node = record.id, endpoint = %record.endpoint, "joined the cluster's control plane");
         let started = Instant::now();
         let mut trimmed = Instant::now();
+        let mut synced = Instant::now();
         loop {
             if let Err(e) = self.refresh().await {
                 tracing::debug!(error = %e, "reading the region's layout");
@@ -885,6 +935,12 @@ impl ClusterNode {
             if started.elapsed() > self.config.lease_ttl * 2 {
                 self.fail_over().await;
                 self.catch_up().await;
+                self.apply_when_filled().await;
+            }
+            self.start_fill();
+            if synced.elapsed() > Duration::from_secs(3) {
+                synced = Instant::now();
+                self.sync_buckets().await;
             }
             if trimmed.elapsed() > Duration::from_secs(60) {
                 trimmed = Instant::now();
@@ -933,12 +989,14 @@ impl ClusterNode {
             return Ok(());
         };
         let layout = joined.control.current_layout().await?;
+        let staged = joined.control.staged_layout().await?;
         let nodes = joined.control.nodes().await?;
         let alive = joined.control.alive().await?;
         let view = View {
             endpoints: nodes.into_iter().map(|n| (n.id, n.endpoint)).collect(),
             alive,
             layout,
+            staged,
         };
         if let Some(l) = &view.layout {
             self.epoch.fetch_max(l.version, Ordering::AcqRel);
@@ -1092,6 +1150,283 @@ impl ClusterNode {
         }
     }
 
+    /// Starts filling the staged layout's new copies of the partitions this node leads,
+    /// once per staged version.
+    fn start_fill(self: &Arc<Self>) {
+        let view = self.view();
+        let (Some(current), Some(staged)) = (view.layout.clone(), view.staged.clone()) else {
+            return;
+        };
+        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        if *filling == Some(staged.version) || self.id().is_none() {
+            return;
+        }
+        *filling = Some(staged.version);
+        tokio::spawn(self.clone().fill(current, staged));
+    }
+
+    /// Queues every version of the partitions this node leads for the nodes `staged` adds
+    /// to them, waits until they have taken it all, and says so in etcd.
+    async fn fill(self: Arc<Self>, current: Layout, staged: Layout) {
+        let Some(joined) = self.joined.get() else {
+            return;
+        };
+        let me = joined.id;
+        let (current, staged) = (Arc::new(current), Arc::new(staged));
+        let gains = {
+            let (current, staged) = (current.clone(), staged.clone());
+            move |bucket: &str, key: &str| -> Vec<NodeId> {
+                gained(&current, &staged, me, bucket, key)
+            }
+        };
+        let mut new_nodes: Vec<NodeId> = (0..current.partitions.len())
+            .filter(|p| current.nodes_of(*p)[0] == me)
+            .flat_map(|p| {
+                staged
+                    .nodes_of(p)
+                    .iter()
+                    .filter(|n| !current.nodes_of(p).contains(n))
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        new_nodes.sort_unstable();
+        new_nodes.dedup();
+        tracing::info!(version = staged.version, nodes = ?new_nodes, "filling the staged layout's new copies");
+        let mut report = meridian_cluster::control::FillReport {
+            version: staged.version,
+            queued: 0,
+            pending: 0,
+            done: false,
+        };
+        let meta = self.parts.meta.clone();
+        let buckets = match tokio::task::spawn_blocking({
+            let meta = meta.clone();
+            move || meta.list_buckets()
+        })
+        .await
+        {
+            Ok(Ok(b)) => b,
+            _ => {
+                *self.filling.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return;
+            }
+        };
+        for bucket in buckets {
+            let mut query = ListVersionsQuery {
+                max_keys: 500,
+                ..ListVersionsQuery::default()
+            };
+            loop {
+                if self.view().staged.as_ref().map(|s| s.version) != Some(staged.version) {
+                    return; // staged again or applied: a new fill (or none) takes over
+                }
+                let (meta2, name, q) = (meta.clone(), bucket.name.clone(), query.clone());
+                let (c2, s2) = (current.clone(), staged.clone());
+                let page = tokio::task::spawn_blocking(move || {
+                    let keep = |k: &str| !gained(&c2, &s2, me, &name, k).is_empty();
+                    meta2.list_versions_keeping(&name, &q, Some(&keep))
+                })
+                .await;
+                let Ok(Ok(page)) = page else { break };
+                for v in &page.versions {
+                    for node in gains(&bucket.name, &v.key) {
+                        let (meta, b, k, id) = (
+                            meta.clone(),
+                            bucket.name.clone(),
+                            v.key.clone(),
+                            v.version_id.clone(),
+                        );
+                        let queued = tokio::task::spawn_blocking(move || {
+                            meta.requeue_copy(&copy_peer(node), &b, &k, &id)
+                        })
+                        .await;
+                        if matches!(queued, Ok(Ok(meridian_metadata::Requeued::Queued(_)))) {
+                            report.queued += 1;
+                        }
+                    }
+                }
+                if let Some(c) = &*self.copies.lock().unwrap_or_else(|e| e.into_inner()) {
+                    c.replicator.changed();
+                }
+                let _ = joined.control.report_fill(me, &report).await;
+                if !page.is_truncated {
+                    break;
+                }
+                query.key_marker = page.next_key_marker;
+                query.version_id_marker = page.next_version_id_marker;
+            }
+        }
+        // Done once the new nodes have taken everything queued for them until now (what is
+        // written from here on reaches them before it is acknowledged).
+        loop {
+            if self.view().staged.as_ref().map(|s| s.version) != Some(staged.version) {
+                return;
+            }
+            let replicator = self
+                .copies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| c.replicator.clone());
+            let Some(replicator) = replicator else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let mut pending = 0;
+            let mut reached = true;
+            for node in &new_nodes {
+                match replicator
+                    .checkpoint(&copy_peer(*node), None, Duration::from_secs(2))
+                    .await
+                {
+                    Ok(r) => {
+                        reached &= r.reached;
+                        pending += r.pending.pending_versions;
+                    }
+                    Err(_) => reached = false,
+                }
+            }
+            report.pending = pending;
+            report.done = reached;
+            let _ = joined.control.report_fill(me, &report).await;
+            if report.done {
+                tracing::info!(
+                    version = staged.version,
+                    queued = report.queued,
+                    "the staged layout's new copies are filled here"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The lowest live node puts the staged layout in force once every node that leads
+    /// partitions has filled its new copies (and no node is down).
+    async fn apply_when_filled(&self) {
+        let (Some(joined), view) = (self.joined.get(), self.view()) else {
+            return;
+        };
+        if view.staged.is_none()
+            || view.alive.first() != Some(&joined.id)
+            || !joined.gate.may_write()
+        {
+            return;
+        }
+        let control = &joined.control;
+        let (Ok(Some((current, cr))), Ok(Some((staged, sr)))) = (
+            control.current_layout_at().await,
+            control.staged_layout_at().await,
+        ) else {
+            return;
+        };
+        if !current.down.is_empty() {
+            return;
+        }
+        let Ok(reports) = control.fill_reports().await else {
+            return;
+        };
+        let leaders = Self::leaders(&current);
+        let filled = leaders.iter().all(|id| {
+            reports
+                .iter()
+                .any(|(n, r)| n == id && r.version == staged.version && r.done)
+        });
+        if !filled {
+            return;
+        }
+        match control.apply_staged(&current, cr, &staged, sr).await {
+            Ok(Some(l)) => {
+                tracing::info!(
+                    version = l.version,
+                    "the staged layout is filled and now in force"
+                );
+                let _ = self.refresh().await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "putting the staged layout in force failed; will retry")
+            }
+        }
+    }
+
+    /// The lowest live node makes every bucket any live node has exist on every live node
+    /// (a node that was down when a bucket was made, a node that joins): the bucket's record
+    /// as it is — owner, creation date, versioning, Object Lock. (Configuration documents —
+    /// policies, lifecycle, CORS — are not carried: see docs/CLUSTER.md.)
+    async fn sync_buckets(&self) {
+        let (Some(joined), view) = (self.joined.get(), self.view()) else {
+            return;
+        };
+        if view.alive.first() != Some(&joined.id) {
+            return;
+        }
+        let mut held: BTreeMap<NodeId, Vec<meridian_metadata::BucketRecord>> = BTreeMap::new();
+        for id in &view.alive {
+            let Some(endpoint) = view.endpoints.get(id) else {
+                continue;
+            };
+            let req = Request::get(format!(
+                "{}{INTERNAL}buckets",
+                endpoint.trim_end_matches('/')
+            ))
+            .header(HOP, &self.hop)
+            .body(Body::empty())
+            .expect("a bucket listing");
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await
+            else {
+                return;
+            };
+            if !resp.status().is_success() {
+                return;
+            }
+            let Ok(body) = resp.into_body().collect().await else {
+                return;
+            };
+            let Ok(list) = serde_json::from_slice(&body.to_bytes()) else {
+                return;
+            };
+            held.insert(*id, list);
+        }
+        let mut all: BTreeMap<String, meridian_metadata::BucketRecord> = BTreeMap::new();
+        for list in held.values() {
+            for b in list {
+                all.entry(b.name.clone()).or_insert_with(|| b.clone());
+            }
+        }
+        for (id, list) in &held {
+            for (name, record) in &all {
+                if list.iter().any(|b| &b.name == name) {
+                    continue;
+                }
+                let Some(endpoint) = view.endpoints.get(id) else {
+                    continue;
+                };
+                let req = Request::post(format!(
+                    "{}{INTERNAL}buckets",
+                    endpoint.trim_end_matches('/')
+                ))
+                .header(HOP, &self.hop)
+                .body(Body::from(
+                    serde_json::to_vec(record).expect("a bucket record serializes"),
+                ))
+                .expect("a bucket record");
+                let made =
+                    tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await;
+                match made {
+                    Ok(Ok(r)) if r.status().is_success() => {
+                        tracing::info!(node = id, bucket = %name, "made a bucket the node was missing")
+                    }
+                    _ => {
+                        tracing::warn!(node = id, bucket = %name, "could not make a bucket the node is missing; will retry")
+                    }
+                }
+            }
+        }
+    }
+
     /// Trims the outbox below what every peer, geo and copy, has taken.
     async fn trim_outbox(&self) {
         let me = self.id();
@@ -1119,6 +1454,24 @@ impl ClusterNode {
             tracing::warn!(error = %e, "trimming the outbox failed; will retry");
         }
     }
+}
+
+/// The nodes `staged` adds to the partition of (`bucket`, `key`), when `me` leads it now.
+fn gained(current: &Layout, staged: &Layout, me: NodeId, bucket: &str, key: &str) -> Vec<NodeId> {
+    if staged.partitions.len() != current.partitions.len() {
+        return Vec::new();
+    }
+    let p = current.partition(bucket, key);
+    let now = current.nodes_of(p);
+    if now[0] != me {
+        return Vec::new();
+    }
+    staged
+        .nodes_of(p)
+        .iter()
+        .filter(|n| !now.contains(n))
+        .copied()
+        .collect()
 }
 
 /// A listing asked of one node.

@@ -122,6 +122,29 @@ impl MetaStore {
         key: &str,
         version_id: &str,
     ) -> Result<Requeued, MetaError> {
+        self.requeue(peer, bucket, key, version_id, false)
+    }
+
+    /// [`MetaStore::requeue_version`] of replicas too: for the other nodes of a region, which
+    /// hold every version of their partitions, whatever its origin.
+    pub fn requeue_copy(
+        &self,
+        peer: &str,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Requeued, MetaError> {
+        self.requeue(peer, bucket, key, version_id, true)
+    }
+
+    fn requeue(
+        &self,
+        peer: &str,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        replicas: bool,
+    ) -> Result<Requeued, MetaError> {
         let inner = &self.inner;
         let _bucket = inner.locks.bucket_shared(bucket);
         let _key = inner.locks.key(bucket, key);
@@ -129,7 +152,7 @@ impl MetaStore {
         let Some(mut record) = self.read_version(&vkey)? else {
             return Ok(Requeued::Gone);
         };
-        if matches!(record.replication.origin, Origin::Replica { .. }) {
+        if !replicas && matches!(record.replication.origin, Origin::Replica { .. }) {
             return Ok(Requeued::Replica);
         }
         record

@@ -55,9 +55,11 @@ impl Job {
 
 /// Whether `peer` takes this entry at all (decided at commit time; rules are checked again
 /// when it is sent).
-fn wanted(entry: &OutboxEntry, peer: &str) -> bool {
+fn wanted(entry: &OutboxEntry, peer: &str, mirror: bool) -> bool {
     entry.is_for(peer)
-        && (entry.kind.is_metadata_only() || !matches!(entry.origin, Origin::Replica { .. }))
+        && (mirror
+            || entry.kind.is_metadata_only()
+            || !matches!(entry.origin, Origin::Replica { .. }))
 }
 
 /// How an attempt is settled: COMPLETED, no longer wanted, or queued for a retry (PENDING
@@ -282,7 +284,7 @@ impl Pump {
             state.outbox_dirty = more;
             for entry in page {
                 state.next_read = entry.seq + 1;
-                if wanted(&entry, &peer) {
+                if wanted(&entry, &peer, self.peer.config.mirror) {
                     state.fresh.insert(entry.seq);
                     state.waiting.push_back(Job::Fresh(entry));
                 }

@@ -86,9 +86,13 @@ pub(crate) async fn send_change(
     let Some(record) = found else {
         return Ok(Sent::Skipped("the version no longer exists"));
     };
-    if !entry.kind.is_metadata_only() && matches!(record.replication.origin, Origin::Replica { .. })
+    if !entry.kind.is_metadata_only()
+        && !peer.config.mirror
+        && matches!(record.replication.origin, Origin::Replica { .. })
     {
-        // Replicas are never sent on: this is what keeps active-active from looping.
+        // Replicas are never sent on: this is what keeps active-active from looping. (The
+        // other nodes of this region take them: their copies of a replica are replicas of
+        // the same region.)
         return Ok(Sent::Skipped("the version is a replica"));
     }
     let Some(target) = current_target(shared, peer, &record).await? else {
@@ -179,8 +183,14 @@ impl Sender<'_> {
         if !self.peer.is_meridian() {
             return Vec::new();
         }
+        // A mirror (another node of this region) keeps the version's origin: a replica of
+        // a peer region's version stays one.
+        let region = match &record.replication.origin {
+            Origin::Replica { region } if self.peer.config.mirror => region.clone(),
+            _ => self.shared.region.clone(),
+        };
         ReplicaHeaders {
-            region: self.shared.region.clone(),
+            region,
             version_id: Some(record.version_id.clone()),
             mtime: Some(record.mtime),
             etag: (!record.is_delete_marker).then(|| record.etag.clone()),

@@ -221,8 +221,8 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|p| p[0] == 2),
-        "node 2 leads every partition while node 1 is down"
+            .all(|p| p[0] != 1),
+        "node 1 leads nothing while it is down"
     );
 
     // Healed: node 1 gets a lease again, writes, and once nothing is queued for it any
@@ -248,15 +248,20 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
         1024,
         "the layout survived: {status:#}"
     );
-    assert_eq!(status["staged"]["nodes"].as_array().unwrap().len(), 3);
-
-    // remove-node stages a layout without it.
+    // Node 3's staged copies were filled and its layout took effect (at once or after the
+    // restart); remove-node stages a layout without it, with copies to fill on the others.
+    region.wait_status("the three-node layout in force", |s| {
+        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3
+    });
     let removed = region.cli(&["remove-node", "3"]);
     assert_eq!(removed["staged"]["nodes"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        removed["copies_to_fill"], 0,
-        "back to the current layout's nodes"
+    assert!(
+        removed["copies_to_fill"].as_u64().unwrap() > 0,
+        "{removed:#}"
     );
+    region.wait_status("the layout without node 3 in force", |s| {
+        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 2
+    });
 }
 
 impl Region {
@@ -872,5 +877,195 @@ async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
     });
     for (key, version, bytes) in &acked {
         wait_held(&region, "load", key, version, Some(bytes), 2).await;
+    }
+}
+
+impl Region {
+    /// Starts one more node with the same settings; returns its id once it holds a lease.
+    fn add_node(&mut self, extra: &str) -> u64 {
+        let link = meridian_tests::fault_proxy::FaultProxy::start(self.etcd.client);
+        let port = meridian_tests::free_port();
+        let config = format!(
+            "[cluster]\netcd = [\"http://{}\"]\nendpoint = \"http://127.0.0.1:{port}\"\nlease_ttl = \"3s\"\n{extra}\n",
+            link.addr()
+        );
+        self.nodes.push(meridian_tests::TestServer::start_with(
+            meridian_tests::ServerOptions {
+                extra_config: config,
+                port: Some(port),
+                ..Default::default()
+            },
+        ));
+        self.links.push(link);
+        let id = self.nodes.len() as u64;
+        self.wait_status("the new node alive", |s| alive(s, id));
+        id
+    }
+}
+
+/// An acknowledged write: key, version id, bytes.
+type Acked = (String, String, Vec<u8>);
+
+/// Writers through the first two nodes until stopped, recording what was acknowledged.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<Acked>>>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(region: &Region, bucket: &'static str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writers = (0..2usize)
+            .map(|w| {
+                let s3 = region.nodes[w].client();
+                let (stop, acked) = (stop.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for n in 0..5000u64 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let key = format!("w{w}-{n:04}");
+                        let bytes = meridian_tests::pattern(500 + (n as usize % 5) * 700, n);
+                        match s3
+                            .put_object()
+                            .bucket(bucket)
+                            .key(&key)
+                            .body(bytes.clone().into())
+                            .send()
+                            .await
+                        {
+                            Ok(out) => acked.lock().unwrap().push((
+                                key,
+                                out.version_id().unwrap_or("null").to_owned(),
+                                bytes,
+                            )),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            writers,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits (at most 60 s) until `more` further writes were acknowledged.
+    async fn progress(&self, more: usize) {
+        let target = self.count() + more;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.count() < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writers make no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) -> Vec<Acked> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
+    let mut region = Region::in_layout(3, "");
+    region.nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("grow")
+        .send()
+        .await
+        .unwrap();
+    region.nodes[2]
+        .client()
+        .put_bucket_versioning()
+        .bucket("grow")
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let load = Load::start(&region, "grow");
+    load.progress(60).await;
+
+    // A fourth node joins: the staged layout gives it about a quarter of the copies, the
+    // nodes that lead those partitions fill them, and the layout switches.
+    let four = region.add_node("");
+    let staged = region.cli(&["add-node", &four.to_string()]);
+    let to_fill = staged["copies_to_fill"].as_u64().unwrap();
+    assert!(
+        (500..=530).contains(&to_fill),
+        "a quarter of 2048 copies: {to_fill}"
+    );
+    let before = staged["current"]["version"].as_u64().unwrap();
+    let grown = region.wait_status("the four-node layout in force", |s| {
+        s["staged"].is_null()
+            && s["current"]["nodes"].as_array().unwrap().len() == 4
+            && s["current"]["version"].as_u64().unwrap() > before
+    });
+    assert!(alive(&grown, 4));
+    load.progress(30).await;
+
+    // Node 1 leaves: it drains (its copies are filled on the others) before the layout
+    // without it takes effect.
+    let drained = region.cli(&["remove-node", "1"]);
+    assert!(
+        drained["copies_to_fill"].as_u64().unwrap() > 0,
+        "{drained:#}"
+    );
+    let last = region.wait_status("the layout without node 1 in force", |s| {
+        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3
+    });
+    let layout = last["current"].clone();
+    assert!(layout["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| !p.as_array().unwrap().contains(&serde_json::json!(1))));
+    load.progress(30).await;
+    let acked = load.stop().await;
+
+    // Every acknowledged version is readable through the region, and held byte for byte by
+    // both nodes of its partition in the final layout.
+    for (i, (key, version, bytes)) in acked.iter().enumerate() {
+        let got = region.nodes[1 + i % 3]
+            .client()
+            .get_object()
+            .bucket("grow")
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key} ({version}): {e:?}"));
+        assert_eq!(
+            &got.body.collect().await.unwrap().into_bytes().to_vec(),
+            bytes
+        );
+        for id in copies_of(&layout, "grow", key) {
+            let held = held_by(&region.nodes[id as usize - 1], "grow", key, version).await;
+            assert_eq!(
+                held.as_deref().ok(),
+                Some(bytes.as_slice()),
+                "{key} ({version}) on node {id}"
+            );
+        }
     }
 }
