@@ -10,6 +10,7 @@
 //! | `members/<id>` | the node's endpoint, under its lease | by the node, kept alive every ttl/3 |
 //! | `layout/current` | the [`Layout`] in force | when a staged layout is applied |
 //! | `layout/staged` | the next [`Layout`], being filled | by `cluster add-node` / `remove-node` |
+//! | `fill/<id>` | [`FillReport`]: a leader's progress in filling the staged layout | by that node |
 //!
 //! A node may take client writes only while it holds its lease ([`Membership::may_write`]):
 //! the lease is counted from when the node *sent* its last acknowledged keep-alive, so the
@@ -70,6 +71,10 @@ pub enum NodeState {
 pub struct FillReport {
     /// The staged layout's version it is for.
     pub version: u64,
+    /// The version of the layout in force it was computed against (a failover that
+    /// changes which node leads a partition starts the fill again).
+    #[serde(default)]
+    pub current: u64,
     /// Versions queued for new nodes so far.
     pub queued: u64,
     /// Of those, still to be taken by them.
@@ -323,7 +328,13 @@ impl ControlPlane {
     ) -> Result<Option<Layout>, ControlError> {
         let mut next = staged.clone();
         next.version = current.version.max(staged.version) + 1;
-        next.down.clear();
+        // Nodes still down stay down (not waited for) in the new layout.
+        next.down = current
+            .down
+            .iter()
+            .filter(|n| next.nodes.iter().any(|m| m.id == **n))
+            .copied()
+            .collect();
         let value = serde_json::to_vec(&next).expect("a layout serializes");
         let (current_key, staged_key) = (self.key("layout/current"), self.key("layout/staged"));
         let txn = Txn::new()

@@ -147,8 +147,8 @@ pub struct ClusterNode {
     view: RwLock<Arc<View>>,
     epoch: Arc<AtomicU64>,
     copies: Mutex<Option<Copies>>,
-    /// The staged layout version this node is filling (or has filled).
-    filling: Mutex<Option<u64>>,
+    /// The staged and current layout versions this node is filling for (or has filled).
+    filling: Mutex<Option<(u64, u64)>>,
     http: Client<HttpConnector, Body>,
 }
 
@@ -1158,10 +1158,11 @@ impl ClusterNode {
             return;
         };
         let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
-        if *filling == Some(staged.version) || self.id().is_none() {
+        let at = (staged.version, current.version);
+        if *filling == Some(at) || self.id().is_none() {
             return;
         }
-        *filling = Some(staged.version);
+        *filling = Some(at);
         tokio::spawn(self.clone().fill(current, staged));
     }
 
@@ -1193,8 +1194,12 @@ impl ClusterNode {
         new_nodes.sort_unstable();
         new_nodes.dedup();
         tracing::info!(version = staged.version, nodes = ?new_nodes, "filling the staged layout's new copies");
+        // Writes that chose their copies before this node saw the staged layout commit
+        // first, so that the walk below finds them.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut report = meridian_cluster::control::FillReport {
             version: staged.version,
+            current: current.version,
             queued: 0,
             pending: 0,
             done: false,
@@ -1218,8 +1223,8 @@ impl ClusterNode {
                 ..ListVersionsQuery::default()
             };
             loop {
-                if self.view().staged.as_ref().map(|s| s.version) != Some(staged.version) {
-                    return; // staged again or applied: a new fill (or none) takes over
+                if !self.still_filling(&staged, &current) {
+                    return; // staged again, applied, or failed over: a new fill takes over
                 }
                 let (meta2, name, q) = (meta.clone(), bucket.name.clone(), query.clone());
                 let (c2, s2) = (current.clone(), staged.clone());
@@ -1260,7 +1265,7 @@ impl ClusterNode {
         // Done once the new nodes have taken everything queued for them until now (what is
         // written from here on reaches them before it is acknowledged).
         loop {
-            if self.view().staged.as_ref().map(|s| s.version) != Some(staged.version) {
+            if !self.still_filling(&staged, &current) {
                 return;
             }
             let replicator = self
@@ -1302,6 +1307,13 @@ impl ClusterNode {
         }
     }
 
+    /// Whether the view still has these layouts (else the fill for them is over).
+    fn still_filling(&self, staged: &Layout, current: &Layout) -> bool {
+        let view = self.view();
+        view.staged.as_ref().map(|s| s.version) == Some(staged.version)
+            && view.layout.as_ref().map(|c| c.version) == Some(current.version)
+    }
+
     /// The lowest live node puts the staged layout in force once every node that leads
     /// partitions has filled its new copies (and no node is down).
     async fn apply_when_filled(&self) {
@@ -1321,7 +1333,13 @@ impl ClusterNode {
         ) else {
             return;
         };
-        if !current.down.is_empty() {
+        // A node that stays in the layout must be up (it holds copies being filled); one
+        // that leaves may be down (its partitions' new leaders fill them).
+        if current
+            .down
+            .iter()
+            .any(|n| staged.nodes.iter().any(|m| m.id == *n))
+        {
             return;
         }
         let Ok(reports) = control.fill_reports().await else {
@@ -1329,9 +1347,9 @@ impl ClusterNode {
         };
         let leaders = Self::leaders(&current);
         let filled = leaders.iter().all(|id| {
-            reports
-                .iter()
-                .any(|(n, r)| n == id && r.version == staged.version && r.done)
+            reports.iter().any(|(n, r)| {
+                n == id && r.version == staged.version && r.current == current.version && r.done
+            })
         });
         if !filled {
             return;

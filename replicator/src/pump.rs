@@ -340,7 +340,18 @@ impl Pump {
             // The task settles its own outcome, so that settlements of concurrent transfers
             // share RocksDB's synced writes instead of queueing behind this loop.
             running.spawn(async move {
-                let result = send_change(&shared, &peer, job.entry()).await;
+                let result = match send_change(&shared, &peer, job.entry()).await {
+                    // Another node of this region answers that this node no longer leads the
+                    // version's partition (in a layout at least as new as ours): the copy is
+                    // moot — only the partition's primary sends copies, and it acknowledged
+                    // nothing that its followers had not taken.
+                    Err(e)
+                        if peer.config.mirror && e.code.as_deref() == Some("OperationAborted") =>
+                    {
+                        Ok(Sent::Skipped("this node no longer leads the partition"))
+                    }
+                    other => other,
+                };
                 let settlement =
                     settlement_for(&job, &result, peer.name(), shared.settings.max_backoff);
                 let (p, entry) = (peer.name().to_owned(), job.entry().clone());

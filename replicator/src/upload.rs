@@ -296,6 +296,22 @@ impl Sender<'_> {
             MAX_SINGLE_PUT
         };
         let (target_version_id, etag_comparable) = match plan(record, part_size, split_above) {
+            Plan::Single if self.peer.config.mirror => {
+                // Another node of this region checked the body against the ETag and
+                // checksum on arrival and answers with the version it stored: that is the
+                // read-back (a HEAD would double the copy's round trips on every write).
+                let stored = self.put_single(record).await?;
+                let expected = (record.version_id != "null").then_some(record.version_id.as_str());
+                if stored.as_deref() != expected {
+                    return Err(SendError::permanent(format!(
+                        "{}: the node stored version {stored:?}",
+                        self.what("PutObject", record)
+                    )));
+                }
+                return Ok(Sent::Done {
+                    target_version_id: None,
+                });
+            }
             Plan::Single => (self.put_single(record).await?, true),
             Plan::Multipart {
                 parts,

@@ -111,7 +111,17 @@ impl Region {
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        self.wait_status_for(what, Duration::from_secs(30), check)
+    }
+
+    /// Polls `cluster status` until `check` holds, at most `limit`.
+    fn wait_status_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + limit;
         loop {
             let status = self.cli(&["status"]);
             if check(&status) {
@@ -250,18 +260,22 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
     );
     // Node 3's staged copies were filled and its layout took effect (at once or after the
     // restart); remove-node stages a layout without it, with copies to fill on the others.
-    region.wait_status("the three-node layout in force", |s| {
-        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3
-    });
+    region.wait_status_for(
+        "the three-node layout in force",
+        Duration::from_secs(90),
+        |s| s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3,
+    );
     let removed = region.cli(&["remove-node", "3"]);
     assert_eq!(removed["staged"]["nodes"].as_array().unwrap().len(), 2);
     assert!(
         removed["copies_to_fill"].as_u64().unwrap() > 0,
         "{removed:#}"
     );
-    region.wait_status("the layout without node 3 in force", |s| {
-        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 2
-    });
+    region.wait_status_for(
+        "the layout without node 3 in force",
+        Duration::from_secs(90),
+        |s| s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 2,
+    );
 }
 
 impl Region {
@@ -1016,11 +1030,15 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
         "a quarter of 2048 copies: {to_fill}"
     );
     let before = staged["current"]["version"].as_u64().unwrap();
-    let grown = region.wait_status("the four-node layout in force", |s| {
-        s["staged"].is_null()
-            && s["current"]["nodes"].as_array().unwrap().len() == 4
-            && s["current"]["version"].as_u64().unwrap() > before
-    });
+    let grown = region.wait_status_for(
+        "the four-node layout in force",
+        Duration::from_secs(90),
+        |s| {
+            s["staged"].is_null()
+                && s["current"]["nodes"].as_array().unwrap().len() == 4
+                && s["current"]["version"].as_u64().unwrap() > before
+        },
+    );
     assert!(alive(&grown, 4));
     load.progress(30).await;
 
@@ -1031,9 +1049,11 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
         drained["copies_to_fill"].as_u64().unwrap() > 0,
         "{drained:#}"
     );
-    let last = region.wait_status("the layout without node 1 in force", |s| {
-        s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3
-    });
+    let last = region.wait_status_for(
+        "the layout without node 1 in force",
+        Duration::from_secs(90),
+        |s| s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 3,
+    );
     let layout = last["current"].clone();
     assert!(layout["partitions"]
         .as_array()
@@ -1042,6 +1062,12 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
         .all(|p| !p.as_array().unwrap().contains(&serde_json::json!(1))));
     load.progress(30).await;
     let acked = load.stop().await;
+    // A node the load left behind (marked down when a copy took longer than copy_timeout)
+    // is caught up before it counts again.
+    let layout = region.wait_status_for("no node down", Duration::from_secs(90), |s| {
+        s["current"]["down"].is_null()
+    })["current"]
+        .clone();
 
     // Every acknowledged version is readable through the region, and held byte for byte by
     // both nodes of its partition in the final layout.
