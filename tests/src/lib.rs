@@ -550,6 +550,20 @@ pub async fn upload_parts_and_complete(
 }
 
 /// The whole body of the latest version of `bucket/key`.
+/// Turns versioning on for `bucket`.
+pub async fn enable_versioning(s3: &Client, bucket: &str) {
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("enabling versioning on {bucket}: {e:?}"));
+}
+
 pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     s3.get_object()
         .bucket(bucket)

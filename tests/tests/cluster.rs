@@ -504,17 +504,7 @@ async fn a_three_node_region_serves_every_request_from_every_node_with_two_copie
         .send()
         .await
         .unwrap();
-    client(2)
-        .put_bucket_versioning()
-        .bucket("versions")
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    meridian_tests::enable_versioning(&client(2), "versions").await;
     for i in 0..3 {
         let names: Vec<String> = client(i)
             .list_buckets()
@@ -759,18 +749,7 @@ async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
         .send()
         .await
         .unwrap();
-    region.nodes[1]
-        .client()
-        .put_bucket_versioning()
-        .bucket("load")
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    meridian_tests::enable_versioning(&region.nodes[1].client(), "load").await;
     let layout = region.layout();
 
     // Two writers through nodes 1 and 2, recording what was acknowledged.
@@ -1005,18 +984,7 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
         .send()
         .await
         .unwrap();
-    region.nodes[2]
-        .client()
-        .put_bucket_versioning()
-        .bucket("grow")
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    meridian_tests::enable_versioning(&region.nodes[2].client(), "grow").await;
     let load = Load::start(&region, "grow");
     load.progress(60).await;
 
