@@ -93,6 +93,11 @@ pub const EPOCH: &str = "x-meridian-cluster-epoch";
 pub const INTERNAL: &str = "/_meridian/cluster/";
 /// How often a node reads the layout and the members from etcd.
 const REFRESH: Duration = Duration::from_millis(500);
+/// A write is acknowledged only on a view of the layout read less than this long ago (read
+/// again first otherwise), and a staged layout is put in force only once it has been staged
+/// for twice this long: so every acknowledged write chose its copies knowing the staged
+/// layout, or was committed before the walk that fills it.
+const VIEW_TTL: Duration = Duration::from_secs(2);
 
 /// The name of the replication peer that carries copies to node `id`: not a valid name of a
 /// configured peer, so the two never mix.
@@ -112,6 +117,8 @@ pub struct View {
     pub staged: Option<Layout>,
     pub endpoints: BTreeMap<NodeId, String>,
     pub alive: Vec<NodeId>,
+    /// When it was read from etcd.
+    pub read_at: Option<Instant>,
 }
 
 struct Joined {
@@ -149,6 +156,8 @@ pub struct ClusterNode {
     copies: Mutex<Option<Copies>>,
     /// The staged and current layout versions this node is filling for (or has filled).
     filling: Mutex<Option<(u64, u64)>>,
+    /// The staged layout version this node saw first, and when.
+    staged_seen: Mutex<Option<(u64, Instant)>>,
     http: Client<HttpConnector, Body>,
 }
 
@@ -190,6 +199,7 @@ impl ClusterGate {
             epoch: Arc::new(AtomicU64::new(0)),
             copies: Mutex::new(None),
             filling: Mutex::new(None),
+            staged_seen: Mutex::new(None),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
         });
         tokio::spawn(node.clone().run());
@@ -369,10 +379,34 @@ impl ClusterNode {
         version_id: &str,
         peers: &[String],
     ) -> Result<(), String> {
+        self.fresh_view().await?;
         let Some(layout) = self.view().layout.clone() else {
             return Err("the region has no layout yet".into());
         };
         let layout = Some(layout);
+        // The copies were chosen before the commit; a staged layout seen since then adds
+        // nodes that the fill's walk may already have passed: queue the version for them
+        // too (if it is seen only later, the walk, which starts after, finds the version).
+        let mut peers = peers.to_vec();
+        for extra in self.copy_peers(bucket, key) {
+            if peers.contains(&extra) {
+                continue;
+            }
+            let Some(id) = copy_peer_id(&extra) else {
+                continue;
+            };
+            let (meta, b, k, v) = (
+                self.parts.meta.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                version_id.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || meta.requeue_copy(&copy_peer(id), &b, &k, &v))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            peers.push(extra);
+        }
         let waited: Vec<String> = peers
             .iter()
             .filter(|p| {
@@ -381,7 +415,7 @@ impl ClusterNode {
             .cloned()
             .collect();
         if waited.is_empty() {
-            return self.still_leads(bucket, key);
+            return self.still_leads(bucket, key).await;
         }
         let replicator = match &*self.copies.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(c) => c.replicator.clone(),
@@ -391,21 +425,29 @@ impl ClusterNode {
         let late = replicator
             .wait_synced(bucket, key, version_id, &waited)
             .await;
+        if !late.is_empty() {
+            // A follower that refused the copy because it knows a newer layout where this
+            // node does not lead looks late too: read the layout first, and mark followers
+            // down only as the partition's primary in it.
+            self.refresh().await.map_err(|e| e.to_string())?;
+            self.still_leads(bucket, key).await?;
+        }
         for peer in late {
             let Some(id) = copy_peer_id(&peer) else {
                 continue;
             };
             tracing::warn!(%bucket, %key, version = %version_id, node = id, "a follower did not take a copy in time: marking it down");
-            self.mark_down(id).await?;
+            self.mark_down(id, bucket, key).await?;
         }
-        self.still_leads(bucket, key)
+        self.still_leads(bucket, key).await
     }
 
     /// Acknowledged only by the partition's primary in the layout that now holds (a primary
     /// demoted meanwhile — its followers refused its copies, or the copies were never
     /// queued because the write raced a layout change — must not acknowledge what only it
     /// has).
-    fn still_leads(&self, bucket: &str, key: &str) -> Result<(), String> {
+    async fn still_leads(&self, bucket: &str, key: &str) -> Result<(), String> {
+        self.fresh_view().await?;
         let (layout, me) = self.layout().ok_or("no layout")?;
         if layout.nodes_of(layout.partition(bucket, key))[0] != me || layout.is_down(me) {
             return Err("this node no longer leads the partition".into());
@@ -413,13 +455,22 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Marks `id` down, unless this node is down itself (then it has no say).
-    async fn mark_down(&self, id: NodeId) -> Result<(), String> {
+    /// Reads the layout again if the view is older than [`VIEW_TTL`].
+    async fn fresh_view(&self) -> Result<(), String> {
+        if self.view().read_at.is_none_or(|at| at.elapsed() > VIEW_TTL) {
+            self.refresh().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Marks `id` down, in the same compare-and-swap that checks this node still leads the
+    /// partition of (`bucket`, `key`) and is not down itself (else it has no say).
+    async fn mark_down(&self, id: NodeId, bucket: &str, key: &str) -> Result<(), String> {
         let joined = self.joined.get().ok_or("not joined")?;
         joined
             .control
             .change_current(|l| {
-                if l.is_down(joined.id) {
+                if l.is_down(joined.id) || l.nodes_of(l.partition(bucket, key))[0] != joined.id {
                     None
                 } else {
                     l.with_down(id)
@@ -988,6 +1039,7 @@ impl ClusterNode {
         let Some(joined) = self.joined.get() else {
             return Ok(());
         };
+        let read_at = Instant::now();
         let layout = joined.control.current_layout().await?;
         let staged = joined.control.staged_layout().await?;
         let nodes = joined.control.nodes().await?;
@@ -997,6 +1049,7 @@ impl ClusterNode {
             alive,
             layout,
             staged,
+            read_at: Some(read_at),
         };
         if let Some(l) = &view.layout {
             self.epoch.fetch_max(l.version, Ordering::AcqRel);
@@ -1084,7 +1137,18 @@ impl ClusterNode {
                     node = node.id,
                     "a node's lease lapsed: marking it down, its partitions go to their followers"
                 );
-                if let Err(e) = self.mark_down(node.id).await {
+                let marked = joined
+                    .control
+                    .change_current(|l| {
+                        if l.is_down(joined.id) {
+                            None
+                        } else {
+                            l.with_down(node.id)
+                        }
+                    })
+                    .await;
+                let _ = self.refresh().await;
+                if let Err(e) = marked {
                     tracing::warn!(error = %e, "marking a node down failed; will retry");
                 }
             }
@@ -1194,9 +1258,9 @@ impl ClusterNode {
         new_nodes.sort_unstable();
         new_nodes.dedup();
         tracing::info!(version = staged.version, nodes = ?new_nodes, "filling the staged layout's new copies");
-        // Writes that chose their copies before this node saw the staged layout commit
-        // first, so that the walk below finds them.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A write acknowledged on a view without the staged layout was committed before
+        // that view was VIEW_TTL old: wait that long, so that the walk below finds it.
+        tokio::time::sleep(VIEW_TTL).await;
         let mut report = meridian_cluster::control::FillReport {
             version: staged.version,
             current: current.version,
@@ -1333,6 +1397,20 @@ impl ClusterNode {
         ) else {
             return;
         };
+        {
+            let mut seen = self.staged_seen.lock().unwrap_or_else(|e| e.into_inner());
+            match *seen {
+                Some((version, at)) if version == staged.version => {
+                    if at.elapsed() < VIEW_TTL * 2 {
+                        return;
+                    }
+                }
+                _ => {
+                    *seen = Some((staged.version, Instant::now()));
+                    return;
+                }
+            }
+        }
         // A node that stays in the layout must be up (it holds copies being filled); one
         // that leaves may be down (its partitions' new leaders fill them).
         if current

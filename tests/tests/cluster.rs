@@ -1055,11 +1055,32 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
         );
         for id in copies_of(&layout, "grow", key) {
             let held = held_by(&region.nodes[id as usize - 1], "grow", key, version).await;
-            assert_eq!(
-                held.as_deref().ok(),
-                Some(bytes.as_slice()),
-                "{key} ({version}) on node {id}"
-            );
+            if held.as_deref().ok() != Some(bytes.as_slice()) {
+                // Which nodes hold it, and what the nodes said about layouts and this key.
+                let mut on = Vec::new();
+                for (n, node) in region.nodes.iter().enumerate() {
+                    on.push((n + 1, held_by(node, "grow", key, version).await.is_ok()));
+                }
+                let logs: Vec<String> = region
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        n.log()
+                            .lines()
+                            .filter(|l| {
+                                l.contains("layout")
+                                    || l.contains("down")
+                                    || l.contains(key.as_str())
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "{key} ({version}) is not on node {id}; held: {on:?}\n{}",
+                    logs.join("\n----\n")
+                );
+            }
         }
     }
 }
