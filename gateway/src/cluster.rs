@@ -112,9 +112,9 @@ fn copy_peer_id(name: &str) -> Option<NodeId> {
 /// What a node knows of the region, refreshed from etcd.
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    pub layout: Option<Layout>,
+    pub layout: Option<Arc<Layout>>,
     /// The next layout, while its new copies are filled.
-    pub staged: Option<Layout>,
+    pub staged: Option<Arc<Layout>>,
     pub endpoints: BTreeMap<NodeId, String>,
     pub alive: Vec<NodeId>,
     /// When it was read from etcd.
@@ -306,7 +306,8 @@ impl ClusterNode {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn layout(&self) -> Option<(Layout, NodeId)> {
+    /// The layout in force (shared, not copied: every request asks) and this node's id.
+    fn layout(&self) -> Option<(Arc<Layout>, NodeId)> {
         Some((self.view().layout.clone()?, self.id()?))
     }
 
@@ -1040,8 +1041,8 @@ impl ClusterNode {
             return Ok(());
         };
         let read_at = Instant::now();
-        let layout = joined.control.current_layout().await?;
-        let staged = joined.control.staged_layout().await?;
+        let layout = joined.control.current_layout().await?.map(Arc::new);
+        let staged = joined.control.staged_layout().await?.map(Arc::new);
         let nodes = joined.control.nodes().await?;
         let alive = joined.control.alive().await?;
         let view = View {
@@ -1232,12 +1233,11 @@ impl ClusterNode {
 
     /// Queues every version of the partitions this node leads for the nodes `staged` adds
     /// to them, waits until they have taken it all, and says so in etcd.
-    async fn fill(self: Arc<Self>, current: Layout, staged: Layout) {
+    async fn fill(self: Arc<Self>, current: Arc<Layout>, staged: Arc<Layout>) {
         let Some(joined) = self.joined.get() else {
             return;
         };
         let me = joined.id;
-        let (current, staged) = (Arc::new(current), Arc::new(staged));
         let gains = {
             let (current, staged) = (current.clone(), staged.clone());
             move |bucket: &str, key: &str| -> Vec<NodeId> {

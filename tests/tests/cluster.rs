@@ -364,6 +364,19 @@ async fn held_by(
     Ok(out.body.collect().await.unwrap().into_bytes().to_vec())
 }
 
+/// The bytes of a version read through the region (any node), panicking with its name.
+async fn read_version(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, version: &str) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key} ({version}): {e:?}"));
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
 /// How many nodes hold exactly `bytes` as that version, polled until it is `want` (copies of
 /// removals travel in the background) for at most 30 s.
 async fn wait_held(
@@ -849,17 +862,8 @@ async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
 
     // Nothing acknowledged is lost: readable through the region at once...
     for (key, version, bytes) in &acked {
-        let out = region.nodes[1]
-            .client()
-            .get_object()
-            .bucket("load")
-            .key(key)
-            .version_id(version)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{key} ({version}): {e:?}"));
         assert_eq!(
-            &out.body.collect().await.unwrap().into_bytes().to_vec(),
+            &read_version(&region.nodes[1].client(), "load", key, version).await,
             bytes
         );
     }
@@ -1040,17 +1044,8 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
     // Every acknowledged version is readable through the region, and held byte for byte by
     // both nodes of its partition in the final layout.
     for (i, (key, version, bytes)) in acked.iter().enumerate() {
-        let got = region.nodes[1 + i % 3]
-            .client()
-            .get_object()
-            .bucket("grow")
-            .key(key)
-            .version_id(version)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{key} ({version}): {e:?}"));
         assert_eq!(
-            &got.body.collect().await.unwrap().into_bytes().to_vec(),
+            &read_version(&region.nodes[1 + i % 3].client(), "grow", key, version).await,
             bytes
         );
         for id in copies_of(&layout, "grow", key) {

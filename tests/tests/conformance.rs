@@ -27,19 +27,6 @@ async fn setup(bucket: &str) -> (TestServer, Client) {
     (server, s3)
 }
 
-async fn versioned(s3: &Client, bucket: &str) {
-    s3.put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 fn signed_get(server: &TestServer, path: &str, headers: &[(&str, String)]) -> RawResponse {
     raw::send_signed(
         &server.endpoint,
@@ -122,7 +109,7 @@ async fn deleting_a_bucket_aborts_its_incomplete_uploads_and_reclaims_their_part
 #[tokio::test]
 async fn a_repeated_completion_gets_the_first_answer_and_other_parts_are_invalid() {
     let (_server, s3) = setup("retry").await;
-    versioned(&s3, "retry").await;
+    meridian_tests::enable_versioning(&s3, "retry").await;
     let id = create_upload(&s3, "retry", "model").await;
     let e1 = upload_part(&s3, "retry", "model", &id, 1, &pattern(5 * MIB, 1)).await;
     let e2 = upload_part(&s3, "retry", "model", &id, 2, &pattern(1000, 2)).await;
