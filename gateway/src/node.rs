@@ -142,26 +142,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::host::Domains::new(&config.domains),
     );
     crate::s3::public_access::PublicAccessBlock::set_region(config.public_access_block);
-    let mut builder = S3ServiceBuilder::new(
-        MeridianS3::new(
-            store.clone(),
-            config.region.clone(),
-            replicator.clone(),
-            policies.clone(),
-            users.clone(),
-            crate::s3::encryption::SseSettings {
-                customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
-                bucket_default: config.encryption.default.clone(),
-            },
-            cors.clone(),
-        )
-        .with_acls(
-            acls.clone(),
-            crate::s3::acl::Ownership::parse(&config.object_ownership)
-                .unwrap_or(crate::s3::acl::Ownership::Enforced),
-        )
-        .with_cluster(cluster.clone()),
-    );
+    let s3 = MeridianS3::new(
+        store.clone(),
+        config.region.clone(),
+        replicator.clone(),
+        policies.clone(),
+        users.clone(),
+        crate::s3::encryption::SseSettings {
+            customer_keys_allowed: config.tls.is_some() || config.encryption.sse_c_over_http,
+            bucket_default: config.encryption.default.clone(),
+        },
+        cors.clone(),
+    )
+    .with_acls(
+        acls.clone(),
+        crate::s3::acl::Ownership::parse(&config.object_ownership)
+            .unwrap_or(crate::s3::acl::Ownership::Enforced),
+    )
+    .with_cluster(cluster.clone());
+    if let Some(node) = cluster.node() {
+        node.set_delegate(Arc::new(s3.clone()));
+    }
+    let mut builder = S3ServiceBuilder::new(s3);
     if config.encryption.sse_c_over_http && config.tls.is_none() {
         tracing::warn!("[encryption] sse_c_over_http: SSE-C keys are accepted over plain HTTP, where anyone on the path can read them (for tests only)");
     }

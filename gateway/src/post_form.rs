@@ -98,6 +98,25 @@ pub async fn prepare(
     Ok(Request::from_parts(parts, Prefixed::body(head, rest)))
 }
 
+/// The key a POST Object form names (`${filename}` replaced, as S3 does), with the request
+/// made whole again: where a region of several nodes serves it. `None` for any other
+/// request, or a form whose key is not among its fields before the file.
+pub async fn form_key(req: Request<Body>) -> (Request<Body>, Option<String>) {
+    let (parts, body) = req.into_parts();
+    let Some(boundary) = form_boundary(&parts) else {
+        return (Request::from_parts(parts, body), None);
+    };
+    let delimiter = format!("--{boundary}").into_bytes();
+    let (head, rest) = read_fields(body, &delimiter).await;
+    let key = Form::parse(&head, &delimiter).and_then(|form| form.key(&head));
+    (Request::from_parts(parts, Prefixed::body(head, rest)), key)
+}
+
+/// Whether `req` is a POST Object form upload.
+pub fn is_form<B>(req: &Request<B>) -> bool {
+    boundary_of(req.method(), req.uri(), req.headers()).is_some()
+}
+
 /// Whether a base64 policy's `expiration` is an ISO 8601 UTC date (`2026-12-01T12:00:00Z`,
 /// with or without fractions), as S3 requires; s3s 0.14 takes other forms too. A policy
 /// that does not decode is left to s3s, which refuses it.
@@ -119,16 +138,20 @@ fn expiration_is_iso8601(policy: &[u8]) -> bool {
 
 /// The boundary of a `multipart/form-data` POST to a bucket (`/bucket`, no query).
 fn form_boundary(parts: &http::request::Parts) -> Option<String> {
-    let path = parts.uri.path();
+    boundary_of(&parts.method, &parts.uri, &parts.headers)
+}
+
+fn boundary_of(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Option<String> {
+    let path = uri.path();
     let bucket_only = path.len() > 1 && !path[1..].trim_end_matches('/').contains('/');
-    if parts.method != http::Method::POST || !bucket_only || parts.uri.query().is_some() {
+    if method != http::Method::POST || !bucket_only || uri.query().is_some() {
         return None;
     }
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)?
-        .to_str()
-        .ok()?;
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
     let (mime, params) = content_type.split_once(';')?;
     if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
@@ -213,18 +236,29 @@ impl Form {
             .map(|(_, r)| &head[r.clone()])
     }
 
+    /// The key the form names, `${filename}` replaced by the file's name.
+    fn key(&self, head: &[u8]) -> Option<String> {
+        let key = std::str::from_utf8(self.field(head, "key")?).ok()?;
+        match self.file_name.as_deref() {
+            // Browsers send a bare name; some send a path, of which S3 keeps the last part.
+            Some(file_name) if key.contains("${filename}") => {
+                let base = file_name.rsplit(['/', '\\']).next().unwrap_or(file_name);
+                Some(key.replace("${filename}", base))
+            }
+            _ => Some(key.to_owned()),
+        }
+    }
+
     /// `head` with `${filename}` in the key replaced by the file's name, as S3 does; `None`
     /// when there is nothing to replace.
     fn key_with_filename(&self, head: &[u8]) -> Option<Bytes> {
-        let file_name = self.file_name.as_deref()?;
+        self.file_name.as_deref()?;
         let (_, range) = self.fields.iter().find(|(n, _)| n == "key")?;
         let key = std::str::from_utf8(&head[range.clone()]).ok()?;
         if !key.contains("${filename}") {
             return None;
         }
-        // Browsers send a bare name; some send a path, of which S3 keeps the last part.
-        let base = file_name.rsplit(['/', '\\']).next().unwrap_or(file_name);
-        let new_key = key.replace("${filename}", base);
+        let new_key = self.key(head)?;
         let mut out = BytesMut::with_capacity(head.len() + new_key.len());
         out.extend_from_slice(&head[..range.start]);
         out.extend_from_slice(new_key.as_bytes());

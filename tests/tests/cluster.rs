@@ -752,6 +752,375 @@ async fn a_three_node_region_serves_every_request_from_every_node_with_two_copie
     );
 }
 
+/// How many nodes hold a delete marker as that version (a GET of a marker by its id answers
+/// 405 where it is held, 404 elsewhere).
+async fn markers_held(region: &Region, bucket: &str, key: &str, version: &str) -> usize {
+    let mut holding = 0;
+    for node in &region.nodes {
+        match held_by(node, bucket, key, version).await {
+            Err(Some(code)) if code == "MethodNotAllowed" => holding += 1,
+            Err(_) => {}
+            Ok(_) => panic!("{key} ({version}) is an object on {}", node.endpoint),
+        }
+    }
+    holding
+}
+
+/// An SSE-C key: (base64 key, base64 MD5).
+fn customer_key(seed: u8) -> (String, String) {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let key: Vec<u8> = (0..32)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    (b64.encode(&key), b64.encode(md5::Md5::digest(&key)))
+}
+
+/// A key of `bucket` whose partition `id` leads, made from `stem`.
+fn key_led_by(layout: &serde_json::Value, bucket: &str, stem: &str, id: u64) -> String {
+    (0..)
+        .map(|i| format!("{stem}-{i}"))
+        .find(|k| leader(layout, bucket, k) == id)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led_by_different_ones()
+{
+    use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier, ServerSideEncryption};
+    let region = Region::in_layout(3, "[encryption]\nsse_c_over_http = true");
+    let layout = region.layout();
+    let client = |i: usize| region.nodes[i % 3].client();
+    client(0)
+        .create_bucket()
+        .bucket("vers")
+        .send()
+        .await
+        .unwrap();
+    meridian_tests::enable_versioning(&client(1), "vers").await;
+    client(2)
+        .create_bucket()
+        .bucket("flat")
+        .send()
+        .await
+        .unwrap();
+
+    // DeleteObjects through node 1 for keys every node leads: delete markers, removed
+    // versions, a key that never existed; answered in request order, each as DeleteObject.
+    let mut written = Vec::new();
+    for i in 0..18usize {
+        let key = format!("d{i:02}");
+        let out = client(i)
+            .put_object()
+            .bucket("vers")
+            .key(&key)
+            .body(meridian_tests::pattern(500 + i, i as u64).into())
+            .send()
+            .await
+            .unwrap();
+        written.push((key, out.version_id().unwrap().to_owned()));
+    }
+    let leaders: std::collections::BTreeSet<u64> = written
+        .iter()
+        .map(|(k, _)| leader(&layout, "vers", k))
+        .collect();
+    assert_eq!(leaders.len(), 3);
+    let mut objects: Vec<ObjectIdentifier> = Vec::new();
+    for (i, (key, version)) in written.iter().enumerate() {
+        let entry = ObjectIdentifier::builder().key(key);
+        let entry = if i % 3 == 0 {
+            entry.version_id(version)
+        } else {
+            entry
+        };
+        objects.push(entry.build().unwrap());
+    }
+    objects.push(ObjectIdentifier::builder().key("never").build().unwrap());
+    let out = client(0)
+        .delete_objects()
+        .bucket("vers")
+        .delete(
+            Delete::builder()
+                .set_objects(Some(objects))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(out.errors().is_empty(), "{:?}", out.errors());
+    let deleted = out.deleted();
+    assert_eq!(deleted.len(), written.len() + 1);
+    for (i, (key, version)) in written.iter().enumerate() {
+        let d = &deleted[i];
+        assert_eq!(d.key(), Some(key.as_str()));
+        if i % 3 == 0 {
+            assert_eq!(d.version_id(), Some(version.as_str()));
+            assert_eq!(d.delete_marker(), None);
+            wait_held(&region, "vers", key, version, None, 0).await;
+        } else {
+            assert_eq!(d.delete_marker(), Some(true), "{key}");
+            let marker = d.delete_marker_version_id().unwrap();
+            assert_eq!(markers_held(&region, "vers", key, marker).await, 2, "{key}");
+            // The version under the marker stays, on both its nodes.
+            wait_held(
+                &region,
+                "vers",
+                key,
+                version,
+                Some(&meridian_tests::pattern(500 + i, i as u64)),
+                2,
+            )
+            .await;
+        }
+        let gone = client(i + 1)
+            .get_object()
+            .bucket("vers")
+            .key(key)
+            .send()
+            .await;
+        assert_eq!(
+            gone.err()
+                .as_ref()
+                .and_then(meridian_tests::error_code)
+                .as_deref(),
+            Some("NoSuchKey"),
+            "{key}"
+        );
+    }
+
+    // Quiet, in an unversioned bucket, through node 2: the keys are gone from every node.
+    let keys: Vec<String> = (0..12).map(|i| format!("q{i:02}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        client(i)
+            .put_object()
+            .bucket("flat")
+            .key(key)
+            .body(b"quiet".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let objects = keys
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(k).build().unwrap())
+        .collect();
+    let out = client(1)
+        .delete_objects()
+        .bucket("flat")
+        .delete(
+            Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(out.deleted().is_empty() && out.errors().is_empty());
+    for key in &keys {
+        wait_held(&region, "flat", key, "null", None, 0).await;
+    }
+
+    // CopyObject sent to a third node, from a source led by one node to a destination led by
+    // another: plain, SSE-S3 and SSE-C sources, an older version, metadata kept.
+    let (source, target) = (
+        key_led_by(&layout, "vers", "src", 1),
+        key_led_by(&layout, "vers", "dst", 2),
+    );
+    let old = meridian_tests::pattern(3 << 20, 11);
+    let old_version = client(1)
+        .put_object()
+        .bucket("vers")
+        .key(&source)
+        .metadata("origin", "node-one")
+        .body(old.clone().into())
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+    let new = meridian_tests::pattern(2 << 20, 12);
+    let new_version = client(2)
+        .put_object()
+        .bucket("vers")
+        .key(&source)
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(new.clone().into())
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+    let copied = client(2)
+        .copy_object()
+        .bucket("vers")
+        .key(&target)
+        .copy_source(format!("vers/{source}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copied.copy_source_version_id(), Some(new_version.as_str()));
+    let copy_version = copied.version_id().unwrap().to_owned();
+    wait_held(&region, "vers", &target, &copy_version, Some(&new), 2).await;
+    let copied = client(2)
+        .copy_object()
+        .bucket("vers")
+        .key(&target)
+        .copy_source(format!("vers/{source}?versionId={old_version}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copied.copy_source_version_id(), Some(old_version.as_str()));
+    let copy_version = copied.version_id().unwrap().to_owned();
+    wait_held(&region, "vers", &target, &copy_version, Some(&old), 2).await;
+    let head = client(0)
+        .head_object()
+        .bucket("vers")
+        .key(&target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("origin"))
+            .map(String::as_str),
+        Some("node-one")
+    );
+    let replaced = client(1)
+        .copy_object()
+        .bucket("flat")
+        .key(key_led_by(&layout, "flat", "replaced", 3))
+        .copy_source(format!("vers/{source}"))
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("origin", "copy")
+        .send()
+        .await;
+    assert!(replaced.is_ok(), "{replaced:?}");
+
+    let (key, md5) = customer_key(7);
+    let secret = key_led_by(&layout, "flat", "secret", 3);
+    let sealed = meridian_tests::pattern(700_000, 13);
+    client(0)
+        .put_object()
+        .bucket("flat")
+        .key(&secret)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&key)
+        .sse_customer_key_md5(&md5)
+        .body(sealed.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let opened = key_led_by(&layout, "flat", "opened", 1);
+    let (wrong, wrong_md5) = customer_key(8);
+    let refused = client(1)
+        .copy_object()
+        .bucket("flat")
+        .key(&opened)
+        .copy_source(format!("flat/{secret}"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&wrong)
+        .copy_source_sse_customer_key_md5(&wrong_md5)
+        .send()
+        .await;
+    assert_eq!(
+        refused
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("AccessDenied")
+    );
+    client(1)
+        .copy_object()
+        .bucket("flat")
+        .key(&opened)
+        .copy_source(format!("flat/{secret}"))
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&key)
+        .copy_source_sse_customer_key_md5(&md5)
+        .send()
+        .await
+        .unwrap();
+    wait_held(&region, "flat", &opened, "null", Some(&sealed), 2).await;
+    let missing = client(0)
+        .copy_object()
+        .bucket("flat")
+        .key(&opened)
+        .copy_source(format!(
+            "flat/{}",
+            key_led_by(&layout, "flat", "missing", 2)
+        ))
+        .send()
+        .await;
+    assert_eq!(
+        missing
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("NoSuchKey")
+    );
+
+    // UploadPartCopy: an upload led by node 3 takes its parts from sources node 1 and node 2
+    // lead, one of them by range.
+    let whole = key_led_by(&layout, "flat", "assembled", 3);
+    let first = meridian_tests::pattern(6 << 20, 21);
+    let first_key = key_led_by(&layout, "flat", "part-one", 1);
+    let second_key = key_led_by(&layout, "flat", "part-two", 2);
+    let second = meridian_tests::pattern(1 << 20, 22);
+    for (k, bytes) in [(&first_key, &first), (&second_key, &second)] {
+        client(0)
+            .put_object()
+            .bucket("flat")
+            .key(k)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let upload = meridian_tests::create_upload(&client(1), "flat", &whole).await;
+    let mut parts = Vec::new();
+    for (n, (source, range)) in [(&first_key, Some("bytes=0-5242879")), (&second_key, None)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = client(n)
+            .upload_part_copy()
+            .bucket("flat")
+            .key(&whole)
+            .upload_id(&upload)
+            .part_number(n as i32 + 1)
+            .copy_source(format!("flat/{source}"))
+            .set_copy_source_range(range.map(str::to_owned))
+            .send()
+            .await
+            .unwrap();
+        parts.push((
+            n as i32 + 1,
+            out.copy_part_result().unwrap().e_tag().unwrap().to_owned(),
+        ));
+    }
+    let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    client(2)
+        .complete_multipart_upload()
+        .bucket("flat")
+        .key(&whole)
+        .upload_id(&upload)
+        .multipart_upload(meridian_tests::completed_parts(&parts))
+        .send()
+        .await
+        .unwrap();
+    let mut expected = first[..5 << 20].to_vec();
+    expected.extend_from_slice(&second);
+    wait_held(&region, "flat", &whole, "null", Some(&expected), 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
     let mut region = Region::in_layout(3, "copy_timeout = \"2s\"");

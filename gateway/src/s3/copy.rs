@@ -5,6 +5,10 @@
 //! reclaiming one never touches another.
 
 use std::ops::Range;
+use std::pin::Pin;
+
+use futures::StreamExt;
+use meridian_cluster::layout::NodeId;
 
 use meridian_metadata::{NewVersion, VersionRecord};
 use s3s::dto::*;
@@ -12,9 +16,12 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use super::conditions::{check_write_preconditions, ReadConditions};
 use super::convert::{self, ChecksumFields};
-use super::encryption::{copy_source_customer_headers, sse_headers, with_sse_fields, SseFields};
+use super::encryption::{
+    copy_source_customer_headers, sse_headers, with_sse_fields, CustomerHeaders, SseFields,
+};
 use super::put::{check_user_metadata, shard_identity, stored_checksum};
 use super::{reports_written_version, versioned, MeridianS3};
+use crate::cluster::SourceAsk;
 use crate::s3::errors::IntoS3;
 use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, BodyError, IngestOptions, Ingested};
@@ -23,9 +30,43 @@ use meridian_store::{Store, StoreError};
 /// S3's limit for a single CopyObject (larger objects are copied part by part).
 const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
+/// The source version of a copy, and where its bytes are read.
+pub(super) struct CopyFrom {
+    pub record: VersionRecord,
+    /// The source bucket is versioned: the answer names the version copied.
+    pub versioned: bool,
+    /// The node that leads the source's partition, when that is not this one: it reads and
+    /// decrypts the bytes.
+    pub at: Option<(NodeId, SourceAsk)>,
+}
+
+type SourceBytes = Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, BodyError>> + Send>>;
+
+/// Whether `ingested` (the whole source, copied) has the source's checksum, or else the MD5
+/// its plain ETag is; true when the source has neither to compare.
+fn matches_source(source: &VersionRecord, ingested: &Ingested) -> bool {
+    if let (Some(want), Some(got)) = (&source.checksum, stored_checksum(ingested)) {
+        if want.kind == meridian_metadata::ChecksumType::FullObject
+            && want.algorithm == got.algorithm
+        {
+            return want.value == got.value;
+        }
+    }
+    let plain_md5 = source.encryption.as_ref().and_then(|e| e.mode).is_none()
+        && source.etag.len() == 32
+        && source.etag.bytes().all(|b| b.is_ascii_hexdigit());
+    !plain_md5 || source.etag.eq_ignore_ascii_case(&hex::encode(ingested.md5))
+}
+
 impl MeridianS3 {
-    /// The source version of a copy: must exist and must not be a delete marker.
-    pub(super) async fn copy_source(&self, source: &CopySource) -> S3Result<(VersionRecord, bool)> {
+    /// The source version of a copy: must exist and must not be a delete marker. In a region
+    /// of several nodes, a source whose partition another node leads is looked up there
+    /// (with the copy's SSE-C key, `customer`, checked there too).
+    pub(super) async fn copy_source(
+        &self,
+        source: &CopySource,
+        customer: &CustomerHeaders<'_>,
+    ) -> S3Result<CopyFrom> {
         let CopySource::Bucket {
             bucket,
             key,
@@ -37,7 +78,51 @@ impl MeridianS3 {
                 "Copying from access points is not supported"
             ));
         };
-        let source_bucket = self.bucket(bucket).await?;
+        let versioned = versioned(&self.bucket(bucket).await?);
+        let cluster = self.cluster.node();
+        if let Some((cluster, node)) =
+            cluster.and_then(|c| Some((c, c.leader_elsewhere(bucket, key)?)))
+        {
+            let mut ask = SourceAsk {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version_id: version_id.as_ref().map(|v| v.to_string()),
+                customer: [customer.algorithm, customer.key, customer.key_md5]
+                    .map(|h| h.map(str::to_owned)),
+            };
+            let record = cluster
+                .source_at(node, &ask)
+                .await
+                .map_err(|r| super::delegated::s3_error_of(&r))?;
+            // The bytes read are those of this version, whatever is written meanwhile.
+            ask.version_id = Some(record.version_id.clone());
+            return Ok(CopyFrom {
+                record,
+                versioned,
+                at: Some((node, ask)),
+            });
+        }
+        let record = self.source_here(source).await?;
+        Ok(CopyFrom {
+            record,
+            versioned,
+            at: None,
+        })
+    }
+
+    /// The source version of a copy, from this node's metadata.
+    pub(super) async fn source_here(&self, source: &CopySource) -> S3Result<VersionRecord> {
+        let CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copying from access points is not supported"
+            ));
+        };
         let (b, k, v) = (
             bucket.to_string(),
             key.to_string(),
@@ -54,9 +139,25 @@ impl MeridianS3 {
                 "The source of a copy request may not specifically refer to a delete marker by version id."
             )),
             (Some(r), None) if r.is_delete_marker => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
-            (Some(r), _) => Ok((r, versioned(&source_bucket))),
+            (Some(r), _) => Ok(r),
             (None, Some(_)) => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
             (None, None) => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+        }
+    }
+
+    /// The key that opens an encrypted copy source here (`None` when the source is read by
+    /// another node, which opens it itself).
+    pub(super) async fn source_key(
+        &self,
+        from: &CopyFrom,
+        customer: &CustomerHeaders<'_>,
+    ) -> S3Result<Option<DataKey>> {
+        match from.at {
+            Some(_) => Ok(None),
+            None => {
+                self.data_key_of(from.record.encryption.as_ref(), customer)
+                    .await
+            }
         }
     }
 
@@ -65,7 +166,7 @@ impl MeridianS3 {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn ingest_copy(
         &self,
-        source: &VersionRecord,
+        from: &CopyFrom,
         range: Range<u64>,
         bucket: &str,
         key: &str,
@@ -73,19 +174,29 @@ impl MeridianS3 {
         source_key: Option<&DataKey>,
         seal: Option<&DataKey>,
     ) -> S3Result<Ingested> {
+        let source = &from.record;
         let expected = range.end - range.start;
-        let stream = self
-            .store
-            .read_plain(
-                &source.storage,
-                range,
-                source_key,
-                source.encryption.as_ref().map_or(&[][..], |e| &e.segments),
-            )
-            .s3()?;
-        let body = futures::StreamExt::map(stream, |r| {
-            r.map_err(|e| BodyError::Incomplete(e.to_string()))
-        });
+        let whole = range == (0..source.size);
+        let body: SourceBytes = match (&from.at, self.cluster.node()) {
+            (Some((node, ask)), Some(cluster)) => Box::pin(
+                cluster
+                    .read_at(*node, ask, range)
+                    .await
+                    .map_err(|r| super::delegated::s3_error_of(&r))?
+                    .map(|r| r.map_err(BodyError::Incomplete)),
+            ),
+            _ => Box::pin(
+                self.store
+                    .read_plain(
+                        &source.storage,
+                        range,
+                        source_key,
+                        source.encryption.as_ref().map_or(&[][..], |e| &e.segments),
+                    )
+                    .s3()?
+                    .map(|r| r.map_err(|e| BodyError::Incomplete(e.to_string()))),
+            ),
+        };
         let ingested = ingest(
             &self.store.disks,
             body,
@@ -112,6 +223,15 @@ impl MeridianS3 {
                 "The copy source changed size while it was read"
             ));
         }
+        // Bytes that crossed the network are checked against the source's own checksum or
+        // plain MD5 ETag, when it has one of the same kind.
+        if from.at.is_some() && whole && !matches_source(source, &ingested) {
+            self.store.discard(ingested.data).await;
+            return Err(s3_error!(
+                InternalError,
+                "The copy source's bytes arrived from the node that holds them damaged"
+            ));
+        }
         Ok(ingested)
     }
 
@@ -136,7 +256,10 @@ impl MeridianS3 {
             .await?;
         let sse = self.sse_request(&sse_headers!(input))?;
         let changes_encryption = sse.is_some();
-        let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        let from = self
+            .copy_source(&input.copy_source, &copy_source_customer_headers!(input))
+            .await?;
+        let source = &from.record;
         let precondition = check_write_preconditions(
             &self.store,
             &input.bucket,
@@ -146,10 +269,7 @@ impl MeridianS3 {
         )
         .await?;
         let source_key = self
-            .data_key_of(
-                source.encryption.as_ref(),
-                &copy_source_customer_headers!(input),
-            )
+            .source_key(&from, &copy_source_customer_headers!(input))
             .await?;
         ReadConditions {
             if_match: input.copy_source_if_match.as_ref(),
@@ -157,7 +277,7 @@ impl MeridianS3 {
             if_modified_since: input.copy_source_if_modified_since.as_ref(),
             if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
         }
-        .evaluate(&source, true)?;
+        .evaluate(source, true)?;
         if source.size > MAX_COPY_SIZE {
             return Err(s3_error!(
                 InvalidRequest,
@@ -248,7 +368,7 @@ impl MeridianS3 {
         let (data_key, encryption) = self.encryption_of_write(&input.bucket, sse).await?.unzip();
         let ingested = self
             .ingest_copy(
-                &source,
+                &from,
                 0..source.size,
                 &input.bucket,
                 &input.key,
@@ -285,7 +405,7 @@ impl MeridianS3 {
                 },
                 ChecksumFields::of(record.checksum.as_ref())
             )),
-            copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
+            copy_source_version_id: from.versioned.then(|| source.version_id.clone()),
             version_id: convert::reported_version_id(
                 &record,
                 reports_written_version(&target_bucket),

@@ -8,7 +8,10 @@
 //! As on AWS, a target that does not exist (or is a delete marker) answers 404 NoSuchKey and
 //! a mismatch 412.
 
+use std::collections::BTreeMap;
+
 use futures::StreamExt;
+use meridian_cluster::layout::NodeId;
 use meridian_metadata::{
     DeleteCondition, DeleteOptions, DeleteOutcome, MetaError, ReplicationState,
 };
@@ -17,7 +20,9 @@ use meridian_replicator::Change;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+use super::delegated::s3_error_of;
 use super::MeridianS3;
+use crate::cluster::{DeleteItem, Deleted};
 use crate::s3::errors::IntoS3;
 use meridian_store::StoreError;
 
@@ -31,7 +36,7 @@ impl MeridianS3 {
     /// the peers whose rules replicate delete markers; removing a version is not replicated.
     /// `bypass_governance`: the caller asked to, and may, remove versions under GOVERNANCE
     /// retention (the metadata store refuses every other locked removal).
-    async fn delete_one(
+    pub(super) async fn delete_one(
         &self,
         bucket: &str,
         key: &str,
@@ -200,40 +205,104 @@ impl MeridianS3 {
             ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
-        // Concurrent deletes share RocksDB's group commit: a 1,000-key request costs a few
-        // synced writes' time, not a thousand. `buffered` keeps the answers in request order.
         let bucket = input.bucket.as_str();
-        let outcomes: Vec<_> = futures::stream::iter(objects)
-            .map(|object| {
-                let denied = &denied;
+        // Each key's answer, in request order: refused ones now, the others once deleted;
+        // and the conditions of those to delete.
+        let mut outcomes: Vec<Option<S3Result<DeleteOutcome>>> = Vec::with_capacity(objects.len());
+        let mut conditions = Vec::with_capacity(objects.len());
+        for object in &objects {
+            let condition = delete_condition(
+                object.e_tag.as_ref().map(|e| Some(e.value().to_owned())),
+                object.size,
+                object.last_modified_time.as_ref(),
+            );
+            let (outcome, condition) = match condition {
+                _ if denied.contains(&object.key, object.version_id.as_deref()) => {
+                    (Some(Err(s3_error!(AccessDenied, "Access Denied"))), None)
+                }
+                Err(e) => (Some(Err(e)), None),
+                Ok(condition) => (None, condition),
+            };
+            outcomes.push(outcome);
+            conditions.push(condition);
+        }
+        // In a region of several nodes, the keys another node leads are deleted there: one
+        // request per node, all at once.
+        let mut elsewhere: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        if let Some(cluster) = self.cluster.node() {
+            for (i, object) in objects.iter().enumerate() {
+                if let (None, Some(node)) =
+                    (&outcomes[i], cluster.leader_elsewhere(bucket, &object.key))
+                {
+                    elsewhere.entry(node).or_default().push(i);
+                }
+            }
+            let asks = elsewhere.iter().map(|(node, places)| {
+                let items = places
+                    .iter()
+                    .map(|&i| {
+                        let object = &objects[i];
+                        DeleteItem {
+                            key: object.key.clone(),
+                            version_id: object.version_id.clone(),
+                            condition: conditions[i].clone().map(Into::into),
+                        }
+                    })
+                    .collect();
+                cluster.delete_at(*node, bucket, bypass, items)
+            });
+            let answers = futures::future::join_all(asks).await;
+            for (places, answer) in elsewhere.values().zip(answers) {
+                for (n, &i) in places.iter().enumerate() {
+                    outcomes[i] = Some(match &answer {
+                        Ok(answers) => match &answers[n] {
+                            Deleted::Done {
+                                version_id,
+                                delete_marker,
+                            } => Ok(DeleteOutcome {
+                                version_id: version_id.clone(),
+                                delete_marker: *delete_marker,
+                                removed: None,
+                            }),
+                            Deleted::Failed(refusal) => Err(s3_error_of(refusal)),
+                        },
+                        Err(refusal) => Err(s3_error_of(refusal)),
+                    });
+                }
+            }
+        }
+        // The rest here. Concurrent deletes share RocksDB's group commit: a 1,000-key
+        // request costs a few synced writes' time, not a thousand. `buffered` keeps the
+        // answers in request order.
+        let here: Vec<usize> = (0..objects.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let done: Vec<(usize, S3Result<DeleteOutcome>)> = futures::stream::iter(here)
+            .map(|i| {
+                let (object, condition) = (&objects[i], conditions[i].clone());
                 async move {
-                    let condition = delete_condition(
-                        object.e_tag.as_ref().map(|e| Some(e.value().to_owned())),
-                        object.size,
-                        object.last_modified_time.as_ref(),
-                    );
-                    let outcome = match condition {
-                        _ if denied.contains(&object.key, object.version_id.as_deref()) => {
-                            Err(s3_error!(AccessDenied, "Access Denied"))
-                        }
-                        Err(e) => Err(e),
-                        Ok(condition) => {
-                            self.delete_one(
-                                bucket,
-                                &object.key,
-                                object.version_id.as_deref(),
-                                bypass,
-                                condition,
-                            )
-                            .await
-                        }
-                    };
-                    (object, outcome)
+                    let outcome = self
+                        .delete_one(
+                            bucket,
+                            &object.key,
+                            object.version_id.as_deref(),
+                            bypass,
+                            condition,
+                        )
+                        .await;
+                    (i, outcome)
                 }
             })
             .buffered(DELETE_CONCURRENCY)
             .collect()
             .await;
+        for (i, outcome) in done {
+            outcomes[i] = Some(outcome);
+        }
+        let outcomes = objects
+            .into_iter()
+            .zip(outcomes)
+            .map(|(object, outcome)| (object, outcome.expect("every key is answered")));
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for (object, outcome) in outcomes {

@@ -10,6 +10,7 @@ mod conditions;
 pub mod convert;
 mod copy;
 pub mod cors;
+mod delegated;
 mod delete;
 pub mod encryption;
 mod errors;

@@ -315,14 +315,17 @@ impl MeridianS3 {
         let upload = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        let (source, source_versioned) = self.copy_source(&input.copy_source).await?;
+        let from = self
+            .copy_source(&input.copy_source, &copy_source_customer_headers!(input))
+            .await?;
+        let source = &from.record;
         super::conditions::ReadConditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
             if_modified_since: input.copy_source_if_modified_since.as_ref(),
             if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
         }
-        .evaluate(&source, true)?;
+        .evaluate(source, true)?;
         let range = match input.copy_source_range.as_deref() {
             None => 0..source.size,
             Some(r) => parse_copy_source_range(r, source.size)?,
@@ -334,17 +337,14 @@ impl MeridianS3 {
             ));
         }
         let source_key = self
-            .data_key_of(
-                source.encryption.as_ref(),
-                &copy_source_customer_headers!(input),
-            )
+            .source_key(&from, &copy_source_customer_headers!(input))
             .await?;
         let data_key = self
             .upload_data_key(upload.encryption.as_ref(), &customer_headers!(input))
             .await?;
         let ingested = self
             .ingest_copy(
-                &source,
+                &from,
                 range,
                 &input.bucket,
                 &input.key,
@@ -367,7 +367,7 @@ impl MeridianS3 {
                 checksum_sha1: fields.sha1,
                 checksum_sha256: fields.sha256,
             }),
-            copy_source_version_id: source_versioned.then(|| source.version_id.clone()),
+            copy_source_version_id: from.versioned.then(|| source.version_id.clone()),
             ..Default::default()
         };
         Ok(S3Response::new(with_sse_fields!(

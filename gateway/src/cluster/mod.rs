@@ -17,6 +17,9 @@
 //! - **Failover**: the lowest live node marks nodes whose lease lapsed down, which promotes
 //!   a follower of each partition they led. A node marked down marks itself up once no other
 //!   node has copies queued for it.
+//! - **Work for other nodes** (`delegated`): a DeleteObjects is served where it arrives and
+//!   each key is deleted by its primary; a copy is served at the destination's primary,
+//!   which reads a source led elsewhere from that source's primary.
 //! - **Listings**: every node answers for the keys of the partitions it leads; a listing is
 //!   the merge of their pages (see `merge_*`).
 //!
@@ -45,6 +48,9 @@ use s3s::Body;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+
+mod delegated;
+pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +165,8 @@ pub struct ClusterNode {
     /// The staged layout version this node saw first, and when.
     staged_seen: Mutex<Option<(u64, Instant)>>,
     http: Client<HttpConnector, Body>,
+    /// The S3 layer, for work done on other nodes' behalf (set once it is built).
+    delegate: OnceLock<Arc<dyn Delegated>>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -201,6 +209,7 @@ impl ClusterGate {
             filling: Mutex::new(None),
             staged_seen: Mutex::new(None),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+            delegate: OnceLock::new(),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -237,12 +246,28 @@ pub async fn routed(
 ) -> Result<(Request<Body>, Option<BucketChange>), Response<Body>> {
     if node.is_hop(req.headers()) {
         node.catch_up_with(req.headers()).await;
+        let moved = || {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The region's layout is changing: try again",
+            )
+        };
         if req.headers().contains_key(FROM) {
             node.check_copy(&req).await?;
-        } else {
-            node.check_forwarded(&req).map_err(|why| {
-                error_response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why)
-            })?;
+        } else if crate::post_form::is_form(&req) {
+            // A forwarded form is written here only if this node still leads its key.
+            let bucket = node
+                .bucket_and_key(&req)
+                .map(|(b, _)| b)
+                .unwrap_or_default();
+            let (req, key) = crate::post_form::form_key(req).await;
+            if key.is_some_and(|key| node.leader_elsewhere(&bucket, &key).is_some()) {
+                return Err(moved());
+            }
+            return Ok((req, None));
+        } else if !node.leads_forwarded(&req) {
+            return Err(moved());
         }
         return Ok((req, None));
     }
@@ -261,6 +286,24 @@ pub async fn routed(
         Route::Local => Ok((req, None)),
         Route::Forward(endpoint) => Err(node.forward(&endpoint, req).await),
         Route::Refuse(status, code, message) => Err(error_response(status, code, message)),
+        Route::Form => {
+            let bucket = node
+                .bucket_and_key(&req)
+                .map(|(b, _)| b)
+                .unwrap_or_default();
+            let (req, key) = crate::post_form::form_key(req).await;
+            let elsewhere = key.and_then(|key| node.leader_elsewhere(&bucket, &key));
+            match elsewhere.map(|id| node.endpoint_of(id)) {
+                // A form without a key is s3s's to refuse, here.
+                None => Ok((req, None)),
+                Some(Route::Forward(endpoint)) => Err(node.forward(&endpoint, req).await),
+                Some(_) => Err(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The node that leads this object's partition is not known yet",
+                )),
+            }
+        }
         Route::Broadcast => {
             let (parts, body) = req.into_parts();
             let body = match http_body_util::Limited::new(body, MAX_BUCKET_CHANGE)
@@ -294,6 +337,8 @@ pub enum Route {
     Forward(String),
     /// Here, then on every other node.
     Broadcast,
+    /// A browser form upload (POST Object): at the primary of the key its form names.
+    Form,
     Refuse(StatusCode, &'static str, &'static str),
 }
 
@@ -492,17 +537,12 @@ impl ClusterNode {
             return Route::Local; // ListBuckets
         };
         let method = req.method();
-        let Some((layout, me)) = self.layout() else {
-            // Bucket changes reach every known node; objects wait for the first layout.
-            return match key {
-                None if method == Method::GET || method == Method::HEAD => Route::Local,
-                None => Route::Broadcast,
-                Some(_) => Route::Refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "The region has no layout yet (meridian cluster add-node)",
-                ),
-            };
+        let no_layout = || {
+            Route::Refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The region has no layout yet (meridian cluster add-node)",
+            )
         };
         let Some(key) = key else {
             if method == Method::GET || method == Method::HEAD {
@@ -514,42 +554,33 @@ impl ClusterNode {
                     .split('&')
                     .any(|p| p == "delete" || p.starts_with("delete="))
             {
-                return Route::Refuse(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "NotImplemented",
-                    "DeleteObjects is not implemented in a region of several nodes yet; delete the keys one by one",
-                );
+                // Served here: each key is deleted by its primary (see `delete_at`).
+                return Route::Local;
             }
-            if method == Method::POST {
-                return Route::Refuse(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "NotImplemented",
-                    "Browser form uploads (POST Object) are not implemented in a region of several nodes yet",
-                );
+            if crate::post_form::is_form(req) {
+                // Served by the primary of the key in the form.
+                return match self.layout() {
+                    Some(_) => Route::Form,
+                    None => no_layout(),
+                };
             }
+            // Bucket changes reach every known node, with or without a layout.
             return Route::Broadcast;
         };
+        // Objects wait for the first layout.
+        let Some((layout, me)) = self.layout() else {
+            return no_layout();
+        };
         let primary = layout.nodes_of(layout.partition(&bucket, &key))[0];
-        if let Some(source) = req.headers().get("x-amz-copy-source") {
-            let source = source.to_str().unwrap_or_default();
-            let source = percent_encoding::percent_decode_str(source.trim_start_matches('/'))
-                .decode_utf8_lossy()
-                .into_owned();
-            let source = source.split("?versionId=").next().unwrap_or_default();
-            if let Some((sb, sk)) = source.split_once('/') {
-                if layout.nodes_of(layout.partition(sb, sk))[0] != primary {
-                    return Route::Refuse(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "NotImplemented",
-                        "A copy between objects led by different nodes is not implemented in a region of several nodes yet",
-                    );
-                }
-            }
-        }
         if primary == me {
             return Route::Local;
         }
-        match self.view().endpoints.get(&primary) {
+        self.endpoint_of(primary)
+    }
+
+    /// Forwarded to node `id` (unknown yet: try again).
+    fn endpoint_of(&self, id: NodeId) -> Route {
+        match self.view().endpoints.get(&id) {
             Some(endpoint) => Route::Forward(endpoint.clone()),
             None => Route::Refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -681,6 +712,7 @@ impl ClusterNode {
         }
         let path = req.uri().path().trim_start_matches(INTERNAL).to_owned();
         match path.as_str() {
+            "delete" | "source" | "read" => self.serve_delegated(&path, req).await,
             "list" => {
                 let body = match req.into_body().collect().await {
                     Ok(b) => b.to_bytes(),
@@ -779,19 +811,14 @@ impl ClusterNode {
     /// A client's write forwarded here by another node is served only if this node leads
     /// the object's partition in its layout (else the two nodes' layouts differ for a moment:
     /// the client tries again).
-    fn check_forwarded<B>(&self, req: &Request<B>) -> Result<(), &'static str> {
+    fn leads_forwarded<B>(&self, req: &Request<B>) -> bool {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
-            return Ok(());
+            return true;
         }
-        let (Some((layout, me)), Some((bucket, Some(key)))) =
-            (self.layout(), self.bucket_and_key(req))
-        else {
-            return Ok(());
-        };
-        if layout.nodes_of(layout.partition(&bucket, &key))[0] != me {
-            return Err("The region's layout is changing: try again");
+        match self.bucket_and_key(req) {
+            Some((bucket, Some(key))) => self.leader_elsewhere(&bucket, &key).is_none(),
+            _ => true,
         }
-        Ok(())
     }
 
     /// Checks a copy sent by another node: its sender must lead the object's partition in

@@ -1,0 +1,142 @@
+//! The S3 side of work done for another node of the region (see `crate::cluster`'s
+//! `delegated`): deletes of keys this node leads, and the sources of copies it holds.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use meridian_metadata::VersionRecord;
+use s3s::dto::CopySource;
+use s3s::{s3_error, S3Error, S3ErrorCode};
+
+use super::encryption::CustomerHeaders;
+use super::MeridianS3;
+use crate::cluster::{ByteStream, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
+use crate::s3::errors::IntoS3;
+
+/// Deletes of one delegated request in flight at once (as DeleteObjects here).
+const DELETE_CONCURRENCY: usize = 32;
+
+/// An S3 error, to send to another node.
+pub(super) fn refusal_of(e: &S3Error) -> Refusal {
+    Refusal {
+        status: e.status_code().map_or(500, |s| s.as_u16()),
+        code: e.code().as_str().to_owned(),
+        message: e.message().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Another node's error, as this node answers it.
+pub(super) fn s3_error_of(r: &Refusal) -> S3Error {
+    let code = S3ErrorCode::from_bytes(r.code.as_bytes())
+        .unwrap_or_else(|| S3ErrorCode::Custom(r.code.clone().into()));
+    let mut e = S3Error::with_message(code, r.message.clone());
+    if let Ok(status) = http::StatusCode::from_u16(r.status) {
+        e.set_status_code(status);
+    }
+    e
+}
+
+impl SourceAsk {
+    fn copy_source(&self) -> CopySource {
+        CopySource::Bucket {
+            bucket: self.bucket.as_str().into(),
+            key: self.key.as_str().into(),
+            version_id: self.version_id.as_deref().map(Into::into),
+        }
+    }
+
+    fn customer(&self) -> CustomerHeaders<'_> {
+        CustomerHeaders {
+            algorithm: self.customer[0].as_deref(),
+            key: self.customer[1].as_deref(),
+            key_md5: self.customer[2].as_deref(),
+        }
+    }
+}
+
+#[async_trait]
+impl Delegated for MeridianS3 {
+    async fn delete(
+        &self,
+        bucket: &str,
+        bypass_governance: bool,
+        objects: Vec<DeleteItem>,
+    ) -> Vec<Deleted> {
+        if let Err(e) = self.bucket(bucket).await {
+            let refusal = refusal_of(&e);
+            return objects
+                .iter()
+                .map(|_| Deleted::Failed(refusal.clone()))
+                .collect();
+        }
+        futures::stream::iter(objects)
+            .map(|object| async move {
+                let outcome = self
+                    .delete_one(
+                        bucket,
+                        &object.key,
+                        object.version_id.as_deref(),
+                        bypass_governance,
+                        object.condition.map(Into::into),
+                    )
+                    .await;
+                match outcome {
+                    Ok(o) => Deleted::Done {
+                        version_id: o.version_id,
+                        delete_marker: o.delete_marker,
+                    },
+                    Err(e) => Deleted::Failed(refusal_of(&e)),
+                }
+            })
+            .buffered(DELETE_CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    async fn source(&self, ask: &SourceAsk) -> Result<VersionRecord, Refusal> {
+        let record = self
+            .source_here(&ask.copy_source())
+            .await
+            .map_err(|e| refusal_of(&e))?;
+        // The copy's customer key must open the source, as it must on a single node.
+        self.data_key_of(record.encryption.as_ref(), &ask.customer())
+            .await
+            .map_err(|e| refusal_of(&e))?;
+        Ok(record)
+    }
+
+    async fn read(&self, ask: &SourceAsk, range: Range<u64>) -> Result<ByteStream, Refusal> {
+        if ask.version_id.is_none() {
+            return Err(refusal_of(&s3_error!(
+                InvalidRequest,
+                "A delegated read names the version it reads"
+            )));
+        }
+        let record = self
+            .source_here(&ask.copy_source())
+            .await
+            .map_err(|e| refusal_of(&e))?;
+        if range.start > range.end || range.end > record.size {
+            return Err(refusal_of(&s3_error!(
+                InvalidRange,
+                "The requested range is not satisfiable"
+            )));
+        }
+        let key = self
+            .data_key_of(record.encryption.as_ref(), &ask.customer())
+            .await
+            .map_err(|e| refusal_of(&e))?;
+        let stream = self
+            .store
+            .read_plain(
+                &record.storage,
+                range,
+                key.as_ref(),
+                record.encryption.as_ref().map_or(&[][..], |e| &e.segments),
+            )
+            .s3()
+            .map_err(|e| refusal_of(&e))?;
+        Ok(Box::pin(stream.map(|r| r.map_err(|e| e.to_string()))))
+    }
+}
