@@ -107,6 +107,9 @@ pub struct ReplicaHeaders {
     pub sealed: Option<Sealed>,
     /// The version's ACL as stored at the source (absent where its bucket has no ACLs).
     pub acl: Option<Vec<u8>>,
+    /// A copy from another node of this region, not a change from a peer region (never read
+    /// from the replica headers: the receiver sets it from its cluster's checked headers).
+    pub copy: bool,
 }
 
 /// Whether a request carries any replica header (and so needs the replicate grant).
@@ -259,6 +262,7 @@ impl ReplicaHeaders {
             delete_marker,
             sealed,
             acl,
+            copy: false,
         }))
     }
 }
@@ -300,6 +304,7 @@ mod tests {
                 None,
             )),
             acl: Some(br#"{"owner":"alice","grants":[]}"#.to_vec()),
+            copy: false,
         };
         let sealed = r.sealed.as_ref().unwrap();
         assert_eq!(sealed.runs, vec![(8 << 20, 3), (3, 1)]);

@@ -198,6 +198,7 @@ impl Sender<'_> {
             delete_marker: record.is_delete_marker,
             sealed: self.sealed.clone(),
             acl: record.acl.clone(),
+            copy: false,
         }
         .to_pairs()
     }

@@ -1121,6 +1121,170 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
     wait_held(&region, "flat", &whole, "null", Some(&expected), 2).await;
 }
 
+/// How many nodes of `region` hold exactly `bytes` as that version, now.
+async fn holders_now(
+    region: &Region,
+    bucket: &str,
+    key: &str,
+    version: &str,
+    bytes: &[u8],
+) -> usize {
+    let mut holding = 0;
+    for node in &region.nodes {
+        if let Ok(got) = held_by(node, bucket, key, version).await {
+            assert_eq!(got, bytes, "{key} ({version}) differs on {}", node.endpoint);
+            holding += 1;
+        }
+    }
+    holding
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_replication_runs_between_two_regions_of_several_nodes() {
+    use meridian_tests::regions::{
+        put_rules, rule_to, versioned_bucket, wait_completed, REPLICATOR_KEY, REPLICATOR_SECRET,
+    };
+    // West: three nodes that take replicas. East: three nodes, each sending its own writes to
+    // west through one of west's nodes (any node of a region forwards).
+    let west = Region::in_layout(
+        3,
+        &format!(
+            "[[users]]\naccess_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
+             grants = [{{ bucket = \"*\", access = \"replicate\" }}]"
+        ),
+    );
+    let east = Region::in_layout(
+        3,
+        &format!(
+            "[[peers]]\nname = \"west\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
+             kind = \"meridian\"\n[replication]\nmax_backoff = \"1s\"",
+            west.nodes[1].endpoint,
+            meridian_tests::REGION
+        ),
+    );
+    versioned_bucket(&west.nodes[2].client(), "geo").await;
+    versioned_bucket(&east.nodes[0].client(), "geo").await;
+    put_rules(
+        &east.nodes[1].client(),
+        "geo",
+        vec![rule_to("west", "geo", "to-west", 1, true)],
+    )
+    .await;
+
+    // Writes through every east node, for keys every east node leads: small objects, a
+    // multipart upload, overwrites and a delete marker.
+    let east_layout = east.layout();
+    let mut written: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for i in 0..18usize {
+        let key = format!("g{:02}", i % 12);
+        let bytes = meridian_tests::pattern(1000 + i * 4099, 40 + i as u64);
+        let out = east.nodes[i % 3]
+            .client()
+            .put_object()
+            .bucket("geo")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        written.push((key, out.version_id().unwrap().to_owned(), bytes));
+    }
+    let leaders: std::collections::BTreeSet<u64> = written
+        .iter()
+        .map(|(k, _, _)| leader(&east_layout, "geo", k))
+        .collect();
+    assert_eq!(leaders.len(), 3, "every east node ships some of the writes");
+    let big = meridian_tests::pattern(11 << 20, 77);
+    let upload = meridian_tests::create_upload(&east.nodes[2].client(), "geo", "big").await;
+    let mut parts = Vec::new();
+    for (n, chunk) in big.chunks(5 << 20).enumerate() {
+        let etag = meridian_tests::upload_part(
+            &east.nodes[n % 3].client(),
+            "geo",
+            "big",
+            &upload,
+            n as i32 + 1,
+            chunk,
+        )
+        .await;
+        parts.push((n as i32 + 1, etag));
+    }
+    let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+    let done = east.nodes[0]
+        .client()
+        .complete_multipart_upload()
+        .bucket("geo")
+        .key("big")
+        .upload_id(&upload)
+        .multipart_upload(meridian_tests::completed_parts(&parts))
+        .send()
+        .await
+        .unwrap();
+    written.push(("big".into(), done.version_id().unwrap().to_owned(), big));
+    let marker = east.nodes[1]
+        .client()
+        .delete_object()
+        .bucket("geo")
+        .key("g03")
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+
+    // Once east says a version reached west, west holds it on both nodes of its partition
+    // there, with east's version id and bytes: west acknowledged it only with its copy made.
+    for (key, version, bytes) in &written {
+        wait_completed(&east.nodes[0].client(), "geo", key, version).await;
+        assert_eq!(
+            holders_now(&west, "geo", key, version, bytes).await,
+            2,
+            "{key} ({version}) on west, layout {:?}",
+            copies_of(&west.layout(), "geo", key)
+        );
+        let got = read_version(&west.nodes[0].client(), "geo", key, version).await;
+        assert_eq!(&got, bytes);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while markers_held(&west, "geo", "g03", &marker).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete marker did not reach both of its west nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let current = west.nodes[2]
+        .client()
+        .get_object()
+        .bucket("geo")
+        .key("g03")
+        .send()
+        .await;
+    assert_eq!(
+        current
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("NoSuchKey")
+    );
+    // The replicas are not sent back, nor on: west's nodes queue nothing for peers.
+    let replica = west.nodes[0]
+        .client()
+        .head_object()
+        .bucket("geo")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.replication_status().map(|s| s.as_str()),
+        Some("REPLICA")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
     let mut region = Region::in_layout(3, "copy_timeout = \"2s\"");

@@ -271,6 +271,9 @@ pub async fn routed(
         }
         return Ok((req, None));
     }
+    // Only a node may say a write is its copy (see `check_copy`).
+    let mut req = req;
+    req.headers_mut().remove(FROM);
     // A node without its lease has a view of the region that may be stale: it sends no
     // writes anywhere (reads go on).
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

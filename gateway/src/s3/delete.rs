@@ -165,7 +165,7 @@ impl MeridianS3 {
             ));
         };
         let opts = DeleteOptions {
-            replication: ReplicationState::replica_from(&replica.region),
+            replication: self.replica_state(&replica, &input.bucket, &input.key),
             version_id: Some(version_id.clone()),
             mtime: Some(mtime),
             ..DeleteOptions::default()

@@ -449,7 +449,8 @@ impl MeridianS3 {
         let etag_is_md5 =
             !super::encryption::keyed_etag(&new) && replica.is_none_or(|r| r.sealed.is_none());
         let prepared = match replica {
-            Some(r) => apply_replica(&mut new, r, etag_is_md5),
+            Some(r) => apply_replica(&mut new, r, etag_is_md5)
+                .map(|()| new.replication = self.replica_state(r, bucket, key)),
             None => self
                 .local_replication(
                     bucket,

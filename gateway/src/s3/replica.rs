@@ -34,6 +34,26 @@ impl MeridianS3 {
         ))
     }
 
+    /// The replication state a change from a peer region commits with: a REPLICA, and PENDING
+    /// for the followers of its partition when this node of a region of several nodes leads
+    /// it (a copy from another node of this region goes nowhere).
+    pub(super) fn replica_state(
+        &self,
+        replica: &ReplicaHeaders,
+        bucket: &str,
+        key: &str,
+    ) -> ReplicationState {
+        let mut state = ReplicationState::replica_from(&replica.region);
+        if let (Some(c), false) = (self.cluster.node(), replica.copy) {
+            state.peers = c
+                .copy_peers(bucket, key)
+                .into_iter()
+                .map(|p| (p, PeerStatus::Pending))
+                .collect();
+        }
+        state
+    }
+
     /// The peers a local change must reach under the bucket's current rules.
     pub(super) async fn pending_peers(
         &self,
@@ -75,10 +95,13 @@ impl MeridianS3 {
     ) -> S3Result<ChangeSource> {
         let (bucket, key) = (record.bucket.as_str(), record.key.as_str());
         Ok(match replica {
-            Some(r) => ChangeSource {
-                origin: Origin::Replica { region: r.region },
-                peers: Vec::new(),
-            },
+            Some(r) => {
+                let state = self.replica_state(&r, bucket, key);
+                ChangeSource {
+                    origin: state.origin,
+                    peers: state.peers.into_keys().collect(),
+                }
+            }
             None => ChangeSource {
                 origin: Origin::Local,
                 peers: self
@@ -103,9 +126,13 @@ impl MeridianS3 {
         version_id: &str,
         replication: &ReplicationState,
     ) -> S3Result<()> {
-        // A node of a cluster acknowledges its own writes only with their copies made, and
-        // only as the partition's primary (not a copy it received).
-        if let (Some(c), Origin::Local) = (self.cluster.node(), &replication.origin) {
+        // A node of a cluster acknowledges its own writes, and a peer region's, only with
+        // their copies made, and only as the partition's primary (not a copy it received).
+        let copied = match &replication.origin {
+            Origin::Local => true,
+            Origin::Replica { .. } => !replication.peers.is_empty(),
+        };
+        if let (Some(c), true) = (self.cluster.node(), copied) {
             let peers: Vec<String> = replication.peers.keys().cloned().collect();
             c.await_copies(bucket, key, version_id, &peers)
                 .await
@@ -144,6 +171,8 @@ impl MeridianS3 {
         else {
             return Ok(None);
         };
+        let mut replica = replica;
+        replica.copy = self.cluster.node().is_some() && headers.contains_key(crate::cluster::FROM);
         // A copy from another node of this region keeps the bucket's own versioning.
         let copy = replica.region == self.region && self.cluster.node().is_some();
         if bucket.versioning != VersioningState::Enabled && !copy {
@@ -291,6 +320,7 @@ mod tests {
             delete_marker: false,
             sealed: None,
             acl: None,
+            copy: false,
         }
     }
 

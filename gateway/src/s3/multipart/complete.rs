@@ -106,6 +106,7 @@ impl MeridianS3 {
                 let check =
                     mirrored && r.sealed.is_none() && !super::super::encryption::keyed_etag(&new);
                 apply_replica(&mut new, r, check)?;
+                new.replication = self.replica_state(r, &input.bucket, &input.key);
                 if !mirrored {
                     new.parts.clear();
                 }
