@@ -129,6 +129,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .with_keys(access_keys.clone())?;
     let key_sync = crate::key_sync::KeySync::default();
+    if let Some(node) = cluster.node() {
+        node.set_keys(access_keys.clone(), key_sync.clone());
+    }
     let key_senders = key_sync.spawn(
         store.meta.clone(),
         access_keys,
@@ -190,7 +193,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fence,
         config.metrics_public,
         key_sync,
-    ));
+    )
+    .with_cluster(cluster.clone()));
     let audit = match &config.audit {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,

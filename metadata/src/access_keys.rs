@@ -185,6 +185,15 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// The sequence the next admin outbox entry takes: every change made so far is below it.
+    pub fn admin_next(&self) -> u64 {
+        *self
+            .inner
+            .access_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The first admin outbox sequence `peer` has not acknowledged.
     pub fn admin_cursor(&self, peer: &str) -> Result<u64, MetaError> {
         Ok(self

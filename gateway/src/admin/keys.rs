@@ -37,6 +37,23 @@ impl AdminApi {
     }
 
     pub(super) async fn keys(&self, req: &S3Request<Body>) -> http::Response<Body> {
+        let answer = self.key_request(req).await;
+        // In a region of several nodes, a change is answered once every live node has it: a
+        // key made works, and a key disabled is refused, on every node at once.
+        if let (Some(cluster), false, true) = (
+            self.cluster.node(),
+            req.method == http::Method::GET,
+            answer.status().is_success(),
+        ) {
+            let late = cluster.keys_delivered().await;
+            if !late.is_empty() {
+                tracing::warn!(nodes = ?late, "an access key change has not reached every node of the region yet; it will");
+            }
+        }
+        answer
+    }
+
+    async fn key_request(&self, req: &S3Request<Body>) -> http::Response<Body> {
         let Some(keys) = self.access_keys() else {
             return error(StatusCode::NOT_IMPLEMENTED, "run-time keys are not enabled");
         };

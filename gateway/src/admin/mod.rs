@@ -38,6 +38,8 @@ pub struct AdminApi {
     fence: Fence,
     metrics_public: bool,
     key_sync: crate::key_sync::KeySync,
+    /// This node's region of several nodes, if it is in one: key changes reach every node.
+    cluster: crate::cluster::ClusterGate,
 }
 
 /// An admin answer as JSON.
@@ -116,7 +118,13 @@ impl AdminApi {
             fence,
             metrics_public,
             key_sync,
+            cluster: crate::cluster::ClusterGate::default(),
         }
+    }
+
+    /// The same API, in a region of several nodes.
+    pub fn with_cluster(self, cluster: crate::cluster::ClusterGate) -> AdminApi {
+        AdminApi { cluster, ..self }
     }
 
     async fn handle(&self, req: &S3Request<Body>) -> http::Response<Body> {

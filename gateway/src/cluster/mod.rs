@@ -147,7 +147,15 @@ pub struct CopyParts {
 struct Copies {
     replicator: Replicator,
     peers: BTreeMap<NodeId, String>,
+    /// Access key changes are sent to the other nodes too.
+    keys: bool,
     stop: watch::Sender<bool>,
+}
+
+/// What the node needs to send access key changes to the other nodes.
+struct KeyParts {
+    keys: Arc<meridian_store::access_keys::AccessKeys>,
+    sync: crate::key_sync::KeySync,
 }
 
 pub struct ClusterNode {
@@ -167,6 +175,8 @@ pub struct ClusterNode {
     http: Client<HttpConnector, Body>,
     /// The S3 layer, for work done on other nodes' behalf (set once it is built).
     delegate: OnceLock<Arc<dyn Delegated>>,
+    /// Run-time access keys, sent to the other nodes as they change (set once opened).
+    keys: OnceLock<KeyParts>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -210,6 +220,7 @@ impl ClusterGate {
             staged_seen: Mutex::new(None),
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
             delegate: OnceLock::new(),
+            keys: OnceLock::new(),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -246,6 +257,10 @@ pub async fn routed(
 ) -> Result<(Request<Body>, Option<BucketChange>), Response<Body>> {
     if node.is_hop(req.headers()) {
         node.catch_up_with(req.headers()).await;
+        if req.uri().path().starts_with(crate::admin::AdminApi::PREFIX) {
+            // Another node's access key change (`/_meridian/keys-sync`), as root.
+            return Ok((req, None));
+        }
         let moved = || {
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1100,7 +1115,11 @@ impl ClusterNode {
             .map(|(id, e)| (*id, e.clone()))
             .collect();
         let mut copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
-        if copies.as_ref().is_some_and(|c| c.peers == others) {
+        let keys = self.keys.get();
+        if copies
+            .as_ref()
+            .is_some_and(|c| c.peers == others && c.keys == keys.is_some())
+        {
             return;
         }
         if let Some(old) = copies.take() {
@@ -1144,13 +1163,47 @@ impl ClusterNode {
             &prometheus::Registry::new(),
         );
         let (stop, stop_rx) = watch::channel(false);
-        replicator.spawn(stop_rx);
+        replicator.spawn(stop_rx.clone());
+        if let Some(k) = keys {
+            let targets = others
+                .keys()
+                .filter_map(|id| Some((copy_peer(*id), replicator.peer_client(&copy_peer(*id))?)))
+                .collect();
+            k.sync
+                .spawn_to(targets, self.parts.meta.clone(), k.keys.clone(), stop_rx);
+        }
         tracing::info!(nodes = ?others.keys().collect::<Vec<_>>(), "copies to the other nodes of the region set up");
         *copies = Some(Copies {
             replicator,
             peers: others,
+            keys: keys.is_some(),
             stop,
         });
+    }
+
+    /// This node set to send run-time access key changes to the other nodes.
+    pub fn set_keys(
+        &self,
+        keys: Arc<meridian_store::access_keys::AccessKeys>,
+        sync: crate::key_sync::KeySync,
+    ) {
+        if self.keys.set(KeyParts { keys, sync }).is_ok() {
+            self.keep_copies();
+        }
+    }
+
+    /// Waits until every other live node took every access key change made here so far (at
+    /// most `copy_timeout`): the nodes that had not.
+    pub async fn keys_delivered(&self) -> Vec<String> {
+        let me = self.id();
+        let live: Vec<String> = self
+            .view()
+            .alive
+            .iter()
+            .filter(|id| Some(**id) != me)
+            .map(|id| copy_peer(*id))
+            .collect();
+        crate::key_sync::wait_delivered(&self.parts.meta, &live, self.config.copy_timeout).await
     }
 
     /// The lowest live node marks down the nodes of the layout whose lease lapsed.
