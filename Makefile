@@ -60,7 +60,9 @@ client-test: build setup-python
 		tests/clients/test_acl.py tests/clients/test_compat.py tests/clients/test_post.py
 	MERIDIAN_CLIENT_CLUSTER=1 MERIDIAN_BIN=$(BIN) $(MERIDIAN_VENV)/bin/python -m pytest -q \
 		tests/clients/test_boto3.py tests/clients/test_aws_cli.py tests/clients/test_conformance.py \
-		tests/clients/test_large_transfers.py tests/clients/test_cors.py tests/clients/test_cluster.py
+		tests/clients/test_large_transfers.py tests/clients/test_cors.py tests/clients/test_cluster.py \
+		tests/clients/test_keys.py tests/clients/test_acl.py tests/clients/test_compat.py \
+		tests/clients/test_post.py tests/clients/test_object_lock.py tests/clients/test_policy.py
 	MERIDIAN_BIN=$(BIN) $(MERIDIAN_S3FS_VENV)/bin/python -m pytest -q tests/clients-s3fs
 
 bench: setup
