@@ -186,15 +186,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         S3Config::default(),
     ))));
     builder.set_validation(crate::host::BucketNames);
-    builder.set_route(AdminApi::new(
-        store.clone(),
-        replicator.clone(),
-        users.clone(),
-        fence,
-        config.metrics_public,
-        key_sync,
-    )
-    .with_cluster(cluster.clone()));
+    builder.set_route(
+        AdminApi::new(
+            store.clone(),
+            replicator.clone(),
+            users.clone(),
+            fence,
+            config.metrics_public,
+            key_sync,
+        )
+        .with_cluster(cluster.clone()),
+    );
     let audit = match &config.audit {
         Some(audit) => Some(crate::audit::AuditLog::start(audit)?),
         None => None,

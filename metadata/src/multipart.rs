@@ -81,7 +81,7 @@ pub struct ListPartsPage {
 }
 
 /// A ListMultipartUploads request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListUploadsQuery {
     pub prefix: String,
     pub delimiter: Option<String>,
@@ -105,7 +105,7 @@ impl Default for ListUploadsQuery {
 
 /// A page of ListMultipartUploads: keys ascending, uploads of one key by upload id (which
 /// `new_upload_id` makes initiation order).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListUploadsPage {
     pub uploads: Vec<UploadRecord>,
     pub common_prefixes: Vec<String>,
@@ -426,6 +426,16 @@ impl MetaStore {
         bucket: &str,
         q: &ListUploadsQuery,
     ) -> Result<ListUploadsPage, MetaError> {
+        self.list_uploads_keeping(bucket, q, None)
+    }
+
+    /// [`MetaStore::list_uploads`] of the keys `keep` keeps.
+    pub fn list_uploads_keeping(
+        &self,
+        bucket: &str,
+        q: &ListUploadsQuery,
+        keep: Option<crate::walk::KeyFilter<'_>>,
+    ) -> Result<ListUploadsPage, MetaError> {
         self.require_bucket(bucket)?;
         let mut page = ListUploadsPage::default();
         if q.max_uploads == 0 {
@@ -444,7 +454,8 @@ impl MetaStore {
             q.delimiter.as_deref(),
             start,
             q.key_marker.as_deref(),
-        );
+        )
+        .keeping(keep);
         let mut last_was_prefix = false;
         while let Some(step) = walk.next_step()? {
             if page.uploads.len() + page.common_prefixes.len() == q.max_uploads {

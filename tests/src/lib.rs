@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod fault_proxy;
 pub mod load;
 pub mod raw;
+pub mod region_mode;
 pub mod regions;
 pub mod tls;
 
@@ -90,6 +91,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     options: ServerOptions,
     _tmp: Option<tempfile::TempDir>,
+    /// In region mode ([`region_mode`]): the region this server is node 1 of.
+    region: Option<Box<region_mode::RegionParts>>,
 }
 
 /// The `meridian` binary built next to the test executables (`target/<profile>/meridian`),
@@ -120,6 +123,9 @@ impl TestServer {
     }
 
     pub fn start_with(options: ServerOptions) -> TestServer {
+        if region_mode::applies_to(&options) {
+            return region_mode::start(options);
+        }
         let tmp = tempfile::Builder::new()
             .prefix("meridian-e2e-")
             .tempdir()
@@ -131,6 +137,7 @@ impl TestServer {
             data_dir,
             options,
             _tmp: Some(tmp),
+            region: None,
         };
         server.launch();
         server
@@ -290,6 +297,13 @@ impl TestServer {
     }
 
     pub fn client_for(&self, access_key: &str, secret_key: &str) -> Client {
+        if let Some(region) = &self.region {
+            return Client::from_conf(
+                client_config(&self.endpoint, access_key, secret_key)
+                    .interceptor(region.spreader())
+                    .build(),
+            );
+        }
         match &self.options.tls {
             Some((_, ca_pem)) => tls::https_client(&self.endpoint, ca_pem, access_key, secret_key),
             None => s3_client(&self.endpoint, access_key, secret_key),

@@ -38,8 +38,8 @@ use hyper_util::client::legacy::Client;
 use meridian_cluster::control::{ControlPlane, Membership, NodeRecord, WriteGate};
 use meridian_cluster::layout::{Layout, NodeId};
 use meridian_metadata::{
-    ListObjectsPage, ListObjectsQuery, ListVersionsPage, ListVersionsQuery, MetaStore,
-    ObjectSummary,
+    ListObjectsPage, ListObjectsQuery, ListUploadsPage, ListUploadsQuery, ListVersionsPage,
+    ListVersionsQuery, MetaStore, ObjectSummary,
 };
 use meridian_replicator::{
     ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, Stamp,
@@ -323,6 +323,31 @@ pub async fn routed(
             }
         }
         Route::Broadcast => {
+            if req.method() == Method::DELETE && req.uri().query().is_none() {
+                // DeleteBucket: empty on every node, not only here.
+                let bucket = node
+                    .bucket_and_key(&req)
+                    .map(|(b, _)| b)
+                    .unwrap_or_default();
+                match node.holds_versions(&bucket).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return Err(error_response(
+                            StatusCode::CONFLICT,
+                            "BucketNotEmpty",
+                            "The bucket you tried to delete is not empty",
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(%bucket, error = %e, "could not check that a bucket is empty on every node");
+                        return Err(error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "ServiceUnavailable",
+                            "Not every node of the region answered; try again",
+                        ));
+                    }
+                }
+            }
             let (parts, body) = req.into_parts();
             let body = match http_body_util::Limited::new(body, MAX_BUCKET_CHANGE)
                 .collect()
@@ -894,6 +919,11 @@ impl ClusterNode {
                     meta.list_versions_keeping(&bucket, &query, Some(&keep))
                         .map(ListAnswer::Versions)
                 }
+                ListAsk::Uploads { bucket, query, .. } => {
+                    let keep = |k: &str| answers(&bucket, k);
+                    meta.list_uploads_keeping(&bucket, &query, Some(&keep))
+                        .map(ListAnswer::Uploads)
+                }
             }
             .map_err(|e| match e {
                 meridian_metadata::MetaError::NoSuchBucket { .. } => "NoSuchBucket".to_owned(),
@@ -978,7 +1008,7 @@ impl ClusterNode {
             .into_iter()
             .filter_map(|a| match a {
                 ListAnswer::Objects(p) => Some(p),
-                ListAnswer::Versions(_) => None,
+                _ => None,
             })
             .collect();
         Ok(merge_objects(pages, max))
@@ -1002,10 +1032,48 @@ impl ClusterNode {
             .into_iter()
             .filter_map(|a| match a {
                 ListAnswer::Versions(p) => Some(p),
-                ListAnswer::Objects(_) => None,
+                _ => None,
             })
             .collect();
         Ok(merge_versions(pages, max))
+    }
+
+    /// Whether any node holds a version (or delete marker) of `bucket` (false when the bucket
+    /// does not exist: the node that got the request answers that).
+    pub async fn holds_versions(&self, bucket: &str) -> Result<bool, String> {
+        let query = ListVersionsQuery {
+            max_keys: 1,
+            ..ListVersionsQuery::default()
+        };
+        match self.list_versions(bucket, query).await {
+            Ok(page) => Ok(!page.versions.is_empty()),
+            Err(e) if e == "NoSuchBucket" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// ListMultipartUploads over the whole region (an upload lives on its key's primary).
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        query: ListUploadsQuery,
+    ) -> Result<ListUploadsPage, String> {
+        let max = query.max_uploads;
+        let answers = self
+            .ask_leaders(ListAsk::Uploads {
+                bucket: bucket.to_owned(),
+                query,
+                epoch: self.epoch.load(Ordering::Acquire),
+            })
+            .await?;
+        let pages = answers
+            .into_iter()
+            .filter_map(|a| match a {
+                ListAnswer::Uploads(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        Ok(merge_uploads(pages, max))
     }
 
     async fn run(self: Arc<Self>) {
@@ -1667,12 +1735,19 @@ enum ListAsk {
         query: ListVersionsQuery,
         epoch: u64,
     },
+    Uploads {
+        bucket: String,
+        query: ListUploadsQuery,
+        epoch: u64,
+    },
 }
 
 impl ListAsk {
     fn epoch(&self) -> u64 {
         match self {
-            ListAsk::Objects { epoch, .. } | ListAsk::Versions { epoch, .. } => *epoch,
+            ListAsk::Objects { epoch, .. }
+            | ListAsk::Versions { epoch, .. }
+            | ListAsk::Uploads { epoch, .. } => *epoch,
         }
     }
 }
@@ -1682,6 +1757,7 @@ impl ListAsk {
 enum ListAnswer {
     Objects(ListObjectsPage),
     Versions(ListVersionsPage),
+    Uploads(ListUploadsPage),
 }
 
 /// One entry of a merged listing.
@@ -1771,6 +1847,54 @@ fn merge_versions(pages: Vec<ListVersionsPage>, max: usize) -> ListVersionsPage 
         match e {
             Entry::Row(o) => page.versions.push(o),
             Entry::Prefix(p) => page.common_prefixes.push(p),
+        }
+    }
+    page
+}
+
+/// The first `max` uploads and prefixes of the nodes' pages, in key order (a key's uploads
+/// all come from the node that leads it, in upload id order, and keep that order).
+fn merge_uploads(pages: Vec<ListUploadsPage>, max: usize) -> ListUploadsPage {
+    enum Upload {
+        Row(Box<meridian_metadata::UploadRecord>),
+        Prefix(String),
+    }
+    let key = |u: &Upload| match u {
+        Upload::Row(r) => r.key.clone(),
+        Upload::Prefix(p) => p.clone(),
+    };
+    let mut is_truncated = false;
+    let mut entries = Vec::new();
+    for page in pages {
+        is_truncated |= page.is_truncated;
+        entries.extend(page.uploads.into_iter().map(|u| Upload::Row(Box::new(u))));
+        entries.extend(page.common_prefixes.into_iter().map(Upload::Prefix));
+    }
+    // Stable: a key's uploads stay in their node's order.
+    entries.sort_by_key(key);
+    entries.dedup_by(|a, b| matches!((a, b), (Upload::Prefix(x), Upload::Prefix(y)) if x == y));
+    if entries.len() > max {
+        is_truncated = true;
+        entries.truncate(max);
+    }
+    let mut page = ListUploadsPage {
+        is_truncated,
+        ..ListUploadsPage::default()
+    };
+    if is_truncated {
+        match entries.last() {
+            Some(Upload::Row(u)) => {
+                page.next_key_marker = Some(u.key.clone());
+                page.next_upload_id_marker = Some(u.upload_id.clone());
+            }
+            Some(Upload::Prefix(p)) => page.next_key_marker = Some(p.clone()),
+            None => {}
+        }
+    }
+    for e in entries {
+        match e {
+            Upload::Row(u) => page.uploads.push(*u),
+            Upload::Prefix(p) => page.common_prefixes.push(p),
         }
     }
     page
@@ -1877,6 +2001,39 @@ mod tests {
         assert!(page.is_truncated);
         assert_eq!(page.next_key_marker.as_deref(), Some("k"));
         assert_eq!(page.next_version_id_marker.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn merged_uploads_keep_each_keys_uploads_in_order_and_end_on_an_upload() {
+        let upload = |key: &str, id: &str| meridian_metadata::UploadRecord {
+            key: key.into(),
+            upload_id: id.into(),
+            ..Default::default()
+        };
+        let a = ListUploadsPage {
+            uploads: vec![upload("k", "1"), upload("k", "2")],
+            common_prefixes: vec!["p/".into()],
+            ..ListUploadsPage::default()
+        };
+        let b = ListUploadsPage {
+            uploads: vec![upload("j", "9"), upload("m", "8")],
+            common_prefixes: vec!["p/".into()],
+            ..ListUploadsPage::default()
+        };
+        let page = merge_uploads(vec![a.clone(), b.clone()], 3);
+        let got: Vec<(&str, &str)> = page
+            .uploads
+            .iter()
+            .map(|u| (u.key.as_str(), u.upload_id.as_str()))
+            .collect();
+        assert_eq!(got, [("j", "9"), ("k", "1"), ("k", "2")]);
+        assert!(page.is_truncated);
+        assert_eq!(page.next_key_marker.as_deref(), Some("k"));
+        assert_eq!(page.next_upload_id_marker.as_deref(), Some("2"));
+        let all = merge_uploads(vec![a, b], 10);
+        assert_eq!(all.uploads.len(), 4);
+        assert_eq!(all.common_prefixes, ["p/"]);
+        assert!(!all.is_truncated);
     }
 
     #[test]

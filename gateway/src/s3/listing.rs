@@ -116,7 +116,7 @@ fn common_prefixes(prefixes: Vec<String>, enc: &Encoder) -> Option<Vec<CommonPre
 
 /// A listing some node of the region could not give: the bucket is missing there, or the
 /// listing would be incomplete (an error rather than a page that silently misses keys).
-fn cluster_listing_error(bucket: &str, e: String) -> s3s::S3Error {
+pub(super) fn cluster_listing_error(bucket: &str, e: String) -> s3s::S3Error {
     if e == "NoSuchBucket" {
         return s3_error!(NoSuchBucket, "The specified bucket does not exist");
     }

@@ -134,6 +134,10 @@ impl MeridianS3 {
                 next_key_marker: None,
                 next_upload_id_marker: None,
             }
+        } else if let Some(c) = self.cluster.node() {
+            c.list_uploads(&b, query)
+                .await
+                .map_err(|e| crate::s3::listing::cluster_listing_error(&b, e))?
         } else {
             self.store
                 .meta(move |m| m.list_uploads(&b, &query))
