@@ -81,6 +81,15 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 
+# One keyring for the region: every node seals and opens with the same keys (a version's
+# copies keep its SSE-KMS key). Made with the keys the server would make on first use.
+keyring="$abs_dir/keyring.toml"
+if [ ! -f "$keyring" ]; then
+    for key in meridian-sse-s3 meridian-default-kms meridian-access-keys; do
+        "$bin" kms add-key "$key" --keyring "$keyring" > /dev/null
+    done
+fi
+
 for i in $(seq 1 "$n"); do
     ndir="$dir/node$i"
     mkdir -p "$ndir"
@@ -96,6 +105,11 @@ for i in $(seq 1 "$n"); do
         echo "endpoint = \"http://127.0.0.1:$((base + i))\""
         echo "node_id = $i"
         echo 'lease_ttl = "5s"'
+        # A node made before the region shared a keyring keeps its own.
+        if [ ! -f "$ndir/data/keyring.toml" ]; then
+            echo '[encryption]'
+            echo "keyring = \"$keyring\""
+        fi
     } > "$ndir/meridian.toml"
     env -u MERIDIAN_ROOT_USER -u MERIDIAN_ROOT_PASSWORD MERIDIAN_LOG="${MERIDIAN_LOG:-info}" \
         "$bin" serve --config "$ndir/meridian.toml" --address "127.0.0.1:$((base + i))" \

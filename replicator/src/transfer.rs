@@ -147,11 +147,15 @@ async fn current_target(
     record: &VersionRecord,
 ) -> Result<Option<Delivery>, SendError> {
     if peer.config.mirror {
+        // Another node of this region shares its keyring: an SSE-KMS version keeps its key.
         return Ok(Some(Delivery {
             peer: peer.name().to_owned(),
             bucket: record.bucket.clone(),
             rule_id: "mirror".into(),
-            replica_kms_key_id: None,
+            replica_kms_key_id: record
+                .encryption
+                .as_ref()
+                .and_then(|e| e.kms_key_id.clone()),
         }));
     }
     let (rules, bucket) = (shared.rules.clone(), record.bucket.clone());

@@ -267,6 +267,10 @@ impl TestServer {
             "stop or kill the server before restarting it"
         );
         self.launch();
+        if self.region.is_some() {
+            // Node 1 of a region serves once it holds its lease and knows the layout again.
+            region_mode::wait_ready(&self.endpoint);
+        }
     }
 
     /// Deletes the stopped server's disks and metadata (a region that lost its data); the

@@ -58,21 +58,27 @@ pub fn applies_to(options: &ServerOptions) -> bool {
 /// every node is ready: node 1, standing for the region.
 pub fn start(options: ServerOptions) -> TestServer {
     let etcd = crate::etcd::Etcd::start();
-    let mut nodes: Vec<TestServer> = (0..NODES)
-        .map(|_| {
-            let port = crate::free_port();
-            let extra_config = format!(
-                "{}\n[cluster]\netcd = [\"{}\"]\nendpoint = \"http://127.0.0.1:{port}\"\nlease_ttl = \"3s\"\n",
-                options.extra_config,
-                etcd.url()
-            );
-            TestServer::start_with(ServerOptions {
-                extra_config,
-                port: Some(port),
-                ..options.clone()
-            })
-        })
-        .collect();
+    let mut nodes: Vec<TestServer> = Vec::new();
+    for _ in 0..NODES {
+        let port = crate::free_port();
+        // One keyring for the region (node 1's, where the tests add their KMS keys), as a
+        // region must have: a version's copies keep its SSE-KMS key.
+        let config = match nodes.first() {
+            Some(first) => {
+                with_keyring(&options.extra_config, &first.data_dir.join("keyring.toml"))
+            }
+            None => options.extra_config.clone(),
+        };
+        let extra_config = format!(
+            "{config}\n[cluster]\netcd = [\"{}\"]\nendpoint = \"http://127.0.0.1:{port}\"\nlease_ttl = \"3s\"\n",
+            etcd.url()
+        );
+        nodes.push(TestServer::start_with(ServerOptions {
+            extra_config,
+            port: Some(port),
+            ..options.clone()
+        }));
+    }
     let cli = |args: &[&str]| -> serde_json::Value {
         let out = output_within(
             Command::new(meridian_binary())
@@ -118,8 +124,20 @@ pub fn start(options: ServerOptions) -> TestServer {
     first
 }
 
+/// `config` with `[encryption] keyring = path` (in its `[encryption]` table if it has one).
+fn with_keyring(config: &str, path: &std::path::Path) -> String {
+    let line = format!("keyring = \"{}\"\n", path.display());
+    match config.find("[encryption]\n") {
+        Some(at) => {
+            let at = at + "[encryption]\n".len();
+            format!("{}{line}{}", &config[..at], &config[at..])
+        }
+        None => format!("{config}\n[encryption]\n{line}"),
+    }
+}
+
 /// Polls a node's readiness probe (lease held, layout known) for at most 30 s.
-fn wait_ready(endpoint: &str) {
+pub(crate) fn wait_ready(endpoint: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = crate::anonymous_request(endpoint, "GET", "/_meridian/health/ready");

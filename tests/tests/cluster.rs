@@ -789,7 +789,35 @@ fn key_led_by(layout: &serde_json::Value, bucket: &str, stem: &str, id: u64) -> 
 async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led_by_different_ones()
 {
     use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier, ServerSideEncryption};
-    let region = Region::in_layout(3, "[encryption]\nsse_c_over_http = true");
+    // One keyring for the region, made before the nodes start (as deploy/local-cluster.sh
+    // does), with an SSE-KMS key of its own.
+    let keys = tempfile::tempdir().unwrap();
+    let keyring = keys.path().join("keyring.toml");
+    for key in [
+        "meridian-sse-s3",
+        "meridian-default-kms",
+        "meridian-access-keys",
+        "team-key",
+    ] {
+        let out = output_within(
+            Command::new(meridian_binary())
+                .args(["kms", "add-key", key, "--keyring"])
+                .arg(&keyring),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let region = Region::in_layout(
+        3,
+        &format!(
+            "[encryption]\nsse_c_over_http = true\nkeyring = \"{}\"",
+            keyring.display()
+        ),
+    );
     let layout = region.layout();
     let client = |i: usize| region.nodes[i % 3].client();
     client(0)
@@ -956,6 +984,8 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
         .version_id()
         .unwrap()
         .to_owned();
+    // The SSE-S3 source is readable on both of its nodes, each with its own keyring.
+    wait_held(&region, "vers", &source, &new_version, Some(&new), 2).await;
     let copied = client(2)
         .copy_object()
         .bucket("vers")
@@ -1066,6 +1096,52 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
             .as_deref(),
         Some("NoSuchKey")
     );
+
+    // An SSE-KMS version keeps its key on both of its nodes, and a copy of it made by
+    // another node opens it there.
+    let kms_key = key_led_by(&layout, "flat", "kms", 2);
+    let kms_bytes = meridian_tests::pattern(300_000, 31);
+    client(0)
+        .put_object()
+        .bucket("flat")
+        .key(&kms_key)
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id("team-key")
+        .body(kms_bytes.clone().into())
+        .send()
+        .await
+        .unwrap();
+    wait_held(&region, "flat", &kms_key, "null", Some(&kms_bytes), 2).await;
+    for id in copies_of(&layout, "flat", &kms_key) {
+        let hop = meridian_gateway::cluster::hop_token(
+            meridian_tests::REGION,
+            meridian_tests::SECRET_KEY,
+        );
+        let head = region.nodes[id as usize - 1]
+            .client()
+            .head_object()
+            .bucket("flat")
+            .key(&kms_key)
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut()
+                    .insert(meridian_gateway::cluster::HOP, hop.clone());
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.ssekms_key_id(), Some("team-key"), "on node {id}");
+    }
+    let kms_copy = key_led_by(&layout, "flat", "kms-copy", 3);
+    client(1)
+        .copy_object()
+        .bucket("flat")
+        .key(&kms_copy)
+        .copy_source(format!("flat/{kms_key}"))
+        .send()
+        .await
+        .unwrap();
+    wait_held(&region, "flat", &kms_copy, "null", Some(&kms_bytes), 2).await;
 
     // UploadPartCopy: an upload led by node 3 takes its parts from sources node 1 and node 2
     // lead, one of them by range.
