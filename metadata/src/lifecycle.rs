@@ -464,9 +464,25 @@ impl MetaStore {
         }
         if entry.kind == DueKind::Current && bucket.versioning != VersioningState::Unversioned {
             // A delete marker on top; a suspended bucket's null marker replaces the null version.
-            let marker = NewVersion {
-                delete_marker: true,
-                ..NewVersion::default()
+            // In a versioned bucket the marker's id and time come from the version it expires
+            // and the time it fell due, so every node of a region that holds the version puts
+            // the same marker on it (the rule runs on each; the marker is not copied).
+            let at = entry.due.max(record.mtime + 1);
+            let marker = match bucket.versioning {
+                VersioningState::Enabled => NewVersion {
+                    delete_marker: true,
+                    version_id: Some(crate::version_id::derived_version_id(
+                        at,
+                        format!("lifecycle\0{}\0{}\0{}", entry.bucket, entry.key, entry.id)
+                            .as_bytes(),
+                    )),
+                    mtime: Some(at),
+                    ..NewVersion::default()
+                },
+                _ => NewVersion {
+                    delete_marker: true,
+                    ..NewVersion::default()
+                },
             };
             return match self.plan_version(&bucket, &entry.key, marker, &mut batch)? {
                 Planned::Commit { draft, .. } => {

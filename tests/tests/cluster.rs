@@ -1362,6 +1362,95 @@ async fn geo_replication_runs_between_two_regions_of_several_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_rule_puts_the_same_delete_marker_on_every_copy() {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    // A lifecycle day of one second; the rule runs on every node that holds a version.
+    let region = Region::in_layout(3, "[lifecycle]\nday = \"1s\"");
+    let layout = region.layout();
+    let s3 = region.nodes[0].client();
+    s3.create_bucket().bucket("aging").send().await.unwrap();
+    meridian_tests::enable_versioning(&region.nodes[1].client(), "aging").await;
+    let mut written = Vec::new();
+    for i in 0..9u64 {
+        let key = format!("tmp/{i}");
+        let out = region.nodes[i as usize % 3]
+            .client()
+            .put_object()
+            .bucket("aging")
+            .key(&key)
+            .body(meridian_tests::pattern(2000, i).into())
+            .send()
+            .await
+            .unwrap();
+        written.push((key, out.version_id().unwrap().to_owned()));
+    }
+    region.nodes[2]
+        .client()
+        .put_bucket_lifecycle_configuration()
+        .bucket("aging")
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(
+                    LifecycleRule::builder()
+                        .id("tmp")
+                        .status(ExpirationStatus::Enabled)
+                        .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+                        .expiration(LifecycleExpiration::builder().days(2).build())
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The region shows each key expired (the object and one marker), and both of the key's
+    // nodes hold that very marker: each made it itself (the marker is not copied), alike.
+    for (key, version) in &written {
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let out = s3
+                .list_object_versions()
+                .bucket("aging")
+                .prefix(key)
+                .send()
+                .await
+                .unwrap();
+            let markers: Vec<String> = out
+                .delete_markers()
+                .iter()
+                .map(|m| m.version_id().unwrap().to_owned())
+                .collect();
+            if let [marker] = markers.as_slice() {
+                assert_eq!(out.versions().len(), 1);
+                assert_eq!(out.versions()[0].version_id(), Some(version.as_str()));
+                if markers_held(&region, "aging", key, marker).await == 2 {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} was not expired alike on nodes {:?}: {markers:?}",
+                copies_of(&layout, "aging", key)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let gone = s3.get_object().bucket("aging").key(key).send().await;
+        assert_eq!(
+            gone.err()
+                .as_ref()
+                .and_then(meridian_tests::error_code)
+                .as_deref(),
+            Some("NoSuchKey")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
     let mut region = Region::in_layout(3, "copy_timeout = \"2s\"");
     region.nodes[0]
