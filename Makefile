@@ -46,7 +46,8 @@ run-is-warm:
 # The S3 suites again against a region of three nodes (MERIDIAN_TEST_REGION=1: each test's
 # server is etcd and three nodes sharing a keyring, each request sent to the next node), but
 # for the tests that read one node's disks, logs or per-node admin views (lifecycle status and
-# preview), or presign a URL for one node's host.
+# preview), or presign a URL for one node's host. (`--workspace`, as every build here: one
+# feature set, nothing compiled twice.)
 REGION_SUITES := binary(versioning) | binary(listing) | binary(multipart) | binary(conformance) \
 	| binary(objects) | binary(checksums) | binary(copy_tagging) | binary(object_lock) \
 	| binary(lifecycle) | binary(buckets) | binary(policy) | binary(encryption) \
@@ -59,7 +60,7 @@ REGION_SKIPS := test(deleting_a_bucket_aborts_its_incomplete_uploads_and_reclaim
 rust-test: build
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
-	MERIDIAN_TEST_REGION=1 cargo nextest run -p meridian-tests --no-fail-fast \
+	MERIDIAN_TEST_REGION=1 cargo nextest run --workspace --no-fail-fast \
 		-E '($(REGION_SUITES)) - ($(REGION_SKIPS))'
 else
 	cargo test --workspace --no-fail-fast

@@ -687,3 +687,14 @@ pub fn anonymous_request(endpoint: &str, method: &str, path: &str) -> (u16, Stri
         .unwrap_or(0);
     (status, response)
 }
+
+/// An SSE-C key made from `seed`: (base64 key, base64 MD5), as the headers carry them.
+pub fn customer_key(seed: u8) -> (String, String) {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let key: Vec<u8> = (0..32)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    (b64.encode(&key), b64.encode(md5::Md5::digest(&key)))
+}

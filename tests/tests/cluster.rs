@@ -766,17 +766,6 @@ async fn markers_held(region: &Region, bucket: &str, key: &str, version: &str) -
     holding
 }
 
-/// An SSE-C key: (base64 key, base64 MD5).
-fn customer_key(seed: u8) -> (String, String) {
-    use base64::Engine as _;
-    use md5::Digest as _;
-    let key: Vec<u8> = (0..32)
-        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
-        .collect();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    (b64.encode(&key), b64.encode(md5::Md5::digest(&key)))
-}
-
 /// A key of `bucket` whose partition `id` leads, made from `stem`.
 fn key_led_by(layout: &serde_json::Value, bucket: &str, stem: &str, id: u64) -> String {
     (0..)
@@ -1032,7 +1021,7 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
         .await;
     assert!(replaced.is_ok(), "{replaced:?}");
 
-    let (key, md5) = customer_key(7);
+    let (key, md5) = meridian_tests::customer_key(7);
     let secret = key_led_by(&layout, "flat", "secret", 3);
     let sealed = meridian_tests::pattern(700_000, 13);
     client(0)
@@ -1047,7 +1036,7 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
         .await
         .unwrap();
     let opened = key_led_by(&layout, "flat", "opened", 1);
-    let (wrong, wrong_md5) = customer_key(8);
+    let (wrong, wrong_md5) = meridian_tests::customer_key(8);
     let refused = client(1)
         .copy_object()
         .bucket("flat")

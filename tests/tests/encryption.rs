@@ -17,7 +17,8 @@ use aws_sdk_s3::Client;
 use base64::Engine as _;
 use md5::Digest as _;
 use meridian_tests::{
-    error_code, error_status, files_under, meridian_binary, pattern, ServerOptions, TestServer,
+    customer_key, error_code, error_status, files_under, meridian_binary, pattern, ServerOptions,
+    TestServer,
 };
 
 const PACKAGE: usize = 64 * 1024;
@@ -42,15 +43,6 @@ fn kms(server: &TestServer, command: &str, name: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// An SSE-C key: (base64 key, base64 MD5).
-fn customer_key(seed: u8) -> (String, String) {
-    let key: Vec<u8> = (0..32)
-        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
-        .collect();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    (b64.encode(&key), b64.encode(md5::Md5::digest(&key)))
 }
 
 #[derive(Clone, Copy, Debug)]

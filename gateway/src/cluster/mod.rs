@@ -323,31 +323,6 @@ pub async fn routed(
             }
         }
         Route::Broadcast => {
-            if req.method() == Method::DELETE && req.uri().query().is_none() {
-                // DeleteBucket: empty on every node, not only here.
-                let bucket = node
-                    .bucket_and_key(&req)
-                    .map(|(b, _)| b)
-                    .unwrap_or_default();
-                match node.holds_versions(&bucket).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        return Err(error_response(
-                            StatusCode::CONFLICT,
-                            "BucketNotEmpty",
-                            "The bucket you tried to delete is not empty",
-                        ))
-                    }
-                    Err(e) => {
-                        tracing::warn!(%bucket, error = %e, "could not check that a bucket is empty on every node");
-                        return Err(error_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "ServiceUnavailable",
-                            "Not every node of the region answered; try again",
-                        ));
-                    }
-                }
-            }
             let (parts, body) = req.into_parts();
             let body = match http_body_util::Limited::new(body, MAX_BUCKET_CHANGE)
                 .collect()
@@ -990,6 +965,16 @@ impl ClusterNode {
         futures::future::join_all(asks).await.into_iter().collect()
     }
 
+    /// Every leader's page for `ask`, as `page` picks it from the answer.
+    async fn pages<P>(
+        &self,
+        ask: ListAsk,
+        page: impl Fn(ListAnswer) -> Option<P>,
+    ) -> Result<Vec<P>, String> {
+        let answers = self.ask_leaders(ask).await?;
+        Ok(answers.into_iter().filter_map(page).collect())
+    }
+
     /// ListObjects(V2) over the whole region.
     pub async fn list_objects(
         &self,
@@ -997,20 +982,17 @@ impl ClusterNode {
         query: ListObjectsQuery,
     ) -> Result<ListObjectsPage, String> {
         let max = query.max_keys;
-        let answers = self
-            .ask_leaders(ListAsk::Objects {
-                bucket: bucket.to_owned(),
-                query,
-                epoch: self.epoch.load(Ordering::Acquire),
-            })
-            .await?;
-        let pages = answers
-            .into_iter()
-            .filter_map(|a| match a {
+        let ask = ListAsk::Objects {
+            bucket: bucket.to_owned(),
+            query,
+            epoch: self.epoch.load(Ordering::Acquire),
+        };
+        let pages = self
+            .pages(ask, |a| match a {
                 ListAnswer::Objects(p) => Some(p),
                 _ => None,
             })
-            .collect();
+            .await?;
         Ok(merge_objects(pages, max))
     }
 
@@ -1021,20 +1003,17 @@ impl ClusterNode {
         query: ListVersionsQuery,
     ) -> Result<ListVersionsPage, String> {
         let max = query.max_keys;
-        let answers = self
-            .ask_leaders(ListAsk::Versions {
-                bucket: bucket.to_owned(),
-                query,
-                epoch: self.epoch.load(Ordering::Acquire),
-            })
-            .await?;
-        let pages = answers
-            .into_iter()
-            .filter_map(|a| match a {
+        let ask = ListAsk::Versions {
+            bucket: bucket.to_owned(),
+            query,
+            epoch: self.epoch.load(Ordering::Acquire),
+        };
+        let pages = self
+            .pages(ask, |a| match a {
                 ListAnswer::Versions(p) => Some(p),
                 _ => None,
             })
-            .collect();
+            .await?;
         Ok(merge_versions(pages, max))
     }
 
@@ -1059,20 +1038,17 @@ impl ClusterNode {
         query: ListUploadsQuery,
     ) -> Result<ListUploadsPage, String> {
         let max = query.max_uploads;
-        let answers = self
-            .ask_leaders(ListAsk::Uploads {
-                bucket: bucket.to_owned(),
-                query,
-                epoch: self.epoch.load(Ordering::Acquire),
-            })
-            .await?;
-        let pages = answers
-            .into_iter()
-            .filter_map(|a| match a {
+        let ask = ListAsk::Uploads {
+            bucket: bucket.to_owned(),
+            query,
+            epoch: self.epoch.load(Ordering::Acquire),
+        };
+        let pages = self
+            .pages(ask, |a| match a {
                 ListAnswer::Uploads(p) => Some(p),
                 _ => None,
             })
-            .collect();
+            .await?;
         Ok(merge_uploads(pages, max))
     }
 

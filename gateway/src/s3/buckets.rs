@@ -130,6 +130,28 @@ impl MeridianS3 {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let name = req.input.bucket;
+        // In a region of several nodes the bucket must be empty on every node, not only here
+        // (the node the client reached asks; the other nodes then delete it as told).
+        if let Some(c) = self.cluster.node() {
+            if !c.is_hop(&req.headers) {
+                match c.holds_versions(&name).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return Err(s3_error!(
+                            BucketNotEmpty,
+                            "The bucket you tried to delete is not empty"
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket = %name, error = %e, "could not check that a bucket is empty on every node");
+                        return Err(s3_error!(
+                            ServiceUnavailable,
+                            "Not every node of the region answered; try again"
+                        ));
+                    }
+                }
+            }
+        }
         let n = name.clone();
         self.store.meta(move |m| m.delete_bucket(&n)).await.s3()?;
         // Parts of the uploads it aborted were queued for reclaim: delete them now, not at

@@ -42,6 +42,21 @@ pub(super) struct CopyFrom {
 
 type SourceBytes = Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, BodyError>> + Send>>;
 
+/// The bucket, key and version a copy names (access points and outposts are not supported).
+fn bucket_source(source: &CopySource) -> S3Result<(&str, &str, Option<&str>)> {
+    match source {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => Ok((bucket, key, version_id.as_deref())),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "Copying from access points is not supported"
+        )),
+    }
+}
+
 /// Whether `ingested` (the whole source, copied) has the source's checksum, or else the MD5
 /// its plain ETag is; true when the source has neither to compare.
 fn matches_source(source: &VersionRecord, ingested: &Ingested) -> bool {
@@ -67,26 +82,16 @@ impl MeridianS3 {
         source: &CopySource,
         customer: &CustomerHeaders<'_>,
     ) -> S3Result<CopyFrom> {
-        let CopySource::Bucket {
-            bucket,
-            key,
-            version_id,
-        } = source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "Copying from access points is not supported"
-            ));
-        };
+        let (bucket, key, version_id) = bucket_source(source)?;
         let versioned = versioned(&self.bucket(bucket).await?);
         let cluster = self.cluster.node();
         if let Some((cluster, node)) =
             cluster.and_then(|c| Some((c, c.leader_elsewhere(bucket, key)?)))
         {
             let mut ask = SourceAsk {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                version_id: version_id.as_ref().map(|v| v.to_string()),
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                version_id: version_id.map(str::to_owned),
                 customer: [customer.algorithm, customer.key, customer.key_md5]
                     .map(|h| h.map(str::to_owned)),
             };
@@ -112,21 +117,11 @@ impl MeridianS3 {
 
     /// The source version of a copy, from this node's metadata.
     pub(super) async fn source_here(&self, source: &CopySource) -> S3Result<VersionRecord> {
-        let CopySource::Bucket {
-            bucket,
-            key,
-            version_id,
-        } = source
-        else {
-            return Err(s3_error!(
-                NotImplemented,
-                "Copying from access points is not supported"
-            ));
-        };
+        let (bucket, key, version_id) = bucket_source(source)?;
         let (b, k, v) = (
-            bucket.to_string(),
-            key.to_string(),
-            version_id.as_ref().map(|v| v.to_string()),
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.map(str::to_owned),
         );
         let record = self
             .store

@@ -226,50 +226,16 @@ impl MeridianS3 {
             outcomes.push(outcome);
             conditions.push(condition);
         }
-        // In a region of several nodes, the keys another node leads are deleted there: one
-        // request per node, all at once.
-        let mut elsewhere: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         if let Some(cluster) = self.cluster.node() {
-            for (i, object) in objects.iter().enumerate() {
-                if let (None, Some(node)) =
-                    (&outcomes[i], cluster.leader_elsewhere(bucket, &object.key))
-                {
-                    elsewhere.entry(node).or_default().push(i);
-                }
-            }
-            let asks = elsewhere.iter().map(|(node, places)| {
-                let items = places
-                    .iter()
-                    .map(|&i| {
-                        let object = &objects[i];
-                        DeleteItem {
-                            key: object.key.clone(),
-                            version_id: object.version_id.clone(),
-                            condition: conditions[i].clone().map(Into::into),
-                        }
-                    })
-                    .collect();
-                cluster.delete_at(*node, bucket, bypass, items)
-            });
-            let answers = futures::future::join_all(asks).await;
-            for (places, answer) in elsewhere.values().zip(answers) {
-                for (n, &i) in places.iter().enumerate() {
-                    outcomes[i] = Some(match &answer {
-                        Ok(answers) => match &answers[n] {
-                            Deleted::Done {
-                                version_id,
-                                delete_marker,
-                            } => Ok(DeleteOutcome {
-                                version_id: version_id.clone(),
-                                delete_marker: *delete_marker,
-                                removed: None,
-                            }),
-                            Deleted::Failed(refusal) => Err(s3_error_of(refusal)),
-                        },
-                        Err(refusal) => Err(s3_error_of(refusal)),
-                    });
-                }
-            }
+            delete_elsewhere(
+                cluster,
+                bucket,
+                bypass,
+                &objects,
+                &conditions,
+                &mut outcomes,
+            )
+            .await;
         }
         // The rest here. Concurrent deletes share RocksDB's group commit: a 1,000-key
         // request costs a few synced writes' time, not a thousand. `buffered` keeps the
@@ -339,6 +305,55 @@ impl MeridianS3 {
             errors: (!errors.is_empty()).then_some(errors),
             request_charged: None,
         }))
+    }
+}
+
+/// In a region of several nodes, deletes the keys of a DeleteObjects that another node leads
+/// there, one request per node, all at once, and puts each answer in `outcomes` (whose `None`
+/// places are the keys still to delete).
+async fn delete_elsewhere(
+    cluster: &crate::cluster::ClusterNode,
+    bucket: &str,
+    bypass: bool,
+    objects: &[ObjectIdentifier],
+    conditions: &[Option<DeleteCondition>],
+    outcomes: &mut [Option<S3Result<DeleteOutcome>>],
+) {
+    let mut elsewhere: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+    for (i, object) in objects.iter().enumerate() {
+        if let (None, Some(node)) = (&outcomes[i], cluster.leader_elsewhere(bucket, &object.key)) {
+            elsewhere.entry(node).or_default().push(i);
+        }
+    }
+    let asks = elsewhere.iter().map(|(node, places)| {
+        let items = places
+            .iter()
+            .map(|&i| DeleteItem {
+                key: objects[i].key.clone(),
+                version_id: objects[i].version_id.clone(),
+                condition: conditions[i].clone().map(Into::into),
+            })
+            .collect();
+        cluster.delete_at(*node, bucket, bypass, items)
+    });
+    let answers = futures::future::join_all(asks).await;
+    for (places, answer) in elsewhere.values().zip(answers) {
+        for (n, &i) in places.iter().enumerate() {
+            outcomes[i] = Some(match &answer {
+                Ok(answers) => match &answers[n] {
+                    Deleted::Done {
+                        version_id,
+                        delete_marker,
+                    } => Ok(DeleteOutcome {
+                        version_id: version_id.clone(),
+                        delete_marker: *delete_marker,
+                        removed: None,
+                    }),
+                    Deleted::Failed(refusal) => Err(s3_error_of(refusal)),
+                },
+                Err(refusal) => Err(s3_error_of(refusal)),
+            });
+        }
     }
 }
 
