@@ -350,6 +350,16 @@ impl Pump {
                     {
                         Ok(Sent::Skipped("this node no longer leads the partition"))
                     }
+                    // A removal for a bucket the other node no longer has: the bucket was
+                    // deleted after the version (its copy, sent before, had reached the
+                    // bucket), so there is nothing left to remove.
+                    Err(e)
+                        if peer.config.mirror
+                            && job.entry().kind == meridian_metadata::OutboxKind::DeleteVersion
+                            && e.code.as_deref() == Some("NoSuchBucket") =>
+                    {
+                        Ok(Sent::Skipped("the bucket is gone on that node"))
+                    }
                     other => other,
                 };
                 let settlement =

@@ -177,6 +177,8 @@ pub struct ClusterNode {
     delegate: OnceLock<Arc<dyn Delegated>>,
     /// Run-time access keys, sent to the other nodes as they change (set once opened).
     keys: OnceLock<KeyParts>,
+    /// Buckets deleted here lately, and when: the bucket sync does not make them again.
+    deleted: Mutex<BTreeMap<String, Instant>>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -221,6 +223,7 @@ impl ClusterGate {
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
             delegate: OnceLock::new(),
             keys: OnceLock::new(),
+            deleted: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -244,6 +247,9 @@ pub struct BucketChange {
     headers: http::HeaderMap,
     body: Bytes,
 }
+
+/// How long a node remembers a bucket it deleted (for the bucket sync).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 
 /// The largest bucket change sent to the other nodes (configuration documents are smaller).
 const MAX_BUCKET_CHANGE: usize = 8 << 20;
@@ -751,6 +757,7 @@ impl ClusterNode {
                     Err(e) => internal_error(&e),
                 }
             }
+            "tombstones" => json_response(&self.tombstones()),
             "buckets" if req.method() == Method::GET => {
                 let meta = self.parts.meta.clone();
                 match tokio::task::spawn_blocking(move || meta.list_buckets()).await {
@@ -1225,6 +1232,29 @@ impl ClusterNode {
         });
     }
 
+    /// A bucket was deleted here: the bucket sync must not make it again on this node or any
+    /// other while some node still has it (its deletion is under way there).
+    pub fn bucket_deleted(&self, name: &str) {
+        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        deleted.retain(|_, at| at.elapsed() < TOMBSTONE_TTL);
+        deleted.insert(name.to_owned(), Instant::now());
+    }
+
+    /// A bucket was made here (again).
+    pub fn bucket_made(&self, name: &str) {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The buckets deleted here in the last [`TOMBSTONE_TTL`].
+    fn tombstones(&self) -> Vec<String> {
+        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        deleted.retain(|_, at| at.elapsed() < TOMBSTONE_TTL);
+        deleted.keys().cloned().collect()
+    }
+
     /// This node set to send run-time access key changes to the other nodes.
     pub fn set_keys(
         &self,
@@ -1613,10 +1643,39 @@ impl ClusterNode {
             };
             held.insert(*id, list);
         }
+        // A bucket some node deleted lately is being deleted, not missing.
+        let mut deleted: std::collections::BTreeSet<String> =
+            self.tombstones().into_iter().collect();
+        for id in &view.alive {
+            let Some(endpoint) = view.endpoints.get(id) else {
+                continue;
+            };
+            let req = Request::get(format!(
+                "{}{INTERNAL}tombstones",
+                endpoint.trim_end_matches('/')
+            ))
+            .header(HOP, &self.hop)
+            .body(Body::empty())
+            .expect("a tombstone listing");
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await
+            else {
+                return;
+            };
+            let Ok(body) = resp.into_body().collect().await else {
+                return;
+            };
+            let Ok(names) = serde_json::from_slice::<Vec<String>>(&body.to_bytes()) else {
+                return;
+            };
+            deleted.extend(names);
+        }
         let mut all: BTreeMap<String, meridian_metadata::BucketRecord> = BTreeMap::new();
         for list in held.values() {
             for b in list {
-                all.entry(b.name.clone()).or_insert_with(|| b.clone());
+                if !deleted.contains(&b.name) {
+                    all.entry(b.name.clone()).or_insert_with(|| b.clone());
+                }
             }
         }
         for (id, list) in &held {

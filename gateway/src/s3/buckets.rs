@@ -100,6 +100,9 @@ impl MeridianS3 {
                     };
                     self.store_bucket_encryption(&input.bucket, &default).await?;
                 }
+                if let Some(c) = self.cluster.node() {
+                    c.bucket_made(&input.bucket);
+                }
                 Ok(S3Response::new(CreateBucketOutput {
                     location: Some(format!("/{}", input.bucket)),
                 }))
@@ -152,8 +155,31 @@ impl MeridianS3 {
                 }
             }
         }
-        let n = name.clone();
-        self.store.meta(move |m| m.delete_bucket(&n)).await.s3()?;
+        // A node's copies of versions removed a moment ago may still wait for the removal to
+        // arrive from their primary (removals are copied after the answer): a region gives
+        // them a few seconds.
+        let patience = match self.cluster.node() {
+            Some(_) => std::time::Duration::from_secs(5),
+            None => std::time::Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let n = name.clone();
+            match self.store.meta(move |m| m.delete_bucket(&n)).await {
+                Err(meridian_store::StoreError::Meta(
+                    meridian_metadata::MetaError::BucketNotEmpty { .. },
+                )) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                done => {
+                    done.s3()?;
+                    break;
+                }
+            }
+        }
+        if let Some(c) = self.cluster.node() {
+            c.bucket_deleted(&name);
+        }
         // Parts of the uploads it aborted were queued for reclaim: delete them now, not at
         // the reclaimer's next idle poll (30 s).
         self.store.wake_reclaimer();
