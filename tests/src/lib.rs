@@ -567,7 +567,6 @@ pub async fn upload_parts_and_complete(
         .to_owned()
 }
 
-/// The whole body of the latest version of `bucket/key`.
 /// Turns versioning on for `bucket`.
 pub async fn enable_versioning(s3: &Client, bucket: &str) {
     s3.put_bucket_versioning()
@@ -582,6 +581,7 @@ pub async fn enable_versioning(s3: &Client, bucket: &str) {
         .unwrap_or_else(|e| panic!("enabling versioning on {bucket}: {e:?}"));
 }
 
+/// The whole body of the latest version of `bucket/key`.
 pub async fn read_object(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
     s3.get_object()
         .bucket(bucket)

@@ -806,17 +806,7 @@ async fn a_versions_acl_travels_with_it() {
             .send()
             .await
             .unwrap();
-        client
-            .put_bucket_versioning()
-            .bucket("pub")
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        meridian_tests::enable_versioning(client, "pub").await;
     }
     put_rules(&east, "pub", vec![rule_to("west", "pub", "all", 1, true)]).await;
     let version = east
