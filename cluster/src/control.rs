@@ -11,11 +11,14 @@
 //! | `layout/current` | the [`Layout`] in force | when a staged layout is applied |
 //! | `layout/staged` | the next [`Layout`], being filled | by `cluster add-node` / `remove-node` |
 //! | `fill/<id>` | [`FillReport`]: a leader's progress in filling the staged layout | by that node |
+//! | `catalogue/<bucket>` | a bucket's record and configuration documents (opaque here) | by the node that changed the bucket (a compare-and-swap) |
+//! | `catalogue-changed` | empty; its revision is the catalogue's last change | with every catalogue change, in the same transaction |
 //!
 //! A node may take client writes only while it holds its lease ([`Membership::may_write`]):
 //! the lease is counted from when the node *sent* its last acknowledged keep-alive, so the
 //! node stops before etcd can let the lease lapse and hand its partitions to another.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +45,8 @@ pub enum ControlError {
     NoSuchNode(NodeId),
     #[error("another change to {0} came first; try again")]
     Conflict(&'static str),
+    #[error("a catalogue entry of {0} bytes is larger than etcd takes")]
+    TooLarge(usize),
 }
 
 /// A node as registered.
@@ -104,6 +109,18 @@ pub struct NodeStatus {
     pub alive: bool,
     pub copies: usize,
     pub primaries: usize,
+}
+
+/// The largest catalogue entry: a bucket's record and configuration documents, under etcd's
+/// 1.5 MiB request limit.
+pub const MAX_CATALOGUE_ENTRY: usize = 1 << 20;
+
+/// The bucket catalogue as read at one revision of etcd.
+#[derive(Clone, Debug, Default)]
+pub struct Catalogue {
+    pub revision: i64,
+    /// Each bucket's stored value and the revision it was last written at.
+    pub buckets: BTreeMap<String, (Vec<u8>, i64)>,
 }
 
 /// A connection to the region's keys in etcd (cheap to clone).
@@ -487,6 +504,135 @@ impl ControlPlane {
             copies_to_fill,
             fills,
         })
+    }
+
+    /// Every bucket of the catalogue (its stored value and revision), and the revision of
+    /// etcd the catalogue was read at.
+    pub async fn catalogue(&self) -> Result<Catalogue, ControlError> {
+        let mut c = self.client.clone();
+        let prefix = self.key("catalogue/");
+        let resp = timed(c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut buckets = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
+                continue;
+            };
+            buckets.insert(name.to_owned(), (kv.value().to_vec(), kv.mod_revision()));
+        }
+        Ok(Catalogue { revision, buckets })
+    }
+
+    /// The catalogue's bucket names and the revision each was last written at (no values:
+    /// what a node compares with what it applied), and the revision of etcd it was read at.
+    pub async fn catalogue_revisions(&self) -> Result<(i64, BTreeMap<String, i64>), ControlError> {
+        let mut c = self.client.clone();
+        let prefix = self.key("catalogue/");
+        let resp = timed(c.get(
+            prefix.clone(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        ))
+        .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let names = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let name = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                Some((name.to_owned(), kv.mod_revision()))
+            })
+            .collect();
+        Ok((revision, names))
+    }
+
+    /// The catalogue's entries written at `revision` or later (values and revisions).
+    pub async fn catalogue_since(&self, revision: i64) -> Result<Catalogue, ControlError> {
+        let mut c = self.client.clone();
+        let prefix = self.key("catalogue/");
+        let resp = timed(
+            c.get(
+                prefix.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_min_mod_revision(revision),
+                ),
+            ),
+        )
+        .await?;
+        let read_at = resp.header().map_or(0, |h| h.revision());
+        let buckets = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let name = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                Some((name.to_owned(), (kv.value().to_vec(), kv.mod_revision())))
+            })
+            .collect();
+        Ok(Catalogue {
+            revision: read_at,
+            buckets,
+        })
+    }
+
+    /// The revision of the catalogue's last change (0: never changed).
+    pub async fn catalogue_changed(&self) -> Result<i64, ControlError> {
+        let mut c = self.client.clone();
+        let resp = timed(c.get(self.key("catalogue-changed"), None)).await?;
+        Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
+    }
+
+    /// One bucket's stored value and revision.
+    pub async fn catalogue_entry(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<(Vec<u8>, i64)>, ControlError> {
+        let mut c = self.client.clone();
+        let resp = timed(c.get(self.key(&format!("catalogue/{bucket}")), None)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    /// Writes a bucket's value if its entry still has `revision` (0: only if there is none,
+    /// which is how a bucket is made); the revision written at, or `None` on a conflict.
+    pub async fn put_catalogue_entry(
+        &self,
+        bucket: &str,
+        revision: i64,
+        value: Vec<u8>,
+    ) -> Result<Option<i64>, ControlError> {
+        if value.len() > MAX_CATALOGUE_ENTRY {
+            return Err(ControlError::TooLarge(value.len()));
+        }
+        let key = self.key(&format!("catalogue/{bucket}"));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([
+                TxnOp::put(key, value, None),
+                TxnOp::put(self.key("catalogue-changed"), Vec::new(), None),
+            ]);
+        let mut c = self.client.clone();
+        let resp = timed(c.txn(txn)).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Removes a bucket from the catalogue; the revision it was removed at.
+    pub async fn remove_catalogue_entry(&self, bucket: &str) -> Result<i64, ControlError> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(self.key(&format!("catalogue/{bucket}")), None),
+            TxnOp::put(self.key("catalogue-changed"), Vec::new(), None),
+        ]);
+        let mut c = self.client.clone();
+        let resp = timed(c.txn(txn)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Holds `node`'s membership: its `members/<id>` key under a lease of `ttl`, kept alive

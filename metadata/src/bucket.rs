@@ -5,6 +5,8 @@
 //! the check and the delete happen under the bucket's exclusive lock, which every change
 //! inside the bucket holds shared, so nothing can be added in between.
 
+use std::collections::BTreeMap;
+
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,9 @@ pub enum VersioningState {
     Enabled,
     Suspended,
 }
+
+/// A bucket's configuration documents, by name.
+pub type BucketDocs = BTreeMap<String, Vec<u8>>;
 
 /// A bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +236,67 @@ impl MetaStore {
                 Ok(None)
             }
         }
+    }
+
+    /// The bucket's record and every configuration document, by name; `Ok(None)` if absent.
+    pub fn bucket_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(BucketRecord, BucketDocs)>, MetaError> {
+        let inner = &self.inner;
+        let _bucket = inner.locks.bucket_shared(name);
+        let Some(record) = self.get_bucket(name)? else {
+            return Ok(None);
+        };
+        let prefix = keys::bucket_prefix(name);
+        let mut it = inner.iter_prefix(schema::BUCKET_CONFIGS, &prefix);
+        let mut docs = BTreeMap::new();
+        while it.valid() {
+            let (k, v) = (it.key().unwrap_or_default(), it.value().unwrap_or_default());
+            let doc = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            docs.insert(doc, v.to_vec());
+            it.next();
+        }
+        it.status()
+            .map_err(MetaError::db("reading a bucket's configuration"))?;
+        Ok(Some((record, docs)))
+    }
+
+    /// Makes the bucket exactly `record` with exactly `docs` as its configuration documents
+    /// (made if absent, its record and documents replaced otherwise), in one batch: how a
+    /// node of a region applies the bucket catalogue it reads from the control plane.
+    pub fn set_bucket_state(
+        &self,
+        record: &BucketRecord,
+        docs: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), MetaError> {
+        if record.name.is_empty() || record.name.len() > 255 || docs.keys().any(|d| d.is_empty()) {
+            return Err(MetaError::InvalidArgument(format!(
+                "invalid bucket state for {:?}",
+                record.name
+            )));
+        }
+        let inner = &self.inner;
+        let _create = inner.locks.create();
+        let _bucket = inner.locks.bucket_exclusive(&record.name);
+        let prefix = keys::bucket_prefix(&record.name);
+        let end = keys::successor(&prefix).expect("a bucket prefix ends with a terminator");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            inner.cf(schema::BUCKETS),
+            record.name.as_bytes(),
+            codec::encode(record),
+        );
+        batch.delete_range_cf(inner.cf(schema::BUCKET_CONFIGS), &prefix, &end);
+        for (name, doc) in docs {
+            batch.put_cf(
+                inner.cf(schema::BUCKET_CONFIGS),
+                schema::config_key(&record.name, name),
+                doc,
+            );
+        }
+        inner.commit(batch, None, "applying a bucket's state")?;
+        Ok(())
     }
 
     /// Removes the configuration document `name` (no error if it was unset).

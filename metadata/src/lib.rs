@@ -66,7 +66,7 @@ pub use walk::KeyFilter;
 #[cfg(feature = "db")]
 pub use access_keys::{AccessKeyRecord, GrantAccess, KeyGrant};
 #[cfg(feature = "db")]
-pub use bucket::{BucketRecord, VersioningState};
+pub use bucket::{BucketDocs, BucketRecord, VersioningState};
 pub use codec::FORMAT_VERSION;
 #[cfg(feature = "db")]
 pub use config_cache::{ConfigCache, DecodeDocument};

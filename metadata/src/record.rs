@@ -333,6 +333,9 @@ pub struct DeleteOptions {
     /// checked that the principal may bypass it). Nothing removes one under COMPLIANCE
     /// retention or a legal hold.
     pub bypass_governance: bool,
+    /// No Object Lock check at all: the removal is another node's copy of one its primary
+    /// already allowed.
+    pub unlocked: bool,
     /// A conditional delete's conditions, checked under the key lock.
     pub condition: Option<DeleteCondition>,
 }

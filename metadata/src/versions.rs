@@ -344,7 +344,9 @@ impl MetaStore {
                 removed: None,
             });
         };
-        check_removable(&old, opts.bypass_governance)?;
+        if !opts.unlocked {
+            check_removable(&old, opts.bypass_governance)?;
+        }
         let top = inner.newest_versions(bucket, key, 2)?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(inner.cf(schema::VERSIONS), &vkey);

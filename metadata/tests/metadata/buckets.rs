@@ -197,6 +197,56 @@ fn config_documents_are_stored_by_name_and_go_with_the_bucket() {
 }
 
 #[test]
+fn a_bucket_state_is_read_whole_and_set_whole() {
+    let s = TestStore::new();
+    assert_eq!(s.bucket_state("b").unwrap(), None);
+    make_bucket(&s, "b", VersioningState::Unversioned);
+    make_bucket(&s, "b2", VersioningState::Unversioned);
+    s.put_bucket_config("b", "policy", b"p1".to_vec()).unwrap();
+    s.put_bucket_config("b", "cors", b"c1".to_vec()).unwrap();
+    s.put_bucket_config("b2", "policy", b"other".to_vec())
+        .unwrap();
+    let (record, docs) = s.bucket_state("b").unwrap().unwrap();
+    assert_eq!(record, bucket_record("b", VersioningState::Unversioned));
+    assert_eq!(
+        docs.iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect::<Vec<_>>(),
+        [("cors", &b"c1"[..]), ("policy", &b"p1"[..])]
+    );
+
+    // Set whole: the record replaced, a document replaced, one gone, one new; the bucket
+    // whose name extends this one's untouched.
+    let mut changed = bucket_record("b", VersioningState::Enabled);
+    changed.object_lock = true;
+    let wanted: std::collections::BTreeMap<String, Vec<u8>> = [
+        ("policy".to_owned(), b"p2".to_vec()),
+        ("lifecycle".to_owned(), b"l".to_vec()),
+    ]
+    .into();
+    s.set_bucket_state(&changed, &wanted).unwrap();
+    assert_eq!(
+        s.bucket_state("b").unwrap(),
+        Some((changed, wanted.clone()))
+    );
+    assert_eq!(
+        s.get_bucket_config("b2", "policy").unwrap().as_deref(),
+        Some(&b"other"[..])
+    );
+
+    // A bucket not held yet is made.
+    let fresh = bucket_record("new", VersioningState::Suspended);
+    s.set_bucket_state(&fresh, &wanted).unwrap();
+    assert_eq!(s.bucket_state("new").unwrap(), Some((fresh, wanted)));
+    assert!(s
+        .set_bucket_state(
+            &bucket_record("", VersioningState::Enabled),
+            &Default::default()
+        )
+        .is_err());
+}
+
+#[test]
 fn health_check_passes_on_an_open_store() {
     let s = TestStore::new();
     s.check().unwrap();
