@@ -66,7 +66,7 @@ async fn peer_has(
         .client
         .head_object()
         .bucket(target_bucket)
-        .key(&v.key)
+        .key(crate::sdk_key(&v.key))
         .version_id(version_id)
         .customize()
         .config_override(control_call())

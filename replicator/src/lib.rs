@@ -17,8 +17,10 @@
 //! and applies replicas it receives using [`headers::ReplicaHeaders`].
 
 mod backoff;
+mod blank_key;
 mod body;
 mod compress;
+pub use blank_key::sdk_key;
 pub mod config;
 mod error;
 pub mod headers;
@@ -333,6 +335,46 @@ impl Replicator {
         version_id: &str,
         peers: &[String],
     ) -> Vec<String> {
+        self.wait_settled(bucket, key, version_id, peers, false, Duration::ZERO)
+            .await
+    }
+
+    /// [`Replicator::wait_synced`] allowing `extra` beyond each peer's `sync_timeout` (a
+    /// large version takes longer to send).
+    pub async fn wait_synced_within(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+        extra: Duration,
+    ) -> Vec<String> {
+        self.wait_settled(bucket, key, version_id, peers, false, extra)
+            .await
+    }
+
+    /// [`Replicator::wait_synced`] for the removal of a version (queued as `DeleteVersion`):
+    /// until each `sync` peer among `peers` removed it too (or had nothing to remove).
+    pub async fn wait_removed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+    ) -> Vec<String> {
+        self.wait_settled(bucket, key, version_id, peers, true, Duration::ZERO)
+            .await
+    }
+
+    async fn wait_settled(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+        removal: bool,
+        extra: Duration,
+    ) -> Vec<String> {
         let sync: Vec<&PeerHandle> = self
             .peers
             .iter()
@@ -348,23 +390,27 @@ impl Replicator {
                 bucket.to_owned(),
                 key.to_owned(),
                 version_id.to_owned(),
+                removal,
             ));
             h.wakeup.notify_one();
-            // It may have been settled before the waiter was in place.
+            // It may have been settled before the waiter was in place (a removal: the
+            // waiters remember it).
             let (b, k, v, p) = (
                 bucket.to_owned(),
                 key.to_owned(),
                 version_id.to_owned(),
                 name.clone(),
             );
-            let already = metadata(&self.shared.meta, move |m| {
-                Ok(m.get_version(&b, &k, Some(&v))?
-                    .is_some_and(|r| r.replication.peers.get(&p) == Some(&PeerStatus::Completed)))
-            })
-            .await
-            .unwrap_or(false);
+            let already = !removal
+                && metadata(&self.shared.meta, move |m| {
+                    Ok(m.get_version(&b, &k, Some(&v))?.is_some_and(|r| {
+                        r.replication.peers.get(&p) == Some(&PeerStatus::Completed)
+                    }))
+                })
+                .await
+                .unwrap_or(false);
             let reached = already
-                || tokio::time::timeout(h.peer.config.sync_timeout, done)
+                || tokio::time::timeout(h.peer.config.sync_timeout + extra, done)
                     .await
                     .is_ok();
             (!reached).then_some(name)

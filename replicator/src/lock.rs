@@ -38,7 +38,7 @@ macro_rules! lock_call {
             .client
             .$op()
             .bucket(&$sender.target.bucket)
-            .key(&$record.key)
+            .key(crate::sdk_key(&$record.key))
             .version_id($version_id);
         $steps
             .customize()

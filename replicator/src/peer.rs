@@ -116,6 +116,7 @@ impl Peer {
                 sdk.http_client(https_client_trusting(Vec::new()))
             }
         };
+        let sdk = sdk.interceptor(crate::blank_key::BlankKeys);
         let sdk = match &config.stamp {
             Some(stamp) => sdk.interceptor(StampHeaders(stamp.clone())),
             None => sdk,

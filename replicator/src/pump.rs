@@ -417,20 +417,28 @@ impl Pump {
     /// Metrics of a settled change, and writers waiting for it in sync mode.
     fn account(&self, entry: &OutboxEntry, result: &Result<Sent, SendError>) {
         let m = &self.peer.metrics;
+        // Removals are remembered once settled (writers may wait for them after).
+        let removal = entry.kind == meridian_metadata::OutboxKind::DeleteVersion;
+        let wait_key = || {
+            (
+                self.peer.name().to_owned(),
+                entry.bucket.clone(),
+                entry.key.clone(),
+                entry.version_id.clone(),
+                removal,
+            )
+        };
         match result {
             Ok(Sent::Done { .. }) => {
                 m.sent_versions.inc();
                 let age = (now_nanos() - entry.committed).max(0) as f64 / 1e9;
                 m.latency.observe(age);
-                if !self.shared.waiters.is_empty() {
-                    self.shared.waiters.done(&(
-                        self.peer.name().to_owned(),
-                        entry.bucket.clone(),
-                        entry.key.clone(),
-                        entry.version_id.clone(),
-                    ));
+                if removal || !self.shared.waiters.is_empty() {
+                    self.shared.waiters.done(&wait_key());
                 }
             }
+            // A removal with nothing left to remove there is settled too.
+            Ok(Sent::Skipped(_)) if removal => self.shared.waiters.done(&wait_key()),
             Ok(Sent::Skipped(_)) => {}
             Err(e) => m.failure(match (&e.code, e.unreachable) {
                 (Some(code), _) => code.as_str(),

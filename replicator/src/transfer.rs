@@ -130,8 +130,12 @@ async fn delete_version(peer: &Peer, entry: &OutboxEntry) -> Result<Sent, SendEr
     peer.client
         .delete_object()
         .bucket(&entry.bucket)
-        .key(&entry.key)
+        .key(crate::sdk_key(&entry.key))
         .version_id(&entry.version_id)
+        // The primary removed it (Object Lock checked there): its copy goes too, or the
+        // follower holds a version the region removed. (The follower skips the check for a
+        // removal copied from a node; this asks for what an older follower can do.)
+        .bypass_governance_retention(true)
         .customize()
         .config_override(crate::peer::control_call())
         .send()
@@ -225,7 +229,7 @@ impl Sender<'_> {
             .client
             .delete_object()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .customize()
             .config_override(control_call())
             .mutate_request(add_headers(self.replica_headers(record)))
@@ -296,7 +300,7 @@ impl Sender<'_> {
             .client
             .put_object_tagging()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .version_id(version_id)
             .tagging(tagging)
             .customize()

@@ -434,7 +434,7 @@ impl Sender<'_> {
             .client
             .put_object()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .content_length(wire.len as i64)
             .body(wire.body)
             .set_content_md5(
@@ -555,7 +555,7 @@ impl Sender<'_> {
             .client
             .complete_multipart_upload()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .upload_id(&upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
@@ -630,7 +630,7 @@ impl Sender<'_> {
             .client
             .create_multipart_upload()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .set_checksum_algorithm(algorithm.as_ref().map(sdk_algorithm))
             .set_checksum_type(algorithm.as_ref().and(kind).map(sdk_checksum_type));
         // The region header marks the upload a replica's: it takes the source's lock
@@ -672,7 +672,7 @@ impl Sender<'_> {
                 .client
                 .list_parts()
                 .bucket(&self.target.bucket)
-                .key(&record.key)
+                .key(crate::sdk_key(&record.key))
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.clone())
                 .customize()
@@ -739,7 +739,7 @@ impl Sender<'_> {
             .client
             .upload_part()
             .bucket(&self.target.bucket)
-            .key(&record.key)
+            .key(crate::sdk_key(&record.key))
             .upload_id(upload_id)
             .part_number(part.number)
             .content_length(wire.len as i64)
@@ -813,7 +813,7 @@ impl Sender<'_> {
                 .client
                 .head_object()
                 .bucket(&self.target.bucket)
-                .key(&record.key)
+                .key(crate::sdk_key(&record.key))
                 .set_version_id(version_id.map(str::to_owned))
                 .checksum_mode(ChecksumMode::Enabled)
                 .set_part_number(part)

@@ -169,10 +169,14 @@ pub fn open_signed(
     PendingRequest { stream }
 }
 
-/// Header signatures with `x-amz-content-sha256`, as the SDKs send them.
+/// Header signatures with `x-amz-content-sha256`, and the path as S3 signs it (encoded
+/// once, not normalized), as the SDKs send them.
 fn settings() -> SigningSettings {
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode =
+        aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
     settings
 }
 
