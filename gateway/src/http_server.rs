@@ -205,7 +205,7 @@ impl Router {
                             Some(c) => crate::cluster::routed(c, req).await,
                             None => Ok((req, None)),
                         };
-                        let (req, broadcast) = match routed {
+                        let (req, bucket_change) = match routed {
                             Ok(local) => local,
                             Err(answer) => {
                                 let mut answer = with_request_id(answer, &request_id);
@@ -243,11 +243,10 @@ impl Router {
                             }
                             Err(refusal) => refusal,
                         };
-                        if let (Some(c), Some(change), true) =
-                            (&self.cluster, broadcast, resp.status().is_success())
-                        {
-                            c.broadcast(change).await;
-                        }
+                        let resp = match (&self.cluster, bucket_change) {
+                            (Some(c), Some(change)) => c.finish_bucket_change(change, resp).await,
+                            _ => resp,
+                        };
                         // S3 requests only: the admin API's paths are not S3 operations.
                         if !admin {
                             crate::metrics::global().request(

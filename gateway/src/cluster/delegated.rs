@@ -31,6 +31,9 @@ use super::{ClusterNode, HOP, INTERNAL};
 /// How long a node waits for another's answer to begin (a delete waits for its copies).
 const DELEGATED_ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The largest request between nodes for delegated work (a delete of 1,000 keys is far less).
+const MAX_ASK: usize = 8 << 20;
+
 /// Plaintext bytes of a version, as read by the node that holds it.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send + Sync>>;
 
@@ -48,6 +51,9 @@ pub trait Delegated: Send + Sync {
     async fn source(&self, ask: &SourceAsk) -> Result<VersionRecord, Refusal>;
     /// `range` of the version `ask` names (by its id), decrypted.
     async fn read(&self, ask: &SourceAsk, range: Range<u64>) -> Result<ByteStream, Refusal>;
+    /// The bucket catalogue changed `bucket` in the store (made, changed or deleted it; `docs`
+    /// names the configuration documents that changed): what was read of it before is stale.
+    async fn bucket_applied(&self, bucket: &str, docs: &[String]);
 }
 
 /// An S3 error as it travels between nodes.
@@ -279,7 +285,7 @@ impl ClusterNode {
         let Some(delegate) = self.delegate.get() else {
             return Refusal::unavailable("this node is starting".into()).response();
         };
-        let body = match http_body_util::Limited::new(req.into_body(), super::MAX_BUCKET_CHANGE)
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_ASK)
             .collect()
             .await
         {

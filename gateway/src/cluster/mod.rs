@@ -5,7 +5,8 @@
 //!   before its partitions can be handed to another.
 //! - **Routing**: a request for an object goes to the primary of the object's partition (any
 //!   node forwards it, streamed, with the client's signed headers untouched); a change to a
-//!   bucket (create, delete, configurations) is applied here and then on every other node.
+//!   bucket (create, delete, configurations) is served here and goes to the region's bucket
+//!   catalogue in etcd, which every node applies (`catalogue`).
 //! - **Copies**: the primary commits a version and the followers get it through the
 //!   replication machinery (one `sync` peer per other node, named `cluster.node-<id>`, whose
 //!   outbox also catches a returning node up). The write is acknowledged once every follower
@@ -26,11 +27,10 @@
 //! What is not built yet is listed in docs/CLUSTER.md.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -49,7 +49,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+mod catalogue;
 mod delegated;
+pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 
 /// `[cluster]`.
@@ -68,7 +70,8 @@ pub struct ClusterConfig {
     /// How long the node's lease lasts without a keep-alive (kept alive every third of it).
     #[serde(default = "ten_seconds", with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// How long a primary waits for a follower's copy before marking it down.
+    /// How long a primary waits for a follower's copy before marking it down (plus the
+    /// version's size at 16 MiB/s: a large version takes longer to copy).
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub copy_timeout: Duration,
 }
@@ -84,6 +87,10 @@ fn ten_seconds() -> Duration {
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
 }
+
+/// The slowest copy rate (bytes/s) a follower is allowed before it counts as late: a
+/// version's copy may take `copy_timeout` plus its size at this rate.
+const COPY_RATE_FLOOR: f64 = 16.0 * 1024.0 * 1024.0;
 
 /// The metadata setting that keeps the node's id once it was given one.
 const NODE_ID: &str = "cluster/node-id";
@@ -177,8 +184,9 @@ pub struct ClusterNode {
     delegate: OnceLock<Arc<dyn Delegated>>,
     /// Run-time access keys, sent to the other nodes as they change (set once opened).
     keys: OnceLock<KeyParts>,
-    /// Buckets deleted here lately, and when: the bucket sync does not make them again.
-    deleted: Mutex<BTreeMap<String, Instant>>,
+    /// What this node applied of the bucket catalogue; held while a bucket change is served.
+    catalogue: Arc<tokio::sync::Mutex<catalogue::Applied>>,
+    catalogue_ready: AtomicBool,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -223,7 +231,8 @@ impl ClusterGate {
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
             delegate: OnceLock::new(),
             keys: OnceLock::new(),
-            deleted: Mutex::new(BTreeMap::new()),
+            catalogue: Arc::new(tokio::sync::Mutex::new(catalogue::Applied::default())),
+            catalogue_ready: AtomicBool::new(false),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -240,27 +249,13 @@ pub fn hop_token(region: &str, secret: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// A change to a bucket applied here, to be applied on every other node once it succeeded.
-pub struct BucketChange {
-    method: Method,
-    uri: http::Uri,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-/// How long a node remembers a bucket it deleted (for the bucket sync).
-const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
-
-/// The largest bucket change sent to the other nodes (configuration documents are smaller).
-const MAX_BUCKET_CHANGE: usize = 8 << 20;
-
-/// Sends `req` where it is served: `Ok` with the request when that is here (and the change to
-/// send on to the other nodes, for a bucket change), `Err` with the answer when it was
-/// forwarded or refused.
+/// Sends `req` where it is served: `Ok` with the request when that is here (and, for a bucket
+/// change, the change begun: see [`ClusterNode::finish_bucket_change`]), `Err` with the
+/// answer when it was forwarded or refused.
 pub async fn routed(
     node: &ClusterNode,
     req: Request<Body>,
-) -> Result<(Request<Body>, Option<BucketChange>), Response<Body>> {
+) -> Result<(Request<Body>, Option<PendingChange>), Response<Body>> {
     if node.is_hop(req.headers()) {
         node.catch_up_with(req.headers()).await;
         if req.uri().path().starts_with(crate::admin::AdminApi::PREFIX) {
@@ -328,28 +323,9 @@ pub async fn routed(
                 )),
             }
         }
-        Route::Broadcast => {
-            let (parts, body) = req.into_parts();
-            let body = match http_body_util::Limited::new(body, MAX_BUCKET_CHANGE)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return Err(error_response(
-                        StatusCode::BAD_REQUEST,
-                        "MaxMessageLengthExceeded",
-                        "Your request was too big.",
-                    ))
-                }
-            };
-            let change = BucketChange {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
-                body: body.clone(),
-            };
-            Ok((Request::from_parts(parts, Body::from(body)), Some(change)))
+        Route::Bucket(bucket) => {
+            let change = node.begin_bucket_change(bucket).await?;
+            Ok((req, Some(change)))
         }
     }
 }
@@ -359,8 +335,8 @@ pub enum Route {
     Local,
     /// At the partition's primary.
     Forward(String),
-    /// Here, then on every other node.
-    Broadcast,
+    /// A change to this bucket: here, then in the region's catalogue (see `catalogue`).
+    Bucket(String),
     /// A browser form upload (POST Object): at the primary of the key its form names.
     Form,
     Refuse(StatusCode, &'static str, &'static str),
@@ -390,6 +366,9 @@ impl ClusterNode {
             None => Err("not joined to the cluster's control plane yet"),
             Some(j) if !j.gate.may_write() => Err("not holding its lease in the control plane"),
             Some(_) if self.view().layout.is_none() => Err("the region has no layout yet"),
+            Some(_) if !self.catalogue_applied() => {
+                Err("the region's bucket catalogue is not applied here yet")
+            }
             Some(_) => Ok(()),
         }
     }
@@ -449,11 +428,7 @@ impl ClusterNode {
         version_id: &str,
         peers: &[String],
     ) -> Result<(), String> {
-        self.fresh_view().await?;
-        let Some(layout) = self.view().layout.clone() else {
-            return Err("the region has no layout yet".into());
-        };
-        let layout = Some(layout);
+        let layout = self.fresh_layout().await?;
         // The copies were chosen before the commit; a staged layout seen since then adds
         // nodes that the fill's walk may already have passed: queue the version for them
         // too (if it is seen only later, the walk, which starts after, finds the version).
@@ -477,11 +452,39 @@ impl ClusterNode {
                 .map_err(|e| e.to_string())?;
             peers.push(extra);
         }
+        self.wait_for_copies(bucket, key, version_id, &peers, &layout, false)
+            .await
+    }
+
+    /// After a version's removal (by its primary) queued for `peers`: waits until every
+    /// follower that is not down removed it too, marking one that does not answer in time
+    /// down first — so a failover cannot bring back a version removed on the primary.
+    pub async fn await_removal(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+    ) -> Result<(), String> {
+        let layout = self.fresh_layout().await?;
+        self.wait_for_copies(bucket, key, version_id, peers, &layout, true)
+            .await
+    }
+
+    /// Waits for the copies of a change (a version, or a removal) on `peers` but those down
+    /// in `layout`; marks the late ones down, as the partition's primary.
+    async fn wait_for_copies(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        peers: &[String],
+        layout: &Layout,
+        removal: bool,
+    ) -> Result<(), String> {
         let waited: Vec<String> = peers
             .iter()
-            .filter(|p| {
-                copy_peer_id(p).is_some_and(|id| layout.as_ref().is_some_and(|l| !l.is_down(id)))
-            })
+            .filter(|p| copy_peer_id(p).is_some_and(|id| !layout.is_down(id)))
             .cloned()
             .collect();
         if waited.is_empty() {
@@ -492,9 +495,30 @@ impl ClusterNode {
             None => return Err("the copies to the other nodes are not set up yet".into()),
         };
         replicator.changed();
-        let late = replicator
-            .wait_synced(bucket, key, version_id, &waited)
-            .await;
+        let late = if removal {
+            replicator
+                .wait_removed(bucket, key, version_id, &waited)
+                .await
+        } else {
+            // A large version takes longer to copy than `copy_timeout` (which is for a
+            // follower that does not answer): its size at COPY_RATE_FLOOR more.
+            let (meta, b, k, v) = (
+                self.parts.meta.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                version_id.to_owned(),
+            );
+            let size = tokio::task::spawn_blocking(move || meta.get_version(&b, &k, Some(&v)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map_or(0, |r| r.size);
+            let extra = Duration::from_secs_f64(size as f64 / COPY_RATE_FLOOR);
+            replicator
+                .wait_synced_within(bucket, key, version_id, &waited, extra)
+                .await
+        };
         if !late.is_empty() {
             // A follower that refused the copy because it knows a newer layout where this
             // node does not lead looks late too: read the layout first, and mark followers
@@ -526,6 +550,15 @@ impl ClusterNode {
     }
 
     /// Reads the layout again if the view is older than [`VIEW_TTL`].
+    /// The layout in force, read from etcd if the view is older than `VIEW_TTL`.
+    async fn fresh_layout(&self) -> Result<Arc<Layout>, String> {
+        self.fresh_view().await?;
+        self.view()
+            .layout
+            .clone()
+            .ok_or_else(|| "the region has no layout yet".to_owned())
+    }
+
     async fn fresh_view(&self) -> Result<(), String> {
         if self.view().read_at.is_none_or(|at| at.elapsed() > VIEW_TTL) {
             self.refresh().await.map_err(|e| e.to_string())?;
@@ -588,8 +621,8 @@ impl ClusterNode {
                     None => no_layout(),
                 };
             }
-            // Bucket changes reach every known node, with or without a layout.
-            return Route::Broadcast;
+            // Bucket changes go to the catalogue, with or without a layout.
+            return Route::Bucket(bucket);
         };
         // Objects wait for the first layout.
         let Some((layout, me)) = self.layout() else {
@@ -679,52 +712,6 @@ impl ClusterNode {
         }
     }
 
-    /// Sends a bucket change that succeeded here to every other node.
-    pub async fn broadcast(&self, change: BucketChange) {
-        let BucketChange {
-            method,
-            uri,
-            headers,
-            body,
-        } = change;
-        let me = self.id();
-        let endpoints: Vec<(NodeId, String)> = self
-            .view()
-            .endpoints
-            .iter()
-            .filter(|(id, _)| Some(**id) != me)
-            .map(|(id, e)| (*id, e.clone()))
-            .collect();
-        let sends = endpoints.into_iter().map(|(id, endpoint)| {
-            let mut req = Request::builder()
-                .method(method.clone())
-                .uri(uri.clone())
-                .body(Body::from(body.clone()))
-                .expect("a request from parts");
-            *req.headers_mut() = headers.clone();
-            async move {
-                let resp =
-                    tokio::time::timeout(Duration::from_secs(10), self.forward(&endpoint, req))
-                        .await;
-                match resp {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => {
-                        tracing::warn!(
-                            node = id,
-                            status = r.status().as_u16(),
-                            "a bucket change did not apply on another node"
-                        )
-                    }
-                    Err(_) => tracing::warn!(
-                        node = id,
-                        "a bucket change was not answered by another node in time"
-                    ),
-                }
-            }
-        });
-        futures::future::join_all(sends).await;
-    }
-
     /// The internal endpoints (`/_meridian/cluster/...`), for requests between the nodes.
     pub async fn internal(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         if !self.is_hop(req.headers()) {
@@ -757,34 +744,9 @@ impl ClusterNode {
                     Err(e) => internal_error(&e),
                 }
             }
-            "tombstones" => json_response(&self.tombstones()),
-            "buckets" if req.method() == Method::GET => {
-                let meta = self.parts.meta.clone();
-                match tokio::task::spawn_blocking(move || meta.list_buckets()).await {
-                    Ok(Ok(buckets)) => json_response(&buckets),
-                    _ => internal_error("listing buckets"),
-                }
-            }
-            "buckets" => {
-                let body = match req.into_body().collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => return internal_error("reading the request"),
-                };
-                let Ok(record) = serde_json::from_slice::<meridian_metadata::BucketRecord>(&body)
-                else {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidArgument",
-                        "bad bucket record",
-                    );
-                };
-                let meta = self.parts.meta.clone();
-                match tokio::task::spawn_blocking(move || meta.create_bucket(record)).await {
-                    Ok(Ok(())) | Ok(Err(meridian_metadata::MetaError::BucketExists { .. })) => {
-                        json_response(&serde_json::json!({}))
-                    }
-                    _ => internal_error("creating the bucket"),
-                }
+            "catalogue" => {
+                let query = req.uri().query().map(str::to_owned);
+                self.serve_catalogue_nudge(query.as_deref()).await
             }
             "backlog" => {
                 let node = req
@@ -965,10 +927,26 @@ impl ClusterNode {
         let Some((layout, _)) = self.layout() else {
             return Ok(vec![self.list_here(ask).await?]);
         };
-        let asks = Self::leaders(&layout).into_iter().map(|node| {
-            let ask = &ask;
-            async move { self.ask(node, ask).await }
-        });
+        match self.ask_each(&layout, &ask).await {
+            Ok(answers) => Ok(answers),
+            Err(e) => {
+                // A leader that does not answer may have been marked down since this node
+                // last read the layout: once more, with the layout as etcd has it now.
+                self.refresh().await.map_err(|r| format!("{e}; {r}"))?;
+                match self.layout() {
+                    Some((now, _)) if now.version != layout.version => {
+                        self.ask_each(&now, &ask).await
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn ask_each(&self, layout: &Layout, ask: &ListAsk) -> Result<Vec<ListAnswer>, String> {
+        let asks = Self::leaders(layout)
+            .into_iter()
+            .map(|node| async move { self.ask(node, ask).await });
         futures::future::join_all(asks).await.into_iter().collect()
     }
 
@@ -1074,7 +1052,7 @@ impl ClusterNode {
         tracing::info!(node = record.id, endpoint = %record.endpoint, "joined the cluster's control plane");
         let started = Instant::now();
         let mut trimmed = Instant::now();
-        let mut synced = Instant::now();
+        let mut checked: Option<Instant> = None;
         loop {
             if let Err(e) = self.refresh().await {
                 tracing::debug!(error = %e, "reading the region's layout");
@@ -1086,9 +1064,9 @@ impl ClusterNode {
                 self.apply_when_filled().await;
             }
             self.start_fill();
-            if synced.elapsed() > Duration::from_secs(3) {
-                synced = Instant::now();
-                self.sync_buckets().await;
+            if checked.is_none_or(|t| t.elapsed() > catalogue::CHECK_EVERY) {
+                checked = Some(Instant::now());
+                self.check_catalogue().await;
             }
             if trimmed.elapsed() > Duration::from_secs(60) {
                 trimmed = Instant::now();
@@ -1230,29 +1208,6 @@ impl ClusterNode {
             keys: keys.is_some(),
             stop,
         });
-    }
-
-    /// A bucket was deleted here: the bucket sync must not make it again on this node or any
-    /// other while some node still has it (its deletion is under way there).
-    pub fn bucket_deleted(&self, name: &str) {
-        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
-        deleted.retain(|_, at| at.elapsed() < TOMBSTONE_TTL);
-        deleted.insert(name.to_owned(), Instant::now());
-    }
-
-    /// A bucket was made here (again).
-    pub fn bucket_made(&self, name: &str) {
-        self.deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-    }
-
-    /// The buckets deleted here in the last [`TOMBSTONE_TTL`].
-    fn tombstones(&self) -> Vec<String> {
-        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
-        deleted.retain(|_, at| at.elapsed() < TOMBSTONE_TTL);
-        deleted.keys().cloned().collect()
     }
 
     /// This node set to send run-time access key changes to the other nodes.
@@ -1515,7 +1470,17 @@ impl ClusterNode {
             }
             report.pending = pending;
             report.done = reached;
-            let _ = joined.control.report_fill(me, &report).await;
+            let reported = joined.control.report_fill(me, &report).await;
+            if report.done && reported.is_err() {
+                // The layout is put in force on this report: it must reach etcd (which may
+                // be down or restarting), so try again rather than end the fill unsaid.
+                tracing::warn!(
+                    version = staged.version,
+                    "could not report the fill done yet; will retry"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             if report.done {
                 tracing::info!(
                     version = staged.version,
@@ -1600,111 +1565,6 @@ impl ClusterNode {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "putting the staged layout in force failed; will retry")
-            }
-        }
-    }
-
-    /// The lowest live node makes every bucket any live node has exist on every live node
-    /// (a node that was down when a bucket was made, a node that joins): the bucket's record
-    /// as it is — owner, creation date, versioning, Object Lock. (Configuration documents —
-    /// policies, lifecycle, CORS — are not carried: see docs/CLUSTER.md.)
-    async fn sync_buckets(&self) {
-        let (Some(joined), view) = (self.joined.get(), self.view()) else {
-            return;
-        };
-        if view.alive.first() != Some(&joined.id) {
-            return;
-        }
-        let mut held: BTreeMap<NodeId, Vec<meridian_metadata::BucketRecord>> = BTreeMap::new();
-        for id in &view.alive {
-            let Some(endpoint) = view.endpoints.get(id) else {
-                continue;
-            };
-            let req = Request::get(format!(
-                "{}{INTERNAL}buckets",
-                endpoint.trim_end_matches('/')
-            ))
-            .header(HOP, &self.hop)
-            .body(Body::empty())
-            .expect("a bucket listing");
-            let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await
-            else {
-                return;
-            };
-            if !resp.status().is_success() {
-                return;
-            }
-            let Ok(body) = resp.into_body().collect().await else {
-                return;
-            };
-            let Ok(list) = serde_json::from_slice(&body.to_bytes()) else {
-                return;
-            };
-            held.insert(*id, list);
-        }
-        // A bucket some node deleted lately is being deleted, not missing.
-        let mut deleted: std::collections::BTreeSet<String> =
-            self.tombstones().into_iter().collect();
-        for id in &view.alive {
-            let Some(endpoint) = view.endpoints.get(id) else {
-                continue;
-            };
-            let req = Request::get(format!(
-                "{}{INTERNAL}tombstones",
-                endpoint.trim_end_matches('/')
-            ))
-            .header(HOP, &self.hop)
-            .body(Body::empty())
-            .expect("a tombstone listing");
-            let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await
-            else {
-                return;
-            };
-            let Ok(body) = resp.into_body().collect().await else {
-                return;
-            };
-            let Ok(names) = serde_json::from_slice::<Vec<String>>(&body.to_bytes()) else {
-                return;
-            };
-            deleted.extend(names);
-        }
-        let mut all: BTreeMap<String, meridian_metadata::BucketRecord> = BTreeMap::new();
-        for list in held.values() {
-            for b in list {
-                if !deleted.contains(&b.name) {
-                    all.entry(b.name.clone()).or_insert_with(|| b.clone());
-                }
-            }
-        }
-        for (id, list) in &held {
-            for (name, record) in &all {
-                if list.iter().any(|b| &b.name == name) {
-                    continue;
-                }
-                let Some(endpoint) = view.endpoints.get(id) else {
-                    continue;
-                };
-                let req = Request::post(format!(
-                    "{}{INTERNAL}buckets",
-                    endpoint.trim_end_matches('/')
-                ))
-                .header(HOP, &self.hop)
-                .body(Body::from(
-                    serde_json::to_vec(record).expect("a bucket record serializes"),
-                ))
-                .expect("a bucket record");
-                let made =
-                    tokio::time::timeout(Duration::from_secs(5), self.http.request(req)).await;
-                match made {
-                    Ok(Ok(r)) if r.status().is_success() => {
-                        tracing::info!(node = id, bucket = %name, "made a bucket the node was missing")
-                    }
-                    _ => {
-                        tracing::warn!(node = id, bucket = %name, "could not make a bucket the node is missing; will retry")
-                    }
-                }
             }
         }
     }

@@ -100,9 +100,6 @@ impl MeridianS3 {
                     };
                     self.store_bucket_encryption(&input.bucket, &default).await?;
                 }
-                if let Some(c) = self.cluster.node() {
-                    c.bucket_made(&input.bucket);
-                }
                 Ok(S3Response::new(CreateBucketOutput {
                     location: Some(format!("/{}", input.bucket)),
                 }))
@@ -177,20 +174,27 @@ impl MeridianS3 {
                 }
             }
         }
-        if let Some(c) = self.cluster.node() {
-            c.bucket_deleted(&name);
-        }
+        self.bucket_gone(&name);
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    /// What is cached of a bucket read again from the store at next use.
+    pub(super) fn forget_bucket(&self, name: &str) {
+        self.replicator.rules().invalidate(name);
+        self.store.lifecycle.invalidate(name);
+        self.encryption_defaults.invalidate(name);
+        self.cors.invalidate(name);
+        self.acls.invalidate(name);
+        self.policies.forget(name);
+    }
+
+    /// A bucket was deleted from the store.
+    pub(super) fn bucket_gone(&self, name: &str) {
         // Parts of the uploads it aborted were queued for reclaim: delete them now, not at
         // the reclaimer's next idle poll (30 s).
         self.store.wake_reclaimer();
         // Its configuration documents went with it.
-        self.replicator.rules().invalidate(&name);
-        self.store.lifecycle.invalidate(&name);
-        self.encryption_defaults.invalidate(&name);
-        self.cors.invalidate(&name);
-        self.acls.invalidate(&name);
-        self.policies.forget(&name);
-        Ok(S3Response::new(DeleteBucketOutput {}))
+        self.forget_bucket(name);
     }
 
     pub(super) async fn get_bucket_location_impl(

@@ -139,4 +139,28 @@ impl Delegated for MeridianS3 {
             .map_err(|e| refusal_of(&e))?;
         Ok(Box::pin(stream.map(|r| r.map_err(|e| e.to_string()))))
     }
+
+    async fn bucket_applied(&self, bucket: &str, docs: &[String]) {
+        let name = bucket.to_owned();
+        let held = self.store.meta(move |m| m.bucket_state(&name)).await;
+        let Ok(Some((_, stored))) = held else {
+            self.bucket_gone(bucket);
+            return;
+        };
+        self.forget_bucket(bucket);
+        let changed = |name: &str| docs.iter().any(|d| d == name);
+        if changed(meridian_documents::lifecycle::CONFIG_DOCUMENT) {
+            // The new rules index the versions this node holds, as where they were set.
+            meridian_store::lifecycle::start_pass(&self.store, bucket);
+        }
+        let replication = meridian_replicator::rules::CONFIG_DOCUMENT;
+        if changed(replication) {
+            let config = stored
+                .get(replication)
+                .and_then(|doc| meridian_replicator::rules::ReplicationConfig::from_json(doc).ok());
+            if let Some(config) = config {
+                self.backfill_existing(bucket, &config).await;
+            }
+        }
+    }
 }

@@ -89,7 +89,30 @@ impl MeridianS3 {
                 if o.removed.is_some() {
                     self.store.wake_reclaimer();
                 }
-                if let (true, Some(marker)) = (o.delete_marker, &o.version_id) {
+                // A version removed: the one named, or an unversioned key's null version.
+                let removed = match (version_id, &o.removed) {
+                    (_, None) => None,
+                    (Some(v), Some(_)) => Some(v),
+                    (None, Some(_)) if !o.delete_marker => Some(
+                        o.version_id
+                            .as_deref()
+                            .unwrap_or(meridian_metadata::NULL_VERSION_ID),
+                    ),
+                    (None, Some(_)) => None,
+                };
+                if let (Some(c), Some(removed), false) =
+                    (self.cluster.node(), removed, replication.peers.is_empty())
+                {
+                    // The followers remove their copies before the answer, as they take a
+                    // write's (a follower that does not is marked down first); a failure
+                    // leaves the removal queued for them, and the removal itself is done.
+                    let peers: Vec<String> = replication.peers.keys().cloned().collect();
+                    if let Err(e) = c.await_removal(bucket, key, removed, &peers).await {
+                        tracing::warn!(%bucket, %key, version = %removed, error = %e, "a version's removal on the other nodes is not confirmed");
+                    }
+                }
+                // A marker made (not one removed by its version id).
+                if let (true, None, Some(marker)) = (o.delete_marker, version_id, &o.version_id) {
                     // A marker whose copies could not be confirmed stays queued for the
                     // followers; the delete itself is done.
                     if let Err(e) = self
@@ -127,7 +150,21 @@ impl MeridianS3 {
             input.if_match_last_modified_time.as_ref(),
         )?;
         let bucket = self.bucket(&input.bucket).await?;
+        // A node of this region copying its removal of a version (only a node may name
+        // itself: see `cluster::routed`): the primary checked Object Lock; the copy goes.
+        let copied_removal = self.cluster.node().is_some()
+            && req.headers.contains_key(crate::cluster::FROM)
+            && input.version_id.is_some();
         let outcome = match self.replica_of(&req.headers, &bucket)? {
+            _ if copied_removal => {
+                let opts = DeleteOptions {
+                    unlocked: true,
+                    ..DeleteOptions::default()
+                };
+                self.delete_with(&input.bucket, &input.key, input.version_id.as_deref(), opts)
+                    .await
+                    .s3()?
+            }
             Some(replica) => self.replicate_delete_marker(&input, replica).await?,
             None => {
                 self.delete_one(

@@ -213,7 +213,7 @@ impl MeridianS3 {
             let answer = client
                 .get_object()
                 .bucket(&target.bucket)
-                .key(&input.key)
+                .key(meridian_replicator::sdk_key(&input.key))
                 .set_version_id(input.version_id.clone())
                 .set_part_number(input.part_number)
                 .customize()
@@ -260,7 +260,7 @@ impl MeridianS3 {
             let answer = client
                 .head_object()
                 .bucket(&target.bucket)
-                .key(&input.key)
+                .key(meridian_replicator::sdk_key(&input.key))
                 .set_version_id(input.version_id.clone())
                 .set_part_number(input.part_number)
                 .customize()

@@ -72,7 +72,12 @@ impl MeridianS3 {
             .await?;
         self.replicator.rules().invalidate(&input.bucket);
         tracing::info!(bucket = %input.bucket, rules = config.rules.len(), "replication configuration stored");
-        // Rules with ExistingObjectReplication send what the bucket held before them, once.
+        self.backfill_existing(&input.bucket, &config).await;
+        Ok(S3Response::new(PutBucketReplicationOutput {}))
+    }
+
+    /// Rules with ExistingObjectReplication send what the bucket held before them, once.
+    pub(super) async fn backfill_existing(&self, bucket: &str, config: &ReplicationConfig) {
         let mut backfilled = std::collections::HashSet::new();
         for rule in config
             .rules
@@ -81,12 +86,11 @@ impl MeridianS3 {
         {
             let peer = &rule.destination.peer;
             if backfilled.insert(peer.clone()) {
-                if let Err(e) = self.replicator.backfill_once(peer, &input.bucket).await {
-                    tracing::warn!(bucket = %input.bucket, %peer, error = %e, "starting the backfill failed");
+                if let Err(e) = self.replicator.backfill_once(peer, bucket).await {
+                    tracing::warn!(%bucket, %peer, error = %e, "starting the backfill failed");
                 }
             }
         }
-        Ok(S3Response::new(PutBucketReplicationOutput {}))
     }
 
     pub(super) async fn get_bucket_replication_impl(
