@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Meridian needs, idempotently:
-#   system: libclang-dev (RocksDB's bindings), protobuf-compiler (etcd's gRPC API, built by
-#           the etcd-client crate), etcd-server (the control plane of a region of several
+#   system: libclang-dev (RocksDB's bindings), protobuf-compiler and libprotobuf-dev (etcd's
+#           gRPC API, built by the etcd-client crate, imports protobuf's own .proto files, which
+#           only libprotobuf-dev carries), etcd-server (the control plane of a region of several
 #           nodes: tests start it), python3-venv (client tests), curl and promtool (Debian's
 #           prometheus package) for deploy/
 #   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
@@ -35,6 +36,8 @@ apt_install() {
 system() {
     apt_install libclang-dev
     command -v protoc >/dev/null || apt_install protobuf-compiler
+    # Only recommended by protobuf-compiler, so --no-install-recommends leaves it out.
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_install libprotobuf-dev
     command -v etcd >/dev/null || apt_install etcd-server
     # curl drives deploy/local-regions.sh; promtool (Debian's prometheus) checks deploy/prometheus.
     command -v curl >/dev/null || apt_install curl
