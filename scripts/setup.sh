@@ -2,9 +2,10 @@
 # Installs what building and testing Meridian needs, idempotently:
 #   system: libclang-dev (RocksDB's bindings), protobuf-compiler and libprotobuf-dev (etcd's
 #           gRPC API, built by the etcd-client crate, imports protobuf's own .proto files, which
-#           only libprotobuf-dev carries), etcd-server (the control plane of a region of several
-#           nodes: tests start it), python3-venv (client tests), curl and promtool (Debian's
-#           prometheus package) for deploy/
+#           only libprotobuf-dev carries), etcd-server and etcd-client (the control plane of a
+#           region of several nodes: tests start it and ask etcdctl whether it is up),
+#           python3-venv (client tests), curl and promtool (Debian's prometheus package) for
+#           deploy/
 #   python: a venv with boto3, the aws CLI, requests and pytest (tests/clients/requirements.txt),
 #           and one with s3fs (tests/clients-s3fs/requirements.txt; s3fs pins its own botocore)
 # Usage: scripts/setup.sh [system|python|fuzz|all]   (default: all)
@@ -39,6 +40,9 @@ system() {
     # Only recommended by protobuf-compiler, so --no-install-recommends leaves it out.
     [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_install libprotobuf-dev
     command -v etcd >/dev/null || apt_install etcd-server
+    # etcdctl: the tests and deploy/local-cluster.sh ask it whether etcd is up (only
+    # recommended by etcd-server, so --no-install-recommends leaves it out).
+    command -v etcdctl >/dev/null || apt_install etcd-client
     # curl drives deploy/local-regions.sh; promtool (Debian's prometheus) checks deploy/prometheus.
     command -v curl >/dev/null || apt_install curl
     command -v promtool >/dev/null || apt_install prometheus
