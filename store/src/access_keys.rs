@@ -91,35 +91,12 @@ impl AccessKeys {
     }
 
     fn seal(&self, access_key: &str, secret: &str) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut nonce).expect("the system RNG works");
-        let mut body = secret.as_bytes().to_vec();
-        self.kek
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(access_key.as_bytes()),
-                &mut body,
-            )
-            .expect("AES-GCM seals any short input");
-        let mut out = vec![SEALED_V1];
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        out
+        seal_with(&self.kek, access_key, secret.as_bytes())
     }
 
     fn unseal(&self, access_key: &str, sealed: &[u8]) -> Result<Secret, KeyError> {
-        let (&version, rest) = sealed.split_first().ok_or(KeyError::Sealed)?;
-        if version != SEALED_V1 || rest.len() < 12 + 16 {
-            return Err(KeyError::Sealed);
-        }
-        let (nonce, body) = rest.split_at(12);
-        let mut body = Zeroizing::new(body.to_vec());
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Sealed)?;
-        let plain = self
-            .kek
-            .open_in_place(nonce, Aad::from(access_key.as_bytes()), &mut body)
-            .map_err(|_| KeyError::Sealed)?;
-        let text = std::str::from_utf8(plain).map_err(|_| KeyError::Sealed)?;
+        let plain = open_with(&self.kek, access_key, sealed)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| KeyError::Sealed)?;
         Ok(Zeroizing::new(text.to_owned()))
     }
 
@@ -344,6 +321,89 @@ impl AccessKeys {
     }
 }
 
+/// `plain` sealed by `key` (AES-256-GCM, a random nonce, `access_key` as associated data).
+fn seal_with(key: &LessSafeKey, access_key: &str, plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut nonce).expect("the system RNG works");
+    let mut body = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(access_key.as_bytes()),
+        &mut body,
+    )
+    .expect("AES-GCM seals any short input");
+    let mut out = vec![SEALED_V1];
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// What [`seal_with`] sealed, in clear (wiped when dropped).
+fn open_with(
+    key: &LessSafeKey,
+    access_key: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let (&version, rest) = sealed.split_first().ok_or(KeyError::Sealed)?;
+    if version != SEALED_V1 || rest.len() < 12 + 16 {
+        return Err(KeyError::Sealed);
+    }
+    let (nonce, body) = rest.split_at(12);
+    let mut body = Zeroizing::new(body.to_vec());
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Sealed)?;
+    let len = key
+        .open_in_place(nonce, Aad::from(access_key.as_bytes()), &mut body)
+        .map_err(|_| KeyError::Sealed)?
+        .len();
+    body.truncate(len);
+    Ok(body)
+}
+
+/// Whole keys sealed with a key every node of one region derives from the region's root
+/// secret (which each node has and etcd does not): how a region of several nodes keeps its
+/// run-time keys in etcd without the secrets being readable there.
+pub struct SharedSeal(LessSafeKey);
+
+impl SharedSeal {
+    /// HMAC-SHA256 of the region's name under its root secret, as an AES-256-GCM key.
+    pub fn derive(region: &str, root_secret: &str) -> SharedSeal {
+        let mac = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, root_secret.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(
+            &mac,
+            format!("meridian-access-keys-shared\0{region}").as_bytes(),
+        );
+        SharedSeal(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, tag.as_ref()).expect("HMAC-SHA256 gives 32 bytes"),
+        ))
+    }
+
+    /// `wire` sealed whole (its record's node-sealed secrets left out: each node seals its own).
+    pub fn seal(&self, wire: &WireKey) -> Vec<u8> {
+        let mut record = wire.record.clone();
+        record.sealed_secret.clear();
+        record.previous_sealed_secret = None;
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&WireKey {
+                record,
+                secret: wire.secret.clone(),
+                previous: wire.previous.clone(),
+            })
+            .expect("a key serializes"),
+        );
+        seal_with(&self.0, &wire.record.access_key, &plain)
+    }
+
+    /// The key [`SharedSeal::seal`] sealed as `access_key`.
+    pub fn open(&self, access_key: &str, sealed: &[u8]) -> Result<WireKey, KeyError> {
+        let plain = open_with(&self.0, access_key, sealed)?;
+        let wire: WireKey = serde_json::from_slice(&plain).map_err(|_| KeyError::Sealed)?;
+        if wire.record.access_key != access_key {
+            return Err(KeyError::Sealed);
+        }
+        Ok(wire)
+    }
+}
+
 /// `MK` and 18 characters of base32: as long as an AWS access key id, told apart by its start.
 fn new_access_key() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -442,6 +502,37 @@ mod tests {
         AccessKeys::open(meta, &sse, &dir.join("access-keys.key"), region.into())
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_shared_seal_opens_on_another_node_of_the_region_only() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, two) = (keys(a.path(), "east").await, keys(b.path(), "east").await);
+        let made = one.create("job", None, "root").unwrap();
+        let ak = made.record.access_key.clone();
+        let wire = one.wire(one.record(&ak).unwrap().unwrap()).unwrap();
+        let sealed = SharedSeal::derive("east", "root-secret").seal(&wire);
+        // Neither the secret nor the node's sealed copy of it is in what etcd would hold.
+        let needle = made.secret.as_bytes();
+        assert!(!sealed.windows(needle.len()).any(|w| w == needle));
+        // Another node of the region (its own KEK) opens it and stores it, usable there.
+        let opened = SharedSeal::derive("east", "root-secret")
+            .open(&ak, &sealed)
+            .unwrap();
+        assert!(opened.record.sealed_secret.is_empty());
+        two.apply(opened).unwrap().expect("applied");
+        let there = two.open_key(two.record(&ak).unwrap().unwrap()).unwrap();
+        assert_eq!(*there.secret, *made.secret);
+        // Another root secret, another region, or another key's name: it does not open.
+        assert!(SharedSeal::derive("east", "other")
+            .open(&ak, &sealed)
+            .is_err());
+        assert!(SharedSeal::derive("west", "root-secret")
+            .open(&ak, &sealed)
+            .is_err());
+        assert!(SharedSeal::derive("east", "root-secret")
+            .open("MKOTHER", &sealed)
+            .is_err());
     }
 
     #[tokio::test]
