@@ -13,6 +13,8 @@
 //! | `fill/<id>` | [`FillReport`]: a leader's progress in filling the staged layout | by that node |
 //! | `catalogue/<bucket>` | a bucket's record and configuration documents (opaque here) | by the node that changed the bucket (a compare-and-swap) |
 //! | `catalogue-changed` | empty; its revision is the catalogue's last change | with every catalogue change, in the same transaction |
+//! | `keys/<access key>` | a run-time access key and its grants, sealed by the nodes (opaque here) | by the node where the key changed (a compare-and-swap) |
+//! | `keys-changed` | empty; its revision is the keys' last change | with every key change, in the same transaction |
 //!
 //! A node may take client writes only while it holds its lease ([`Membership::may_write`]):
 //! the lease is counted from when the node *sent* its last acknowledged keep-alive, so the
@@ -45,7 +47,7 @@ pub enum ControlError {
     NoSuchNode(NodeId),
     #[error("another change to {0} came first; try again")]
     Conflict(&'static str),
-    #[error("a catalogue entry of {0} bytes is larger than etcd takes")]
+    #[error("an entry of {0} bytes is larger than etcd takes")]
     TooLarge(usize),
 }
 
@@ -111,16 +113,35 @@ pub struct NodeStatus {
     pub primaries: usize,
 }
 
-/// The largest catalogue entry: a bucket's record and configuration documents, under etcd's
+/// The largest table entry (a bucket's record and configuration documents), under etcd's
 /// 1.5 MiB request limit.
 pub const MAX_CATALOGUE_ENTRY: usize = 1 << 20;
 
-/// The bucket catalogue as read at one revision of etcd.
+/// The region-wide tables every node applies to its own store: each entry under
+/// `<table>/<name>`, and `<table>-changed` rewritten with every change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// The bucket catalogue: a bucket's record and configuration documents.
+    Catalogue,
+    /// Run-time access keys and their grants.
+    Keys,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Catalogue => "catalogue",
+            Table::Keys => "keys",
+        }
+    }
+}
+
+/// A table as read at one revision of etcd.
 #[derive(Clone, Debug, Default)]
 pub struct Catalogue {
     pub revision: i64,
-    /// Each bucket's stored value and the revision it was last written at.
-    pub buckets: BTreeMap<String, (Vec<u8>, i64)>,
+    /// Each entry's stored value and the revision it was last written at.
+    pub entries: BTreeMap<String, (Vec<u8>, i64)>,
 }
 
 /// A connection to the region's keys in etcd (cheap to clone).
@@ -506,28 +527,20 @@ impl ControlPlane {
         })
     }
 
-    /// Every bucket of the catalogue (its stored value and revision), and the revision of
-    /// etcd the catalogue was read at.
-    pub async fn catalogue(&self) -> Result<Catalogue, ControlError> {
-        let mut c = self.client.clone();
-        let prefix = self.key("catalogue/");
-        let resp = timed(c.get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let mut buckets = BTreeMap::new();
-        for kv in resp.kvs() {
-            let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)) else {
-                continue;
-            };
-            buckets.insert(name.to_owned(), (kv.value().to_vec(), kv.mod_revision()));
-        }
-        Ok(Catalogue { revision, buckets })
+    /// Every entry of `table` (its stored value and revision), and the revision of etcd it
+    /// was read at.
+    pub async fn table(&self, table: Table) -> Result<Catalogue, ControlError> {
+        self.table_since(table, 0).await
     }
 
-    /// The catalogue's bucket names and the revision each was last written at (no values:
-    /// what a node compares with what it applied), and the revision of etcd it was read at.
-    pub async fn catalogue_revisions(&self) -> Result<(i64, BTreeMap<String, i64>), ControlError> {
+    /// The names in `table` and the revision each was last written at (no values: what a
+    /// node compares with what it applied), and the revision of etcd they were read at.
+    pub async fn table_revisions(
+        &self,
+        table: Table,
+    ) -> Result<(i64, BTreeMap<String, i64>), ControlError> {
         let mut c = self.client.clone();
-        let prefix = self.key("catalogue/");
+        let prefix = self.key(&format!("{}/", table.name()));
         let resp = timed(c.get(
             prefix.clone(),
             Some(GetOptions::new().with_prefix().with_keys_only()),
@@ -545,23 +558,21 @@ impl ControlPlane {
         Ok((revision, names))
     }
 
-    /// The catalogue's entries written at `revision` or later (values and revisions).
-    pub async fn catalogue_since(&self, revision: i64) -> Result<Catalogue, ControlError> {
+    /// The entries of `table` written at `revision` or later (values and revisions).
+    pub async fn table_since(
+        &self,
+        table: Table,
+        revision: i64,
+    ) -> Result<Catalogue, ControlError> {
         let mut c = self.client.clone();
-        let prefix = self.key("catalogue/");
-        let resp = timed(
-            c.get(
-                prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_min_mod_revision(revision),
-                ),
-            ),
-        )
-        .await?;
+        let prefix = self.key(&format!("{}/", table.name()));
+        let mut options = GetOptions::new().with_prefix();
+        if revision > 0 {
+            options = options.with_min_mod_revision(revision);
+        }
+        let resp = timed(c.get(prefix.clone(), Some(options))).await?;
         let read_at = resp.header().map_or(0, |h| h.revision());
-        let buckets = resp
+        let entries = resp
             .kvs()
             .iter()
             .filter_map(|kv| {
@@ -571,42 +582,44 @@ impl ControlPlane {
             .collect();
         Ok(Catalogue {
             revision: read_at,
-            buckets,
+            entries,
         })
     }
 
-    /// The revision of the catalogue's last change (0: never changed).
-    pub async fn catalogue_changed(&self) -> Result<i64, ControlError> {
+    /// The revision of `table`'s last change (0: never changed).
+    pub async fn table_changed(&self, table: Table) -> Result<i64, ControlError> {
         let mut c = self.client.clone();
-        let resp = timed(c.get(self.key("catalogue-changed"), None)).await?;
+        let resp = timed(c.get(self.key(&format!("{}-changed", table.name())), None)).await?;
         Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
     }
 
-    /// One bucket's stored value and revision.
-    pub async fn catalogue_entry(
+    /// One entry's stored value and revision.
+    pub async fn table_entry(
         &self,
-        bucket: &str,
+        table: Table,
+        name: &str,
     ) -> Result<Option<(Vec<u8>, i64)>, ControlError> {
         let mut c = self.client.clone();
-        let resp = timed(c.get(self.key(&format!("catalogue/{bucket}")), None)).await?;
+        let resp = timed(c.get(self.key(&format!("{}/{name}", table.name())), None)).await?;
         Ok(resp
             .kvs()
             .first()
             .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
     }
 
-    /// Writes a bucket's value if its entry still has `revision` (0: only if there is none,
-    /// which is how a bucket is made); the revision written at, or `None` on a conflict.
-    pub async fn put_catalogue_entry(
+    /// Writes an entry's value if it still has `revision` (0: only if there is none, which
+    /// is how a bucket is made); the revision written at, or `None` on a conflict.
+    pub async fn put_table_entry(
         &self,
-        bucket: &str,
+        table: Table,
+        name: &str,
         revision: i64,
         value: Vec<u8>,
     ) -> Result<Option<i64>, ControlError> {
         if value.len() > MAX_CATALOGUE_ENTRY {
             return Err(ControlError::TooLarge(value.len()));
         }
-        let key = self.key(&format!("catalogue/{bucket}"));
+        let key = self.key(&format!("{}/{name}", table.name()));
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
@@ -615,7 +628,11 @@ impl ControlPlane {
             )])
             .and_then([
                 TxnOp::put(key, value, None),
-                TxnOp::put(self.key("catalogue-changed"), Vec::new(), None),
+                TxnOp::put(
+                    self.key(&format!("{}-changed", table.name())),
+                    Vec::new(),
+                    None,
+                ),
             ]);
         let mut c = self.client.clone();
         let resp = timed(c.txn(txn)).await?;
@@ -624,11 +641,15 @@ impl ControlPlane {
             .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
-    /// Removes a bucket from the catalogue; the revision it was removed at.
-    pub async fn remove_catalogue_entry(&self, bucket: &str) -> Result<i64, ControlError> {
+    /// Removes an entry; the revision it was removed at.
+    pub async fn remove_table_entry(&self, table: Table, name: &str) -> Result<i64, ControlError> {
         let txn = Txn::new().and_then([
-            TxnOp::delete(self.key(&format!("catalogue/{bucket}")), None),
-            TxnOp::put(self.key("catalogue-changed"), Vec::new(), None),
+            TxnOp::delete(self.key(&format!("{}/{name}", table.name())), None),
+            TxnOp::put(
+                self.key(&format!("{}-changed", table.name())),
+                Vec::new(),
+                None,
+            ),
         ]);
         let mut c = self.client.clone();
         let resp = timed(c.txn(txn)).await?;

@@ -5,9 +5,8 @@
 //! arrives when it returns, and changes arrive in the order they were made. The peer applies a
 //! change only when it is newer than what it holds, so a resend is harmless.
 //!
-//! In a region of several nodes the same senders carry each change to the other nodes (as
-//! root, over the nodes' own links), and the admin API answers a change once every live node
-//! took it (see [`wait_delivered`]).
+//! In a region of several nodes, every node sends its own changes and those it applied from
+//! etcd (where the region keeps its keys: see `cluster::keys`); a peer takes each once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,25 +42,10 @@ impl KeySync {
         replicator: &meridian_replicator::Replicator,
         stop: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
-        let targets = replicator
+        replicator
             .peers()
             .filter(|p| p.kind == meridian_replicator::config::PeerKind::Meridian)
             .filter_map(|p| Some((p.name.clone(), replicator.peer_client(&p.name)?)))
-            .collect();
-        self.spawn_to(targets, meta, keys, stop)
-    }
-
-    /// One sender per `(name, client)` target: the peer regions, or the other nodes of this
-    /// node's region (each its own cursor, by name).
-    pub fn spawn_to(
-        &self,
-        targets: Vec<(String, aws_sdk_s3::Client)>,
-        meta: MetaStore,
-        keys: Arc<AccessKeys>,
-        stop: watch::Receiver<bool>,
-    ) -> Vec<JoinHandle<()>> {
-        targets
-            .into_iter()
             .map(|(peer, client)| {
                 tokio::spawn(send_to_peer(
                     peer,
@@ -73,31 +57,6 @@ impl KeySync {
                 ))
             })
             .collect()
-    }
-}
-
-/// Waits until every one of `targets` took every key change made so far, for at most `limit`:
-/// the targets that had not.
-pub async fn wait_delivered(meta: &MetaStore, targets: &[String], limit: Duration) -> Vec<String> {
-    let made = meta.admin_next();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let mut late = Vec::new();
-        for target in targets {
-            let (m, t) = (meta.clone(), target.clone());
-            let cursor = tokio::task::spawn_blocking(move || m.admin_cursor(&t))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
-            if cursor < made {
-                late.push(target.clone());
-            }
-        }
-        if late.is_empty() || tokio::time::Instant::now() >= deadline {
-            return late;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -118,7 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }) {
         tracing::info!("[[users]] grants of read-write mean read + write: a bucket's configuration (policy, replication, versioning, lifecycle, ...) and DeleteBucket need `owner` (or creating the bucket)");
     }
-    let users = Users::new((root_key.clone(), root_secret), &config.users)
+    let users = Users::new((root_key.clone(), root_secret.clone()), &config.users)
         .with_root_identity(
             &root_key,
             crate::auth::Identity {
@@ -130,7 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_keys(access_keys.clone())?;
     let key_sync = crate::key_sync::KeySync::default();
     if let Some(node) = cluster.node() {
-        node.set_keys(access_keys.clone(), key_sync.clone());
+        node.set_keys(users.clone(), key_sync.clone(), &root_secret);
     }
     let key_senders = key_sync.spawn(
         store.meta.clone(),

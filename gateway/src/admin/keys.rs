@@ -38,19 +38,19 @@ impl AdminApi {
 
     pub(super) async fn keys(&self, req: &S3Request<Body>) -> http::Response<Body> {
         let answer = self.key_request(req).await;
-        // In a region of several nodes, a change is answered once every live node has it: a
-        // key made works, and a key disabled is refused, on every node at once.
-        if let (Some(cluster), false, true) = (
-            self.cluster.node(),
-            req.method == http::Method::GET,
-            answer.status().is_success(),
-        ) {
-            let late = cluster.keys_delivered().await;
-            if !late.is_empty() {
-                tracing::warn!(nodes = ?late, "an access key change has not reached every node of the region yet; it will");
-            }
+        if req.method != http::Method::GET && answer.status().is_success() {
+            self.region_has_changed_key().await;
         }
         answer
+    }
+
+    /// In a region of several nodes, a key changed here goes to etcd, and the change is
+    /// answered once every live node has it: a key made works, and a key disabled is
+    /// refused, on every node at once.
+    async fn region_has_changed_key(&self) {
+        if let Some(cluster) = self.cluster.node() {
+            cluster.key_changed().await;
+        }
     }
 
     async fn key_request(&self, req: &S3Request<Body>) -> http::Response<Body> {
@@ -230,6 +230,7 @@ impl AdminApi {
         match blocking(move || keys.apply(wire)).await {
             Ok(Some(record)) => {
                 self.record_changed("apply from a peer", &record, None, None);
+                self.region_has_changed_key().await;
                 json(StatusCode::OK, &serde_json::json!({ "applied": true }))
             }
             Ok(None) => json(StatusCode::OK, &serde_json::json!({ "applied": false })),

@@ -29,7 +29,7 @@ use meridian_metadata::{BucketRecord, MetaError, MetaStore};
 use s3s::Body;
 use serde::{Deserialize, Serialize};
 
-use meridian_cluster::control::Catalogue;
+use meridian_cluster::control::{Catalogue, Table};
 
 use super::{error_response, ClusterNode, HOP, INTERNAL};
 
@@ -244,7 +244,7 @@ impl ClusterNode {
                 Some(r) => r,
                 None => joined
                     .control
-                    .catalogue_changed()
+                    .table_changed(Table::Catalogue)
                     .await
                     .map_err(|e| e.to_string())?,
             };
@@ -258,7 +258,7 @@ impl ClusterNode {
         // however many buckets the region has).
         let (catalogue, names, gone) = if applied.revision > 0 && !applied.dirty {
             let (read_at, names) = control
-                .catalogue_revisions()
+                .table_revisions(Table::Catalogue)
                 .await
                 .map_err(|e| e.to_string())?;
             let oldest_change = names
@@ -268,7 +268,7 @@ impl ClusterNode {
                 .min();
             let mut catalogue = match oldest_change {
                 Some(r) => control
-                    .catalogue_since(r)
+                    .table_since(Table::Catalogue, r)
                     .await
                     .map_err(|e| e.to_string())?,
                 None => Catalogue::default(),
@@ -282,16 +282,19 @@ impl ClusterNode {
                 .collect();
             (catalogue, names, Some(gone))
         } else {
-            let catalogue = control.catalogue().await.map_err(|e| e.to_string())?;
+            let catalogue = control
+                .table(Table::Catalogue)
+                .await
+                .map_err(|e| e.to_string())?;
             let names = catalogue
-                .buckets
+                .entries
                 .iter()
                 .map(|(name, (_, rev))| (name.clone(), *rev))
                 .collect();
             (catalogue, names, None)
         };
         let mut wanted = BTreeMap::new();
-        for (name, (value, _)) in &catalogue.buckets {
+        for (name, (value, _)) in &catalogue.entries {
             match BucketEntry::decode(value) {
                 Ok(entry) => {
                     wanted.insert(name.clone(), entry);
@@ -330,7 +333,7 @@ impl ClusterNode {
                 let name = entry.record.name.clone();
                 match joined
                     .control
-                    .put_catalogue_entry(&name, 0, entry.encode())
+                    .put_table_entry(Table::Catalogue, &name, 0, entry.encode())
                     .await
                 {
                     Ok(Some(_)) => {
@@ -352,7 +355,7 @@ impl ClusterNode {
         }
         applied.revision = catalogue.revision;
         applied.entries = names;
-        for (name, (_, rev)) in catalogue.buckets {
+        for (name, (_, rev)) in catalogue.entries {
             applied.entries.insert(name, rev);
         }
         applied.dirty = outcome.stuck;
@@ -434,7 +437,7 @@ impl ClusterNode {
                     lock.dirty = true;
                 }
                 drop(lock);
-                self.tell_others(revision).await;
+                self.tell_others("catalogue", revision).await;
                 resp
             }
             Err(answer) => {
@@ -475,19 +478,21 @@ impl ClusterNode {
         match (before, after) {
             (None, None) => Err(None),
             (Some(_), None) => control
-                .remove_catalogue_entry(bucket)
+                .remove_table_entry(Table::Catalogue, bucket)
                 .await
                 .map_err(unreachable),
             (None, Some(made)) => {
                 match control
-                    .put_catalogue_entry(bucket, 0, made.encode())
+                    .put_table_entry(Table::Catalogue, bucket, 0, made.encode())
                     .await
                     .map_err(unreachable)?
                 {
                     Some(revision) => Ok(revision),
                     None => {
-                        let existing =
-                            control.catalogue_entry(bucket).await.map_err(unreachable)?;
+                        let existing = control
+                            .table_entry(Table::Catalogue, bucket)
+                            .await
+                            .map_err(unreachable)?;
                         let owner = existing
                             .and_then(|(v, _)| BucketEntry::decode(&v).ok())
                             .map(|e| e.record.owner);
@@ -511,8 +516,10 @@ impl ClusterNode {
             }
             (Some(before), Some(after)) => {
                 for _ in 0..16 {
-                    let Some((value, revision)) =
-                        control.catalogue_entry(bucket).await.map_err(unreachable)?
+                    let Some((value, revision)) = control
+                        .table_entry(Table::Catalogue, bucket)
+                        .await
+                        .map_err(unreachable)?
                     else {
                         return Err(Some(error_response(
                             StatusCode::NOT_FOUND,
@@ -526,7 +533,7 @@ impl ClusterNode {
                     })?;
                     let next = current.merged(before, after);
                     if let Some(written) = control
-                        .put_catalogue_entry(bucket, revision, next.encode())
+                        .put_table_entry(Table::Catalogue, bucket, revision, next.encode())
                         .await
                         .map_err(unreachable)?
                     {
@@ -538,10 +545,10 @@ impl ClusterNode {
         }
     }
 
-    /// Asks every other live node to apply the catalogue as of `revision`, and waits for
-    /// their answers (at most [`APPLY_WAIT`]; a node that does not answer applies it at its
-    /// next check).
-    async fn tell_others(&self, revision: i64) {
+    /// Asks every other live node to apply `table` (`catalogue` or `keys`) as of `revision`,
+    /// and waits for their answers (at most [`APPLY_WAIT`]; a node that does not answer
+    /// applies it at its next check).
+    pub(super) async fn tell_others(&self, table: &str, revision: i64) {
         let me = self.id();
         let view = self.view();
         // Who holds a lease now: a node that came back a moment ago is told too.
@@ -559,17 +566,17 @@ impl ClusterNode {
             .filter_map(|id| Some((*id, view.endpoints.get(id)?.clone())))
             .map(|(id, endpoint)| async move {
                 let req = Request::post(format!(
-                    "{}{INTERNAL}catalogue?revision={revision}",
+                    "{}{INTERNAL}{table}?revision={revision}",
                     endpoint.trim_end_matches('/')
                 ))
                 .header(HOP, &self.hop)
                 .body(Body::empty())
-                .expect("a catalogue nudge");
+                .expect("a nudge");
                 match tokio::time::timeout(APPLY_WAIT, self.http.request(req)).await {
                     Ok(Ok(r)) if r.status().is_success() => {}
-                    Ok(Ok(r)) => tracing::warn!(node = id, status = r.status().as_u16(), "another node could not apply a bucket change yet"),
-                    Ok(Err(e)) => tracing::warn!(node = id, error = %e, "another node was not told of a bucket change"),
-                    Err(_) => tracing::warn!(node = id, "another node did not apply a bucket change in time"),
+                    Ok(Ok(r)) => tracing::warn!(node = id, table, status = r.status().as_u16(), "another node could not apply a change yet"),
+                    Ok(Err(e)) => tracing::warn!(node = id, table, error = %e, "another node was not told of a change"),
+                    Err(_) => tracing::warn!(node = id, table, "another node did not apply a change in time"),
                 }
             });
         futures::future::join_all(sends).await;
@@ -577,10 +584,7 @@ impl ClusterNode {
 
     /// `POST /_meridian/cluster/catalogue?revision=R`: apply the catalogue as of `R`.
     pub(super) async fn serve_catalogue_nudge(&self, query: Option<&str>) -> Response<Body> {
-        let revision = query
-            .and_then(|q| q.strip_prefix("revision="))
-            .and_then(|r| r.parse::<i64>().ok());
-        let Some(revision) = revision else {
+        let Some(revision) = nudged_revision(query) else {
             return error_response(StatusCode::BAD_REQUEST, "InvalidArgument", "revision=R");
         };
         let mut applied = self.catalogue.clone().lock_owned().await;
@@ -589,6 +593,13 @@ impl ClusterNode {
             Err(e) => super::internal_error(&e),
         }
     }
+}
+
+/// The revision a nudge (`?revision=R`) asks to apply.
+pub(super) fn nudged_revision(query: Option<&str>) -> Option<i64> {
+    query
+        .and_then(|q| q.strip_prefix("revision="))
+        .and_then(|r| r.parse::<i64>().ok())
 }
 
 fn catalogue_unreachable() -> Response<Body> {

@@ -51,6 +51,7 @@ use tokio::sync::watch;
 
 mod catalogue;
 mod delegated;
+mod keys;
 pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 
@@ -154,15 +155,7 @@ pub struct CopyParts {
 struct Copies {
     replicator: Replicator,
     peers: BTreeMap<NodeId, String>,
-    /// Access key changes are sent to the other nodes too.
-    keys: bool,
     stop: watch::Sender<bool>,
-}
-
-/// What the node needs to send access key changes to the other nodes.
-struct KeyParts {
-    keys: Arc<meridian_store::access_keys::AccessKeys>,
-    sync: crate::key_sync::KeySync,
 }
 
 pub struct ClusterNode {
@@ -182,8 +175,11 @@ pub struct ClusterNode {
     http: Client<HttpConnector, Body>,
     /// The S3 layer, for work done on other nodes' behalf (set once it is built).
     delegate: OnceLock<Arc<dyn Delegated>>,
-    /// Run-time access keys, sent to the other nodes as they change (set once opened).
-    keys: OnceLock<KeyParts>,
+    /// Run-time access keys, kept in etcd with the region's (set once opened).
+    keys: OnceLock<keys::KeyParts>,
+    /// What this node applied of the keys in etcd; held while a key change is written there.
+    keys_applied: Arc<tokio::sync::Mutex<keys::KeysApplied>>,
+    keys_ready: AtomicBool,
     /// What this node applied of the bucket catalogue; held while a bucket change is served.
     catalogue: Arc<tokio::sync::Mutex<catalogue::Applied>>,
     catalogue_ready: AtomicBool,
@@ -231,12 +227,23 @@ impl ClusterGate {
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
             delegate: OnceLock::new(),
             keys: OnceLock::new(),
+            keys_applied: Arc::new(tokio::sync::Mutex::new(keys::KeysApplied::default())),
+            keys_ready: AtomicBool::new(false),
             catalogue: Arc::new(tokio::sync::Mutex::new(catalogue::Applied::default())),
             catalogue_ready: AtomicBool::new(false),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
     }
+}
+
+/// What a wait for copies waits for.
+#[derive(Clone, Copy)]
+enum Copied {
+    /// A version of `size` bytes.
+    Version { size: u64 },
+    /// A version's removal.
+    Removal,
 }
 
 /// The hop token of a region whose nodes share the root secret `secret`.
@@ -369,6 +376,9 @@ impl ClusterNode {
             Some(_) if !self.catalogue_applied() => {
                 Err("the region's bucket catalogue is not applied here yet")
             }
+            Some(_) if !self.keys_applied() => {
+                Err("the region's access keys are not applied here yet")
+            }
             Some(_) => Ok(()),
         }
     }
@@ -418,14 +428,16 @@ impl ClusterNode {
         peers.into_iter().map(copy_peer).collect()
     }
 
-    /// After a commit that queued copies: waits until every follower that is not down has
-    /// it; a follower that does not answer in time is marked down in etcd before this
-    /// returns. `Err` (the write is not acknowledged) when that cannot be recorded.
+    /// After a commit that queued copies of a version of `size` bytes: waits until every
+    /// follower that is not down has it; a follower that does not answer in time is marked
+    /// down in etcd before this returns. `Err` (the write is not acknowledged) when that
+    /// cannot be recorded.
     pub async fn await_copies(
         &self,
         bucket: &str,
         key: &str,
         version_id: &str,
+        size: u64,
         peers: &[String],
     ) -> Result<(), String> {
         let layout = self.fresh_layout().await?;
@@ -452,8 +464,15 @@ impl ClusterNode {
                 .map_err(|e| e.to_string())?;
             peers.push(extra);
         }
-        self.wait_for_copies(bucket, key, version_id, &peers, &layout, false)
-            .await
+        self.wait_for_copies(
+            bucket,
+            key,
+            version_id,
+            &peers,
+            &layout,
+            Copied::Version { size },
+        )
+        .await
     }
 
     /// After a version's removal (by its primary) queued for `peers`: waits until every
@@ -467,7 +486,7 @@ impl ClusterNode {
         peers: &[String],
     ) -> Result<(), String> {
         let layout = self.fresh_layout().await?;
-        self.wait_for_copies(bucket, key, version_id, peers, &layout, true)
+        self.wait_for_copies(bucket, key, version_id, peers, &layout, Copied::Removal)
             .await
     }
 
@@ -480,7 +499,7 @@ impl ClusterNode {
         version_id: &str,
         peers: &[String],
         layout: &Layout,
-        removal: bool,
+        change: Copied,
     ) -> Result<(), String> {
         let waited: Vec<String> = peers
             .iter()
@@ -495,29 +514,20 @@ impl ClusterNode {
             None => return Err("the copies to the other nodes are not set up yet".into()),
         };
         replicator.changed();
-        let late = if removal {
-            replicator
-                .wait_removed(bucket, key, version_id, &waited)
-                .await
-        } else {
-            // A large version takes longer to copy than `copy_timeout` (which is for a
-            // follower that does not answer): its size at COPY_RATE_FLOOR more.
-            let (meta, b, k, v) = (
-                self.parts.meta.clone(),
-                bucket.to_owned(),
-                key.to_owned(),
-                version_id.to_owned(),
-            );
-            let size = tokio::task::spawn_blocking(move || meta.get_version(&b, &k, Some(&v)))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .map_or(0, |r| r.size);
-            let extra = Duration::from_secs_f64(size as f64 / COPY_RATE_FLOOR);
-            replicator
-                .wait_synced_within(bucket, key, version_id, &waited, extra)
-                .await
+        let late = match change {
+            Copied::Removal => {
+                replicator
+                    .wait_removed(bucket, key, version_id, &waited)
+                    .await
+            }
+            Copied::Version { size } => {
+                // A large version takes longer to copy than `copy_timeout` (which is for a
+                // follower that does not answer): its size at COPY_RATE_FLOOR more.
+                let extra = Duration::from_secs_f64(size as f64 / COPY_RATE_FLOOR);
+                replicator
+                    .wait_synced_within(bucket, key, version_id, &waited, extra)
+                    .await
+            }
         };
         if !late.is_empty() {
             // A follower that refused the copy because it knows a newer layout where this
@@ -549,7 +559,6 @@ impl ClusterNode {
         Ok(())
     }
 
-    /// Reads the layout again if the view is older than [`VIEW_TTL`].
     /// The layout in force, read from etcd if the view is older than `VIEW_TTL`.
     async fn fresh_layout(&self) -> Result<Arc<Layout>, String> {
         self.fresh_view().await?;
@@ -747,6 +756,10 @@ impl ClusterNode {
             "catalogue" => {
                 let query = req.uri().query().map(str::to_owned);
                 self.serve_catalogue_nudge(query.as_deref()).await
+            }
+            "keys" => {
+                let query = req.uri().query().map(str::to_owned);
+                self.serve_keys_nudge(query.as_deref()).await
             }
             "backlog" => {
                 let node = req
@@ -1067,6 +1080,7 @@ impl ClusterNode {
             if checked.is_none_or(|t| t.elapsed() > catalogue::CHECK_EVERY) {
                 checked = Some(Instant::now());
                 self.check_catalogue().await;
+                self.check_keys().await;
             }
             if trimmed.elapsed() > Duration::from_secs(60) {
                 trimmed = Instant::now();
@@ -1144,11 +1158,7 @@ impl ClusterNode {
             .map(|(id, e)| (*id, e.clone()))
             .collect();
         let mut copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
-        let keys = self.keys.get();
-        if copies
-            .as_ref()
-            .is_some_and(|c| c.peers == others && c.keys == keys.is_some())
-        {
+        if copies.as_ref().is_some_and(|c| c.peers == others) {
             return;
         }
         if let Some(old) = copies.take() {
@@ -1193,46 +1203,12 @@ impl ClusterNode {
         );
         let (stop, stop_rx) = watch::channel(false);
         replicator.spawn(stop_rx.clone());
-        if let Some(k) = keys {
-            let targets = others
-                .keys()
-                .filter_map(|id| Some((copy_peer(*id), replicator.peer_client(&copy_peer(*id))?)))
-                .collect();
-            k.sync
-                .spawn_to(targets, self.parts.meta.clone(), k.keys.clone(), stop_rx);
-        }
         tracing::info!(nodes = ?others.keys().collect::<Vec<_>>(), "copies to the other nodes of the region set up");
         *copies = Some(Copies {
             replicator,
             peers: others,
-            keys: keys.is_some(),
             stop,
         });
-    }
-
-    /// This node set to send run-time access key changes to the other nodes.
-    pub fn set_keys(
-        &self,
-        keys: Arc<meridian_store::access_keys::AccessKeys>,
-        sync: crate::key_sync::KeySync,
-    ) {
-        if self.keys.set(KeyParts { keys, sync }).is_ok() {
-            self.keep_copies();
-        }
-    }
-
-    /// Waits until every other live node took every access key change made here so far (at
-    /// most `copy_timeout`): the nodes that had not.
-    pub async fn keys_delivered(&self) -> Vec<String> {
-        let me = self.id();
-        let live: Vec<String> = self
-            .view()
-            .alive
-            .iter()
-            .filter(|id| Some(**id) != me)
-            .map(|id| copy_peer(*id))
-            .collect();
-        crate::key_sync::wait_delivered(&self.parts.meta, &live, self.config.copy_timeout).await
     }
 
     /// The lowest live node marks down the nodes of the layout whose lease lapsed.
