@@ -116,7 +116,7 @@ impl MeridianS3 {
                     // A marker whose copies could not be confirmed stays queued for the
                     // followers; the delete itself is done.
                     if let Err(e) = self
-                        .replication_queued(bucket, key, marker, &replication)
+                        .replication_queued(bucket, key, marker, 0, &replication)
                         .await
                     {
                         tracing::warn!(%bucket, %key, error = %e, "a delete marker's copies are not confirmed");

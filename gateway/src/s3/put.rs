@@ -475,7 +475,7 @@ impl MeridianS3 {
                     note_existing(&outcome.version, r, &etag);
                 }
                 let v = &outcome.version;
-                self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
+                self.replication_queued(&v.bucket, &v.key, &v.version_id, v.size, &replication)
                     .await?;
                 Ok(outcome.version)
             }

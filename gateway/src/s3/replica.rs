@@ -117,13 +117,15 @@ impl MeridianS3 {
     }
 
     /// After a commit that queued work for peers: wake their workers, and for `sync` peers
-    /// wait until they have the version (or their `sync_timeout` passed; the write is still
-    /// acknowledged then, and the version stays PENDING for the background path).
+    /// wait until they have the version of `size` bytes (or their `sync_timeout` passed; the
+    /// write is still acknowledged then, and the version stays PENDING for the background
+    /// path).
     pub(super) async fn replication_queued(
         &self,
         bucket: &str,
         key: &str,
         version_id: &str,
+        size: u64,
         replication: &ReplicationState,
     ) -> S3Result<()> {
         // A node of a cluster acknowledges its own writes, and a peer region's, only with
@@ -134,7 +136,7 @@ impl MeridianS3 {
         };
         if let (Some(c), true) = (self.cluster.node(), copied) {
             let peers: Vec<String> = replication.peers.keys().cloned().collect();
-            c.await_copies(bucket, key, version_id, &peers)
+            c.await_copies(bucket, key, version_id, size, &peers)
                 .await
                 .map_err(|e| {
                     tracing::warn!(%bucket, %key, error = %e, "a version's copies could not be made or accounted for");

@@ -149,7 +149,7 @@ impl MeridianS3 {
             note_existing(&outcome.version, r, &new_etag);
         }
         let v = &outcome.version;
-        self.replication_queued(&v.bucket, &v.key, &v.version_id, &replication)
+        self.replication_queued(&v.bucket, &v.key, &v.version_id, v.size, &replication)
             .await?;
         let record = outcome.version;
         let mut out = completion_output(
