@@ -345,8 +345,6 @@ async fn held_by(
     key: &str,
     version: &str,
 ) -> Result<Vec<u8>, Option<String>> {
-    let hop =
-        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
     let out = node
         .client()
         .get_object()
@@ -354,10 +352,7 @@ async fn held_by(
         .key(key)
         .version_id(version)
         .customize()
-        .mutate_request(move |r| {
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::HOP, hop.clone());
-        })
+        .mutate_request(from_a_node(&[]))
         .send()
         .await
         .map_err(|e| meridian_tests::error_code(&e))?;
@@ -719,8 +714,6 @@ async fn a_three_node_region_serves_every_request_from_every_node_with_two_copie
     let key = plain.keys().next().unwrap();
     let copies = copies_of(&layout, "plain", key);
     let follower = &region.nodes[copies[1] as usize - 1];
-    let hop =
-        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
     let stale = follower
         .client()
         .put_object()
@@ -728,14 +721,10 @@ async fn a_three_node_region_serves_every_request_from_every_node_with_two_copie
         .key(key)
         .body(b"from a node that does not lead".to_vec().into())
         .customize()
-        .mutate_request(move |r| {
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::HOP, hop.clone());
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::FROM, copies[1].to_string());
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::EPOCH, "1");
-        })
+        .mutate_request(from_a_node(&[
+            (meridian_gateway::cluster::FROM, copies[1].to_string()),
+            (meridian_gateway::cluster::EPOCH, "1".into()),
+        ]))
         .send()
         .await;
     assert_eq!(
@@ -1112,20 +1101,13 @@ async fn batch_deletes_copies_and_part_copies_span_nodes_when_their_keys_are_led
         .unwrap();
     wait_held(&region, "flat", &kms_key, "null", Some(&kms_bytes), 2).await;
     for id in copies_of(&layout, "flat", &kms_key) {
-        let hop = meridian_gateway::cluster::hop_token(
-            meridian_tests::REGION,
-            meridian_tests::SECRET_KEY,
-        );
         let head = region.nodes[id as usize - 1]
             .client()
             .head_object()
             .bucket("flat")
             .key(&kms_key)
             .customize()
-            .mutate_request(move |r| {
-                r.headers_mut()
-                    .insert(meridian_gateway::cluster::HOP, hop.clone());
-            })
+            .mutate_request(from_a_node(&[]))
             .send()
             .await
             .unwrap();
@@ -2046,8 +2028,6 @@ async fn keys_of_only_whitespace_are_copied_and_removed_like_any_other() {
 
 /// How many nodes hold exactly `bytes` as that version of `path` now (asked by hand).
 async fn raw_holders(region: &Region, path: &str, version: &str, bytes: &[u8]) -> usize {
-    let hop =
-        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
     let mut holding = 0;
     for node in &region.nodes {
         let got = raw_as(
@@ -2055,7 +2035,13 @@ async fn raw_holders(region: &Region, path: &str, version: &str, bytes: &[u8]) -
             "GET",
             &format!("{path}?versionId={version}"),
             b"",
-            vec![(meridian_gateway::cluster::HOP, hop.clone())],
+            vec![(
+                meridian_gateway::cluster::HOP,
+                meridian_gateway::cluster::hop_token(
+                    meridian_tests::REGION,
+                    meridian_tests::SECRET_KEY,
+                ),
+            )],
         )
         .await;
         if got.status == 200 {
@@ -2213,8 +2199,6 @@ async fn removals_of_markers_and_of_governed_versions_reach_both_copies_and_mark
     let version = put.version_id().unwrap().to_owned();
     let copies = copies_of(&layout, "governed", key);
     let follower = &region.nodes[copies[1] as usize - 1];
-    let hop =
-        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
     let primary = copies[0].to_string();
     follower
         .client()
@@ -2228,17 +2212,10 @@ async fn removals_of_markers_and_of_governed_versions_reach_both_copies_and_mark
                 .build(),
         )
         .customize()
-        .mutate_request(move |r| {
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::HOP, hop.clone());
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::FROM, primary.clone());
-        })
+        .mutate_request(from_a_node(&[(meridian_gateway::cluster::FROM, primary)]))
         .send()
         .await
         .unwrap();
-    let hop =
-        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY);
     let held = follower
         .client()
         .get_object_legal_hold()
@@ -2246,10 +2223,7 @@ async fn removals_of_markers_and_of_governed_versions_reach_both_copies_and_mark
         .key(key)
         .version_id(&version)
         .customize()
-        .mutate_request(move |r| {
-            r.headers_mut()
-                .insert(meridian_gateway::cluster::HOP, hop.clone());
-        })
+        .mutate_request(from_a_node(&[]))
         .send()
         .await
         .unwrap();
@@ -2271,4 +2245,152 @@ async fn removals_of_markers_and_of_governed_versions_reach_both_copies_and_mark
         0
     );
     assert!(region.layout()["down"].is_null(), "{}", region.layout());
+}
+
+/// What makes a request one from another node of the region: the hop token, and `extra`
+/// headers (the sending node, its epoch).
+fn from_a_node(
+    extra: &[(&'static str, String)],
+) -> impl Fn(&mut aws_smithy_runtime_api::http::Request) + Send + Sync + 'static {
+    let mut headers = vec![(
+        meridian_gateway::cluster::HOP,
+        meridian_gateway::cluster::hop_token(meridian_tests::REGION, meridian_tests::SECRET_KEY),
+    )];
+    headers.extend(extra.iter().cloned());
+    move |r| {
+        for (name, value) in &headers {
+            r.headers_mut().insert(*name, value.clone());
+        }
+    }
+}
+
+/// `meridian admin ARGS` as root on `endpoint`; its stdout.
+fn admin(endpoint: &str, args: &[&str]) -> String {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    let (ok, out) = meridian_tests::regions::admin_cli(endpoint, &all, &[]);
+    assert!(ok, "meridian admin {args:?} failed: {out}");
+    out
+}
+
+/// A key made through `endpoint` with read on `bucket`: (access key, secret).
+fn read_key(endpoint: &str, bucket: &str) -> (String, String) {
+    let made: serde_json::Value =
+        serde_json::from_str(&admin(endpoint, &["key", "create", "--json"])).unwrap();
+    let ak = made["access_key"].as_str().unwrap().to_owned();
+    admin(
+        endpoint,
+        &[
+            "grant", "add", "--key", &ak, "--bucket", bucket, "--access", "read",
+        ],
+    );
+    (ak, made["secret_key"].as_str().unwrap().to_owned())
+}
+
+/// Whether `node` lets `access_key` with `secret` list `bucket` (refused: a key or signature
+/// error; anything else panics).
+async fn lists(
+    node: &meridian_tests::TestServer,
+    access_key: &str,
+    secret: &str,
+    bucket: &str,
+) -> bool {
+    let s3 = meridian_tests::s3_client(&node.endpoint, access_key, secret);
+    match s3.list_objects_v2().bucket(bucket).send().await {
+        Ok(_) => true,
+        Err(e) => {
+            let code = meridian_tests::error_code(&e);
+            assert!(
+                matches!(
+                    code.as_deref(),
+                    Some("InvalidAccessKeyId" | "AccessDenied" | "SignatureDoesNotMatch")
+                ),
+                "unexpected answer {e:?}"
+            );
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_keys_are_in_etcd_sealed_and_a_node_that_missed_changes_applies_them_on_return() {
+    let mut region = Region::in_layout(3, "");
+    region.nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    // Made through node 1: every node takes it once the admin answers came.
+    let (ak, secret) = read_key(&region.nodes[0].endpoint, "data");
+    for node in &region.nodes {
+        assert!(lists(node, &ak, &secret, "data").await, "{}", node.endpoint);
+    }
+    // etcd holds the key, sealed: neither its secret nor its name is readable there.
+    let control =
+        meridian_cluster::control::ControlPlane::connect(&[region.etcd.url()], "us-east-1")
+            .await
+            .unwrap();
+    let table = control
+        .table(meridian_cluster::control::Table::Keys)
+        .await
+        .unwrap();
+    let (sealed, _) = &table.entries[&ak];
+    for needle in [secret.as_bytes(), b"data".as_slice()] {
+        assert!(!sealed.windows(needle.len()).any(|w| w == needle));
+    }
+    // Disabled through node 2: refused by every node at once.
+    admin(&region.nodes[1].endpoint, &["key", "disable", &ak]);
+    for node in &region.nodes {
+        assert!(
+            !lists(node, &ak, &secret, "data").await,
+            "{}",
+            node.endpoint
+        );
+    }
+
+    // Node 3 misses a round of key changes made through the other two.
+    let (gone, gone_secret) = read_key(&region.nodes[0].endpoint, "data");
+    assert!(lists(&region.nodes[2], &gone, &gone_secret, "data").await);
+    region.nodes[2].kill9();
+    admin(&region.nodes[0].endpoint, &["key", "enable", &ak]);
+    let rotated: serde_json::Value = serde_json::from_str(&admin(
+        &region.nodes[1].endpoint,
+        &["key", "rotate", &ak, "--json"],
+    ))
+    .unwrap();
+    let new_secret = rotated["secret_key"].as_str().unwrap().to_owned();
+    let (fresh, fresh_secret) = read_key(&region.nodes[1].endpoint, "data");
+    admin(&region.nodes[0].endpoint, &["key", "delete", &gone]);
+
+    region.nodes[2].restart();
+    wait_ready(&region.nodes[2].endpoint);
+    // Ready means the keys are applied: node 3 alone answers as the region.
+    let back = &region.nodes[2];
+    assert!(lists(back, &ak, &new_secret, "data").await);
+    assert!(!lists(back, &ak, &secret, "data").await, "the old secret");
+    assert!(lists(back, &fresh, &fresh_secret, "data").await);
+    assert!(
+        !lists(back, &gone, &gone_secret, "data").await,
+        "a deleted key"
+    );
+
+    // A grant added through the returned node reaches the others (a write to the bucket).
+    admin(
+        &back.endpoint,
+        &[
+            "grant", "add", "--key", &fresh, "--bucket", "data", "--access", "write",
+        ],
+    );
+    for node in &region.nodes {
+        meridian_tests::s3_client(&node.endpoint, &fresh, &fresh_secret)
+            .put_object()
+            .bucket("data")
+            .key(format!("by-{}", node.endpoint))
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", node.endpoint));
+    }
 }
