@@ -15,6 +15,7 @@
 //! | `catalogue-changed` | empty; its revision is the catalogue's last change | with every catalogue change, in the same transaction |
 //! | `keys/<access key>` | a run-time access key and its grants, sealed by the nodes (opaque here) | by the node where the key changed (a compare-and-swap) |
 //! | `keys-changed` | empty; its revision is the keys' last change | with every key change, in the same transaction |
+//! | `shipped/<id>` | per peer region, the commit time before which everything node `id` led was shipped there | by that node, every few seconds |
 //!
 //! A node may take client writes only while it holds its lease ([`Membership::may_write`]):
 //! the lease is counted from when the node *sent* its last acknowledged keep-alive, so the
@@ -324,6 +325,30 @@ impl ControlPlane {
             }
         }
         Err(ControlError::Conflict("layout/current"))
+    }
+
+    /// Records node `id`'s shipping watermarks (`shipped/<id>`): per peer region, the commit
+    /// time (ns) before which every change it led was shipped there.
+    pub async fn put_shipped(
+        &self,
+        id: NodeId,
+        marks: &BTreeMap<String, i64>,
+    ) -> Result<(), ControlError> {
+        let mut c = self.client.clone();
+        let value = serde_json::to_vec(marks).expect("watermarks serialize");
+        timed(c.put(self.key(&format!("shipped/{id}")), value, None)).await?;
+        Ok(())
+    }
+
+    /// Node `id`'s shipping watermarks (empty: it never recorded any).
+    pub async fn shipped(&self, id: NodeId) -> Result<BTreeMap<String, i64>, ControlError> {
+        let mut c = self.client.clone();
+        let resp = timed(c.get(self.key(&format!("shipped/{id}")), None)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok())
+            .unwrap_or_default())
     }
 
     /// Records this node's progress in filling the staged layout `version` (`fill/<id>`).
