@@ -88,11 +88,12 @@ pub(crate) async fn send_change(
     };
     if !entry.kind.is_metadata_only()
         && !peer.config.mirror
-        && matches!(record.replication.origin, Origin::Replica { .. })
+        && matches!(&record.replication.origin, Origin::Replica { region } if *region != shared.region)
     {
         // Replicas are never sent on: this is what keeps active-active from looping. (The
         // other nodes of this region take them: their copies of a replica are replicas of
-        // the same region.)
+        // the same region. A copy of this region's own write, which another node of the
+        // region led, is this region's write: a node that took over the partition ships it.)
         return Ok(Sent::Skipped("the version is a replica"));
     }
     let Some(target) = current_target(shared, peer, &record).await? else {
