@@ -2394,3 +2394,102 @@ async fn access_keys_are_in_etcd_sealed_and_a_node_that_missed_changes_applies_t
             .unwrap_or_else(|e| panic!("{}: {e:?}", node.endpoint));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped() {
+    use meridian_tests::regions::{
+        put_rules, rule_to, versioned_bucket, REPLICATOR_KEY, REPLICATOR_SECRET,
+    };
+    let west = Region::in_layout(
+        3,
+        &format!(
+            "[[users]]\naccess_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
+             grants = [{{ bucket = \"*\", access = \"replicate\" }}]"
+        ),
+    );
+    // East reaches west through a link the test can cut.
+    let link = meridian_tests::fault_proxy::FaultProxy::start(
+        west.nodes[1]
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap(),
+    );
+    let mut east = Region::in_layout(
+        3,
+        &format!(
+            "[[peers]]\nname = \"west\"\nendpoint = \"http://{}\"\nregion = \"{}\"\n\
+             access_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
+             kind = \"meridian\"\n[replication]\nmax_backoff = \"1s\"",
+            link.addr(),
+            meridian_tests::REGION
+        ),
+    );
+    versioned_bucket(&west.nodes[2].client(), "geo").await;
+    versioned_bucket(&east.nodes[0].client(), "geo").await;
+    put_rules(
+        &east.nodes[1].client(),
+        "geo",
+        vec![rule_to("west", "geo", "to-west", 1, true)],
+    )
+    .await;
+
+    // Node 3 has said how far it shipped (it ships its versions itself until it dies).
+    let control = meridian_cluster::control::ControlPlane::connect(
+        &[east.etcd.url()],
+        meridian_tests::REGION,
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while control.shipped(3).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 recorded no watermark"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // With west unreachable, versions node 3 leads are acknowledged (two east copies each)
+    // but not shipped; then node 3 dies.
+    link.update(|f| f.refuse = true);
+    link.reset_all();
+    let layout = east.layout();
+    let mut written = Vec::new();
+    for (i, stem) in ["owed-a", "owed-b", "owed-a"].iter().enumerate() {
+        let key = key_led_by(&layout, "geo", stem, 3);
+        let bytes = meridian_tests::pattern(2000 + i * 777, i as u64);
+        let out = east.nodes[i % 2]
+            .client()
+            .put_object()
+            .bucket("geo")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        written.push((key, out.version_id().unwrap().to_owned(), bytes));
+    }
+    east.nodes[2].kill9();
+    east.wait_status("node 3 marked down", |s| {
+        !alive(s, 3) && s["current"]["down"] == serde_json::json!([3])
+    });
+    link.update(|f| f.refuse = false);
+
+    // The nodes that took over node 3's partitions ship its versions: west holds each on two
+    // of its nodes, with east's version ids and bytes (node 3 stays down).
+    for (key, version, bytes) in &written {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while holders_now(&west, "geo", key, version, bytes).await < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) did not reach west after node 3 died"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            &read_version(&west.nodes[0].client(), "geo", key, version).await,
+            bytes
+        );
+    }
+}

@@ -54,6 +54,10 @@ pub trait Delegated: Send + Sync {
     /// The bucket catalogue changed `bucket` in the store (made, changed or deleted it; `docs`
     /// names the configuration documents that changed): what was read of it before is stale.
     async fn bucket_applied(&self, bucket: &str, docs: &[String]);
+    /// Queues the version for the peer regions its bucket's rules send it to, if it is this
+    /// region's own write held here as a copy (another node led it): what a node that took
+    /// over a dead node's partitions ships in its place. How many peers it was queued for.
+    async fn reship(&self, bucket: &str, key: &str, version_id: &str) -> usize;
 }
 
 /// An S3 error as it travels between nodes.

@@ -52,6 +52,7 @@ use tokio::sync::watch;
 mod catalogue;
 mod delegated;
 mod keys;
+mod reship;
 pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 
@@ -183,6 +184,9 @@ pub struct ClusterNode {
     /// What this node applied of the bucket catalogue; held while a bucket change is served.
     catalogue: Arc<tokio::sync::Mutex<catalogue::Applied>>,
     catalogue_ready: AtomicBool,
+    /// Nodes marked down whose versions this node ships to the peer regions: a walk under
+    /// way (`None`) or when one last ended.
+    reshipping: Mutex<BTreeMap<NodeId, Option<Instant>>>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -231,6 +235,7 @@ impl ClusterGate {
             keys_ready: AtomicBool::new(false),
             catalogue: Arc::new(tokio::sync::Mutex::new(catalogue::Applied::default())),
             catalogue_ready: AtomicBool::new(false),
+            reshipping: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -1066,6 +1071,7 @@ impl ClusterNode {
         let started = Instant::now();
         let mut trimmed = Instant::now();
         let mut checked: Option<Instant> = None;
+        let mut shipped = Instant::now();
         loop {
             if let Err(e) = self.refresh().await {
                 tracing::debug!(error = %e, "reading the region's layout");
@@ -1075,6 +1081,11 @@ impl ClusterNode {
                 self.fail_over().await;
                 self.catch_up().await;
                 self.apply_when_filled().await;
+                self.reship_for_down().await;
+            }
+            if shipped.elapsed() > reship::SHIP_EVERY {
+                shipped = Instant::now();
+                self.publish_shipped().await;
             }
             self.start_fill();
             if checked.is_none_or(|t| t.elapsed() > catalogue::CHECK_EVERY) {

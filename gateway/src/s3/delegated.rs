@@ -163,4 +163,51 @@ impl Delegated for MeridianS3 {
             }
         }
     }
+
+    async fn reship(&self, bucket: &str, key: &str, version_id: &str) -> usize {
+        let (b, k, v) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
+        let Ok(Some(record)) = self
+            .store
+            .meta(move |m| m.get_version(&b, &k, Some(&v)))
+            .await
+        else {
+            return 0;
+        };
+        // A peer region's replica is never sent on; a version this node committed itself is
+        // in its own outbox already.
+        let own = matches!(
+            &record.replication.origin,
+            meridian_metadata::Origin::Replica { region } if *region == self.region
+        );
+        if !own || !self.replicator.has_peers() {
+            return 0;
+        }
+        let (r, b, k, tags) = (
+            self.replicator.clone(),
+            bucket.to_owned(),
+            key.to_owned(),
+            record.tags.clone(),
+        );
+        let change = meridian_replicator::version_change(record.encryption.as_ref());
+        let peers = tokio::task::spawn_blocking(move || r.pending_peers(&b, &k, &tags, change))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let mut queued = 0;
+        for peer in peers {
+            let (b, k, v) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
+            let requeued = self
+                .store
+                .meta(move |m| m.requeue_copy(&peer, &b, &k, &v))
+                .await;
+            if matches!(requeued, Ok(meridian_metadata::Requeued::Queued(_))) {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.replicator.changed();
+        }
+        queued
+    }
 }
