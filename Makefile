@@ -45,17 +45,15 @@ run-is-warm:
 
 # The S3 suites again against a region of three nodes (MERIDIAN_TEST_REGION=1: each test's
 # server is etcd and three nodes sharing a keyring, each request sent to the next node), but
-# for the tests that read one node's disks, logs or per-node admin views (lifecycle status and
-# preview), or presign a URL for one node's host. (`--workspace`, as every build here: one
-# feature set, nothing compiled twice.)
+# for the tests that read one node's disks or logs, or presign a URL for one node's host.
+# (`--workspace`, as every build here: one feature set, nothing compiled twice.)
 REGION_SUITES := binary(versioning) | binary(listing) | binary(multipart) | binary(conformance) \
 	| binary(objects) | binary(checksums) | binary(copy_tagging) | binary(object_lock) \
 	| binary(lifecycle) | binary(buckets) | binary(policy) | binary(encryption) \
 	| binary(access_keys) | binary(auth)
 REGION_SKIPS := test(deleting_a_bucket_aborts_its_incomplete_uploads_and_reclaims_their_parts) \
 	| test(abort_removes_the_upload_and_its_shards) | test(stale_uploads_are_aborted_in_the_background) \
-	| test(presigned_get_works_until_it_expires) | test(status_and_preview_say_what_the_rules_will_do) \
-	| test(below_the_api_nothing_removes_a_locked_version)
+	| test(presigned_get_works_until_it_expires) | test(below_the_api_nothing_removes_a_locked_version)
 
 rust-test: build
 ifeq ($(NEXTEST),yes)

@@ -573,14 +573,17 @@ pub struct Preview {
 }
 
 /// What the bucket's rules would do by `at`, without acting: every version (and upload) whose
-/// date falls at or before it. NewerNoncurrentVersions is applied as the worker applies it.
+/// date falls at or before it, of the keys `keep` keeps (all without one: a node of a region
+/// previews the keys it leads). NewerNoncurrentVersions is applied as the worker applies it.
 pub fn preview(
     store: &Store,
     bucket: &str,
     at: Nanos,
     limit: usize,
+    keep: Option<meridian_metadata::KeyFilter<'_>>,
 ) -> Result<Vec<Preview>, StoreError> {
     let lifecycle = &store.lifecycle;
+    let kept = |key: &str| keep.is_none_or(|k| k(key));
     // Err(NoSuchBucket) first: a bucket without rules previews nothing, a missing one fails.
     let versioned = store.meta.bucket_versioning(bucket)? != VersioningState::Unversioned;
     let Some(config) = lifecycle.rules(bucket)? else {
@@ -590,6 +593,7 @@ pub fn preview(
         .meta
         .bucket_upload_starts(bucket)?
         .into_iter()
+        .filter(|(key, _, _)| kept(key))
         .filter_map(|(key, id, initiated)| {
             let due = config.upload_abort(&key, initiated, lifecycle.day)?;
             (due <= at).then_some(Preview {
@@ -609,7 +613,7 @@ pub fn preview(
             .bucket_versions_page(bucket, after.as_deref(), INDEX_PAGE)?;
         // Noncurrent versions seen so far per key, newest first (pages hold whole keys).
         let mut noncurrent_seen: HashMap<&str, u32> = HashMap::new();
-        for (record, since) in &page {
+        for (record, since) in page.iter().filter(|(r, _)| kept(&r.key)) {
             let Some(row) = rows_for(lifecycle, &config, record, *since) else {
                 if since.is_some() && !record.is_delete_marker {
                     *noncurrent_seen.entry(record.key.as_str()).or_default() += 1;

@@ -45,25 +45,22 @@ impl AdminApi {
                     Some(Ok(a)) if (0..=i64::MAX / NANOS).contains(&a) => a,
                     Some(_) => return error(StatusCode::BAD_REQUEST, "at must be Unix seconds"),
                 };
-                let b = bucket.clone();
-                let found = tokio::task::spawn_blocking(move || {
-                    preview(&store, &b, at * NANOS, PREVIEW_LIMIT + 1)
-                })
-                .await;
+                // In a region of several nodes, each node previews the keys it leads.
+                let found = match self.cluster.node() {
+                    Some(node) => node.lifecycle_preview(&bucket, at, PREVIEW_LIMIT + 1).await,
+                    None => {
+                        let b = bucket.clone();
+                        tokio::task::spawn_blocking(move || {
+                            preview_actions(&store, &b, at, PREVIEW_LIMIT + 1, None)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                    }
+                };
                 match found {
-                    Ok(Ok(mut actions)) => {
+                    Ok(mut actions) => {
                         let truncated = actions.len() > PREVIEW_LIMIT;
                         actions.truncate(PREVIEW_LIMIT);
-                        let actions: Vec<PreviewAction> = actions
-                            .into_iter()
-                            .map(|p| PreviewAction {
-                                action: p.kind.name().to_owned(),
-                                key: p.key,
-                                id: p.id,
-                                due: p.due / NANOS,
-                                frees: p.frees,
-                            })
-                            .collect();
                         json(
                             StatusCode::OK,
                             &LifecyclePreview {
@@ -79,13 +76,34 @@ impl AdminApi {
                             },
                         )
                     }
-                    Ok(Err(e)) => error(StatusCode::NOT_FOUND, &e.to_string()),
-                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                    Err(e) => error(StatusCode::NOT_FOUND, &e),
                 }
             }
             _ => error(StatusCode::NOT_FOUND, "no such lifecycle endpoint"),
         }
     }
+}
+
+/// What the bucket's rules would do by `at` (Unix seconds), of the keys `keep` keeps (all
+/// without one), at most `limit` actions (blocking).
+pub(crate) fn preview_actions(
+    store: &meridian_store::Store,
+    bucket: &str,
+    at: i64,
+    limit: usize,
+    keep: Option<meridian_metadata::KeyFilter<'_>>,
+) -> Result<Vec<PreviewAction>, String> {
+    let actions = preview(store, bucket, at * NANOS, limit, keep).map_err(|e| e.to_string())?;
+    Ok(actions
+        .into_iter()
+        .map(|p| PreviewAction {
+            action: p.kind.name().to_owned(),
+            key: p.key,
+            id: p.id,
+            due: p.due / NANOS,
+            frees: p.frees,
+        })
+        .collect())
 }
 
 fn lifecycle_status(

@@ -17,7 +17,7 @@
 //! also hands to the audit log. `curl --aws-sigv4` and `meridian replication ...` sign so.
 
 mod keys;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod replication;
 
 use http::{Method, StatusCode};

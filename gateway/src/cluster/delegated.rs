@@ -58,6 +58,15 @@ pub trait Delegated: Send + Sync {
     /// region's own write held here as a copy (another node led it): what a node that took
     /// over a dead node's partitions ships in its place. How many peers it was queued for.
     async fn reship(&self, bucket: &str, key: &str, version_id: &str) -> usize;
+    /// What `bucket`'s lifecycle rules would do by `at` (Unix seconds) to the keys `keep`
+    /// keeps, at most `limit` actions (blocking).
+    fn lifecycle_preview(
+        &self,
+        bucket: &str,
+        at: i64,
+        limit: usize,
+        keep: meridian_metadata::KeyFilter<'_>,
+    ) -> Result<Vec<meridian_api::PreviewAction>, String>;
 }
 
 /// An S3 error as it travels between nodes.

@@ -865,6 +865,7 @@ impl ClusterNode {
         let layout = self.view().layout.clone();
         let meta = self.parts.meta.clone();
         let me = self.id();
+        let delegate = self.delegate.get().cloned();
         tokio::task::spawn_blocking(move || {
             let answers = |bucket: &str, key: &str| match (&layout, me) {
                 (Some(l), Some(me)) => l.nodes_of(l.partition(bucket, key))[0] == me,
@@ -885,6 +886,15 @@ impl ClusterNode {
                     let keep = |k: &str| answers(&bucket, k);
                     meta.list_uploads_keeping(&bucket, &query, Some(&keep))
                         .map(ListAnswer::Uploads)
+                }
+                ListAsk::Preview {
+                    bucket, at, limit, ..
+                } => {
+                    let keep = |k: &str| answers(&bucket, k);
+                    let delegate = delegate.ok_or("the S3 layer is not up yet")?;
+                    return delegate
+                        .lifecycle_preview(&bucket, at, limit, &keep)
+                        .map(ListAnswer::Preview);
                 }
             }
             .map_err(|e| match e {
@@ -997,6 +1007,35 @@ impl ClusterNode {
             })
             .await?;
         Ok(merge_objects(pages, max))
+    }
+
+    /// What `bucket`'s lifecycle rules would do by `at` (Unix seconds) over the whole region:
+    /// each leader's actions for the keys it leads, uploads first, then by key (at most
+    /// `limit` from each).
+    pub async fn lifecycle_preview(
+        &self,
+        bucket: &str,
+        at: i64,
+        limit: usize,
+    ) -> Result<Vec<meridian_api::PreviewAction>, String> {
+        let ask = ListAsk::Preview {
+            bucket: bucket.to_owned(),
+            at,
+            limit,
+            epoch: self.epoch.load(Ordering::Acquire),
+        };
+        let pages = self
+            .pages(ask, |a| match a {
+                ListAnswer::Preview(p) => Some(p),
+                _ => None,
+            })
+            .await?;
+        let mut actions: Vec<_> = pages.into_iter().flatten().collect();
+        // Stable: a key's versions (all from its leader) keep their order.
+        actions.sort_by(|a, b| {
+            (a.action != "abort_upload", &a.key).cmp(&(b.action != "abort_upload", &b.key))
+        });
+        Ok(actions)
     }
 
     /// ListObjectVersions over the whole region.
@@ -1622,6 +1661,13 @@ enum ListAsk {
         query: ListUploadsQuery,
         epoch: u64,
     },
+    /// What a bucket's lifecycle rules would do by `at` (Unix seconds), at most `limit`.
+    Preview {
+        bucket: String,
+        at: i64,
+        limit: usize,
+        epoch: u64,
+    },
 }
 
 impl ListAsk {
@@ -1629,7 +1675,8 @@ impl ListAsk {
         match self {
             ListAsk::Objects { epoch, .. }
             | ListAsk::Versions { epoch, .. }
-            | ListAsk::Uploads { epoch, .. } => *epoch,
+            | ListAsk::Uploads { epoch, .. }
+            | ListAsk::Preview { epoch, .. } => *epoch,
         }
     }
 }
@@ -1640,6 +1687,7 @@ enum ListAnswer {
     Objects(ListObjectsPage),
     Versions(ListVersionsPage),
     Uploads(ListUploadsPage),
+    Preview(Vec<meridian_api::PreviewAction>),
 }
 
 /// One entry of a merged listing.

@@ -164,6 +164,16 @@ impl Delegated for MeridianS3 {
         }
     }
 
+    fn lifecycle_preview(
+        &self,
+        bucket: &str,
+        at: i64,
+        limit: usize,
+        keep: meridian_metadata::KeyFilter<'_>,
+    ) -> Result<Vec<meridian_api::PreviewAction>, String> {
+        crate::admin::lifecycle::preview_actions(&self.store, bucket, at, limit, Some(keep))
+    }
+
     async fn reship(&self, bucket: &str, key: &str, version_id: &str) -> usize {
         let (b, k, v) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
         let Ok(Some(record)) = self
