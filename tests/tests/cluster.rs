@@ -1196,13 +1196,13 @@ async fn holders_now(
     holding
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn geo_replication_runs_between_two_regions_of_several_nodes() {
+/// Two three-node regions: west takes replicas; east sends its writes of bucket `geo`
+/// (versioned on both) to west by a rule, through one of west's nodes (any node of a region
+/// forwards) — over a link the test can cut.
+async fn geo_regions() -> (Region, Region, meridian_tests::fault_proxy::FaultProxy) {
     use meridian_tests::regions::{
-        put_rules, rule_to, versioned_bucket, wait_completed, REPLICATOR_KEY, REPLICATOR_SECRET,
+        put_rules, rule_to, versioned_bucket, REPLICATOR_KEY, REPLICATOR_SECRET,
     };
-    // West: three nodes that take replicas. East: three nodes, each sending its own writes to
-    // west through one of west's nodes (any node of a region forwards).
     let west = Region::in_layout(
         3,
         &format!(
@@ -1210,13 +1210,20 @@ async fn geo_replication_runs_between_two_regions_of_several_nodes() {
              grants = [{{ bucket = \"*\", access = \"replicate\" }}]"
         ),
     );
+    let link = meridian_tests::fault_proxy::FaultProxy::start(
+        west.nodes[1]
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap(),
+    );
     let east = Region::in_layout(
         3,
         &format!(
-            "[[peers]]\nname = \"west\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+            "[[peers]]\nname = \"west\"\nendpoint = \"http://{}\"\nregion = \"{}\"\n\
              access_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
              kind = \"meridian\"\n[replication]\nmax_backoff = \"1s\"",
-            west.nodes[1].endpoint,
+            link.addr(),
             meridian_tests::REGION
         ),
     );
@@ -1228,6 +1235,13 @@ async fn geo_replication_runs_between_two_regions_of_several_nodes() {
         vec![rule_to("west", "geo", "to-west", 1, true)],
     )
     .await;
+    (west, east, link)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_replication_runs_between_two_regions_of_several_nodes() {
+    use meridian_tests::regions::wait_completed;
+    let (west, east, _link) = geo_regions().await;
 
     // Writes through every east node, for keys every east node leads: small objects, a
     // multipart upload, overwrites and a delete marker.
@@ -1755,6 +1769,31 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
                     logs.join("\n----\n")
                 );
             }
+        }
+    }
+
+    // The copies the layout changes left behind (on node 1, and where partitions moved) are
+    // removed once their holders have them: in the end each version is on exactly the two
+    // nodes of its partition, and nowhere else.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for (key, version, _) in &acked {
+        let mut want = copies_of(&layout, "grow", key);
+        want.sort_unstable();
+        loop {
+            let mut on = Vec::new();
+            for (n, node) in region.nodes.iter().enumerate() {
+                if held_by(node, "grow", key, version).await.is_ok() {
+                    on.push(n as u64 + 1);
+                }
+            }
+            if on == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) is on nodes {on:?}, not only on {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }
@@ -2397,42 +2436,7 @@ async fn access_keys_are_in_etcd_sealed_and_a_node_that_missed_changes_applies_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped() {
-    use meridian_tests::regions::{
-        put_rules, rule_to, versioned_bucket, REPLICATOR_KEY, REPLICATOR_SECRET,
-    };
-    let west = Region::in_layout(
-        3,
-        &format!(
-            "[[users]]\naccess_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
-             grants = [{{ bucket = \"*\", access = \"replicate\" }}]"
-        ),
-    );
-    // East reaches west through a link the test can cut.
-    let link = meridian_tests::fault_proxy::FaultProxy::start(
-        west.nodes[1]
-            .endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap(),
-    );
-    let mut east = Region::in_layout(
-        3,
-        &format!(
-            "[[peers]]\nname = \"west\"\nendpoint = \"http://{}\"\nregion = \"{}\"\n\
-             access_key = \"{REPLICATOR_KEY}\"\nsecret_key = \"{REPLICATOR_SECRET}\"\n\
-             kind = \"meridian\"\n[replication]\nmax_backoff = \"1s\"",
-            link.addr(),
-            meridian_tests::REGION
-        ),
-    );
-    versioned_bucket(&west.nodes[2].client(), "geo").await;
-    versioned_bucket(&east.nodes[0].client(), "geo").await;
-    put_rules(
-        &east.nodes[1].client(),
-        "geo",
-        vec![rule_to("west", "geo", "to-west", 1, true)],
-    )
-    .await;
+    let (west, mut east, link) = geo_regions().await;
 
     // Node 3 has said how far it shipped (it ships its versions itself until it dies).
     let control = meridian_cluster::control::ControlPlane::connect(
