@@ -52,7 +52,6 @@ use tokio::sync::watch;
 mod catalogue;
 mod delegated;
 mod keys;
-mod reclaim;
 mod reship;
 pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
@@ -188,10 +187,6 @@ pub struct ClusterNode {
     /// Nodes marked down whose versions this node ships to the peer regions: a walk under
     /// way (`None`) or when one last ended.
     reshipping: Mutex<BTreeMap<NodeId, Option<Instant>>>,
-    /// The layout version whose left-behind copies this node removed (0: none yet).
-    reclaimed: AtomicU64,
-    /// A removal of left-behind copies under way (`Some(None)`) or when one last ended.
-    reclaiming: Mutex<Option<Option<Instant>>>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -221,7 +216,6 @@ impl ClusterGate {
         parts: CopyParts,
     ) -> ClusterGate {
         let hop = hop_token(&region, &parts.root.1);
-        let reclaimed = ClusterNode::reclaimed_setting(&parts.meta);
         let node = Arc::new(ClusterNode {
             config,
             region,
@@ -242,8 +236,6 @@ impl ClusterGate {
             catalogue: Arc::new(tokio::sync::Mutex::new(catalogue::Applied::default())),
             catalogue_ready: AtomicBool::new(false),
             reshipping: Mutex::new(BTreeMap::new()),
-            reclaimed: AtomicU64::new(reclaimed),
-            reclaiming: Mutex::new(None),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -840,10 +832,6 @@ impl ClusterNode {
         let Some(from) = req.headers().get(FROM) else {
             return Ok(());
         };
-        // A read changes nothing: a node may ask any other what it holds (see `reclaim`).
-        if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-            return Ok(());
-        }
         let from: Option<NodeId> = from.to_str().ok().and_then(|s| s.parse().ok());
         let epoch: u64 = req
             .headers()
@@ -1133,7 +1121,6 @@ impl ClusterNode {
                 self.catch_up().await;
                 self.apply_when_filled().await;
                 self.reship_for_down().await;
-                self.reclaim_moved();
             }
             if shipped.elapsed() > reship::SHIP_EVERY {
                 shipped = Instant::now();
