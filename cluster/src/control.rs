@@ -552,6 +552,16 @@ impl ControlPlane {
         })
     }
 
+    /// The key of entry `name` of `table`.
+    fn entry_key(&self, table: Table, name: &str) -> String {
+        self.key(&format!("{}/{name}", table.name()))
+    }
+
+    /// The key rewritten with every change of `table` (its revision is the last change's).
+    fn changed_key(&self, table: Table) -> String {
+        self.key(&format!("{}-changed", table.name()))
+    }
+
     /// Every entry of `table` (its stored value and revision), and the revision of etcd it
     /// was read at.
     pub async fn table(&self, table: Table) -> Result<Catalogue, ControlError> {
@@ -614,7 +624,7 @@ impl ControlPlane {
     /// The revision of `table`'s last change (0: never changed).
     pub async fn table_changed(&self, table: Table) -> Result<i64, ControlError> {
         let mut c = self.client.clone();
-        let resp = timed(c.get(self.key(&format!("{}-changed", table.name())), None)).await?;
+        let resp = timed(c.get(self.changed_key(table), None)).await?;
         Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
     }
 
@@ -625,7 +635,7 @@ impl ControlPlane {
         name: &str,
     ) -> Result<Option<(Vec<u8>, i64)>, ControlError> {
         let mut c = self.client.clone();
-        let resp = timed(c.get(self.key(&format!("{}/{name}", table.name())), None)).await?;
+        let resp = timed(c.get(self.entry_key(table, name), None)).await?;
         Ok(resp
             .kvs()
             .first()
@@ -644,7 +654,7 @@ impl ControlPlane {
         if value.len() > MAX_CATALOGUE_ENTRY {
             return Err(ControlError::TooLarge(value.len()));
         }
-        let key = self.key(&format!("{}/{name}", table.name()));
+        let key = self.entry_key(table, name);
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
@@ -653,11 +663,7 @@ impl ControlPlane {
             )])
             .and_then([
                 TxnOp::put(key, value, None),
-                TxnOp::put(
-                    self.key(&format!("{}-changed", table.name())),
-                    Vec::new(),
-                    None,
-                ),
+                TxnOp::put(self.changed_key(table), Vec::new(), None),
             ]);
         let mut c = self.client.clone();
         let resp = timed(c.txn(txn)).await?;
@@ -669,12 +675,8 @@ impl ControlPlane {
     /// Removes an entry; the revision it was removed at.
     pub async fn remove_table_entry(&self, table: Table, name: &str) -> Result<i64, ControlError> {
         let txn = Txn::new().and_then([
-            TxnOp::delete(self.key(&format!("{}/{name}", table.name())), None),
-            TxnOp::put(
-                self.key(&format!("{}-changed", table.name())),
-                Vec::new(),
-                None,
-            ),
+            TxnOp::delete(self.entry_key(table, name), None),
+            TxnOp::put(self.changed_key(table), Vec::new(), None),
         ]);
         let mut c = self.client.clone();
         let resp = timed(c.txn(txn)).await?;
