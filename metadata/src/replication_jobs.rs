@@ -137,6 +137,33 @@ impl MetaStore {
         self.requeue(peer, bucket, key, version_id, true)
     }
 
+    /// Queues the removal of a version (gone here already) for `peer` again: another node
+    /// of this region that refused it when it was first sent.
+    pub fn requeue_removal(
+        &self,
+        peer: &str,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<(), MetaError> {
+        let draft = OutboxDraft {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: version_id.to_owned(),
+            kind: OutboxKind::DeleteVersion,
+            origin: Origin::Local,
+            peers: vec![peer.to_owned()],
+            size: 0,
+        };
+        self.inner
+            .commit(
+                WriteBatch::default(),
+                Some(draft),
+                "queueing a removal for a peer again",
+            )
+            .map(|_| ())
+    }
+
     fn requeue(
         &self,
         peer: &str,

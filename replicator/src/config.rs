@@ -71,11 +71,28 @@ pub struct PeerConfig {
     /// versions included, whatever the rules say: the copies between the nodes of a region.
     #[serde(skip)]
     pub mirror: bool,
+    /// For a `mirror` peer: whether this node leads the partition of (bucket, key) as far as
+    /// it knows. A copy the peer refuses (it does not take this node for the primary) is
+    /// tried again while this node leads, and dropped once it does not.
+    #[serde(skip)]
+    pub leads: Option<Leads>,
 }
 
 /// Headers computed for each request to a peer.
 #[derive(Clone)]
 pub struct Stamp(pub std::sync::Arc<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>);
+
+/// See [`PeerConfig::leads`]: asked with a bucket and a key.
+#[derive(Clone)]
+pub struct Leads(pub std::sync::Arc<LeadsFn>);
+
+pub type LeadsFn = dyn Fn(&str, &str) -> bool + Send + Sync;
+
+impl std::fmt::Debug for Leads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Leads")
+    }
+}
 
 impl std::fmt::Debug for Stamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +147,7 @@ impl PeerConfig {
             tls_insecure: false,
             stamp: None,
             mirror: false,
+            leads: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub use meridian_documents::replication as rules;
 mod source;
 mod status;
 mod sync;
+use sync::Settled;
 mod throttle;
 mod transfer;
 mod upload;
@@ -47,7 +48,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use config::{
-    Compression, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings, Stamp,
+    Compression, Leads, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings, Stamp,
 };
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;
@@ -73,6 +74,15 @@ pub fn version_change(encryption: Option<&meridian_metadata::Encryption>) -> Cha
     }
 }
 pub use status::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport, Pending};
+
+/// A `sync` peer that does not have a change it was waited for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsettled {
+    pub peer: String,
+    /// It refused the change (another node of this region that does not take this one for
+    /// the partition's primary): the change is no longer queued for it. Else it timed out.
+    pub refused: bool,
+}
 
 use peer::Peer;
 use pump::Pump;
@@ -337,10 +347,14 @@ impl Replicator {
     ) -> Vec<String> {
         self.wait_settled(bucket, key, version_id, peers, false, Duration::ZERO)
             .await
+            .into_iter()
+            .map(|u| u.peer)
+            .collect()
     }
 
     /// [`Replicator::wait_synced`] allowing `extra` beyond each peer's `sync_timeout` (a
-    /// large version takes longer to send).
+    /// large version takes longer to send), saying of each peer that does not have it
+    /// whether it refused it.
     pub async fn wait_synced_within(
         &self,
         bucket: &str,
@@ -348,20 +362,21 @@ impl Replicator {
         version_id: &str,
         peers: &[String],
         extra: Duration,
-    ) -> Vec<String> {
+    ) -> Vec<Unsettled> {
         self.wait_settled(bucket, key, version_id, peers, false, extra)
             .await
     }
 
-    /// [`Replicator::wait_synced`] for the removal of a version (queued as `DeleteVersion`):
-    /// until each `sync` peer among `peers` removed it too (or had nothing to remove).
+    /// [`Replicator::wait_synced_within`] for the removal of a version (queued as
+    /// `DeleteVersion`): until each `sync` peer among `peers` removed it too (or had nothing
+    /// to remove).
     pub async fn wait_removed(
         &self,
         bucket: &str,
         key: &str,
         version_id: &str,
         peers: &[String],
-    ) -> Vec<String> {
+    ) -> Vec<Unsettled> {
         self.wait_settled(bucket, key, version_id, peers, true, Duration::ZERO)
             .await
     }
@@ -374,7 +389,7 @@ impl Replicator {
         peers: &[String],
         removal: bool,
         extra: Duration,
-    ) -> Vec<String> {
+    ) -> Vec<Unsettled> {
         let sync: Vec<&PeerHandle> = self
             .peers
             .iter()
@@ -409,11 +424,21 @@ impl Replicator {
                 })
                 .await
                 .unwrap_or(false);
-            let reached = already
-                || tokio::time::timeout(h.peer.config.sync_timeout + extra, done)
-                    .await
-                    .is_ok();
-            (!reached).then_some(name)
+            if already {
+                return None;
+            }
+            match tokio::time::timeout(h.peer.config.sync_timeout + extra, done).await {
+                Ok(Ok(Settled::Done)) => None,
+                Ok(Ok(Settled::Refused)) => Some(Unsettled {
+                    peer: name,
+                    refused: true,
+                }),
+                // Timed out, or the worker loop is gone.
+                Ok(Err(_)) | Err(_) => Some(Unsettled {
+                    peer: name,
+                    refused: false,
+                }),
+            }
         });
         futures::future::join_all(waits)
             .await

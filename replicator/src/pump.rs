@@ -62,6 +62,10 @@ fn wanted(entry: &OutboxEntry, peer: &str, mirror: bool) -> bool {
             || !matches!(entry.origin, Origin::Replica { .. }))
 }
 
+/// Why a copy to another node of this region was dropped: that node does not take this one
+/// for the partition's primary.
+const NOT_LEADER: &str = "this node no longer leads the partition";
+
 /// How an attempt is settled: COMPLETED, no longer wanted, or queued for a retry (PENDING
 /// for transient failures, FAILED for those the peer will not fix by itself).
 fn settlement_for(
@@ -341,14 +345,20 @@ impl Pump {
             // share RocksDB's synced writes instead of queueing behind this loop.
             running.spawn(async move {
                 let result = match send_change(&shared, &peer, job.entry()).await {
-                    // Another node of this region answers that this node no longer leads the
-                    // version's partition (in a layout at least as new as ours): the copy is
-                    // moot — only the partition's primary sends copies, and it acknowledged
-                    // nothing that its followers had not taken.
+                    // Another node of this region answers that this node does not lead the
+                    // version's partition in its layout. If this node does not lead it in
+                    // its own either, the copy is moot (only the partition's primary sends
+                    // copies); if it does, the other node's layout is behind (or this node
+                    // led, lost and regained the partition): tried again, as a transient
+                    // failure. Either way a writer waiting for it learns of the refusal.
                     Err(e)
-                        if peer.config.mirror && e.code.as_deref() == Some("OperationAborted") =>
+                        if peer.config.mirror
+                            && e.code.as_deref() == Some("OperationAborted")
+                            && !peer.config.leads.as_ref().is_some_and(|leads| {
+                                (leads.0)(&job.entry().bucket, &job.entry().key)
+                            }) =>
                     {
-                        Ok(Sent::Skipped("this node no longer leads the partition"))
+                        Ok(Sent::Skipped(NOT_LEADER))
                     }
                     // A removal for a bucket the other node no longer has: the bucket was
                     // deleted after the version (its copy, sent before, had reached the
@@ -437,15 +447,21 @@ impl Pump {
                     self.shared.waiters.done(&wait_key());
                 }
             }
+            Ok(Sent::Skipped(NOT_LEADER)) => self.shared.waiters.refused(&wait_key()),
             // A removal with nothing left to remove there is settled too.
             Ok(Sent::Skipped(_)) if removal => self.shared.waiters.done(&wait_key()),
             Ok(Sent::Skipped(_)) => {}
-            Err(e) => m.failure(match (&e.code, e.unreachable) {
-                (Some(code), _) => code.as_str(),
-                (None, true) => "unreachable",
-                (None, false) if e.class == ErrorClass::Permanent => "permanent",
-                (None, false) => "transient",
-            }),
+            Err(e) => {
+                if self.peer.config.mirror && e.code.as_deref() == Some("OperationAborted") {
+                    self.shared.waiters.refused(&wait_key());
+                }
+                m.failure(match (&e.code, e.unreachable) {
+                    (Some(code), _) => code.as_str(),
+                    (None, true) => "unreachable",
+                    (None, false) if e.class == ErrorClass::Permanent => "permanent",
+                    (None, false) => "transient",
+                })
+            }
         }
     }
 

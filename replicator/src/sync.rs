@@ -18,6 +18,16 @@ pub(crate) type WaitKey = (String, String, String, String, bool);
 const RECENT_REMOVALS: usize = 4096;
 const REMEMBERED_FOR: Duration = Duration::from_secs(30);
 
+/// How a waited-for change was settled with its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The peer has it.
+    Done,
+    /// The peer, another node of this region, refused it: it does not take this node for the
+    /// partition's primary (the change is not queued for it any more).
+    Refused,
+}
+
 #[derive(Default)]
 pub(crate) struct Waiters {
     inner: Mutex<Inner>,
@@ -25,7 +35,7 @@ pub(crate) struct Waiters {
 
 #[derive(Default)]
 struct Inner {
-    waiting: HashMap<WaitKey, Vec<oneshot::Sender<()>>>,
+    waiting: HashMap<WaitKey, Vec<oneshot::Sender<Settled>>>,
     /// Removals settled lately, oldest first: a removed version has no record left to say
     /// its removal reached a peer, so a writer that starts waiting only after it settled
     /// learns it here.
@@ -34,10 +44,10 @@ struct Inner {
 }
 
 impl Waiters {
-    /// A receiver that resolves when `key` is settled as done.
+    /// A receiver that resolves when `key` is settled.
     /// (A removal settled before is answered at once, if it is among the last
     /// [`RECENT_REMOVALS`].)
-    pub fn register(&self, key: WaitKey) -> oneshot::Receiver<()> {
+    pub fn register(&self, key: WaitKey) -> oneshot::Receiver<Settled> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner
@@ -45,7 +55,7 @@ impl Waiters {
             .get(&key)
             .is_some_and(|at| at.elapsed() < REMEMBERED_FOR)
         {
-            let _ = tx.send(());
+            let _ = tx.send(Settled::Done);
             return rx;
         }
         // Writers that gave up (timed out) left closed senders behind: drop them now and then.
@@ -73,7 +83,21 @@ impl Waiters {
         let senders = inner.waiting.remove(key);
         drop(inner);
         for s in senders.into_iter().flatten() {
-            let _ = s.send(());
+            let _ = s.send(Settled::Done);
+        }
+    }
+
+    /// Wakes everyone waiting for `key` with the news that the peer refused it (nothing is
+    /// remembered: the change may be queued again and then reach it).
+    pub fn refused(&self, key: &WaitKey) {
+        let senders = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .remove(key);
+        for s in senders.into_iter().flatten() {
+            let _ = s.send(Settled::Refused);
         }
     }
 
@@ -105,7 +129,7 @@ mod tests {
         w.done(&removal("1"));
         w.done(&key("2"));
         // The removal is remembered; the version's own write (same id) is not a removal.
-        w.register(removal("1")).await.unwrap();
+        assert_eq!(w.register(removal("1")).await, Ok(Settled::Done));
         let mut write = w.register(key("1"));
         assert!(write.try_recv().is_err());
         let mut other = w.register(key("2"));
@@ -128,11 +152,27 @@ mod tests {
         let b = w.register(key("1"));
         let other = w.register(key("2"));
         w.done(&key("1"));
-        a.await.unwrap();
-        b.await.unwrap();
+        assert_eq!(a.await, Ok(Settled::Done));
+        assert_eq!(b.await, Ok(Settled::Done));
         assert!(!w.is_empty(), "version 2 still awaited");
         drop(other);
         w.done(&key("2"));
         assert!(w.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_wakes_its_waiters_and_is_not_remembered() {
+        let w = Waiters::default();
+        let write = w.register(key("1"));
+        let remove = w.register(removal("1"));
+        w.refused(&key("1"));
+        w.refused(&removal("1"));
+        assert_eq!(write.await, Ok(Settled::Refused));
+        assert_eq!(remove.await, Ok(Settled::Refused));
+        // The removal queued again and then done is answered as done, not as refused.
+        let mut again = w.register(removal("1"));
+        assert!(again.try_recv().is_err(), "a refusal is not remembered");
+        w.done(&removal("1"));
+        assert_eq!(again.await, Ok(Settled::Done));
     }
 }

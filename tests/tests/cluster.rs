@@ -2472,3 +2472,101 @@ async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped()
         );
     }
 }
+
+/// A follower whose view of the layout is behind refuses a copy from the partition's new
+/// primary (it takes itself for the primary still). The primary, which does lead, keeps the
+/// copy queued and sends it again instead of dropping it: the follower, marked down
+/// meanwhile, holds the version once it has caught up — not the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_caught_up() {
+    let region = Region::in_layout(3, "");
+    region.nodes[0]
+        .client()
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap();
+    meridian_tests::enable_versioning(&region.nodes[0].client(), "data").await;
+    let layout = region.layout();
+    let key = key_led_by(&layout, "data", "handed", 1);
+    let (old, new) = match copies_of(&layout, "data", &key)[..] {
+        [old, new] => (old, new),
+        ref other => panic!("two copies, not {other:?}"),
+    };
+    let (follower, primary) = (
+        &region.nodes[old as usize - 1],
+        &region.nodes[new as usize - 1],
+    );
+
+    // The follower-to-be cannot read etcd any more: its layout stays the one where it leads.
+    region.links[old as usize - 1].update(|f| f.blackhole = true);
+    // The partition is handed to the other copy (a layout the first cannot read), and that
+    // node reads it (a request from a node naming the new version makes it read the layout).
+    let control = meridian_cluster::control::ControlPlane::connect(
+        &[region.etcd.url()],
+        meridian_tests::REGION,
+    )
+    .await
+    .unwrap();
+    let partition = meridian_cluster::partition_of("data", &key, 1024);
+    let handed = control
+        .change_current(|l| {
+            let mut next = l.clone();
+            next.version += 1;
+            next.partitions[partition] = vec![new as u32, old as u32];
+            Some(next)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    primary
+        .client()
+        .head_bucket()
+        .bucket("data")
+        .customize()
+        .mutate_request(from_a_node(&[(
+            meridian_gateway::cluster::EPOCH,
+            handed.version.to_string(),
+        )]))
+        .send()
+        .await
+        .unwrap();
+
+    // Written through the new primary: the follower refuses the copy; the write is
+    // acknowledged once the follower is marked down (for refusing, or for its lapsed lease).
+    let bytes = meridian_tests::pattern(70_000, 7);
+    let put = primary
+        .client()
+        .put_object()
+        .bucket("data")
+        .key(&key)
+        .body(bytes.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let version = put.version_id().unwrap().to_owned();
+    let marked = region.wait_status("the follower marked down", |s| {
+        s["current"]["down"] == serde_json::json!([old])
+    });
+    assert_eq!(leader(&marked["current"], "data", &key), new);
+    assert!(
+        follower
+            .log()
+            .contains("refused a copy from a node that no longer leads the partition"),
+        "the follower refused the copy"
+    );
+
+    // Healed: the follower reads the layout, takes the copy still queued for it, and only
+    // then marks itself up; it holds the version with the primary's bytes.
+    region.links[old as usize - 1].update(|f| f.blackhole = false);
+    region.wait_status_for(
+        "the follower caught up and up",
+        Duration::from_secs(60),
+        |s| alive(s, old) && s["current"]["down"].is_null(),
+    );
+    for (name, node) in [("primary", primary), ("follower", follower)] {
+        let held = held_by(node, "data", &key, &version).await;
+        assert_eq!(held.map(|b| b == bytes), Ok(true), "on the {name}");
+    }
+}

@@ -39,10 +39,10 @@ use meridian_cluster::control::{ControlPlane, Membership, NodeRecord, WriteGate}
 use meridian_cluster::layout::{Layout, NodeId};
 use meridian_metadata::{
     ListObjectsPage, ListObjectsQuery, ListUploadsPage, ListUploadsQuery, ListVersionsPage,
-    ListVersionsQuery, MetaStore, ObjectSummary,
+    ListVersionsQuery, MetaStore, ObjectSummary, PeerStatus,
 };
 use meridian_replicator::{
-    ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, Stamp,
+    Leads, ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, Stamp,
 };
 use s3s::Body;
 use serde::{Deserialize, Serialize};
@@ -166,7 +166,7 @@ pub struct ClusterNode {
     parts: CopyParts,
     domains: crate::host::Domains,
     joined: OnceLock<Joined>,
-    view: RwLock<Arc<View>>,
+    view: Arc<RwLock<Arc<View>>>,
     epoch: Arc<AtomicU64>,
     copies: Mutex<Option<Copies>>,
     /// The staged and current layout versions this node is filling for (or has filled).
@@ -223,7 +223,7 @@ impl ClusterGate {
             parts,
             domains,
             joined: OnceLock::new(),
-            view: RwLock::new(Arc::new(View::default())),
+            view: Arc::new(RwLock::new(Arc::new(View::default()))),
             epoch: Arc::new(AtomicU64::new(0)),
             copies: Mutex::new(None),
             filling: Mutex::new(None),
@@ -497,6 +497,13 @@ impl ClusterNode {
 
     /// Waits for the copies of a change (a version, or a removal) on `peers` but those down
     /// in `layout`; marks the late ones down, as the partition's primary.
+    ///
+    /// A follower may refuse the copy because its layout, newer than the one this node wrote
+    /// with, does not have this node lead the partition (this node was marked down meanwhile,
+    /// and may since have marked itself up and lead again). The refused copy is dropped from
+    /// the outbox, so it is queued again — only once this node, reading the layout, knows it
+    /// leads — and waited for once more; a follower still without it is marked down with the
+    /// copy queued, to take it when it catches up.
     async fn wait_for_copies(
         &self,
         bucket: &str,
@@ -506,7 +513,7 @@ impl ClusterNode {
         layout: &Layout,
         change: Copied,
     ) -> Result<(), String> {
-        let waited: Vec<String> = peers
+        let mut waited: Vec<String> = peers
             .iter()
             .filter(|p| copy_peer_id(p).is_some_and(|id| !layout.is_down(id)))
             .cloned()
@@ -518,37 +525,96 @@ impl ClusterNode {
             Some(c) => c.replicator.clone(),
             None => return Err("the copies to the other nodes are not set up yet".into()),
         };
-        replicator.changed();
-        let late = match change {
-            Copied::Removal => {
-                replicator
-                    .wait_removed(bucket, key, version_id, &waited)
-                    .await
+        let mut late = Vec::new();
+        for attempt in 1..=2 {
+            replicator.changed();
+            let unsettled = match change {
+                Copied::Removal => {
+                    replicator
+                        .wait_removed(bucket, key, version_id, &waited)
+                        .await
+                }
+                Copied::Version { size } => {
+                    // A large version takes longer to copy than `copy_timeout` (which is for
+                    // a follower that does not answer): its size at COPY_RATE_FLOOR more.
+                    let extra = Duration::from_secs_f64(size as f64 / COPY_RATE_FLOOR);
+                    replicator
+                        .wait_synced_within(bucket, key, version_id, &waited, extra)
+                        .await
+                }
+            };
+            if unsettled.is_empty() {
+                break;
             }
-            Copied::Version { size } => {
-                // A large version takes longer to copy than `copy_timeout` (which is for a
-                // follower that does not answer): its size at COPY_RATE_FLOOR more.
-                let extra = Duration::from_secs_f64(size as f64 / COPY_RATE_FLOOR);
-                replicator
-                    .wait_synced_within(bucket, key, version_id, &waited, extra)
-                    .await
-            }
-        };
-        if !late.is_empty() {
-            // A follower that refused the copy because it knows a newer layout where this
-            // node does not lead looks late too: read the layout first, and mark followers
-            // down only as the partition's primary in it.
+            // Read the layout first: send again, or mark followers down, only as the
+            // partition's primary in it.
             self.refresh().await.map_err(|e| e.to_string())?;
             self.still_leads(bucket, key).await?;
+            let (refused, timed_out): (Vec<_>, Vec<_>) =
+                unsettled.into_iter().partition(|u| u.refused);
+            late.extend(timed_out.into_iter().map(|u| u.peer));
+            waited = refused.into_iter().map(|u| u.peer).collect();
+            for peer in &waited {
+                tracing::info!(%bucket, %key, version = %version_id, %peer, "a follower refused a copy (it did not take this node for the primary): sending it again");
+                self.queue_again(peer, bucket, key, version_id, change)
+                    .await?;
+            }
+            if waited.is_empty() {
+                break;
+            }
+            if attempt == 2 {
+                late.append(&mut waited);
+            }
         }
         for peer in late {
             let Some(id) = copy_peer_id(&peer) else {
                 continue;
             };
+            // It catches up from the outbox when it returns: the change must be queued for it
+            // (a refusal settled before this node began to wait looks like a time-out).
+            self.queue_again(&peer, bucket, key, version_id, change)
+                .await?;
             tracing::warn!(%bucket, %key, version = %version_id, node = id, "a follower did not take a copy in time: marking it down");
             self.mark_down(id, bucket, key).await?;
         }
         self.still_leads(bucket, key).await
+    }
+
+    /// Queues a change for `peer` again unless it is still queued for it (a removal leaves
+    /// no record to tell: it is queued again, and a second removal finds nothing to remove).
+    async fn queue_again(
+        &self,
+        peer: &str,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        change: Copied,
+    ) -> Result<(), String> {
+        let (meta, p, b, k, v) = (
+            self.parts.meta.clone(),
+            peer.to_owned(),
+            bucket.to_owned(),
+            key.to_owned(),
+            version_id.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || match change {
+            Copied::Version { .. } => {
+                let queued = meta.get_version(&b, &k, Some(&v))?.is_none_or(|r| {
+                    matches!(
+                        r.replication.peers.get(&p),
+                        Some(PeerStatus::Pending | PeerStatus::Failed { .. })
+                    )
+                });
+                if !queued {
+                    meta.requeue_copy(&p, &b, &k, &v)?;
+                }
+                Ok(())
+            }
+            Copied::Removal => meta.requeue_removal(&p, &b, &k, &v),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 
     /// Acknowledged only by the partition's primary in the layout that now holds (a primary
@@ -1226,6 +1292,17 @@ impl ClusterNode {
                 ]
             }))
         };
+        // Whether this node leads a key's partition in its view (it retries a copy refused
+        // by a node whose layout is behind, and drops one it no longer should send).
+        let leads = {
+            let view = self.view.clone();
+            Leads(Arc::new(move |bucket: &str, key: &str| {
+                let view = view.read().unwrap_or_else(|e| e.into_inner()).clone();
+                view.layout.as_ref().is_some_and(|l| {
+                    l.nodes_of(l.partition(bucket, key))[0] == me && !l.is_down(me)
+                })
+            }))
+        };
         let peers = others
             .iter()
             .map(|(id, endpoint)| PeerConfig {
@@ -1235,6 +1312,7 @@ impl ClusterNode {
                 proxy_reads: false,
                 stamp: Some(stamp.clone()),
                 mirror: true,
+                leads: Some(leads.clone()),
                 ..PeerConfig::new(&copy_peer(*id), endpoint, root_key, root_secret)
             })
             .collect();
