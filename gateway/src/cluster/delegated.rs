@@ -246,7 +246,7 @@ impl ClusterNode {
 
     /// POSTs `body` to `node`'s internal endpoint `path`; an answer that is not a success is
     /// the [`Refusal`] it carries.
-    async fn send<T: Serialize>(
+    pub(super) async fn send<T: Serialize>(
         &self,
         node: NodeId,
         path: &str,

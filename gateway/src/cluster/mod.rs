@@ -52,6 +52,7 @@ use tokio::sync::watch;
 mod catalogue;
 mod delegated;
 mod keys;
+mod reclaim;
 mod reship;
 pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
@@ -187,6 +188,12 @@ pub struct ClusterNode {
     /// Nodes marked down whose versions this node ships to the peer regions: a walk under
     /// way (`None`) or when one last ended.
     reshipping: Mutex<BTreeMap<NodeId, Option<Instant>>>,
+    /// The layout version whose left-behind copies this node removed (0: none yet).
+    reclaimed: AtomicU64,
+    /// Walks that remove left-behind copies: under way, or when the next may start.
+    reclaiming: Mutex<reclaim::Walks>,
+    /// The layout version in force here, and since when this node knows it.
+    layout_seen: Mutex<(u64, Instant)>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -216,6 +223,7 @@ impl ClusterGate {
         parts: CopyParts,
     ) -> ClusterGate {
         let hop = hop_token(&region, &parts.root.1);
+        let reclaimed = ClusterNode::reclaimed_setting(&parts.meta);
         let node = Arc::new(ClusterNode {
             config,
             region,
@@ -236,6 +244,9 @@ impl ClusterGate {
             catalogue: Arc::new(tokio::sync::Mutex::new(catalogue::Applied::default())),
             catalogue_ready: AtomicBool::new(false),
             reshipping: Mutex::new(BTreeMap::new()),
+            reclaimed: AtomicU64::new(reclaimed),
+            reclaiming: Mutex::new(reclaim::Walks::default()),
+            layout_seen: Mutex::new((0, Instant::now())),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -832,6 +843,7 @@ impl ClusterNode {
                 let query = req.uri().query().map(str::to_owned);
                 self.serve_keys_nudge(query.as_deref()).await
             }
+            "holds" => self.serve_holds(req).await,
             "backlog" => {
                 let node = req
                     .uri()
@@ -1187,6 +1199,7 @@ impl ClusterNode {
                 self.catch_up().await;
                 self.apply_when_filled().await;
                 self.reship_for_down().await;
+                self.reclaim_moved();
             }
             if shipped.elapsed() > reship::SHIP_EVERY {
                 shipped = Instant::now();
