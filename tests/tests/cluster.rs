@@ -1771,6 +1771,31 @@ async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
             }
         }
     }
+
+    // The copies the layout changes left behind (on node 1, and where partitions moved) are
+    // removed once their holders have them: in the end each version is on exactly the two
+    // nodes of its partition, and nowhere else.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for (key, version, _) in &acked {
+        let mut want = copies_of(&layout, "grow", key);
+        want.sort_unstable();
+        loop {
+            let mut on = Vec::new();
+            for (n, node) in region.nodes.iter().enumerate() {
+                if held_by(node, "grow", key, version).await.is_ok() {
+                    on.push(n as u64 + 1);
+                }
+            }
+            if on == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) is on nodes {on:?}, not only on {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// Every bucket of the region as `node` alone lists it (ListBuckets is served where it
