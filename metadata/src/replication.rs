@@ -296,6 +296,31 @@ impl MetaStore {
         Ok((total, buckets))
     }
 
+    /// The commit time of the oldest change `peer` still owes, or `None` when it owes
+    /// nothing: the first outbox entry naming it from its cursor on (entries are numbered in
+    /// commit order), and its retry queue. Reads the outbox only up to that first entry, so
+    /// it stays cheap however large the backlog.
+    pub fn peer_oldest_owed(&self, peer: &str) -> Result<Option<Nanos>, MetaError> {
+        let mut oldest: Option<Nanos> = None;
+        let mut from = self.outbox_cursor(peer)?;
+        'pages: loop {
+            let page = self.outbox_read(from, 1024)?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            for e in &page {
+                if e.is_for(peer) {
+                    oldest = Some(e.committed);
+                    break 'pages;
+                }
+            }
+        }
+        self.scan_retries(peer, |r| {
+            oldest = Some(oldest.map_or(r.entry.committed, |o| o.min(r.entry.committed)));
+            true
+        })?;
+        Ok(oldest)
+    }
+
     /// Whether `peer` has settled every change committed below outbox sequence `below`: its
     /// cursor is past them and none of them waits in its retry queue. Cheap (no outbox scan),
     /// for checkpoints polled often.

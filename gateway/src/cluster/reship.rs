@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_cluster::layout::{Layout, NodeId};
-use meridian_metadata::{BacklogFilter, ListVersionsQuery};
+use meridian_metadata::ListVersionsQuery;
 
 use super::ClusterNode;
 
@@ -62,8 +62,8 @@ impl ClusterNode {
             peers
                 .into_iter()
                 .map(|peer| {
-                    let (owed, _) = meta.peer_backlog(&peer, &BacklogFilter::default())?;
-                    Ok((peer, owed.oldest_committed.unwrap_or(looked)))
+                    let oldest = meta.peer_oldest_owed(&peer)?;
+                    Ok((peer, oldest.unwrap_or(looked)))
                 })
                 .collect::<Result<BTreeMap<String, i64>, meridian_metadata::MetaError>>()
         })

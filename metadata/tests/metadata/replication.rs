@@ -237,6 +237,10 @@ fn backlog_counts_what_the_peer_owes_and_survives_a_reopen() {
     let (west, _) = s.peer_backlog("west", &BacklogFilter::default()).unwrap();
     assert_eq!((west.changes, west.bytes), (2, 6));
     assert_eq!(west.oldest_committed, Some(entries[0].committed));
+    assert_eq!(
+        s.peer_oldest_owed("west").unwrap(),
+        Some(entries[0].committed)
+    );
 
     // The first change failed permanently and went to the retry queue; the cursor moved on.
     let retry = RetryRecord {
@@ -266,10 +270,19 @@ fn backlog_counts_what_the_peer_owes_and_survives_a_reopen() {
         (1, 4, 1, 1)
     );
     assert_eq!(west.oldest_committed, Some(entries[0].committed));
+    // Owed from the retry queue, the outbox past the cursor holding nothing for it.
+    assert_eq!(
+        s.peer_oldest_owed("west").unwrap(),
+        Some(entries[0].committed)
+    );
     assert_eq!(west.last_error.as_deref(), Some("AccessDenied"));
     assert_eq!(by_bucket["b"], west);
     let (east, _) = s.peer_backlog("east", &BacklogFilter::default()).unwrap();
     assert_eq!((east.changes, east.bytes), (2, 3));
+    assert_eq!(
+        s.peer_oldest_owed("east").unwrap(),
+        Some(entries[1].committed)
+    );
     // A checkpoint taken after the first two commits waits only for those.
     let before_third = BacklogFilter {
         below_seq: Some(entries[2].seq),
@@ -281,6 +294,9 @@ fn backlog_counts_what_the_peer_owes_and_survives_a_reopen() {
         ..BacklogFilter::default()
     };
     assert_eq!(s.peer_backlog("east", &other_bucket).unwrap().0.changes, 0);
+    // Everything taken: nothing owed.
+    s.outbox_ack("east", entries[2].seq).unwrap();
+    assert_eq!(s.peer_oldest_owed("east").unwrap(), None);
 }
 
 #[test]
