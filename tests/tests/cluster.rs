@@ -202,13 +202,7 @@ async fn nodes_hold_leases_in_etcd_and_stop_writing_without_one() {
         wait_ready(&node.endpoint);
     }
     // A bucket made on one node is made on every node.
-    region.nodes[1]
-        .client()
-        .create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .unwrap();
+    region.create_bucket(1, "data").await;
     let s3 = region.nodes[0].client();
     put(&s3, "before").await.unwrap();
 
@@ -298,6 +292,17 @@ impl Region {
 
     fn layout(&self) -> serde_json::Value {
         self.cli(&["status"])["current"].clone()
+    }
+
+    /// Creates `bucket` through node `n` (0-based).
+    async fn create_bucket(&self, n: usize, bucket: &str) {
+        self.nodes[n]
+            .client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating {bucket} through node {}: {e:?}", n + 1));
     }
 }
 
@@ -1448,13 +1453,7 @@ async fn a_lifecycle_rule_puts_the_same_delete_marker_on_every_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_primary_under_load_loses_nothing_acknowledged() {
     let mut region = Region::in_layout(3, "copy_timeout = \"2s\"");
-    region.nodes[0]
-        .client()
-        .create_bucket()
-        .bucket("load")
-        .send()
-        .await
-        .unwrap();
+    region.create_bucket(0, "load").await;
     meridian_tests::enable_versioning(&region.nodes[1].client(), "load").await;
     let layout = region.layout();
 
@@ -1674,13 +1673,7 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_and_one_leaves_under_load_and_every_copy_moves() {
     let mut region = Region::in_layout(3, "");
-    region.nodes[0]
-        .client()
-        .create_bucket()
-        .bucket("grow")
-        .send()
-        .await
-        .unwrap();
+    region.create_bucket(0, "grow").await;
     meridian_tests::enable_versioning(&region.nodes[2].client(), "grow").await;
     let load = Load::start(&region, "grow");
     load.progress(60).await;
@@ -2354,13 +2347,7 @@ async fn lists(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_keys_are_in_etcd_sealed_and_a_node_that_missed_changes_applies_them_on_return() {
     let mut region = Region::in_layout(3, "");
-    region.nodes[0]
-        .client()
-        .create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .unwrap();
+    region.create_bucket(0, "data").await;
     // Made through node 1: every node takes it once the admin answers came.
     let (ak, secret) = read_key(&region.nodes[0].endpoint, "data");
     for node in &region.nodes {
@@ -2505,13 +2492,7 @@ async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_caught_up() {
     let region = Region::in_layout(3, "");
-    region.nodes[0]
-        .client()
-        .create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .unwrap();
+    region.create_bucket(0, "data").await;
     meridian_tests::enable_versioning(&region.nodes[0].client(), "data").await;
     let layout = region.layout();
     let key = key_led_by(&layout, "data", "handed", 1);

@@ -591,6 +591,18 @@ impl ClusterNode {
         self.still_leads(bucket, key).await
     }
 
+    /// Runs `f` on this node's metadata, in a blocking task.
+    async fn on_meta<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MetaStore) -> Result<T, meridian_metadata::MetaError> + Send + 'static,
+    ) -> Result<T, String> {
+        let meta = self.parts.meta.clone();
+        tokio::task::spawn_blocking(move || f(&meta))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// Queues a change for `peer` again unless it is still queued for it (a removal leaves
     /// no record to tell: it is queued again, and a second removal finds nothing to remove).
     async fn queue_again(
@@ -601,14 +613,13 @@ impl ClusterNode {
         version_id: &str,
         change: Copied,
     ) -> Result<(), String> {
-        let (meta, p, b, k, v) = (
-            self.parts.meta.clone(),
+        let (p, b, k, v) = (
             peer.to_owned(),
             bucket.to_owned(),
             key.to_owned(),
             version_id.to_owned(),
         );
-        tokio::task::spawn_blocking(move || match change {
+        self.on_meta(move |meta| match change {
             Copied::Version { .. } => {
                 let queued = meta.get_version(&b, &k, Some(&v))?.is_none_or(|r| {
                     matches!(
@@ -624,8 +635,6 @@ impl ClusterNode {
             Copied::Removal => meta.requeue_removal(&p, &b, &k, &v),
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
     }
 
     /// Acknowledged only by the partition's primary in the layout that now holds (a primary

@@ -167,14 +167,7 @@ impl ClusterNode {
     }
 
     async fn reclaim(&self, me: NodeId, layout: Arc<Layout>) -> Result<Walked, String> {
-        let meta = self.parts.meta.clone();
-        let buckets = {
-            let meta = meta.clone();
-            tokio::task::spawn_blocking(move || meta.list_buckets())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-        };
+        let buckets = self.on_meta(|m| m.list_buckets()).await?;
         let mut walked = Walked {
             removed: 0,
             kept: 0,
@@ -188,27 +181,21 @@ impl ClusterNode {
                 if self.view().layout.as_ref().map(|l| l.version) != Some(layout.version) {
                     return Err("the layout changed; the next walk takes the new one".into());
                 }
-                let (m, name, q, l) = (
-                    meta.clone(),
-                    bucket.name.clone(),
-                    query.clone(),
-                    layout.clone(),
-                );
+                let (name, q, l) = (bucket.name.clone(), query.clone(), layout.clone());
                 // The versions of the partitions this node no longer holds, as records.
-                let (records, page) = tokio::task::spawn_blocking(move || {
-                    let moved = |k: &str| !l.nodes_of(l.partition(&name, k)).contains(&me);
-                    let page = m.list_versions_keeping(&name, &q, Some(&moved))?;
-                    let mut records = Vec::new();
-                    for v in &page.versions {
-                        if let Some(r) = m.get_version(&name, &v.key, Some(&v.version_id))? {
-                            records.push(r);
+                let (records, page) = self
+                    .on_meta(move |m| {
+                        let moved = |k: &str| !l.nodes_of(l.partition(&name, k)).contains(&me);
+                        let page = m.list_versions_keeping(&name, &q, Some(&moved))?;
+                        let mut records = Vec::new();
+                        for v in &page.versions {
+                            if let Some(r) = m.get_version(&name, &v.key, Some(&v.version_id))? {
+                                records.push(r);
+                            }
                         }
-                    }
-                    Ok::<_, meridian_metadata::MetaError>((records, page))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                        Ok((records, page))
+                    })
+                    .await?;
                 let confirmed = self.confirmed(&layout, &records).await;
                 for (record, confirmed) in records.iter().zip(confirmed) {
                     if confirmed && self.remove_copy(record, layout.version).await? {
@@ -283,13 +270,12 @@ impl ClusterNode {
         if view.staged.is_some() || view.layout.as_ref().map(|l| l.version) != Some(version) {
             return Err("the layout is changing; the next walk takes the new one".into());
         }
-        let meta = self.parts.meta.clone();
         let (b, k, v) = (
             record.bucket.clone(),
             record.key.clone(),
             record.version_id.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        self.on_meta(move |meta| {
             // This node's copy only: no Object Lock check (the holders keep the version and
             // its lock) and nothing queued for anyone.
             let opts = DeleteOptions {
@@ -298,9 +284,7 @@ impl ClusterNode {
             };
             meta.delete_object(&b, &k, Some(&v), opts)
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(true)
     }
 

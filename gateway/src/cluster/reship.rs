@@ -157,13 +157,7 @@ impl ClusterNode {
             partitions = partitions.len(),
             "shipping to the peer regions the versions a dead node led and may not have shipped"
         );
-        let buckets = {
-            let meta = meta.clone();
-            tokio::task::spawn_blocking(move || meta.list_buckets())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-        };
+        let buckets = self.on_meta(|m| m.list_buckets()).await?;
         let mut queued = 0;
         for bucket in buckets {
             let mut query = ListVersionsQuery {
