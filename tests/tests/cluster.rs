@@ -2576,3 +2576,94 @@ async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_
         assert_eq!(held.map(|b| b == bytes), Ok(true), "on the {name}");
     }
 }
+
+/// A node that leaves the layout keeps the versions it still owes a peer region (it ships
+/// them itself: the nodes that lead its partitions now do not) until they are shipped, and
+/// then removes them like every other copy it no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_frees_it() {
+    let (west, east, link) = geo_regions().await;
+
+    // West unreachable: versions node 3 leads are acknowledged (two east copies) but owed.
+    link.update(|f| f.refuse = true);
+    link.reset_all();
+    let layout = east.layout();
+    let mut owed = Vec::new();
+    for (i, stem) in ["leaving-a", "leaving-b", "leaving-c"].iter().enumerate() {
+        let key = key_led_by(&layout, "geo", stem, 3);
+        let bytes = meridian_tests::pattern(3000 + i * 500, 40 + i as u64);
+        let out = east.nodes[i]
+            .client()
+            .put_object()
+            .bucket("geo")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        owed.push((key, out.version_id().unwrap().to_owned(), bytes));
+    }
+
+    // Node 3 leaves: drained, then the layout without it is in force. Its walk of the copies
+    // it no longer holds runs, and keeps what west is still owed.
+    east.cli(&["remove-node", "3"]);
+    let last = east.wait_status_for(
+        "the layout without node 3 in force",
+        Duration::from_secs(90),
+        |s| s["staged"].is_null() && s["current"]["nodes"].as_array().unwrap().len() == 2,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let walked = |log: String| {
+        log.contains("removed the copies this node no longer holds")
+            || log.contains("the others are not confirmed on their holders yet")
+    };
+    while !walked(east.nodes[2].log()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 walked no left-behind copies"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (key, version, bytes) in &owed {
+        let held = held_by(&east.nodes[2], "geo", key, version).await;
+        assert_eq!(
+            held.map(|b| &b == bytes),
+            Ok(true),
+            "{key} ({version}), owed to west, stays on node 3\n{}",
+            east.nodes[2]
+                .log()
+                .lines()
+                .filter(|l| l.contains("meridian_gateway::cluster"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // Healed: node 3 ships them (west holds each on two nodes), then frees them; each stays
+    // on the two nodes of its partition.
+    link.update(|f| f.refuse = false);
+    for (key, version, bytes) in &owed {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while holders_now(&west, "geo", key, version, bytes).await < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) did not reach west from the node that left"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for (key, version, bytes) in &owed {
+        while held_by(&east.nodes[2], "geo", key, version).await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) stays on node 3 after it was shipped"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for id in copies_of(&last["current"], "geo", key) {
+            let held = held_by(&east.nodes[id as usize - 1], "geo", key, version).await;
+            assert_eq!(held.map(|b| &b == bytes), Ok(true), "{key} on node {id}");
+        }
+    }
+}

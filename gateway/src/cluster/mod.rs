@@ -509,12 +509,13 @@ impl ClusterNode {
     /// Waits for the copies of a change (a version, or a removal) on `peers` but those down
     /// in `layout`; marks the late ones down, as the partition's primary.
     ///
-    /// A follower may refuse the copy because its layout, newer than the one this node wrote
-    /// with, does not have this node lead the partition (this node was marked down meanwhile,
-    /// and may since have marked itself up and lead again). The refused copy is dropped from
-    /// the outbox, so it is queued again — only once this node, reading the layout, knows it
-    /// leads — and waited for once more; a follower still without it is marked down with the
-    /// copy queued, to take it when it catches up.
+    /// A follower may refuse the copy because its layout does not have this node lead the
+    /// partition: it is behind, or newer (this node was marked down meanwhile, and may since
+    /// lead again). The refusal wakes the wait at once. The replicator keeps a refused copy
+    /// queued while this node leads the key in its view and drops it otherwise; once this
+    /// node, reading the layout, knows it leads, the copy is queued again if it was dropped
+    /// and waited for once more. A follower still without it is marked down with the copy
+    /// queued, to take it when it catches up.
     async fn wait_for_copies(
         &self,
         bucket: &str,
