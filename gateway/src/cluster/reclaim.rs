@@ -10,7 +10,8 @@
 //! `holds` endpoint (reads between nodes, no S3 request, no fencing involved). A removal here
 //! is this node's own: it queues nothing for anyone. A version that cannot be confirmed yet
 //! stays, and the walk runs again ([`LOOK_AGAIN`]) until none is left; the layout version a
-//! walk finished for is remembered (`cluster-reclaimed`).
+//! walk finished for is remembered (`cluster-reclaimed`). A layout in which this node holds
+//! every partition it held when a walk last finished (a node marked down or up) needs none.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -73,6 +74,20 @@ pub(super) struct Walks {
     next: Option<Option<Instant>>,
     /// The wait after the last walk.
     wait: Duration,
+    /// The partitions this node held when a walk last finished: a layout in which it holds
+    /// at least those (a node marked down or up changes the version, not the copies) leaves
+    /// nothing new behind, and needs no walk.
+    held: Option<Vec<bool>>,
+}
+
+/// Which partitions `me` holds a copy of in `layout`.
+fn held_by(layout: &Layout, me: NodeId) -> Vec<bool> {
+    layout.partitions.iter().map(|p| p.contains(&me)).collect()
+}
+
+/// Whether `now` holds every partition `before` held.
+fn holds_all_of(now: &[bool], before: &[bool]) -> bool {
+    now.len() == before.len() && before.iter().zip(now).all(|(b, n)| !b || *n)
 }
 
 /// How a walk ended.
@@ -107,8 +122,17 @@ impl ClusterNode {
         {
             return;
         }
+        let held = held_by(&layout, joined.id);
         {
             let mut walk = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+            if walk
+                .held
+                .as_ref()
+                .is_some_and(|before| holds_all_of(&held, before))
+            {
+                self.reclaimed.store(layout.version, Ordering::Release);
+                return;
+            }
             match walk.next {
                 Some(None) => return,
                 Some(Some(not_before)) if Instant::now() < not_before => return,
@@ -147,6 +171,9 @@ impl ClusterNode {
                 }
             }
             let mut walk = node.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+            if complete {
+                walk.held = Some(held);
+            }
             walk.wait = if complete {
                 LOOK_AGAIN
             } else {
@@ -306,20 +333,45 @@ impl ClusterNode {
         let answers = tokio::task::spawn_blocking(move || {
             ask.iter()
                 .map(|h| {
+                    // Anything but the same version here (no such bucket, a read that
+                    // failed) is "not held": the asker keeps its copy.
                     meta.get_version(&h.bucket, &h.key, Some(&h.version_id))
-                        .map(|r| {
-                            r.is_some_and(|r| {
-                                r.etag == h.etag && r.is_delete_marker == h.delete_marker
-                            })
-                        })
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.etag == h.etag && r.is_delete_marker == h.delete_marker)
                 })
-                .collect::<Result<Vec<bool>, _>>()
+                .collect::<Vec<bool>>()
         })
         .await;
         match answers {
-            Ok(Ok(answers)) => json_response(&answers),
-            Ok(Err(e)) => internal_error(&e.to_string()),
+            Ok(answers) => json_response(&answers),
             Err(e) => internal_error(&e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_cluster::layout::Node;
+
+    fn nodes(ids: &[NodeId]) -> Vec<Node> {
+        ids.iter().map(|&id| Node { id, weight: 1 }).collect()
+    }
+
+    #[test]
+    fn only_a_layout_that_moves_copies_away_needs_a_walk() {
+        let three = Layout::initial(&nodes(&[1, 2, 3]), 64, 2).unwrap();
+        let before = held_by(&three, 1);
+        // Marked down, then up: primaries move, copies do not.
+        let down = three.with_down(1).unwrap();
+        assert!(holds_all_of(&held_by(&down, 1), &before));
+        let up = down.with_up(1).unwrap();
+        assert!(holds_all_of(&held_by(&up, 1), &before));
+        // A fourth node takes copies from every node: node 1 gives some away.
+        let four = three.next(&nodes(&[1, 2, 3, 4])).unwrap();
+        assert!(!holds_all_of(&held_by(&four, 1), &before));
+        // Node 4 gained copies and lost none.
+        assert!(holds_all_of(&held_by(&four, 4), &held_by(&three, 4)));
     }
 }
