@@ -2421,6 +2421,48 @@ async fn access_keys_are_in_etcd_sealed_and_a_node_that_missed_changes_applies_t
     }
 }
 
+/// Versions of `geo` that node 3 of `east` leads, one per stem (bytes seeded from `seed`),
+/// written through `through` in turn: (key, version id, bytes).
+async fn write_led_by_node_3(
+    east: &Region,
+    stems: &[&str],
+    through: &[usize],
+    seed: u64,
+) -> Vec<(String, String, Vec<u8>)> {
+    let layout = east.layout();
+    let mut written = Vec::new();
+    for (i, stem) in stems.iter().enumerate() {
+        let key = key_led_by(&layout, "geo", stem, 3);
+        let bytes = meridian_tests::pattern(2000 + i * 777, seed + i as u64);
+        let out = east.nodes[through[i % through.len()]]
+            .client()
+            .put_object()
+            .bucket("geo")
+            .key(&key)
+            .body(bytes.clone().into())
+            .send()
+            .await
+            .unwrap();
+        written.push((key, out.version_id().unwrap().to_owned(), bytes));
+    }
+    written
+}
+
+/// Polls until west holds each of `written` on two of its nodes (60 s each); `how` names
+/// the way it should have come.
+async fn wait_shipped(west: &Region, written: &[(String, String, Vec<u8>)], how: &str) {
+    for (key, version, bytes) in written {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while holders_now(west, "geo", key, version, bytes).await < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} ({version}) did not reach west {how}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped() {
     let (west, mut east, link) = geo_regions().await;
@@ -2445,22 +2487,7 @@ async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped()
     // but not shipped; then node 3 dies.
     link.update(|f| f.refuse = true);
     link.reset_all();
-    let layout = east.layout();
-    let mut written = Vec::new();
-    for (i, stem) in ["owed-a", "owed-b", "owed-a"].iter().enumerate() {
-        let key = key_led_by(&layout, "geo", stem, 3);
-        let bytes = meridian_tests::pattern(2000 + i * 777, i as u64);
-        let out = east.nodes[i % 2]
-            .client()
-            .put_object()
-            .bucket("geo")
-            .key(&key)
-            .body(bytes.clone().into())
-            .send()
-            .await
-            .unwrap();
-        written.push((key, out.version_id().unwrap().to_owned(), bytes));
-    }
+    let written = write_led_by_node_3(&east, &["owed-a", "owed-b", "owed-a"], &[0, 1], 0).await;
     east.nodes[2].kill9();
     east.wait_status("node 3 marked down", |s| {
         !alive(s, 3) && s["current"]["down"] == serde_json::json!([3])
@@ -2469,15 +2496,8 @@ async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped()
 
     // The nodes that took over node 3's partitions ship its versions: west holds each on two
     // of its nodes, with east's version ids and bytes (node 3 stays down).
+    wait_shipped(&west, &written, "after node 3 died").await;
     for (key, version, bytes) in &written {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while holders_now(&west, "geo", key, version, bytes).await < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{key} ({version}) did not reach west after node 3 died"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
         assert_eq!(
             &read_version(&west.nodes[0].client(), "geo", key, version).await,
             bytes
@@ -2587,22 +2607,13 @@ async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_
     // West unreachable: versions node 3 leads are acknowledged (two east copies) but owed.
     link.update(|f| f.refuse = true);
     link.reset_all();
-    let layout = east.layout();
-    let mut owed = Vec::new();
-    for (i, stem) in ["leaving-a", "leaving-b", "leaving-c"].iter().enumerate() {
-        let key = key_led_by(&layout, "geo", stem, 3);
-        let bytes = meridian_tests::pattern(3000 + i * 500, 40 + i as u64);
-        let out = east.nodes[i]
-            .client()
-            .put_object()
-            .bucket("geo")
-            .key(&key)
-            .body(bytes.clone().into())
-            .send()
-            .await
-            .unwrap();
-        owed.push((key, out.version_id().unwrap().to_owned(), bytes));
-    }
+    let owed = write_led_by_node_3(
+        &east,
+        &["leaving-a", "leaving-b", "leaving-c"],
+        &[0, 1, 2],
+        40,
+    )
+    .await;
 
     // Node 3 leaves: drained, then the layout without it is in force. Its walk of the copies
     // it no longer holds runs, and keeps what west is still owed.
@@ -2642,16 +2653,7 @@ async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_
     // Healed: node 3 ships them (west holds each on two nodes), then frees them; each stays
     // on the two nodes of its partition.
     link.update(|f| f.refuse = false);
-    for (key, version, bytes) in &owed {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while holders_now(&west, "geo", key, version, bytes).await < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{key} ({version}) did not reach west from the node that left"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
+    wait_shipped(&west, &owed, "from the node that left").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     for (key, version, bytes) in &owed {
         while held_by(&east.nodes[2], "geo", key, version).await.is_ok() {
