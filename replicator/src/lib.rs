@@ -34,7 +34,6 @@ pub use meridian_documents::replication as rules;
 mod source;
 mod status;
 mod sync;
-use sync::Settled;
 mod throttle;
 mod transfer;
 mod upload;
@@ -80,12 +79,14 @@ pub use status::{BucketReport, CheckpointReport, JobReport, PausedBy, PeerReport
 pub struct Unsettled {
     pub peer: String,
     /// It refused the change (another node of this region that does not take this one for
-    /// the partition's primary): the change is no longer queued for it. Else it timed out.
+    /// the partition's primary); the change stays queued for it only while this node leads
+    /// the key ([`PeerConfig::leads`]). Else it timed out.
     pub refused: bool,
 }
 
 use peer::Peer;
 use pump::Pump;
+use sync::Settled;
 use transfer::{metadata, Shared};
 
 /// Cancel switches of running jobs by (peer, bucket), with the generation of their run.
