@@ -27,6 +27,7 @@ pub struct Metrics {
     pub requests_refused: IntCounterVec,
     pub requests_in_flight: IntGauge,
     pub uploads_in_flight: IntGauge,
+    pub staged_bodies: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -112,6 +113,13 @@ impl Metrics {
                 let c = counter_vec(&registry, "meridian_request_bodies_cut_total", "Request bodies cut off: no byte for body_idle_timeout (idle), or slower than min_body_rate (too_slow)", "reason");
                 for reason in ["idle", "too_slow"] {
                     c.with_label_values(&[reason]);
+                }
+                c
+            },
+            staged_bodies: {
+                let c = counter_vec(&registry, "meridian_cluster_staged_bodies_total", "Bodies streamed between the nodes of a region while they arrived: on a primary, followers that held the whole body when it was committed (streamed); on a follower, staged bodies a copy then named (committed) or that went unused (discarded)", "outcome");
+                for outcome in ["streamed", "committed", "discarded"] {
+                    c.with_label_values(&[outcome]);
                 }
                 c
             },

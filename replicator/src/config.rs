@@ -76,6 +76,11 @@ pub struct PeerConfig {
     /// tried again while this node leads, and dropped once it does not.
     #[serde(skip)]
     pub leads: Option<Leads>,
+    /// For a `mirror` peer: the name under which the peer already holds a version's body,
+    /// streamed to it while the body arrived here. Asked once per copy (the name is used up);
+    /// the copy then goes without its body, and with it when the peer no longer has them.
+    #[serde(skip)]
+    pub staged: Option<StagedBody>,
 }
 
 /// Headers computed for each request to a peer.
@@ -87,6 +92,18 @@ pub struct Stamp(pub std::sync::Arc<dyn Fn() -> Vec<(&'static str, String)> + Se
 pub struct Leads(pub std::sync::Arc<LeadsFn>);
 
 pub type LeadsFn = dyn Fn(&str, &str) -> bool + Send + Sync;
+
+/// See [`PeerConfig::staged`]: asked with the version a copy is for.
+#[derive(Clone)]
+pub struct StagedBody(pub std::sync::Arc<StagedFn>);
+
+pub type StagedFn = dyn Fn(&meridian_metadata::VersionRecord) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for StagedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StagedBody")
+    }
+}
 
 impl std::fmt::Debug for Leads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +165,7 @@ impl PeerConfig {
             stamp: None,
             mirror: false,
             leads: None,
+            staged: None,
         }
     }
 

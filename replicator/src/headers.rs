@@ -24,6 +24,12 @@ pub const SEALED: &str = "x-meridian-replica-sealed";
 pub const ENCODING: &str = "x-meridian-replica-encoding";
 /// The version's ACL (base64 of its stored JSON), where the source bucket has ACLs.
 pub const ACL: &str = "x-meridian-replica-acl";
+/// On a copy between the nodes of a region, instead of a body: the name of the body the
+/// node already holds, streamed to it while it arrived at the primary.
+pub const STAGED: &str = "x-meridian-replica-staged";
+/// The error code of a copy whose staged body the node does not hold (expired, or the node
+/// restarted): the sender sends the body.
+pub const NO_SUCH_STAGED_BODY: &str = "NoSuchStagedBody";
 
 /// Largest body sent compressed (and taken compressed): a compressed body is held whole in
 /// memory on both sides, so larger parts go as they are.

@@ -47,7 +47,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use config::{
-    Compression, Leads, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings, Stamp,
+    Compression, Leads, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings,
+    StagedBody, StagedFn, Stamp,
 };
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;

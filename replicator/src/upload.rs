@@ -295,24 +295,27 @@ impl Sender<'_> {
         } else {
             MAX_SINGLE_PUT
         };
+        if let Some(staged) = self.peer.config.staged.as_ref().and_then(|s| (s.0)(record)) {
+            // Another node of this region holds the body already (streamed to it while it
+            // arrived here): the copy names it instead of carrying it. The node checks it
+            // against the ETag and checksum as it would a body; without it, the body goes.
+            match self.put_single(record, Some(&staged)).await {
+                Err(e) if e.code.as_deref() == Some(crate::headers::NO_SUCH_STAGED_BODY) => {
+                    tracing::debug!(peer = %self.peer.config.name, error = %e.message,
+                        "the staged body is gone; sending the body");
+                }
+                stored => return self.stored_as_sent(record, stored?),
+            }
+        }
         let (target_version_id, etag_comparable) = match plan(record, part_size, split_above) {
             Plan::Single if self.peer.config.mirror => {
                 // Another node of this region checked the body against the ETag and
                 // checksum on arrival and answers with the version it stored: that is the
                 // read-back (a HEAD would double the copy's round trips on every write).
-                let stored = self.put_single(record).await?;
-                let expected = (record.version_id != "null").then_some(record.version_id.as_str());
-                if stored.as_deref() != expected {
-                    return Err(SendError::permanent(format!(
-                        "{}: the node stored version {stored:?}",
-                        self.what("PutObject", record)
-                    )));
-                }
-                return Ok(Sent::Done {
-                    target_version_id: None,
-                });
+                let stored = self.put_single(record, None).await?;
+                return self.stored_as_sent(record, stored);
             }
-            Plan::Single => (self.put_single(record).await?, true),
+            Plan::Single => (self.put_single(record, None).await?, true),
             Plan::Multipart {
                 parts,
                 split,
@@ -327,6 +330,25 @@ impl Sender<'_> {
         self.verify(record, target_version_id.as_deref(), etag_comparable)
             .await?;
         Ok(Sent::Done { target_version_id })
+    }
+
+    /// A copy to another node of this region is done when the node stored the version under
+    /// the same id (its answer is the read-back).
+    fn stored_as_sent(
+        &self,
+        record: &VersionRecord,
+        stored: Option<String>,
+    ) -> Result<Sent, SendError> {
+        let expected = (record.version_id != "null").then_some(record.version_id.as_str());
+        if stored.as_deref() != expected {
+            return Err(SendError::permanent(format!(
+                "{}: the node stored version {stored:?}",
+                self.what("PutObject", record)
+            )));
+        }
+        Ok(Sent::Done {
+            target_version_id: None,
+        })
     }
 
     /// Sends an SSE-C version as it is stored: its ciphertext is the body (one PUT, or parts
@@ -366,7 +388,7 @@ impl Sender<'_> {
         };
         let part_size = self.shared.settings.part_size.as_u64();
         match plan(&wire, part_size, part_size) {
-            Plan::Single => sender.put_single(&wire).await?,
+            Plan::Single => sender.put_single(&wire, None).await?,
             Plan::Multipart {
                 parts,
                 split,
@@ -417,11 +439,27 @@ impl Sender<'_> {
         })
     }
 
-    async fn put_single(&self, record: &VersionRecord) -> Result<Option<String>, SendError> {
+    /// One PUT of the whole version; with `staged`, of no body but the name under which the
+    /// peer holds it.
+    async fn put_single(
+        &self,
+        record: &VersionRecord,
+        staged: Option<&str>,
+    ) -> Result<Option<String>, SendError> {
         let what = self.what("PutObject", record);
         let _stream = self.peer.streams.acquire().await.expect("never closed");
-        let wire = self.wire_body(record, 0..record.size).await?;
+        let wire = match staged {
+            Some(_) => WireBody {
+                body: ByteStream::from_static(b""),
+                len: 0,
+                original: None,
+            },
+            None => self.wire_body(record, 0..record.size).await?,
+        };
         let mut headers = self.replica_headers(record);
+        if let Some(name) = staged {
+            headers.push((crate::headers::STAGED, name.to_owned()));
+        }
         if wire.original.is_some() {
             headers.push((compress::ENCODING, compress::ZSTD.to_owned()));
         }

@@ -2669,3 +2669,155 @@ async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_
         }
     }
 }
+
+/// The value of the metric line `series` in `node`'s metrics (0 when absent).
+fn metric_of(node: &meridian_tests::TestServer, series: &str) -> f64 {
+    let got = meridian_tests::raw::send_signed(
+        &node.endpoint,
+        "GET",
+        "/_meridian/metrics",
+        &[],
+        b"",
+        aws_sigv4::http_request::SignableBody::Bytes(b""),
+        meridian_tests::ACCESS_KEY,
+        meridian_tests::SECRET_KEY,
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+    got.body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const STREAMED: &str = "meridian_cluster_staged_bodies_total{outcome=\"streamed\"}";
+const COMMITTED: &str = "meridian_cluster_staged_bodies_total{outcome=\"committed\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_the_staged_body() {
+    let region = Region::in_layout(3, "");
+    region.create_bucket(0, "weights").await;
+    meridian_tests::enable_versioning(&region.nodes[0].client(), "weights").await;
+    let layout = region.layout();
+    let key = "model/shard-00";
+    let (primary, follower) = match copies_of(&layout, "weights", key)[..] {
+        [p, f] => (&region.nodes[p as usize - 1], &region.nodes[f as usize - 1]),
+        ref other => panic!("two copies, not {other:?}"),
+    };
+    let third = &region.nodes[(1..=3)
+        .find(|n| !copies_of(&layout, "weights", key).contains(n))
+        .unwrap() as usize
+        - 1];
+    let body: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+
+    // Sent to the node that holds no copy: forwarded to the primary, which tees it to the
+    // follower as it arrives. The copy after the commit names what the follower staged.
+    let put = third
+        .client()
+        .put_object()
+        .bucket("weights")
+        .key(key)
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let version = put.version_id().unwrap().to_owned();
+    assert_eq!(
+        holders_now(&region, "weights", key, &version, &body).await,
+        2
+    );
+    assert_eq!(metric_of(primary, STREAMED), 1.0);
+    assert_eq!(metric_of(follower, COMMITTED), 1.0);
+    let head = held_by(follower, "weights", key, &version).await.unwrap();
+    assert_eq!(head.len(), body.len());
+
+    // A body the primary refuses (its Content-MD5 is another body's) reached the follower
+    // too, but nothing names it: no version anywhere.
+    let refused = third
+        .client()
+        .put_object()
+        .bucket("weights")
+        .key(key)
+        .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+        .body(body.clone().into())
+        .send()
+        .await;
+    assert_eq!(
+        refused
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("BadDigest")
+    );
+    let versions = primary
+        .client()
+        .list_object_versions()
+        .bucket("weights")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1, "{versions:?}");
+    assert_eq!(metric_of(follower, COMMITTED), 1.0);
+
+    // A small body is copied with the copy, as before.
+    let small = third
+        .client()
+        .put_object()
+        .bucket("weights")
+        .key(key)
+        .body(b"tiny".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let small_version = small.version_id().unwrap();
+    assert_eq!(
+        holders_now(&region, "weights", key, small_version, b"tiny").await,
+        2
+    );
+    assert_eq!(metric_of(primary, STREAMED), 1.0);
+
+    // A copy naming a staged body the follower does not hold is answered NoSuchStagedBody
+    // (its sender then sends the body), and stores nothing.
+    let epoch = layout["version"].as_u64().unwrap().to_string();
+    let leader = leader(&layout, "weights", key).to_string();
+    let missing = follower
+        .client()
+        .put_object()
+        .bucket("weights")
+        .key(key)
+        .body(Vec::new().into())
+        .customize()
+        .mutate_request(from_a_node(&[
+            (meridian_gateway::cluster::FROM, leader),
+            (meridian_gateway::cluster::EPOCH, epoch),
+            ("x-meridian-replica-region", meridian_tests::REGION.into()),
+            (
+                "x-meridian-replica-version-id",
+                "0000000000000000000000000000staged".into(),
+            ),
+            ("x-meridian-replica-mtime", "1700000000000000000".into()),
+            ("x-meridian-replica-staged", "never-staged".into()),
+        ]))
+        .send()
+        .await;
+    assert_eq!(
+        missing
+            .err()
+            .as_ref()
+            .and_then(meridian_tests::error_code)
+            .as_deref(),
+        Some("NoSuchStagedBody")
+    );
+    let versions = follower
+        .client()
+        .list_object_versions()
+        .bucket("weights")
+        .customize()
+        .mutate_request(from_a_node(&[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 2, "{versions:?}");
+}

@@ -51,6 +51,13 @@ pub trait Delegated: Send + Sync {
     async fn source(&self, ask: &SourceAsk) -> Result<VersionRecord, Refusal>;
     /// `range` of the version `ask` names (by its id), decrypted.
     async fn read(&self, ask: &SourceAsk, range: Range<u64>) -> Result<ByteStream, Refusal>;
+    /// Ingests a body streamed here by the primary of `ask`'s key while it arrived there,
+    /// and holds it for the copy that will name it ([`super::stage`]).
+    async fn stage(
+        &self,
+        ask: &super::stage::StageAsk,
+        body: futures::stream::BoxStream<'static, Result<Bytes, meridian_store::ingest::BodyError>>,
+    ) -> Result<super::stage::StagedAnswer, String>;
     /// The bucket catalogue changed `bucket` in the store (made, changed or deleted it; `docs`
     /// names the configuration documents that changed): what was read of it before is stale.
     async fn bucket_applied(&self, bucket: &str, docs: &[String]);

@@ -39,10 +39,10 @@ use meridian_cluster::control::{ControlPlane, Membership, NodeRecord, WriteGate}
 use meridian_cluster::layout::{Layout, NodeId};
 use meridian_metadata::{
     ListObjectsPage, ListObjectsQuery, ListUploadsPage, ListUploadsQuery, ListVersionsPage,
-    ListVersionsQuery, MetaStore, ObjectSummary, PeerStatus,
+    ListVersionsQuery, MetaStore, ObjectSummary, PeerStatus, VersionRecord,
 };
 use meridian_replicator::{
-    Leads, ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, Stamp,
+    Leads, ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, StagedBody, Stamp,
 };
 use s3s::Body;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,7 @@ mod delegated;
 mod keys;
 mod reclaim;
 mod reship;
+pub mod stage;
 pub use catalogue::PendingChange;
 pub use delegated::{ByteStream, Condition, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 
@@ -194,6 +195,8 @@ pub struct ClusterNode {
     reclaiming: Mutex<reclaim::Walks>,
     /// The layout version in force here, and since when this node knows it.
     layout_seen: Mutex<(u64, Instant)>,
+    /// The bodies this node's followers hold staged for the copies it will send them.
+    streamed: Arc<stage::Streamed>,
 }
 
 /// Whether this node may take client writes, and its cluster if it is in one.
@@ -247,6 +250,7 @@ impl ClusterGate {
             reclaimed: AtomicU64::new(reclaimed),
             reclaiming: Mutex::new(reclaim::Walks::default()),
             layout_seen: Mutex::new((0, Instant::now())),
+            streamed: Arc::default(),
         });
         tokio::spawn(node.clone().run());
         ClusterGate { node: Some(node) }
@@ -854,6 +858,7 @@ impl ClusterNode {
                 self.serve_keys_nudge(query.as_deref()).await
             }
             "holds" => self.serve_holds(req).await,
+            "stage" => self.serve_stage(req).await,
             "backlog" => {
                 let node = req
                     .uri()
@@ -1336,6 +1341,12 @@ impl ClusterNode {
                 stamp: Some(stamp.clone()),
                 mirror: true,
                 leads: Some(leads.clone()),
+                staged: Some({
+                    let (streamed, id) = (self.streamed.clone(), *id);
+                    StagedBody(Arc::new(move |record: &VersionRecord| {
+                        streamed.take(id, record)
+                    }))
+                }),
                 ..PeerConfig::new(&copy_peer(*id), endpoint, root_key, root_secret)
             })
             .collect();

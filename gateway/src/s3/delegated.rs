@@ -11,8 +11,10 @@ use s3s::{s3_error, S3Error, S3ErrorCode};
 
 use super::encryption::CustomerHeaders;
 use super::MeridianS3;
+use crate::cluster::stage::{StageAsk, StagedAnswer};
 use crate::cluster::{ByteStream, Delegated, DeleteItem, Deleted, Refusal, SourceAsk};
 use crate::s3::errors::IntoS3;
+use meridian_store::ingest::{ingest, BodyError, IngestOptions};
 
 /// Deletes of one delegated request in flight at once (as DeleteObjects here).
 const DELETE_CONCURRENCY: usize = 32;
@@ -55,8 +57,50 @@ impl SourceAsk {
     }
 }
 
+impl MeridianS3 {
+    /// Discards staged bodies no copy named.
+    pub(super) fn discard_staged(&self, gone: Vec<meridian_store::ingest::Ingested>) {
+        if gone.is_empty() {
+            return;
+        }
+        crate::metrics::global()
+            .staged_bodies
+            .with_label_values(&["discarded"])
+            .inc_by(gone.len() as u64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for ingested in gone {
+                store.discard(ingested.data).await;
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl Delegated for MeridianS3 {
+    async fn stage(
+        &self,
+        ask: &StageAsk,
+        body: futures::stream::BoxStream<'static, Result<bytes::Bytes, BodyError>>,
+    ) -> Result<StagedAnswer, String> {
+        let opts = IngestOptions {
+            identity: super::put::shard_identity(&ask.bucket, &ask.key),
+            checksum: ask.algorithm.clone(),
+            inline_threshold: self.store.inline_threshold(),
+            seal: None,
+        };
+        let ingested = ingest(&self.store.disks, body, opts)
+            .await
+            .map_err(|e| format!("staging the body: {e}"))?;
+        let answer = StagedAnswer::of(&ingested);
+        let (held, gone) = self.staged.keep(ask, ingested);
+        self.discard_staged(gone);
+        match held {
+            true => Ok(answer),
+            false => Err("too many bodies are staged here".into()),
+        }
+    }
+
     async fn delete(
         &self,
         bucket: &str,

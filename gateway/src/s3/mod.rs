@@ -60,6 +60,9 @@ pub struct MeridianS3 {
     default_ownership: acl::Ownership,
     /// This node's region of several nodes, if it is in one.
     cluster: crate::cluster::ClusterGate,
+    /// Bodies the primaries of this region's partitions streamed here while they arrived,
+    /// held for the copies that will name them.
+    staged: Arc<crate::cluster::stage::Received>,
 }
 
 impl MeridianS3 {
@@ -90,6 +93,7 @@ impl MeridianS3 {
             acls: acl::AclCache::new(store_meta),
             default_ownership: acl::Ownership::Enforced,
             cluster: crate::cluster::ClusterGate::default(),
+            staged: Arc::default(),
         }
     }
 

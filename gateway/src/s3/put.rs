@@ -20,6 +20,8 @@ use meridian_store::encryption::{etag_of, DataKey};
 use meridian_store::ingest::{ingest, IngestOptions, Ingested};
 use meridian_store::Store;
 
+use crate::cluster::stage::Tee;
+
 /// S3's limit on the total size of user metadata (`x-amz-meta-*` names and values).
 const MAX_USER_METADATA: usize = 2 * 1024;
 
@@ -286,12 +288,17 @@ impl MeridianS3 {
         algorithm: Option<ChecksumAlgorithm>,
         claims: BodyClaims,
         seal: Option<&DataKey>,
+        tee: Option<&mut Tee>,
     ) -> S3Result<Ingested> {
         let body = super::body::client_body(body);
         let body = if claims.zstd {
             super::body::zstd_decoded(body).await.s3()?
         } else {
             body
+        };
+        let body = match tee {
+            Some(tee) => tee.body(body),
+            None => body,
         };
         let opts = IngestOptions {
             identity: shard_identity(bucket, key),
@@ -380,23 +387,66 @@ impl MeridianS3 {
         let algorithm = claim
             .as_ref()
             .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm.clone());
-        let ingested = self
-            .ingest_verified(
-                input.body.take(),
-                &input.bucket,
-                &input.key,
-                Some(algorithm),
-                BodyClaims {
-                    content_md5,
-                    checksum: claim,
-                    trailers,
-                    max_size: None,
-                    zstd: BodyClaims::zstd_of(&headers)?,
-                    decoded_length: BodyClaims::decoded_length_of(&headers)?,
-                },
-                data_key.as_ref(),
-            )
-            .await?;
+        let claims = BodyClaims {
+            content_md5,
+            checksum: claim,
+            trailers,
+            max_size: None,
+            zstd: BodyClaims::zstd_of(&headers)?,
+            decoded_length: BodyClaims::decoded_length_of(&headers)?,
+        };
+        let staged = self.staged_body(
+            &headers,
+            replica.as_ref(),
+            &input.bucket,
+            &input.key,
+            &algorithm,
+            data_key.is_some(),
+        )?;
+        let ingested = match staged {
+            Some(ingested) => {
+                if let Err(e) = claims.check(&ingested) {
+                    self.store.discard(ingested.data).await;
+                    return Err(e);
+                }
+                ingested
+            }
+            None => {
+                // A client's plain body (not a copy, not sealed here) goes to the followers
+                // of its key as it arrives, when this node leads the key.
+                let length = claims
+                    .decoded_length
+                    .or(input.content_length.and_then(|l| u64::try_from(l).ok()));
+                let mut tee = match (self.cluster.node(), &replica, &data_key) {
+                    (Some(node), None, None) if !claims.zstd => node.tee(
+                        &input.bucket,
+                        &input.key,
+                        Some(algorithm.clone()),
+                        length,
+                        self.store.inline_threshold(),
+                    ),
+                    _ => None,
+                };
+                let ingested = self
+                    .ingest_verified(
+                        input.body.take(),
+                        &input.bucket,
+                        &input.key,
+                        Some(algorithm),
+                        claims,
+                        data_key.as_ref(),
+                        tee.as_mut(),
+                    )
+                    .await;
+                if let (Some(tee), Some(node)) = (tee, self.cluster.node()) {
+                    let storage = ingested.as_ref().ok().map(|i| Store::storage_of(&i.data));
+                    let done = ingested.as_ref().ok().zip(storage.as_ref());
+                    tee.finish(node, done).await;
+                }
+                ingested?
+            }
+        };
+        let was_staged = staged_name(&headers).is_some();
 
         let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
@@ -417,6 +467,12 @@ impl MeridianS3 {
         let record = self
             .commit_version(&input.bucket, &input.key, new, ingested, replica.as_ref())
             .await?;
+        if was_staged {
+            crate::metrics::global()
+                .staged_bodies
+                .with_label_values(&["committed"])
+                .inc();
+        }
 
         let expiration = self.expiration_of(&record).await?;
         let output = convert::with_checksum_fields!(
@@ -431,6 +487,56 @@ impl MeridianS3 {
             output,
             SseFields::of(record.encryption.as_ref())
         )))
+    }
+
+    /// The body a copy from the partition's primary names instead of carrying it (streamed
+    /// here while it arrived there: [`crate::cluster::stage`]), taken from those held. A
+    /// copy naming one that is not held, or not one this write can use as it is (hashed with
+    /// another algorithm, or the bucket would seal it here), is answered `NoSuchStagedBody`:
+    /// its sender then sends the body.
+    fn staged_body(
+        &self,
+        headers: &http::HeaderMap,
+        replica: Option<&ReplicaHeaders>,
+        bucket: &str,
+        key: &str,
+        algorithm: &ChecksumAlgorithm,
+        sealed_here: bool,
+    ) -> S3Result<Option<Ingested>> {
+        let Some(name) = staged_name(headers) else {
+            return Ok(None);
+        };
+        if !replica.is_some_and(|r| r.copy) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "A staged body is named only by a copy between the nodes of a region"
+            ));
+        }
+        let (found, mut gone) = self.staged.take(name, bucket, key);
+        let usable = match found {
+            Some(i) if !sealed_here && i.checksum.as_ref().is_some_and(|(a, _)| a == algorithm) => {
+                Some(i)
+            }
+            Some(i) => {
+                gone.push(i);
+                None
+            }
+            None => None,
+        };
+        self.discard_staged(gone);
+        match usable {
+            Some(ingested) => Ok(Some(ingested)),
+            None => {
+                let mut e = s3s::S3Error::with_message(
+                    s3s::S3ErrorCode::Custom(
+                        meridian_replicator::headers::NO_SUCH_STAGED_BODY.into(),
+                    ),
+                    "The staged body this copy names is not held here; send the body",
+                );
+                e.set_status_code(http::StatusCode::NOT_FOUND);
+                Err(e)
+            }
+        }
     }
 
     /// Commits a version whose data is already durable: a local one with PENDING for the
@@ -485,6 +591,13 @@ impl MeridianS3 {
             }
         }
     }
+}
+
+/// The name of the staged body a copy names instead of carrying one.
+fn staged_name(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(meridian_replicator::headers::STAGED)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// A POST Object's PutObject with the form's `acl` and `tagging` (a `<Tagging>` document),

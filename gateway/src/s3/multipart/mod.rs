@@ -285,6 +285,7 @@ impl MeridianS3 {
                 algorithm,
                 claims,
                 data_key.as_ref(),
+                None,
             )
             .await?;
         let part = self

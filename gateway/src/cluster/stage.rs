@@ -1,0 +1,410 @@
+//! Bodies streamed to the followers while they arrive.
+//!
+//! A client's PUT of a body above the inline threshold, at the primary of its key's
+//! partition, is teed as it arrives: its bytes go into this node's store and, at the same
+//! time, one request per follower that is up (`PUT /_meridian/cluster/stage`) carries them
+//! into that follower's store, where they wait — ingested, hashed, not a version — under a
+//! name. Once the primary has committed the version, its copy to the follower goes as every
+//! copy does (the replicator's queue, fencing, retries, down marks: nothing changes there)
+//! but without the body: `x-meridian-replica-staged` names the staged bytes, which the
+//! follower checks against the copy's ETag and checksum exactly as it checks a body, then
+//! commits. A write's latency is then its slowest node's ingest plus one round trip, where
+//! it was the primary's ingest plus the copy's transfer and ingest.
+//!
+//! Nothing depends on the tee: a follower that fails or lags is dropped from it, a follower
+//! whose bytes differ from the primary's is not named, and a copy whose staged body is gone
+//! (it expired, the node restarted) is answered `NoSuchStagedBody` and sent with its body.
+//! A staged body no copy names is discarded after [`STAGE_TTL`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use meridian_cluster::layout::NodeId;
+use meridian_metadata::{ChecksumAlgorithm, Storage, VersionRecord};
+use meridian_store::checksum;
+use meridian_store::ingest::{BodyError, Ingested};
+use s3s::Body;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{copy_peer_id, error_response, json_response, ClusterNode, EPOCH, HOP, INTERNAL};
+
+/// How long a staged body waits for the copy that names it, and a primary remembers that a
+/// follower holds one.
+pub const STAGE_TTL: Duration = Duration::from_secs(300);
+/// Staged bodies a node holds at most (each is a body on its disks awaiting its copy);
+/// beyond, a stage is refused and that copy carries its body.
+const MAX_STAGED: usize = 1024;
+/// Chunks queued for one follower before the primary's ingest waits for it.
+const LEG_QUEUE: usize = 16;
+
+/// What a follower answers once it holds a staged body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedAnswer {
+    pub size: u64,
+    /// Hex.
+    pub md5: String,
+    /// Base64 of the digest of the algorithm the stage named.
+    pub checksum: Option<String>,
+}
+
+impl StagedAnswer {
+    pub fn of(ingested: &Ingested) -> StagedAnswer {
+        StagedAnswer {
+            size: ingested.size,
+            md5: hex::encode(ingested.md5),
+            checksum: ingested
+                .checksum
+                .as_ref()
+                .map(|(_, d)| checksum::to_base64(d)),
+        }
+    }
+}
+
+/// A stage request: where the body is going and how to hash it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageAsk {
+    pub name: String,
+    pub bucket: String,
+    pub key: String,
+    pub algorithm: Option<ChecksumAlgorithm>,
+}
+
+impl StageAsk {
+    fn query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("name", &self.name)
+            .append_pair("bucket", &self.bucket)
+            .append_pair("key", &self.key);
+        if let Some(a) = &self.algorithm {
+            q.append_pair("algorithm", checksum::header_name(a));
+        }
+        q.finish()
+    }
+
+    fn from_query(query: &str) -> Option<StageAsk> {
+        let (mut name, mut bucket, mut key, mut algorithm) = (None, None, None, None);
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "name" => name = Some(v.into_owned()),
+                "bucket" => bucket = Some(v.into_owned()),
+                "key" => key = Some(v.into_owned()),
+                "algorithm" => algorithm = Some(checksum::parse_algorithm(&v)?),
+                _ => {}
+            }
+        }
+        Some(StageAsk {
+            name: name.filter(|n| !n.is_empty())?,
+            bucket: bucket?,
+            key: key?,
+            algorithm,
+        })
+    }
+}
+
+/// A body on its way to the followers, as this node ingests it.
+pub struct Tee {
+    name: String,
+    senders: Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    answers: Vec<(NodeId, JoinHandle<Result<StagedAnswer, String>>)>,
+    /// How long one follower may hold the body up before it is dropped from the tee.
+    stall: Duration,
+}
+
+impl Tee {
+    /// `body`, handing every chunk to the followers as it passes. A follower that takes no
+    /// chunk for `stall` is dropped (its copy will carry the body); an error of the body ends
+    /// theirs with an error too.
+    pub fn body(
+        &mut self,
+        body: BoxStream<'static, Result<Bytes, BodyError>>,
+    ) -> BoxStream<'static, Result<Bytes, BodyError>> {
+        let senders = std::mem::take(&mut self.senders);
+        let stall = self.stall;
+        futures::stream::unfold((body, senders), move |(mut body, mut senders)| async move {
+            let item = body.next().await?;
+            match &item {
+                Ok(chunk) => {
+                    let mut kept = Vec::with_capacity(senders.len());
+                    for tx in senders {
+                        let sent = tokio::time::timeout(stall, tx.send(Ok(chunk.clone()))).await;
+                        if matches!(sent, Ok(Ok(()))) {
+                            kept.push(tx);
+                        }
+                    }
+                    senders = kept;
+                }
+                Err(e) => {
+                    for tx in senders.drain(..) {
+                        let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
+                    }
+                }
+            }
+            Some((item, (body, senders)))
+        })
+        .boxed()
+    }
+
+    /// After this node ingested the body (`None`: it failed): the followers that hold exactly
+    /// the same bytes, remembered for the version's copies (under its `storage`).
+    pub async fn finish(self, node: &ClusterNode, ingested: Option<(&Ingested, &Storage)>) {
+        let expected = ingested.map(|(i, _)| StagedAnswer::of(i));
+        for (id, answer) in self.answers {
+            let Some(expected) = &expected else {
+                answer.abort();
+                continue;
+            };
+            let abort = answer.abort_handle();
+            match tokio::time::timeout(self.stall, answer).await {
+                Ok(Ok(Ok(got))) if got == *expected => {
+                    crate::metrics::global()
+                        .staged_bodies
+                        .with_label_values(&["streamed"])
+                        .inc();
+                    if let Some((_, storage)) = ingested {
+                        node.streamed.remember(id, storage, &self.name);
+                    }
+                }
+                Ok(Ok(Ok(got))) => {
+                    tracing::warn!(node = id, ?got, ?expected,
+                        "a follower staged other bytes than this node ingested; its copy carries the body");
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::debug!(node = id, error = %e, "a follower did not stage the body; its copy carries it");
+                }
+                Ok(Err(_)) | Err(_) => abort.abort(),
+            }
+        }
+    }
+}
+
+/// On a primary: the bodies its followers hold staged, by follower and the version's
+/// storage (its shards' layout, unique to the version), with when they were streamed.
+#[derive(Default)]
+pub struct Streamed {
+    names: Mutex<HashMap<(NodeId, Vec<u8>), (String, Instant)>>,
+}
+
+impl Streamed {
+    fn remember(&self, node: NodeId, storage: &Storage, name: &str) {
+        let Storage::Layout(layout) = storage else {
+            return;
+        };
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.retain(|_, (_, at)| at.elapsed() < STAGE_TTL);
+        names.insert((node, layout.clone()), (name.to_owned(), Instant::now()));
+    }
+
+    /// The name under which `node` holds the body of `record`, if it does (asked once).
+    pub fn take(&self, node: NodeId, record: &VersionRecord) -> Option<String> {
+        let Storage::Layout(layout) = &record.storage else {
+            return None;
+        };
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, at) = names.remove(&(node, layout.clone()))?;
+        (at.elapsed() < STAGE_TTL).then_some(name)
+    }
+}
+
+/// On a follower: bodies staged here, waiting for the copies that name them.
+#[derive(Default)]
+pub struct Received {
+    held: Mutex<HashMap<String, Held>>,
+}
+
+struct Held {
+    bucket: String,
+    key: String,
+    at: Instant,
+    ingested: Ingested,
+}
+
+impl Received {
+    /// Holds `ingested` under `ask`'s name, unless too many are held. Returns whether it is
+    /// held, and what is to be discarded: stages that expired, and this one if not held.
+    pub fn keep(&self, ask: &StageAsk, ingested: Ingested) -> (bool, Vec<Ingested>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = expired(&mut held);
+        if held.len() >= MAX_STAGED {
+            gone.push(ingested);
+            return (false, gone);
+        }
+        let previous = held.insert(
+            ask.name.clone(),
+            Held {
+                bucket: ask.bucket.clone(),
+                key: ask.key.clone(),
+                at: Instant::now(),
+                ingested,
+            },
+        );
+        gone.extend(previous.map(|p| p.ingested));
+        (true, gone)
+    }
+
+    /// The body staged under `name` for `bucket`/`key`, if it is still here (it leaves), and
+    /// what is to be discarded (stages that expired).
+    pub fn take(&self, name: &str, bucket: &str, key: &str) -> (Option<Ingested>, Vec<Ingested>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone = expired(&mut held);
+        let found = match held.remove(name) {
+            Some(h) if h.bucket == bucket && h.key == key => Some(h.ingested),
+            Some(h) => {
+                gone.push(h.ingested);
+                None
+            }
+            None => None,
+        };
+        (found, gone)
+    }
+}
+
+fn expired(held: &mut HashMap<String, Held>) -> Vec<Ingested> {
+    let old: Vec<String> = held
+        .iter()
+        .filter(|(_, h)| h.at.elapsed() >= STAGE_TTL)
+        .map(|(name, _)| name.clone())
+        .collect();
+    old.into_iter()
+        .filter_map(|name| held.remove(&name))
+        .map(|h| h.ingested)
+        .collect()
+}
+
+impl ClusterNode {
+    /// A tee of a client's body of `length` bytes (if known) to the followers of
+    /// `bucket`/`key` that are up, when this node leads the key and the body is worth it
+    /// (above `inline_threshold`: a small body costs its copy no more than naming it would).
+    pub fn tee(
+        &self,
+        bucket: &str,
+        key: &str,
+        algorithm: Option<ChecksumAlgorithm>,
+        length: Option<u64>,
+        inline_threshold: usize,
+    ) -> Option<Tee> {
+        if length.is_some_and(|l| l <= inline_threshold as u64) {
+            return None;
+        }
+        let view = self.view();
+        let layout = view.layout.as_ref()?;
+        let followers: Vec<(NodeId, String)> = self
+            .copy_peers(bucket, key)
+            .iter()
+            .filter_map(|p| copy_peer_id(p))
+            .filter(|id| !layout.is_down(*id) && view.alive.contains(id))
+            .filter_map(|id| Some((id, view.endpoints.get(&id)?.clone())))
+            .collect();
+        if followers.is_empty() {
+            return None;
+        }
+        let ask = StageAsk {
+            name: uuid::Uuid::new_v4().simple().to_string(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            algorithm,
+        };
+        let mut tee = Tee {
+            name: ask.name.clone(),
+            senders: Vec::new(),
+            answers: Vec::new(),
+            stall: self.config.copy_timeout,
+        };
+        for (id, endpoint) in followers {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(LEG_QUEUE);
+            let url = format!(
+                "{}{INTERNAL}stage?{}",
+                endpoint.trim_end_matches('/'),
+                ask.query()
+            );
+            let chunks = futures::stream::unfold(rx, |mut rx| async move {
+                let chunk = rx.recv().await?;
+                Some((chunk.map(hyper::body::Frame::data), rx))
+            });
+            let req = Request::put(url)
+                .header(HOP, &self.hop)
+                .header(EPOCH, self.epoch.load(std::sync::atomic::Ordering::Acquire))
+                .body(Body::http_body(http_body_util::StreamBody::new(chunks)))
+                .expect("a stage request");
+            let http = self.http.clone();
+            let answer = tokio::spawn(async move {
+                let resp = http.request(req).await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let bytes = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                if !status.is_success() {
+                    return Err(format!("answered {status}"));
+                }
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            });
+            tee.senders.push(tx);
+            tee.answers.push((id, answer));
+        }
+        Some(tee)
+    }
+
+    /// `PUT /_meridian/cluster/stage?name=..&bucket=..&key=..[&algorithm=..]`: ingests the
+    /// body and holds it under the name for the copy that will name it.
+    pub(super) async fn serve_stage(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let Some(ask) = req.uri().query().and_then(StageAsk::from_query) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "name=..&bucket=..&key=..",
+            );
+        };
+        let Some(delegate) = self.delegate.get() else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "this node is starting",
+            );
+        };
+        let body = req
+            .into_body()
+            .into_data_stream()
+            .map(|r| r.map_err(|e| BodyError::Incomplete(e.to_string())))
+            .boxed();
+        match delegate.stage(&ask, body).await {
+            Ok(answer) => json_response(&answer),
+            Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_request_survives_its_query() {
+        let ask = StageAsk {
+            name: "abc".into(),
+            bucket: "b".into(),
+            key: "dir/a b&c=d?ü".into(),
+            algorithm: Some(ChecksumAlgorithm::Sha256),
+        };
+        assert_eq!(StageAsk::from_query(&ask.query()), Some(ask.clone()));
+        let plain = StageAsk {
+            algorithm: None,
+            ..ask
+        };
+        assert_eq!(StageAsk::from_query(&plain.query()), Some(plain));
+        assert_eq!(StageAsk::from_query("bucket=b&key=k"), None);
+        assert_eq!(
+            StageAsk::from_query("name=n&bucket=b&key=k&algorithm=md4"),
+            None
+        );
+    }
+}
