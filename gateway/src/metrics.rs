@@ -117,8 +117,8 @@ impl Metrics {
                 c
             },
             staged_bodies: {
-                let c = counter_vec(&registry, "meridian_cluster_staged_bodies_total", "Bodies streamed between the nodes of a region while they arrived: on a primary, followers that held the whole body when it was committed (streamed); on a follower, staged bodies a copy then named (committed) or that went unused (discarded)", "outcome");
-                for outcome in ["streamed", "committed", "discarded"] {
+                let c = counter_vec(&registry, "meridian_cluster_staged_bodies_total", "Bodies streamed between the nodes of a region while they arrived: on a primary, followers that held the whole body when it was committed (streamed); on a follower, staged bodies a copy took (taken) or that went unused (discarded)", "outcome");
+                for outcome in ["streamed", "taken", "discarded"] {
                     c.with_label_values(&[outcome]);
                 }
                 c

@@ -76,9 +76,10 @@ pub struct PeerConfig {
     /// tried again while this node leads, and dropped once it does not.
     #[serde(skip)]
     pub leads: Option<Leads>,
-    /// For a `mirror` peer: the name under which the peer already holds a version's body,
-    /// streamed to it while the body arrived here. Asked once per copy (the name is used up);
-    /// the copy then goes without its body, and with it when the peer no longer has them.
+    /// For a `mirror` peer: the name under which the peer already holds the body of a
+    /// version's segment (0 for a single PUT, the part's index for a multipart object),
+    /// streamed to it while the body arrived here. Asked once (the name is used up); the copy
+    /// then goes without that body, and with it when the peer no longer holds it.
     #[serde(skip)]
     pub staged: Option<StagedBody>,
 }
@@ -97,7 +98,8 @@ pub type LeadsFn = dyn Fn(&str, &str) -> bool + Send + Sync;
 #[derive(Clone)]
 pub struct StagedBody(pub std::sync::Arc<StagedFn>);
 
-pub type StagedFn = dyn Fn(&meridian_metadata::VersionRecord) -> Option<String> + Send + Sync;
+pub type StagedFn =
+    dyn Fn(&meridian_metadata::VersionRecord, usize) -> Option<String> + Send + Sync;
 
 impl std::fmt::Debug for StagedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -295,7 +295,8 @@ impl Sender<'_> {
         } else {
             MAX_SINGLE_PUT
         };
-        if let Some(staged) = self.peer.config.staged.as_ref().and_then(|s| (s.0)(record)) {
+        let single = record.parts.is_empty();
+        if let Some(staged) = single.then(|| self.staged(record, 0)).flatten() {
             // Another node of this region holds the body already (streamed to it while it
             // arrived here): the copy names it instead of carrying it. The node checks it
             // against the ETag and checksum as it would a body; without it, the body goes.
@@ -330,6 +331,11 @@ impl Sender<'_> {
         self.verify(record, target_version_id.as_deref(), etag_comparable)
             .await?;
         Ok(Sent::Done { target_version_id })
+    }
+
+    /// The name under which the peer holds the body of `record`'s segment `index` already.
+    fn staged(&self, record: &VersionRecord, index: usize) -> Option<String> {
+        (self.peer.config.staged.as_ref()?.0)(record, index)
     }
 
     /// A copy to another node of this region is done when the node stored the version under
@@ -543,7 +549,30 @@ impl Sender<'_> {
                     if failed.load(std::sync::atomic::Ordering::Relaxed) {
                         return None;
                     }
-                    let sent = self.upload_part(record, upload_id, p, trailer).await;
+                    // A mirrored part may be on the peer already, streamed while it arrived.
+                    let staged = record
+                        .parts
+                        .iter()
+                        .position(|part| part.number as i32 == p.number)
+                        .filter(|_| !split)
+                        .and_then(|index| self.staged(record, index));
+                    let sent = match staged {
+                        Some(name) => {
+                            match self
+                                .upload_part(record, upload_id, &p, trailer, Some(&name))
+                                .await
+                            {
+                                Err(e)
+                                    if e.code.as_deref()
+                                        == Some(crate::headers::NO_SUCH_STAGED_BODY) =>
+                                {
+                                    self.upload_part(record, upload_id, &p, trailer, None).await
+                                }
+                                sent => sent,
+                            }
+                        }
+                        None => self.upload_part(record, upload_id, &p, trailer, None).await,
+                    };
                     if sent.is_err() {
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -744,18 +773,30 @@ impl Sender<'_> {
         }
     }
 
+    /// One part; with `staged`, of no body but the name under which the peer holds it.
     async fn upload_part(
         &self,
         record: &VersionRecord,
         upload_id: &str,
-        part: PartPlan,
+        part: &PartPlan,
         sdk_trailer: Option<&ChecksumAlgorithm>,
+        staged: Option<&str>,
     ) -> Result<UploadedPart, SendError> {
         let what = format!("{} part {}", self.what("UploadPart", record), part.number);
         let _stream = self.peer.streams.acquire().await.expect("never closed");
-        let wire = self.wire_body(record, part.range.clone()).await?;
+        let wire = match staged {
+            Some(_) => WireBody {
+                body: ByteStream::from_static(b""),
+                len: 0,
+                original: None,
+            },
+            None => self.wire_body(record, part.range.clone()).await?,
+        };
         let len = part.range.end - part.range.start;
         let mut headers = Vec::new();
+        if let Some(name) = staged {
+            headers.push((crate::headers::STAGED, name.to_owned()));
+        }
         // A compressed split part's checksum cannot be computed by the SDK on the way out (it
         // would cover the compressed bytes): it is computed here from the original ones.
         let (sdk_trailer, own_checksum) = match (sdk_trailer, &wire.original) {

@@ -2690,7 +2690,7 @@ fn metric_of(node: &meridian_tests::TestServer, series: &str) -> f64 {
 }
 
 const STREAMED: &str = "meridian_cluster_staged_bodies_total{outcome=\"streamed\"}";
-const COMMITTED: &str = "meridian_cluster_staged_bodies_total{outcome=\"committed\"}";
+const TAKEN: &str = "meridian_cluster_staged_bodies_total{outcome=\"taken\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_the_staged_body() {
@@ -2728,7 +2728,7 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         2
     );
     assert_eq!(metric_of(primary, STREAMED), 1.0);
-    assert_eq!(metric_of(follower, COMMITTED), 1.0);
+    assert_eq!(metric_of(follower, TAKEN), 1.0);
     let head = held_by(follower, "weights", key, &version).await.unwrap();
     assert_eq!(head.len(), body.len());
 
@@ -2759,7 +2759,7 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         .await
         .unwrap();
     assert_eq!(versions.versions().len(), 1, "{versions:?}");
-    assert_eq!(metric_of(follower, COMMITTED), 1.0);
+    assert_eq!(metric_of(follower, TAKEN), 1.0);
 
     // A small body is copied with the copy, as before.
     let small = third
@@ -2777,6 +2777,57 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         2
     );
     assert_eq!(metric_of(primary, STREAMED), 1.0);
+
+    // The parts of a multipart upload are teed as they arrive; the copy of the completed
+    // object names each part instead of sending it again.
+    let s3 = third.client();
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("weights")
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (number, piece) in [(1, &body[..5 << 20]), (2, &body[5 << 20..])] {
+        let part = s3
+            .upload_part()
+            .bucket("weights")
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(piece.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("weights")
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let assembled = done.version_id().unwrap();
+    assert_eq!(
+        holders_now(&region, "weights", key, assembled, &body).await,
+        2
+    );
+    assert_eq!(metric_of(primary, STREAMED), 3.0);
+    assert_eq!(metric_of(follower, TAKEN), 3.0);
 
     // A copy naming a staged body the follower does not hold is answered NoSuchStagedBody
     // (its sender then sends the body), and stores nothing.
@@ -2819,5 +2870,5 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         .send()
         .await
         .unwrap();
-    assert_eq!(versions.versions().len(), 2, "{versions:?}");
+    assert_eq!(versions.versions().len(), 3, "{versions:?}");
 }

@@ -1343,8 +1343,8 @@ impl ClusterNode {
                 leads: Some(leads.clone()),
                 staged: Some({
                     let (streamed, id) = (self.streamed.clone(), *id);
-                    StagedBody(Arc::new(move |record: &VersionRecord| {
-                        streamed.take(id, record)
+                    StagedBody(Arc::new(move |record: &VersionRecord, index| {
+                        streamed.take(id, record, index)
                     }))
                 }),
                 ..PeerConfig::new(&copy_peer(*id), endpoint, root_key, root_secret)

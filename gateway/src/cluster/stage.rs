@@ -26,9 +26,11 @@ use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use meridian_cluster::layout::NodeId;
+use meridian_erasure::DataId;
 use meridian_metadata::{ChecksumAlgorithm, Storage, VersionRecord};
 use meridian_store::checksum;
 use meridian_store::ingest::{BodyError, Ingested};
+use meridian_store::layout::{Layout, Segment};
 use s3s::Body;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -37,11 +39,14 @@ use tokio::task::JoinHandle;
 use super::{copy_peer_id, error_response, json_response, ClusterNode, EPOCH, HOP, INTERNAL};
 
 /// How long a staged body waits for the copy that names it, and a primary remembers that a
-/// follower holds one.
-pub const STAGE_TTL: Duration = Duration::from_secs(300);
-/// Staged bodies a node holds at most (each is a body on its disks awaiting its copy);
-/// beyond, a stage is refused and that copy carries its body.
-const MAX_STAGED: usize = 1024;
+/// follower holds one: long enough for a multipart upload's parts to wait for its Complete,
+/// well within the grace after which unreferenced shards are collected as orphans.
+pub const STAGE_TTL: Duration = Duration::from_secs(30 * 60);
+const _: () = assert!(STAGE_TTL.as_secs() * 2 <= meridian_store::orphans::ORPHAN_GRACE.as_secs());
+/// Staged bodies a node holds at most (each a body on its disks awaiting its copy: a
+/// 10,000-part upload's parts fit); beyond, a stage is refused and that copy carries its
+/// body.
+const MAX_STAGED: usize = 10_000;
 /// Chunks queued for one follower before the primary's ingest waits for it.
 const LEG_QUEUE: usize = 16;
 
@@ -185,31 +190,42 @@ impl Tee {
     }
 }
 
-/// On a primary: the bodies its followers hold staged, by follower and the version's
-/// storage (its shards' layout, unique to the version), with when they were streamed.
+/// On a primary: the bodies its followers hold staged, by follower and the data id of the
+/// segment they became here (unique to the body: a single PUT's, or a part's), with when
+/// they were streamed.
 #[derive(Default)]
 pub struct Streamed {
-    names: Mutex<HashMap<(NodeId, Vec<u8>), (String, Instant)>>,
+    names: Mutex<HashMap<(NodeId, DataId), (String, Instant)>>,
 }
 
 impl Streamed {
     fn remember(&self, node: NodeId, storage: &Storage, name: &str) {
-        let Storage::Layout(layout) = storage else {
+        let Some(data_id) = data_id_of(storage, 0) else {
             return;
         };
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         names.retain(|_, (_, at)| at.elapsed() < STAGE_TTL);
-        names.insert((node, layout.clone()), (name.to_owned(), Instant::now()));
+        names.insert((node, data_id), (name.to_owned(), Instant::now()));
     }
 
-    /// The name under which `node` holds the body of `record`, if it does (asked once).
-    pub fn take(&self, node: NodeId, record: &VersionRecord) -> Option<String> {
-        let Storage::Layout(layout) = &record.storage else {
-            return None;
-        };
+    /// The name under which `node` holds the body of `record`'s segment `index` (the whole
+    /// of a single PUT, or a part), if it does (asked once).
+    pub fn take(&self, node: NodeId, record: &VersionRecord, index: usize) -> Option<String> {
+        let data_id = data_id_of(&record.storage, index)?;
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        let (name, at) = names.remove(&(node, layout.clone()))?;
+        let (name, at) = names.remove(&(node, data_id))?;
         (at.elapsed() < STAGE_TTL).then_some(name)
+    }
+}
+
+/// The data id of segment `index` of a stored body, when it is erasure-coded.
+fn data_id_of(storage: &Storage, index: usize) -> Option<DataId> {
+    let Storage::Layout(bytes) = storage else {
+        return None;
+    };
+    match Layout::from_bytes(bytes).ok()?.segments.get(index)? {
+        Segment::Erasure(d) => Some(d.data_id),
+        Segment::Inline(_) => None,
     }
 }
 

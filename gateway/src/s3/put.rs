@@ -210,6 +210,19 @@ pub(super) fn stored_checksum(ingested: &Ingested) -> Option<Checksum> {
     })
 }
 
+/// Where a write's body goes, for [`MeridianS3::write_body`].
+pub(super) struct WriteTo<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// The write is a copy from another node of this region (it may name a staged body).
+    pub copy: bool,
+    /// The body may be teed to the followers (not a sealed replica from a peer region, which
+    /// travels on sealed).
+    pub teed: bool,
+    /// The body's length, when the request declares it.
+    pub length: Option<u64>,
+}
+
 /// What a client claims about the body it sends, checked once the body is stored.
 pub(super) struct BodyClaims {
     pub content_md5: Option<[u8; 16]>,
@@ -250,7 +263,7 @@ impl BodyClaims {
 }
 
 impl BodyClaims {
-    fn check(&self, ingested: &Ingested) -> S3Result<()> {
+    pub(super) fn check(&self, ingested: &Ingested) -> S3Result<()> {
         verify_content_md5(self.content_md5, &ingested.md5)?;
         if let (Some(claim), Some((_, computed))) = (&self.checksum, &ingested.checksum) {
             claim.verify(computed, self.trailers.as_ref())?;
@@ -280,11 +293,10 @@ impl MeridianS3 {
     /// Streams a client's body into storage (hashed with MD5 and `algorithm`, as the store does) and
     /// checks it against what the client claimed; on any mismatch the data is discarded and
     /// the S3 error returned, so nothing is stored.
-    pub(super) async fn ingest_verified(
+    async fn ingest_verified(
         &self,
         body: Option<StreamingBlob>,
-        bucket: &str,
-        key: &str,
+        to: &WriteTo<'_>,
         algorithm: Option<ChecksumAlgorithm>,
         claims: BodyClaims,
         seal: Option<&DataKey>,
@@ -301,7 +313,7 @@ impl MeridianS3 {
             None => body,
         };
         let opts = IngestOptions {
-            identity: shard_identity(bucket, key),
+            identity: shard_identity(to.bucket, to.key),
             checksum: algorithm,
             inline_threshold: self.store.inline_threshold(),
             seal: seal.cloned(),
@@ -395,58 +407,23 @@ impl MeridianS3 {
             zstd: BodyClaims::zstd_of(&headers)?,
             decoded_length: BodyClaims::decoded_length_of(&headers)?,
         };
-        let staged = self.staged_body(
-            &headers,
-            replica.as_ref(),
-            &input.bucket,
-            &input.key,
-            &algorithm,
-            data_key.is_some(),
-        )?;
-        let ingested = match staged {
-            Some(ingested) => {
-                if let Err(e) = claims.check(&ingested) {
-                    self.store.discard(ingested.data).await;
-                    return Err(e);
-                }
-                ingested
-            }
-            None => {
-                // A client's plain body (not a copy, not sealed here) goes to the followers
-                // of its key as it arrives, when this node leads the key.
-                let length = claims
-                    .decoded_length
-                    .or(input.content_length.and_then(|l| u64::try_from(l).ok()));
-                let mut tee = match (self.cluster.node(), &replica, &data_key) {
-                    (Some(node), None, None) if !claims.zstd => node.tee(
-                        &input.bucket,
-                        &input.key,
-                        Some(algorithm.clone()),
-                        length,
-                        self.store.inline_threshold(),
-                    ),
-                    _ => None,
-                };
-                let ingested = self
-                    .ingest_verified(
-                        input.body.take(),
-                        &input.bucket,
-                        &input.key,
-                        Some(algorithm),
-                        claims,
-                        data_key.as_ref(),
-                        tee.as_mut(),
-                    )
-                    .await;
-                if let (Some(tee), Some(node)) = (tee, self.cluster.node()) {
-                    let storage = ingested.as_ref().ok().map(|i| Store::storage_of(&i.data));
-                    let done = ingested.as_ref().ok().zip(storage.as_ref());
-                    tee.finish(node, done).await;
-                }
-                ingested?
-            }
-        };
-        let was_staged = staged_name(&headers).is_some();
+        let length = input.content_length.and_then(|l| u64::try_from(l).ok());
+        let ingested = self
+            .write_body(
+                input.body.take(),
+                &headers,
+                WriteTo {
+                    bucket: &input.bucket,
+                    key: &input.key,
+                    copy: replica.as_ref().is_some_and(|r| r.copy),
+                    teed: replica.as_ref().is_none_or(|r| r.sealed.is_none()),
+                    length,
+                },
+                Some(algorithm),
+                claims,
+                data_key.as_ref(),
+            )
+            .await?;
 
         let mode = encryption.as_ref().and_then(|e| e.mode);
         let new = NewVersion {
@@ -467,12 +444,6 @@ impl MeridianS3 {
         let record = self
             .commit_version(&input.bucket, &input.key, new, ingested, replica.as_ref())
             .await?;
-        if was_staged {
-            crate::metrics::global()
-                .staged_bodies
-                .with_label_values(&["committed"])
-                .inc();
-        }
 
         let expiration = self.expiration_of(&record).await?;
         let output = convert::with_checksum_fields!(
@@ -489,6 +460,60 @@ impl MeridianS3 {
         )))
     }
 
+    /// The body of a write, checked against the client's claims: streamed from the client
+    /// (and teed to the followers of its key when this node leads it, the body is plain and
+    /// `to.teed` allows it), or, for a copy from the partition's primary that names a staged
+    /// body instead of carrying one, that body.
+    pub(super) async fn write_body(
+        &self,
+        body: Option<StreamingBlob>,
+        headers: &http::HeaderMap,
+        to: WriteTo<'_>,
+        algorithm: Option<ChecksumAlgorithm>,
+        claims: BodyClaims,
+        data_key: Option<&DataKey>,
+    ) -> S3Result<Ingested> {
+        let staged = self.staged_body(
+            headers,
+            to.copy,
+            to.bucket,
+            to.key,
+            algorithm.as_ref(),
+            data_key.is_some(),
+        )?;
+        if let Some(ingested) = staged {
+            if let Err(e) = claims.check(&ingested) {
+                self.store.discard(ingested.data).await;
+                return Err(e);
+            }
+            crate::metrics::global()
+                .staged_bodies
+                .with_label_values(&["taken"])
+                .inc();
+            return Ok(ingested);
+        }
+        let length = claims.decoded_length.or(to.length);
+        let mut tee = match (self.cluster.node(), data_key) {
+            (Some(node), None) if to.teed && !to.copy && !claims.zstd => node.tee(
+                to.bucket,
+                to.key,
+                algorithm.clone(),
+                length,
+                self.store.inline_threshold(),
+            ),
+            _ => None,
+        };
+        let ingested = self
+            .ingest_verified(body, &to, algorithm, claims, data_key, tee.as_mut())
+            .await;
+        if let (Some(tee), Some(node)) = (tee, self.cluster.node()) {
+            let storage = ingested.as_ref().ok().map(|i| Store::storage_of(&i.data));
+            tee.finish(node, ingested.as_ref().ok().zip(storage.as_ref()))
+                .await;
+        }
+        ingested
+    }
+
     /// The body a copy from the partition's primary names instead of carrying it (streamed
     /// here while it arrived there: [`crate::cluster::stage`]), taken from those held. A
     /// copy naming one that is not held, or not one this write can use as it is (hashed with
@@ -497,16 +522,16 @@ impl MeridianS3 {
     fn staged_body(
         &self,
         headers: &http::HeaderMap,
-        replica: Option<&ReplicaHeaders>,
+        copy: bool,
         bucket: &str,
         key: &str,
-        algorithm: &ChecksumAlgorithm,
+        algorithm: Option<&ChecksumAlgorithm>,
         sealed_here: bool,
     ) -> S3Result<Option<Ingested>> {
         let Some(name) = staged_name(headers) else {
             return Ok(None);
         };
-        if !replica.is_some_and(|r| r.copy) {
+        if !copy {
             return Err(s3_error!(
                 InvalidArgument,
                 "A staged body is named only by a copy between the nodes of a region"
@@ -514,9 +539,7 @@ impl MeridianS3 {
         }
         let (found, mut gone) = self.staged.take(name, bucket, key);
         let usable = match found {
-            Some(i) if !sealed_here && i.checksum.as_ref().is_some_and(|(a, _)| a == algorithm) => {
-                Some(i)
-            }
+            Some(i) if !sealed_here && i.checksum.as_ref().map(|(a, _)| a) == algorithm => Some(i),
             Some(i) => {
                 gone.push(i);
                 None
@@ -594,7 +617,7 @@ impl MeridianS3 {
 }
 
 /// The name of the staged body a copy names instead of carrying one.
-fn staged_name(headers: &http::HeaderMap) -> Option<&str> {
+pub(super) fn staged_name(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get(meridian_replicator::headers::STAGED)
         .and_then(|v| v.to_str().ok())

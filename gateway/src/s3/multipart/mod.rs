@@ -277,15 +277,24 @@ impl MeridianS3 {
             zstd: BodyClaims::zstd_of(&headers)?,
             decoded_length: BodyClaims::decoded_length_of(&headers)?,
         };
+        // A part is teed to the followers as it arrives (when this node leads the key and
+        // the upload is not sealed here); the copy of the completed object names each part
+        // a follower holds instead of sending it again.
+        let copy = self.cluster.node().is_some() && headers.contains_key(crate::cluster::FROM);
         let ingested = self
-            .ingest_verified(
+            .write_body(
                 input.body.take(),
-                &input.bucket,
-                &input.key,
+                &headers,
+                super::put::WriteTo {
+                    bucket: &input.bucket,
+                    key: &input.key,
+                    copy,
+                    teed: true,
+                    length: input.content_length.and_then(|l| u64::try_from(l).ok()),
+                },
                 algorithm,
                 claims,
                 data_key.as_ref(),
-                None,
             )
             .await?;
         let part = self
