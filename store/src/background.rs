@@ -38,9 +38,11 @@ pub async fn reclaim_once(store: &Store) -> Result<usize, super::StoreError> {
         if let Storage::Layout(blob) = &entry.storage {
             match Layout::from_bytes(blob) {
                 Ok(layout) => {
-                    for data_id in layout.data_ids() {
-                        store.disks.delete(data_id).await?;
+                    let data_ids: Vec<_> = layout.data_ids().collect();
+                    for data_id in &data_ids {
+                        store.disks.delete(*data_id).await?;
                     }
+                    store.reclaimed(&data_ids);
                 }
                 // Nothing sensible can be deleted for a record we cannot read; keep the
                 // queue moving and say so.

@@ -24,7 +24,7 @@ pub use config::{Durability, StoreConfig};
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use meridian_erasure::{DiskSet, DiskSetConfig, ErasureError};
@@ -100,7 +100,12 @@ pub struct Store {
     _disk_locks: Arc<Vec<(PathBuf, std::fs::File)>>,
     /// When the disk check of a readiness probe that has not finished began.
     disk_check: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Told the data ids the reclaimer deleted (see [`Store::on_reclaim`]).
+    reclaimed: Arc<OnceLock<ReclaimListener>>,
 }
+
+/// See [`Store::on_reclaim`].
+pub type ReclaimListener = Arc<dyn Fn(&[meridian_erasure::DataId]) + Send + Sync>;
 
 /// How long a readiness probe waits for the disk check (a probe must answer within 1 s).
 pub const DISK_CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(800);
@@ -159,7 +164,20 @@ impl Store {
             reclaim_wakeup: Arc::new(Notify::new()),
             _disk_locks: Arc::new(disk_locks),
             disk_check: Arc::default(),
+            reclaimed: Arc::default(),
         })
+    }
+
+    /// Sets what is told the data ids of the shards the reclaimer deleted (once; a node of a
+    /// region of several nodes drops the copies of them its followers hold staged).
+    pub fn on_reclaim(&self, listener: ReclaimListener) {
+        let _ = self.reclaimed.set(listener);
+    }
+
+    pub(crate) fn reclaimed(&self, data_ids: &[meridian_erasure::DataId]) {
+        if let Some(listener) = self.reclaimed.get() {
+            listener(data_ids);
+        }
     }
 
     /// After a commit: a write that met quorum with shards missing (a disk was down) gets

@@ -2689,6 +2689,24 @@ fn metric_of(node: &meridian_tests::TestServer, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Polls `node`'s metric `series` until it is `want` (at most 30 s).
+async fn wait_metric(node: &meridian_tests::TestServer, series: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = metric_of(node, series);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} is {got} on {}, not {want}",
+            node.endpoint
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const DISCARDED: &str = "meridian_cluster_staged_bodies_total{outcome=\"discarded\"}";
 const STREAMED: &str = "meridian_cluster_staged_bodies_total{outcome=\"streamed\"}";
 const TAKEN: &str = "meridian_cluster_staged_bodies_total{outcome=\"taken\"}";
 
@@ -2760,6 +2778,8 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         .unwrap();
     assert_eq!(versions.versions().len(), 1, "{versions:?}");
     assert_eq!(metric_of(follower, TAKEN), 1.0);
+    // The follower is told to drop what it staged of it.
+    wait_metric(follower, DISCARDED, 1.0).await;
 
     // A small body is copied with the copy, as before.
     let small = third
@@ -2790,7 +2810,14 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         .unwrap();
     let upload_id = upload.upload_id().unwrap();
     let mut parts = Vec::new();
-    for (number, piece) in [(1, &body[..5 << 20]), (2, &body[5 << 20..])] {
+    // Part 1 is sent twice (the first is replaced) and part 3 is left out of the object.
+    let pieces = [
+        (1, &body[1 << 20..6 << 20]),
+        (1, &body[..5 << 20]),
+        (2, &body[5 << 20..]),
+        (3, &body[..1 << 20]),
+    ];
+    for (number, piece) in pieces {
         let part = s3
             .upload_part()
             .bucket("weights")
@@ -2801,6 +2828,7 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
             .send()
             .await
             .unwrap();
+        parts.retain(|p: &aws_sdk_s3::types::CompletedPart| p.part_number() != Some(number));
         parts.push(
             aws_sdk_s3::types::CompletedPart::builder()
                 .part_number(number)
@@ -2808,6 +2836,7 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
                 .build(),
         );
     }
+    parts.pop();
     let done = s3
         .complete_multipart_upload()
         .bucket("weights")
@@ -2826,8 +2855,11 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         holders_now(&region, "weights", key, assembled, &body).await,
         2
     );
-    assert_eq!(metric_of(primary, STREAMED), 3.0);
+    assert_eq!(metric_of(primary, STREAMED), 5.0);
     assert_eq!(metric_of(follower, TAKEN), 3.0);
+    // The replaced part and the one left out are reclaimed on the primary, and dropped on
+    // the follower.
+    wait_metric(follower, DISCARDED, 3.0).await;
 
     // A copy naming a staged body the follower does not hold is answered NoSuchStagedBody
     // (its sender then sends the body), and stores nothing.

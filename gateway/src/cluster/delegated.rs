@@ -58,6 +58,8 @@ pub trait Delegated: Send + Sync {
         ask: &super::stage::StageAsk,
         body: futures::stream::BoxStream<'static, Result<Bytes, meridian_store::ingest::BodyError>>,
     ) -> Result<super::stage::StagedAnswer, String>;
+    /// Discards the body staged here under `name`, which no copy will name.
+    async fn unstage(&self, name: &str);
     /// The bucket catalogue changed `bucket` in the store (made, changed or deleted it; `docs`
     /// names the configuration documents that changed): what was read of it before is stale.
     async fn bucket_applied(&self, bucket: &str, docs: &[String]);

@@ -47,6 +47,8 @@ const _: () = assert!(STAGE_TTL.as_secs() * 2 <= meridian_store::orphans::ORPHAN
 /// 10,000-part upload's parts fit); beyond, a stage is refused and that copy carries its
 /// body.
 const MAX_STAGED: usize = 10_000;
+/// How long a node waits for a follower to take a message about a staged body.
+const STAGE_ANSWER: Duration = Duration::from_secs(10);
 /// Chunks queued for one follower before the primary's ingest waits for it.
 const LEG_QUEUE: usize = 16;
 
@@ -163,7 +165,9 @@ impl Tee {
         let expected = ingested.map(|(i, _)| StagedAnswer::of(i));
         for (id, answer) in self.answers {
             let Some(expected) = &expected else {
+                // This node did not keep the body: neither does any follower.
                 answer.abort();
+                node.unstage(id, &self.name);
                 continue;
             };
             let abort = answer.abort_handle();
@@ -176,6 +180,7 @@ impl Tee {
                     if let Some((_, storage)) = ingested {
                         node.streamed.remember(id, storage, &self.name);
                     }
+                    continue;
                 }
                 Ok(Ok(Ok(got))) => {
                     tracing::warn!(node = id, ?got, ?expected,
@@ -186,6 +191,7 @@ impl Tee {
                 }
                 Ok(Err(_)) | Err(_) => abort.abort(),
             }
+            node.unstage(id, &self.name);
         }
     }
 }
@@ -206,6 +212,23 @@ impl Streamed {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         names.retain(|_, (_, at)| at.elapsed() < STAGE_TTL);
         names.insert((node, data_id), (name.to_owned(), Instant::now()));
+    }
+
+    /// The names under which followers hold the bodies of `data_ids` (deleted here: no copy
+    /// will name them), forgotten.
+    fn forget(&self, data_ids: &[DataId]) -> Vec<(NodeId, String)> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let gone: Vec<(NodeId, DataId)> = names
+            .keys()
+            .filter(|(_, d)| data_ids.contains(d))
+            .copied()
+            .collect();
+        gone.into_iter()
+            .filter_map(|k| Some((k.0, names.remove(&k)?.0)))
+            .collect()
     }
 
     /// The name under which `node` holds the body of `record`'s segment `index` (the whole
@@ -263,6 +286,12 @@ impl Received {
         );
         gone.extend(previous.map(|p| p.ingested));
         (true, gone)
+    }
+
+    /// The body staged under `name`, which no copy will name, if it is still here.
+    pub fn remove(&self, name: &str) -> Option<Ingested> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(name).map(|h| h.ingested)
     }
 
     /// The body staged under `name` for `bucket`/`key`, if it is still here (it leaves), and
@@ -370,21 +399,67 @@ impl ClusterNode {
         Some(tee)
     }
 
-    /// `PUT /_meridian/cluster/stage?name=..&bucket=..&key=..[&algorithm=..]`: ingests the
-    /// body and holds it under the name for the copy that will name it.
-    pub(super) async fn serve_stage(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
-        let Some(ask) = req.uri().query().and_then(StageAsk::from_query) else {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "InvalidArgument",
-                "name=..&bucket=..&key=..",
-            );
+    /// The shards of `data_ids` were deleted here: the followers drop what they hold staged
+    /// of them (a part replaced or left out of its upload, an upload aborted, a version
+    /// removed before its copy went).
+    pub fn reclaimed(&self, data_ids: &[DataId]) {
+        for (id, name) in self.streamed.forget(data_ids) {
+            self.unstage(id, &name);
+        }
+    }
+
+    /// Tells node `id` to discard the body it holds staged under `name` (in the background;
+    /// a follower that does not hear it discards it after [`STAGE_TTL`]).
+    fn unstage(&self, id: NodeId, name: &str) {
+        let Some(endpoint) = self.view().endpoints.get(&id).cloned() else {
+            return;
         };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("name", name);
+        let req = Request::delete(format!(
+            "{}{INTERNAL}stage?{}",
+            endpoint.trim_end_matches('/'),
+            query.finish()
+        ))
+        .header(HOP, &self.hop)
+        .body(Body::empty())
+        .expect("an unstage request");
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let error = match tokio::time::timeout(STAGE_ANSWER, http.request(req)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer in time".into(),
+            };
+            tracing::debug!(node = id, %error, "a follower was not told to drop a staged body");
+        });
+    }
+
+    /// `PUT /_meridian/cluster/stage?name=..&bucket=..&key=..[&algorithm=..]`: ingests the
+    /// body and holds it under the name for the copy that will name it. `DELETE` with the
+    /// name: discards it.
+    pub(super) async fn serve_stage(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         let Some(delegate) = self.delegate.get() else {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "this node is starting",
+            );
+        };
+        if req.method() == http::Method::DELETE {
+            let name = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.into_owned());
+            if let Some(name) = name {
+                delegate.unstage(&name).await;
+            }
+            return Response::new(Body::empty());
+        }
+        let Some(ask) = req.uri().query().and_then(StageAsk::from_query) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "name=..&bucket=..&key=..",
             );
         };
         let body = req

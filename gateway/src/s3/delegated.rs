@@ -101,6 +101,11 @@ impl Delegated for MeridianS3 {
         }
     }
 
+    async fn unstage(&self, name: &str) {
+        let gone: Vec<_> = self.staged.remove(name).into_iter().collect();
+        self.discard_staged(gone);
+    }
+
     async fn delete(
         &self,
         bucket: &str,
