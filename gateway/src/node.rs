@@ -165,7 +165,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_cluster(cluster.clone());
     if let Some(node) = cluster.node() {
         node.set_delegate(Arc::new(s3.clone()));
-        // Shards deleted here will not be copied: their staged copies on the followers go.
+        // Shards deleted or discarded here will not be copied: their staged copies on the
+        // followers go.
         let node = Arc::downgrade(node);
         store.on_reclaim(Arc::new(move |data_ids| {
             if let Some(node) = node.upgrade() {

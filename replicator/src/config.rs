@@ -76,10 +76,9 @@ pub struct PeerConfig {
     /// tried again while this node leads, and dropped once it does not.
     #[serde(skip)]
     pub leads: Option<Leads>,
-    /// For a `mirror` peer: the name under which the peer already holds the body of a
-    /// version's segment (0 for a single PUT, the part's index for a multipart object),
-    /// streamed to it while the body arrived here. Asked once (the name is used up); the copy
-    /// then goes without that body, and with it when the peer no longer holds it.
+    /// For a `mirror` peer: the bodies it already holds, streamed to it while they arrived
+    /// here. A copy names such a body instead of carrying it, and carries it when the peer
+    /// answers that it no longer holds it.
     #[serde(skip)]
     pub staged: Option<StagedBody>,
 }
@@ -94,12 +93,18 @@ pub struct Leads(pub std::sync::Arc<LeadsFn>);
 
 pub type LeadsFn = dyn Fn(&str, &str) -> bool + Send + Sync;
 
-/// See [`PeerConfig::staged`]: asked with the version a copy is for.
+/// See [`PeerConfig::staged`].
 #[derive(Clone)]
-pub struct StagedBody(pub std::sync::Arc<StagedFn>);
+pub struct StagedBody(pub std::sync::Arc<dyn StagedBodies>);
 
-pub type StagedFn =
-    dyn Fn(&meridian_metadata::VersionRecord, usize) -> Option<String> + Send + Sync;
+/// The bodies a `mirror` peer holds staged, by the version and segment they are of.
+pub trait StagedBodies: Send + Sync {
+    /// The name under which the peer holds the body of segment `index` of `record` (0 for a
+    /// single PUT, the part's index for a multipart object), if it does.
+    fn name(&self, record: &meridian_metadata::VersionRecord, index: usize) -> Option<String>;
+    /// The peer took that body, or does not hold it: its name is not given again.
+    fn forget(&self, record: &meridian_metadata::VersionRecord, index: usize);
+}
 
 impl std::fmt::Debug for StagedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     Compression, Leads, PeerConfig, PeerConfigError, PeerKind, PeerMode, ReplicationSettings,
-    StagedBody, StagedFn, Stamp,
+    StagedBodies, StagedBody, Stamp,
 };
 pub use error::{ErrorClass, SendError};
 pub use metrics::ReplicationMetrics;

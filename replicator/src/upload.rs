@@ -25,7 +25,7 @@ use meridian_metadata::{Checksum, ChecksumAlgorithm, ChecksumType, PeerUpload, V
 use crate::body::exact_body;
 use crate::compress;
 use crate::config::Compression;
-use crate::error::SendError;
+use crate::error::{ErrorClass, SendError};
 use crate::peer::{add_headers, control_call, data_call};
 use crate::transfer::{metadata, Sender, Sent};
 use aws_sdk_s3::primitives::ByteStream;
@@ -260,6 +260,11 @@ fn content_md5(etag: &str) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// The peer answered that it does not hold the staged body a request named.
+fn is_staged_body_gone(e: &SendError) -> bool {
+    e.code.as_deref() == Some(crate::headers::NO_SUCH_STAGED_BODY)
+}
+
 /// A body as it goes on the wire.
 struct WireBody {
     body: ByteStream,
@@ -296,16 +301,13 @@ impl Sender<'_> {
             MAX_SINGLE_PUT
         };
         let single = record.parts.is_empty();
-        if let Some(staged) = single.then(|| self.staged(record, 0)).flatten() {
+        if let Some(staged) = single.then(|| self.staged_name(record, 0)).flatten() {
             // Another node of this region holds the body already (streamed to it while it
             // arrived here): the copy names it instead of carrying it. The node checks it
             // against the ETag and checksum as it would a body; without it, the body goes.
-            match self.put_single(record, Some(&staged)).await {
-                Err(e) if e.code.as_deref() == Some(crate::headers::NO_SUCH_STAGED_BODY) => {
-                    tracing::debug!(peer = %self.peer.config.name, error = %e.message,
-                        "the staged body is gone; sending the body");
-                }
-                stored => return self.stored_as_sent(record, stored?),
+            let sent = self.put_single(record, Some(&staged)).await;
+            if let Some(stored) = self.staged_outcome(record, 0, sent)? {
+                return self.stored_as_sent(record, stored);
             }
         }
         let (target_version_id, etag_comparable) = match plan(record, part_size, split_above) {
@@ -334,8 +336,36 @@ impl Sender<'_> {
     }
 
     /// The name under which the peer holds the body of `record`'s segment `index` already.
-    fn staged(&self, record: &VersionRecord, index: usize) -> Option<String> {
-        (self.peer.config.staged.as_ref()?.0)(record, index)
+    fn staged_name(&self, record: &VersionRecord, index: usize) -> Option<String> {
+        self.peer.config.staged.as_ref()?.0.name(record, index)
+    }
+
+    /// What a request naming a staged body came to: its answer (`Some`), or `None` when the
+    /// peer does not hold the body (it is to be sent). The name is forgotten unless the
+    /// request failed for a reason that may pass (the next attempt names it again).
+    fn staged_outcome<T>(
+        &self,
+        record: &VersionRecord,
+        index: usize,
+        sent: Result<T, SendError>,
+    ) -> Result<Option<T>, SendError> {
+        let gone = sent.as_ref().is_err_and(is_staged_body_gone);
+        let may_pass = sent
+            .as_ref()
+            .is_err_and(|e| e.class == ErrorClass::Transient && !gone);
+        if !may_pass {
+            if let Some(staged) = &self.peer.config.staged {
+                staged.0.forget(record, index);
+            }
+        }
+        match sent {
+            Err(e) if gone => {
+                tracing::info!(peer = %self.peer.config.name, error = %e.message,
+                    "the peer no longer holds the staged body; sending the body");
+                Ok(None)
+            }
+            sent => sent.map(Some),
+        }
     }
 
     /// A copy to another node of this region is done when the node stored the version under
@@ -550,27 +580,22 @@ impl Sender<'_> {
                         return None;
                     }
                     // A mirrored part may be on the peer already, streamed while it arrived.
-                    let staged = record
+                    let index = record
                         .parts
                         .iter()
                         .position(|part| part.number as i32 == p.number)
-                        .filter(|_| !split)
-                        .and_then(|index| self.staged(record, index));
-                    let sent = match staged {
-                        Some(name) => {
-                            match self
-                                .upload_part(record, upload_id, &p, trailer, Some(&name))
-                                .await
-                            {
-                                Err(e)
-                                    if e.code.as_deref()
-                                        == Some(crate::headers::NO_SUCH_STAGED_BODY) =>
-                                {
-                                    self.upload_part(record, upload_id, &p, trailer, None).await
-                                }
-                                sent => sent,
-                            }
+                        .filter(|_| !split);
+                    let staged = index.and_then(|i| Some((i, self.staged_name(record, i)?)));
+                    let named = match staged {
+                        Some((i, name)) => {
+                            let sent =
+                                self.upload_part(record, upload_id, &p, trailer, Some(&name));
+                            self.staged_outcome(record, i, sent.await).transpose()
                         }
+                        None => None,
+                    };
+                    let sent = match named {
+                        Some(sent) => sent,
                         None => self.upload_part(record, upload_id, &p, trailer, None).await,
                     };
                     if sent.is_err() {

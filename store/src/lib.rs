@@ -168,8 +168,9 @@ impl Store {
         })
     }
 
-    /// Sets what is told the data ids of the shards the reclaimer deleted (once; a node of a
-    /// region of several nodes drops the copies of them its followers hold staged).
+    /// Sets what is told the data ids of shards deleted because nothing references them
+    /// (by the reclaimer, or discarded before a commit): a node of a region of several nodes
+    /// drops the copies of them its followers hold staged. Set once.
     pub fn on_reclaim(&self, listener: ReclaimListener) {
         let _ = self.reclaimed.set(listener);
     }
@@ -300,6 +301,7 @@ impl Store {
     /// Deletes the shards of data that was written but will never be committed.
     pub async fn discard(&self, data: IngestedData) {
         if let IngestedData::Erasure(outcome) = data {
+            self.reclaimed(&[outcome.descriptor.data_id]);
             if let Err(e) = self.disks.delete(outcome.descriptor.data_id).await {
                 tracing::warn!(data_id = %outcome.descriptor.data_id, error = %e, "discarding uncommitted shards failed; queueing for reclaim");
                 let storage = Storage::Layout(Layout::single(outcome.descriptor).to_bytes());

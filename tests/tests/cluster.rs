@@ -2505,12 +2505,10 @@ async fn the_node_that_takes_over_a_dead_primary_ships_what_it_had_not_shipped()
     }
 }
 
-/// A follower whose view of the layout is behind refuses a copy from the partition's new
-/// primary (it takes itself for the primary still). The primary, which does lead, keeps the
-/// copy queued and sends it again instead of dropping it: the follower, marked down
-/// meanwhile, holds the version once it has caught up — not the primary alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_caught_up() {
+/// A three-node region with a versioned bucket `data` whose key (returned) was led by node
+/// `old`, which is cut off from etcd (its layout stays the one where it leads), and has been
+/// handed to its other copy `new`, which has read that layout: `(region, key, old, new)`.
+async fn handed_behind_a_followers_back() -> (Region, String, u64, u64) {
     let region = Region::in_layout(3, "");
     region.create_bucket(0, "data").await;
     meridian_tests::enable_versioning(&region.nodes[0].client(), "data").await;
@@ -2520,10 +2518,7 @@ async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_
         [old, new] => (old, new),
         ref other => panic!("two copies, not {other:?}"),
     };
-    let (follower, primary) = (
-        &region.nodes[old as usize - 1],
-        &region.nodes[new as usize - 1],
-    );
+    let primary = &region.nodes[new as usize - 1];
 
     // The follower-to-be cannot read etcd any more: its layout stays the one where it leads.
     region.links[old as usize - 1].update(|f| f.blackhole = true);
@@ -2558,6 +2553,20 @@ async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_
         .send()
         .await
         .unwrap();
+    (region, key, old, new)
+}
+
+/// A follower whose view of the layout is behind refuses a copy from the partition's new
+/// primary (it takes itself for the primary still). The primary, which does lead, keeps the
+/// copy queued and sends it again instead of dropping it: the follower, marked down
+/// meanwhile, holds the version once it has caught up — not the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refused_by_a_follower_whose_layout_is_behind_reaches_it_once_it_caught_up() {
+    let (region, key, old, new) = handed_behind_a_followers_back().await;
+    let (follower, primary) = (
+        &region.nodes[old as usize - 1],
+        &region.nodes[new as usize - 1],
+    );
 
     // Written through the new primary: the follower refuses the copy; the write is
     // acknowledged once the follower is marked down (for refusing, or for its lapsed lease).
@@ -2903,4 +2912,52 @@ async fn a_large_put_reaches_its_follower_while_it_arrives_and_its_copy_names_th
         .await
         .unwrap();
     assert_eq!(versions.versions().len(), 3, "{versions:?}");
+}
+
+/// A copy names a body its follower staged, but the follower restarted meanwhile and holds
+/// it no more: it answers NoSuchStagedBody and the primary sends the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_staged_body_the_follower_lost_carries_the_body() {
+    let (mut region, key, old, new) = handed_behind_a_followers_back().await;
+    let (f, p) = (old as usize - 1, new as usize - 1);
+
+    // Written through the new primary: teed to the follower (its lease has not lapsed yet),
+    // which stages it, then refuses the copy that names it (it takes itself for the primary);
+    // the name is kept for the next attempt, and the write acknowledged once the follower is
+    // marked down.
+    let bytes = meridian_tests::pattern(1 << 20, 9);
+    let put = region.nodes[p]
+        .client()
+        .put_object()
+        .bucket("data")
+        .key(&key)
+        .body(bytes.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let version = put.version_id().unwrap().to_owned();
+    region.wait_status("the follower marked down", |s| {
+        s["current"]["down"] == serde_json::json!([old])
+    });
+    assert_eq!(metric_of(&region.nodes[p], STREAMED), 1.0);
+
+    // kill -9: the follower's staged bodies are gone. Back with its link to etcd, it takes
+    // the copy still queued for it — with the body, once it answered that it has none staged.
+    region.nodes[f].kill9();
+    region.links[f].update(|l| l.blackhole = false);
+    region.nodes[f].restart();
+    region.wait_status_for(
+        "the follower caught up and up",
+        Duration::from_secs(60),
+        |s| alive(s, old) && s["current"]["down"].is_null(),
+    );
+    let held = held_by(&region.nodes[f], "data", &key, &version).await;
+    assert_eq!(held.map(|b| b == bytes), Ok(true));
+    assert_eq!(metric_of(&region.nodes[f], TAKEN), 0.0);
+    assert!(
+        region.nodes[p]
+            .log()
+            .contains("the peer no longer holds the staged body; sending the body"),
+        "the copy named the staged body first"
+    );
 }

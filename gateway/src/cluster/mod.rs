@@ -39,7 +39,7 @@ use meridian_cluster::control::{ControlPlane, Membership, NodeRecord, WriteGate}
 use meridian_cluster::layout::{Layout, NodeId};
 use meridian_metadata::{
     ListObjectsPage, ListObjectsQuery, ListUploadsPage, ListUploadsQuery, ListVersionsPage,
-    ListVersionsQuery, MetaStore, ObjectSummary, PeerStatus, VersionRecord,
+    ListVersionsQuery, MetaStore, ObjectSummary, PeerStatus,
 };
 use meridian_replicator::{
     Leads, ObjectSource, PeerConfig, PeerMode, ReplicationSettings, Replicator, StagedBody, Stamp,
@@ -1341,12 +1341,10 @@ impl ClusterNode {
                 stamp: Some(stamp.clone()),
                 mirror: true,
                 leads: Some(leads.clone()),
-                staged: Some({
-                    let (streamed, id) = (self.streamed.clone(), *id);
-                    StagedBody(Arc::new(move |record: &VersionRecord, index| {
-                        streamed.take(id, record, index)
-                    }))
-                }),
+                staged: Some(StagedBody(Arc::new(stage::StagedOn {
+                    streamed: self.streamed.clone(),
+                    node: *id,
+                }))),
                 ..PeerConfig::new(&copy_peer(*id), endpoint, root_key, root_secret)
             })
             .collect();

@@ -17,7 +17,7 @@
 //! A staged body no copy names is discarded after [`STAGE_TTL`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use http_body_util::BodyExt;
 use meridian_cluster::layout::NodeId;
 use meridian_erasure::DataId;
 use meridian_metadata::{ChecksumAlgorithm, Storage, VersionRecord};
+use meridian_replicator::StagedBodies;
 use meridian_store::checksum;
 use meridian_store::ingest::{BodyError, Ingested};
 use meridian_store::layout::{Layout, Segment};
@@ -232,12 +233,35 @@ impl Streamed {
     }
 
     /// The name under which `node` holds the body of `record`'s segment `index` (the whole
-    /// of a single PUT, or a part), if it does (asked once).
-    pub fn take(&self, node: NodeId, record: &VersionRecord, index: usize) -> Option<String> {
+    /// of a single PUT, or a part), if it does.
+    fn name(&self, node: NodeId, record: &VersionRecord, index: usize) -> Option<String> {
         let data_id = data_id_of(&record.storage, index)?;
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        let (name, at) = names.remove(&(node, data_id))?;
-        (at.elapsed() < STAGE_TTL).then_some(name)
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, at) = names.get(&(node, data_id))?;
+        (at.elapsed() < STAGE_TTL).then(|| name.clone())
+    }
+
+    fn forget_one(&self, node: NodeId, record: &VersionRecord, index: usize) {
+        if let Some(data_id) = data_id_of(&record.storage, index) {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            names.remove(&(node, data_id));
+        }
+    }
+}
+
+/// The bodies one follower holds staged, as its copy sender asks for them.
+pub struct StagedOn {
+    pub streamed: Arc<Streamed>,
+    pub node: NodeId,
+}
+
+impl StagedBodies for StagedOn {
+    fn name(&self, record: &VersionRecord, index: usize) -> Option<String> {
+        self.streamed.name(self.node, record, index)
+    }
+
+    fn forget(&self, record: &VersionRecord, index: usize) {
+        self.streamed.forget_one(self.node, record, index);
     }
 }
 
@@ -400,8 +424,8 @@ impl ClusterNode {
     }
 
     /// The shards of `data_ids` were deleted here: the followers drop what they hold staged
-    /// of them (a part replaced or left out of its upload, an upload aborted, a version
-    /// removed before its copy went).
+    /// of them (a write refused at its commit, a part replaced or left out of its upload, an
+    /// upload aborted, a version removed before its copy went).
     pub fn reclaimed(&self, data_ids: &[DataId]) {
         for (id, name) in self.streamed.forget(data_ids) {
             self.unstage(id, &name);
@@ -477,6 +501,104 @@ impl ClusterNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_erasure::ObjectDescriptor;
+    use meridian_store::ingest::IngestedData;
+
+    /// A version whose body is the erasure-coded objects `ids`, one segment each.
+    fn version_of(ids: &[DataId]) -> VersionRecord {
+        let segments = ids
+            .iter()
+            .map(|id| {
+                Segment::Erasure(ObjectDescriptor {
+                    data_id: *id,
+                    size: 1 << 20,
+                    data_shards: 4,
+                    parity_shards: 2,
+                    block_size: 262_144,
+                    stripe_size: 1 << 20,
+                    placement: vec![0, 1, 2, 3, 4, 5],
+                    format_version: 1,
+                })
+            })
+            .collect();
+        VersionRecord {
+            storage: Storage::Layout(Layout { segments }.to_bytes()),
+            ..VersionRecord::default()
+        }
+    }
+
+    fn staged_body(bytes: &'static [u8]) -> Ingested {
+        Ingested {
+            size: bytes.len() as u64,
+            md5: meridian_store::checksum::md5(bytes),
+            checksum: None,
+            data: IngestedData::Inline(Bytes::from_static(bytes)),
+        }
+    }
+
+    #[test]
+    fn a_primary_names_a_staged_body_until_it_is_taken_or_its_shards_go() {
+        let (a, b) = (DataId::new_v4(), DataId::new_v4());
+        let streamed = Arc::new(Streamed::default());
+        let single = version_of(&[a]);
+        streamed.remember(2, &single.storage, "for-2");
+        let on = |node| StagedOn {
+            streamed: streamed.clone(),
+            node,
+        };
+        // Named for the follower that holds it, as often as asked, until forgotten.
+        assert_eq!(on(2).name(&single, 0).as_deref(), Some("for-2"));
+        assert_eq!(on(2).name(&single, 0).as_deref(), Some("for-2"));
+        assert_eq!(on(3).name(&single, 0), None);
+        on(2).forget(&single, 0);
+        assert_eq!(on(2).name(&single, 0), None);
+
+        // The parts of a multipart object, each by its segment.
+        let parts = version_of(&[a, b]);
+        streamed.remember(2, &version_of(&[b]).storage, "part-2");
+        streamed.remember(3, &version_of(&[b]).storage, "part-2-on-3");
+        assert_eq!(on(2).name(&parts, 0), None);
+        assert_eq!(on(2).name(&parts, 1).as_deref(), Some("part-2"));
+        // Shards deleted here: every follower's name for them is returned and forgotten.
+        let mut gone = streamed.forget(&[b]);
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![(2, "part-2".to_owned()), (3, "part-2-on-3".to_owned())]
+        );
+        assert_eq!(on(3).name(&parts, 1), None);
+        // An inline body has no shards to name.
+        let inline = VersionRecord {
+            storage: Storage::Inline(b"small".to_vec()),
+            ..VersionRecord::default()
+        };
+        streamed.remember(2, &inline.storage, "never");
+        assert_eq!(on(2).name(&inline, 0), None);
+    }
+
+    #[test]
+    fn a_follower_gives_a_staged_body_once_and_only_for_its_key() {
+        let received = Received::default();
+        let ask = |name: &str| StageAsk {
+            name: name.into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            algorithm: None,
+        };
+        assert!(received.keep(&ask("one"), staged_body(b"abc")).0);
+        assert!(received.keep(&ask("two"), staged_body(b"def")).0);
+        // Another key's copy cannot take it (and it is discarded: nothing else names it).
+        let (found, gone) = received.take("one", "b", "other");
+        assert!(found.is_none());
+        assert_eq!(gone.len(), 1);
+        let (found, gone) = received.take("two", "b", "k");
+        assert_eq!(found.map(|i| i.size), Some(3));
+        assert!(gone.is_empty());
+        assert!(received.take("two", "b", "k").0.is_none());
+        assert!(received.keep(&ask("three"), staged_body(b"ghi")).0);
+        assert_eq!(received.remove("three").map(|i| i.size), Some(3));
+        assert!(received.remove("three").is_none());
+    }
 
     #[test]
     fn a_stage_request_survives_its_query() {
