@@ -57,6 +57,23 @@ def wait_holders(clients, bucket, key, version, body, want=2, limit=30.0):
         time.sleep(0.2)
 
 
+def staged_taken(endpoints):
+    """Bodies the nodes' followers took from those streamed to them while they arrived
+    (`meridian_cluster_staged_bodies_total{outcome="taken"}`, summed over the nodes; the
+    nodes' metrics are public in deploy/local-cluster.sh)."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for endpoint in endpoints:
+        text = requests.get(f"{endpoint}/_meridian/metrics", timeout=10).text
+        total += sum(sample.value
+                     for family in text_string_to_metric_families(text)
+                     for sample in family.samples
+                     if sample.name == "meridian_cluster_staged_bodies_total"
+                     and sample.labels.get("outcome") == "taken")
+    return total
+
+
 def test_versions_written_through_every_node_are_on_two_nodes(s3, server, aws, bucket, tmp_path):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     written = []
@@ -66,9 +83,13 @@ def test_versions_written_through_every_node_are_on_two_nodes(s3, server, aws, b
         written.append((f"obj/{i % 8}", out["VersionId"], body))
     big = tmp_path / "weights.bin"
     big.write_bytes(os.urandom(20 * 1024 * 1024))
+    taken = staged_taken(server.endpoints)
     aws("s3", "cp", str(big), f"s3://{bucket}/weights.bin")
     head = s3.head_object(Bucket=bucket, Key="weights.bin")
     written.append(("weights.bin", head["VersionId"], big.read_bytes()))
+    # The CLI's three parts (8, 8 and 4 MiB) reached the follower while they arrived: the
+    # copy of the completed object named them instead of sending them again.
+    assert staged_taken(server.endpoints) - taken == 3
 
     listed = s3.list_object_versions(Bucket=bucket)["Versions"]
     assert sorted((v["Key"], v["VersionId"]) for v in listed) == \
