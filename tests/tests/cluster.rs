@@ -2961,3 +2961,73 @@ async fn a_copy_whose_staged_body_the_follower_lost_carries_the_body() {
         "the copy named the staged body first"
     );
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a node's process.
+fn signal(node: &meridian_tests::TestServer, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// A follower that stops taking the body midway (SIGSTOP) is dropped from the tee: the write
+/// goes on and is acknowledged once the follower is marked down; the follower, let go, takes
+/// the copy queued for it — with the body, since nothing was staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stalls_mid_body_is_dropped_from_the_tee_and_gets_the_body_later() {
+    let region = Region::in_layout(3, "");
+    region.create_bucket(0, "weights").await;
+    meridian_tests::enable_versioning(&region.nodes[0].client(), "weights").await;
+    let layout = region.layout();
+    let key = "stalled/shard";
+    let (p, f) = match copies_of(&layout, "weights", key)[..] {
+        [p, f] => (p, f),
+        ref other => panic!("two copies, not {other:?}"),
+    };
+    let (primary, follower) = (&region.nodes[p as usize - 1], &region.nodes[f as usize - 1]);
+    // More than the socket buffers and the tee's queue hold: the primary has to wait for it.
+    let bytes = meridian_tests::pattern(24 << 20, 5);
+
+    signal(follower, "-STOP");
+    let put = primary
+        .client()
+        .put_object()
+        .bucket("weights")
+        .key(key)
+        .body(bytes.clone().into())
+        .send()
+        .await;
+    signal(follower, "-CONT");
+    let version = put.unwrap().version_id().unwrap().to_owned();
+    let status = region.cli(&["status"]);
+    assert_eq!(
+        status["current"]["down"],
+        serde_json::json!([f]),
+        "{status:#}"
+    );
+    assert_eq!(metric_of(primary, STREAMED), 0.0);
+    assert!(
+        primary.log().contains("dropped from the tee"),
+        "the body was teed to the follower until it stalled"
+    );
+    assert_eq!(
+        held_by(primary, "weights", key, &version)
+            .await
+            .map(|b| b == bytes),
+        Ok(true)
+    );
+
+    region.wait_status_for(
+        "the follower caught up and up",
+        Duration::from_secs(60),
+        |s| alive(s, f) && s["current"]["down"].is_null(),
+    );
+    assert_eq!(
+        held_by(follower, "weights", key, &version)
+            .await
+            .map(|b| b == bytes),
+        Ok(true)
+    );
+    assert_eq!(metric_of(follower, TAKEN), 0.0);
+}

@@ -35,7 +35,7 @@ use meridian_store::layout::{Layout, Segment};
 use s3s::Body;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{copy_peer_id, error_response, json_response, ClusterNode, EPOCH, HOP, INTERNAL};
 
@@ -120,7 +120,9 @@ impl StageAsk {
 /// A body on its way to the followers, as this node ingests it.
 pub struct Tee {
     name: String,
-    senders: Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    /// Each follower's queue of chunks, and its request (aborted when the follower is
+    /// dropped, so that it never takes a cut body for a whole one).
+    senders: Vec<(NodeId, mpsc::Sender<Bytes>, AbortHandle)>,
     answers: Vec<(NodeId, JoinHandle<Result<StagedAnswer, String>>)>,
     /// How long one follower may hold the body up before it is dropped from the tee.
     stall: Duration,
@@ -128,8 +130,8 @@ pub struct Tee {
 
 impl Tee {
     /// `body`, handing every chunk to the followers as it passes. A follower that takes no
-    /// chunk for `stall` is dropped (its copy will carry the body); an error of the body ends
-    /// theirs with an error too.
+    /// chunk for `stall` is dropped (its request aborted: its copy will carry the body); an
+    /// error of the body aborts every follower's request.
     pub fn body(
         &mut self,
         body: BoxStream<'static, Result<Bytes, BodyError>>,
@@ -141,19 +143,20 @@ impl Tee {
             match &item {
                 Ok(chunk) => {
                     let mut kept = Vec::with_capacity(senders.len());
-                    for tx in senders {
-                        let sent = tokio::time::timeout(stall, tx.send(Ok(chunk.clone()))).await;
-                        if matches!(sent, Ok(Ok(()))) {
-                            kept.push(tx);
+                    for (id, tx, request) in senders {
+                        match tokio::time::timeout(stall, tx.send(chunk.clone())).await {
+                            Ok(Ok(())) => kept.push((id, tx, request)),
+                            Ok(Err(_)) => request.abort(),
+                            Err(_) => {
+                                tracing::warn!(node = id, ?stall,
+                                    "a follower took nothing of a body for too long; dropped from the tee, its copy carries the body");
+                                request.abort();
+                            }
                         }
                     }
                     senders = kept;
                 }
-                Err(e) => {
-                    for tx in senders.drain(..) {
-                        let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
-                    }
-                }
+                Err(_) => senders.drain(..).for_each(|(_, _, request)| request.abort()),
             }
             Some((item, (body, senders)))
         })
@@ -387,7 +390,7 @@ impl ClusterNode {
             stall: self.config.copy_timeout,
         };
         for (id, endpoint) in followers {
-            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(LEG_QUEUE);
+            let (tx, rx) = mpsc::channel::<Bytes>(LEG_QUEUE);
             let url = format!(
                 "{}{INTERNAL}stage?{}",
                 endpoint.trim_end_matches('/'),
@@ -395,7 +398,7 @@ impl ClusterNode {
             );
             let chunks = futures::stream::unfold(rx, |mut rx| async move {
                 let chunk = rx.recv().await?;
-                Some((chunk.map(hyper::body::Frame::data), rx))
+                Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk)), rx))
             });
             let req = Request::put(url)
                 .header(HOP, &self.hop)
@@ -417,7 +420,7 @@ impl ClusterNode {
                 }
                 serde_json::from_slice(&bytes).map_err(|e| e.to_string())
             });
-            tee.senders.push(tx);
+            tee.senders.push((id, tx, answer.abort_handle()));
             tee.answers.push((id, answer));
         }
         Some(tee)
