@@ -2681,18 +2681,7 @@ async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_
 
 /// The value of the metric line `series` in `node`'s metrics (0 when absent).
 fn metric_of(node: &meridian_tests::TestServer, series: &str) -> f64 {
-    let got = meridian_tests::raw::send_signed(
-        &node.endpoint,
-        "GET",
-        "/_meridian/metrics",
-        &[],
-        b"",
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-        meridian_tests::ACCESS_KEY,
-        meridian_tests::SECRET_KEY,
-    );
-    assert_eq!(got.status, 200, "{}", got.body);
-    got.body
+    meridian_tests::root_metrics(&node.endpoint)
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)

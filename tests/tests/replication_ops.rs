@@ -542,18 +542,8 @@ async fn a_compressed_link_sends_text_in_fewer_bytes_and_stays_exact() {
     ] {
         same_on_both(&east, &west, key, v).await;
     }
-    let metrics = meridian_tests::raw::send_signed(
-        &regions.servers[0].endpoint,
-        "GET",
-        "/_meridian/metrics",
-        &[],
-        b"",
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-        meridian_tests::ACCESS_KEY,
-        meridian_tests::SECRET_KEY,
-    );
+    let metrics = meridian_tests::root_metrics(&regions.servers[0].endpoint);
     let sent: f64 = metrics
-        .body
         .lines()
         .find(|l| l.starts_with("meridian_replication_sent_bytes_total{peer=\"west\"}"))
         .and_then(|l| l.split_whitespace().last())

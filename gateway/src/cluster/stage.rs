@@ -168,15 +168,11 @@ impl Tee {
     pub async fn finish(self, node: &ClusterNode, ingested: Option<(&Ingested, &Storage)>) {
         let expected = ingested.map(|(i, _)| StagedAnswer::of(i));
         for (id, answer) in self.answers {
-            let Some(expected) = &expected else {
-                // This node did not keep the body: neither does any follower.
-                answer.abort();
-                node.unstage(id, &self.name);
-                continue;
-            };
+            // Each follower's answer is awaited even when this node did not keep the body, so
+            // that the follower holds what it staged before it is told to drop it.
             let abort = answer.abort_handle();
-            match tokio::time::timeout(self.stall, answer).await {
-                Ok(Ok(Ok(got))) if got == *expected => {
+            match (&expected, tokio::time::timeout(self.stall, answer).await) {
+                (Some(expected), Ok(Ok(Ok(got)))) if got == *expected => {
                     crate::metrics::global()
                         .staged_bodies
                         .with_label_values(&["streamed"])
@@ -186,14 +182,16 @@ impl Tee {
                     }
                     continue;
                 }
-                Ok(Ok(Ok(got))) => {
+                (Some(expected), Ok(Ok(Ok(got)))) => {
                     tracing::warn!(node = id, ?got, ?expected,
                         "a follower staged other bytes than this node ingested; its copy carries the body");
                 }
-                Ok(Ok(Err(e))) => {
+                // This node did not keep the body: neither does any follower.
+                (None, Ok(Ok(Ok(_)))) => {}
+                (_, Ok(Ok(Err(e)))) => {
                     tracing::debug!(node = id, error = %e, "a follower did not stage the body; its copy carries it");
                 }
-                Ok(Err(_)) | Err(_) => abort.abort(),
+                (_, Ok(Err(_)) | Err(_)) => abort.abort(),
             }
             node.unstage(id, &self.name);
         }
