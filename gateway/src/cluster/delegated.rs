@@ -60,6 +60,9 @@ pub trait Delegated: Send + Sync {
     ) -> Result<super::stage::StagedAnswer, String>;
     /// Discards the body staged here under `name`, which no copy will name.
     async fn unstage(&self, name: &str);
+    /// Discards the bodies staged here that no copy named in time (checked every minute,
+    /// besides whenever a body is staged or taken).
+    fn expire_staged(&self);
     /// The bucket catalogue changed `bucket` in the store (made, changed or deleted it; `docs`
     /// names the configuration documents that changed): what was read of it before is stale.
     async fn bucket_applied(&self, bucket: &str, docs: &[String]);

@@ -1229,6 +1229,9 @@ impl ClusterNode {
             if trimmed.elapsed() > Duration::from_secs(60) {
                 trimmed = Instant::now();
                 self.trim_outbox().await;
+                if let Some(delegate) = self.delegate.get() {
+                    delegate.expire_staged();
+                }
             }
             tokio::time::sleep(REFRESH).await;
         }

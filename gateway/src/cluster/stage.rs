@@ -313,6 +313,11 @@ impl Received {
         (true, gone)
     }
 
+    /// The bodies that waited longer than [`STAGE_TTL`] (they leave).
+    pub fn expired(&self) -> Vec<Ingested> {
+        expired(&mut self.held.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// The body staged under `name`, which no copy will name, if it is still here.
     pub fn remove(&self, name: &str) -> Option<Ingested> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());

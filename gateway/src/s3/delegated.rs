@@ -101,6 +101,11 @@ impl Delegated for MeridianS3 {
         }
     }
 
+    fn expire_staged(&self) {
+        let gone = self.staged.expired();
+        self.discard_staged(gone);
+    }
+
     async fn unstage(&self, name: &str) {
         let gone: Vec<_> = self.staged.remove(name).into_iter().collect();
         self.discard_staged(gone);
