@@ -418,22 +418,6 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// The S3 error code of a failed SDK call, e.g. `"NoSuchKey"`.
-/// The server's metrics (Prometheus text), read as root.
-pub fn root_metrics(endpoint: &str) -> String {
-    let got = raw::send_signed(
-        endpoint,
-        "GET",
-        "/_meridian/metrics",
-        &[],
-        b"",
-        aws_sigv4::http_request::SignableBody::Bytes(b""),
-        ACCESS_KEY,
-        SECRET_KEY,
-    );
-    assert_eq!(got.status, 200, "{}", got.body);
-    got.body
-}
-
 pub fn error_code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,

@@ -2681,7 +2681,7 @@ async fn a_node_that_leaves_keeps_what_a_peer_region_is_owed_until_shipped_then_
 
 /// The value of the metric line `series` in `node`'s metrics (0 when absent).
 fn metric_of(node: &meridian_tests::TestServer, series: &str) -> f64 {
-    meridian_tests::root_metrics(&node.endpoint)
+    meridian_tests::metrics(node)
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)

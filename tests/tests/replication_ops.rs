@@ -542,7 +542,7 @@ async fn a_compressed_link_sends_text_in_fewer_bytes_and_stays_exact() {
     ] {
         same_on_both(&east, &west, key, v).await;
     }
-    let metrics = meridian_tests::root_metrics(&regions.servers[0].endpoint);
+    let metrics = meridian_tests::metrics(&regions.servers[0]);
     let sent: f64 = metrics
         .lines()
         .find(|l| l.starts_with("meridian_replication_sent_bytes_total{peer=\"west\"}"))
