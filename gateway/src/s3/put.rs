@@ -290,9 +290,10 @@ impl BodyClaims {
 }
 
 impl MeridianS3 {
-    /// Streams a client's body into storage (hashed with MD5 and `algorithm`, as the store does) and
-    /// checks it against what the client claimed; on any mismatch the data is discarded and
-    /// the S3 error returned, so nothing is stored.
+    /// Streams a client's body into storage (hashed with MD5 and `algorithm`, as the store
+    /// does), through `tee` to the followers when there is one, and checks it against what
+    /// the client claimed; on any mismatch the data is discarded and the S3 error returned,
+    /// so nothing is stored.
     async fn ingest_verified(
         &self,
         body: Option<StreamingBlob>,
@@ -617,7 +618,7 @@ impl MeridianS3 {
 }
 
 /// The name of the staged body a copy names instead of carrying one.
-pub(super) fn staged_name(headers: &http::HeaderMap) -> Option<&str> {
+fn staged_name(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get(meridian_replicator::headers::STAGED)
         .and_then(|v| v.to_str().ok())
